@@ -1,0 +1,531 @@
+//! The backup pipeline, in stages joined by bounded channels so memory stays
+//! flat however large the source:
+//!
+//! 1. scan (a blocking thread): walk the source, reuse the chunk lists of
+//!    unchanged files from the journal, read and chunk the rest, hash each
+//!    chunk, and build the manifest as it goes;
+//! 2. dedup: ask the hub in batches which chunk ids it lacks;
+//! 3. seal (blocking threads, in parallel): compress and encrypt the missing ones;
+//! 4. upload: batches of blobs on one gRPC stream, each acknowledged by the
+//!    hub only once durable.
+//!
+//! The commit goes to the hub only after every batch is acknowledged, and
+//! the journal takes the scan's results only after the commit: a crash at
+//! any point leaves a state a rerun completes, resending nothing the hub has.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferry_crypto::{SealError, SessionSealer, TenantKeys};
+use ferry_proto::manifest::{MANIFEST_MAGIC, encode_entry};
+use ferry_proto::v1::{
+    BlobBatch, CommitRequest, EntryType, FindMissingRequest, ManifestEntry, OpenSessionRequest,
+};
+use ferry_proto::{BlobId, BlobKind};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::blob_codec::{SealedBlob, seal_chunk};
+use crate::chunker::{ChunkBuffer, ChunkReadError, ChunkerParams, chunk_reader};
+use crate::client::HubClient;
+use crate::journal::{Journal, JournalError};
+use crate::progress::Progress;
+use crate::source::{Content, EntryKind, Skipped, Source, SourceEntry, SourceError};
+
+/// Chunks in flight between scan and dedup.
+const CHUNK_QUEUE: usize = 16;
+/// Sealed blobs in flight between seal and upload (also bounds sealing parallelism).
+const SEALED_QUEUE: usize = 6;
+/// Batches sent but not yet acknowledged, beyond those the hub is storing.
+const BATCH_QUEUE: usize = 4;
+/// Upper bounds of one dedup query.
+const DEDUP_BATCH_IDS: usize = 1024;
+const DEDUP_BATCH_BYTES: usize = 32 << 20;
+/// Upper bounds of one upload batch.
+const UPLOAD_BATCH_BLOBS: usize = 1024;
+const UPLOAD_BATCH_BYTES: usize = 8 << 20;
+/// How often a file that keeps changing while it is read is tried.
+const READ_ATTEMPTS: usize = 3;
+/// Past this many ids, the in-run duplicate filter starts over (the hub's
+/// answer stays correct; only a few duplicates may be sealed twice).
+const SEEN_LIMIT: usize = 2_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("cannot start an encryption session: {0}")]
+    Seal(#[from] SealError),
+    #[error("hub refused {call}: {status}")]
+    Hub {
+        call: &'static str,
+        status: tonic::Status,
+    },
+    #[error("hub protocol error in {call}: {reason}")]
+    Protocol { call: &'static str, reason: String },
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("internal task failed: {0}")]
+    Task(String),
+    /// A stage stopped because another one failed; never the root cause.
+    #[error("backup aborted")]
+    Aborted,
+}
+
+fn hub(call: &'static str) -> impl FnOnce(tonic::Status) -> BackupError {
+    move |status| BackupError::Hub { call, status }
+}
+
+/// What a backup did, for the operator and for `--json`.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct BackupReport {
+    pub bucket: String,
+    pub seq: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Logical size of all files in the snapshot.
+    pub bytes: u64,
+    pub files_read: u64,
+    pub bytes_read: u64,
+    pub chunks_sent: u64,
+    pub chunks_deduplicated: u64,
+    /// Ciphertext bytes uploaded.
+    pub bytes_sent: u64,
+    pub manifest_chunks: u64,
+    pub skipped: Vec<SkippedReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedReport {
+    pub path: String,
+    pub reason: String,
+}
+
+impl From<Skipped> for SkippedReport {
+    fn from(s: Skipped) -> Self {
+        Self {
+            path: String::from_utf8_lossy(&s.path).into_owned(),
+            reason: s.reason,
+        }
+    }
+}
+
+/// A chunk found by the scan, on its way to dedup.
+struct ChunkJob {
+    id: BlobId,
+    kind: BlobKind,
+    data: Vec<u8>,
+}
+
+pub struct BackupJob {
+    pub client: HubClient,
+    pub keys: Arc<TenantKeys>,
+    pub source: Arc<dyn Source>,
+    pub journal_path: PathBuf,
+    pub bucket: String,
+    pub progress: Progress,
+}
+
+pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
+    let sealer = Arc::new(job.keys.sealer()?);
+    let opened = job
+        .client
+        .ingest
+        .clone()
+        .open_session(OpenSessionRequest {
+            bucket: job.bucket.clone(),
+            header: sealer.header().to_vec(),
+        })
+        .await
+        .map_err(hub("OpenSession"))?
+        .into_inner();
+    let session_id = opened.session_id;
+    tracing::info!(bucket = %job.bucket, session_id, "upload session opened");
+
+    let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
+    let (sealed_tx, sealed_rx) = mpsc::channel(SEALED_QUEUE);
+
+    let scan = {
+        let keys = job.keys.clone();
+        let source = job.source.clone();
+        let journal_path = job.journal_path.clone();
+        let progress = job.progress.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut journal = Journal::open(&journal_path)?;
+            journal.begin_scan()?;
+            let scanned = scan_source(&*source, &keys, &journal, &chunk_tx, &progress)?;
+            journal.end_scan()?;
+            Ok::<_, BackupError>((scanned, journal))
+        })
+    };
+    let dedup = tokio::spawn(dedup_stage(
+        chunk_rx,
+        job.client.clone(),
+        session_id,
+        sealer.clone(),
+        sealed_tx,
+    ));
+    let upload = tokio::spawn(upload_stage(
+        sealed_rx,
+        job.client.clone(),
+        session_id,
+        job.progress.clone(),
+    ));
+
+    let scan = flatten(scan.await);
+    let dedup = flatten(dedup.await);
+    let upload = flatten(upload.await);
+    // Report the root cause: a stage that failed on its own, not one that
+    // stopped because its neighbour went away.
+    let ((scanned, mut journal), deduplicated, uploaded) = match (scan, dedup, upload) {
+        (Ok(s), Ok(d), Ok(u)) => (s, d, u),
+        (s, d, u) => {
+            let errors = [s.err(), d.err(), u.err()];
+            let root = errors
+                .into_iter()
+                .flatten()
+                .find(|e| !matches!(e, BackupError::Aborted))
+                .unwrap_or(BackupError::Aborted);
+            return Err(root);
+        }
+    };
+
+    let mut report = scanned.report;
+    report.bucket = job.bucket.clone();
+    report.chunks_deduplicated = deduplicated;
+    report.chunks_sent = uploaded.blobs;
+    report.bytes_sent = uploaded.bytes;
+    report.manifest_chunks = scanned.manifest.len() as u64;
+    let committed = job
+        .client
+        .ingest
+        .clone()
+        .commit(CommitRequest {
+            session_id,
+            kind: "snapshot".into(),
+            manifest: scanned.manifest.iter().map(|id| id.0.to_vec()).collect(),
+            body: Vec::new(),
+            files: report.files,
+            bytes: report.bytes,
+        })
+        .await
+        .map_err(hub("Commit"))?
+        .into_inner();
+    report.seq = committed.seq;
+    tokio::task::spawn_blocking(move || journal.promote())
+        .await
+        .map_err(|e| BackupError::Task(e.to_string()))??;
+    job.progress.finish();
+    tracing::info!(bucket = %job.bucket, seq = report.seq, "snapshot committed");
+    Ok(report)
+}
+
+fn flatten<T>(joined: Result<Result<T, BackupError>, tokio::task::JoinError>) -> Result<T, BackupError> {
+    joined.map_err(|e| BackupError::Task(e.to_string()))?
+}
+
+struct Scanned {
+    manifest: Vec<BlobId>,
+    report: BackupReport,
+}
+
+/// Stage 1: walk, chunk, hash; emits chunk jobs and returns the manifest ids.
+fn scan_source(
+    source: &dyn Source,
+    keys: &TenantKeys,
+    journal: &Journal,
+    chunks: &mpsc::Sender<ChunkJob>,
+    progress: &Progress,
+) -> Result<Scanned, BackupError> {
+    let (gear, gear_ls) = keys.gear_tables();
+    let params = ChunkerParams::new(gear, gear_ls);
+    let mut report = BackupReport::default();
+    let mut manifest_ids = Vec::new();
+    let mut manifest = ChunkBuffer::new(&params);
+    let mut encoded = MANIFEST_MAGIC.to_vec();
+    let mut first_link: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let mut skipped_files = Vec::new();
+
+    let send = |kind: BlobKind, data: Vec<u8>| -> Result<BlobId, BackupError> {
+        let id = BlobId(keys.chunk_id(&data));
+        chunks
+            .blocking_send(ChunkJob { id, kind, data })
+            .map_err(|_| BackupError::Aborted)?;
+        Ok(id)
+    };
+
+    let mut on_entry = |mut entry: SourceEntry| -> Result<(), BackupError> {
+        let mut out = ManifestEntry {
+            path: entry.path.clone(),
+            uid: entry.uid,
+            gid: entry.gid,
+            ..Default::default()
+        };
+        match entry.kind {
+            EntryKind::Dir => {
+                out.r#type = EntryType::Dir as i32;
+                report.dirs += 1;
+            }
+            EntryKind::Symlink => {
+                out.r#type = EntryType::Symlink as i32;
+                out.symlink_target = entry.target.clone();
+                report.symlinks += 1;
+            }
+            EntryKind::File => {
+                out.r#type = EntryType::File as i32;
+                if let Some(first) = entry.link_key.and_then(|k| first_link.get(&k)) {
+                    out.hardlink_to = first.clone();
+                } else {
+                    let ids = match journal.unchanged(&entry.path, &entry.stamp)? {
+                        Some(ids) => ids,
+                        None => match read_file(source, &params, &mut entry, &send, &mut report, progress)? {
+                            Ok(ids) => ids,
+                            Err(reason) => {
+                                skipped_files.push(Skipped { path: entry.path, reason });
+                                return Ok(());
+                            }
+                        },
+                    };
+                    journal.record(&entry.path, &entry.stamp, &ids)?;
+                    out.chunks = ids.iter().map(|id| id.0.to_vec()).collect();
+                    if let Some(key) = entry.link_key {
+                        first_link.insert(key, entry.path.clone());
+                    }
+                }
+                out.size = entry.stamp.size;
+                report.files += 1;
+                report.bytes += entry.stamp.size;
+                progress.add_files(1);
+            }
+        }
+        out.mode = entry.stamp.mode & 0o7777;
+        out.mtime_sec = entry.stamp.mtime_ns.div_euclid(1_000_000_000);
+        out.mtime_nsec = entry.stamp.mtime_ns.rem_euclid(1_000_000_000) as u32;
+        encode_entry(&out, &mut encoded);
+        if encoded.len() >= 1 << 20 {
+            manifest.push(&encoded, |c| send(BlobKind::Manifest, c).map(|id| manifest_ids.push(id)))?;
+            encoded.clear();
+        }
+        Ok(())
+    };
+    // The walk only knows SourceError; keep the pipeline's own error aside.
+    let mut failure = None;
+    let walked = source.scan(&mut |entry| {
+        on_entry(entry).map_err(|e| {
+            failure = Some(e);
+            SourceError::Stopped("backup pipeline failed".into())
+        })
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let skipped = walked?;
+    manifest.push(&encoded, |c| send(BlobKind::Manifest, c).map(|id| manifest_ids.push(id)))?;
+    manifest.finish(|c| send(BlobKind::Manifest, c).map(|id| manifest_ids.push(id)))?;
+    for s in skipped.into_iter().chain(skipped_files) {
+        tracing::warn!(path = %String::from_utf8_lossy(&s.path), reason = %s.reason, "not backed up");
+        report.skipped.push(s.into());
+    }
+    Ok(Scanned {
+        manifest: manifest_ids,
+        report,
+    })
+}
+
+/// Reads and chunks one file, retrying while it changes under us. The outer
+/// error stops the backup; the inner one skips (and reports) this file.
+fn read_file(
+    source: &dyn Source,
+    params: &ChunkerParams,
+    entry: &mut SourceEntry,
+    send: &dyn Fn(BlobKind, Vec<u8>) -> Result<BlobId, BackupError>,
+    report: &mut BackupReport,
+    progress: &Progress,
+) -> Result<Result<Vec<BlobId>, String>, BackupError> {
+    for _ in 0..READ_ATTEMPTS {
+        let reader = match source.open(entry)? {
+            Content::Reader(r) => r,
+            Content::Vanished => return Ok(Err("vanished during the backup".into())),
+        };
+        let mut ids = Vec::new();
+        let read = chunk_reader(params, reader, |chunk| {
+            progress.add_read(chunk.len() as u64);
+            send(BlobKind::Data, chunk).map(|id| ids.push(id))
+        });
+        let len = match read {
+            Ok(len) => len,
+            Err(ChunkReadError::Read(e)) => return Ok(Err(format!("read error: {e}"))),
+            Err(ChunkReadError::Emit(e)) => return Err(e),
+        };
+        report.files_read += 1;
+        report.bytes_read += len;
+        match source.stamp_now(entry)? {
+            None => return Ok(Err("vanished while being read".into())),
+            Some(now) if now == entry.stamp && len == now.size => return Ok(Ok(ids)),
+            // Changed while we read it: what we read may be torn. Try again
+            // with the new stamp rather than store a mix of two versions.
+            Some(now) => entry.stamp = now,
+        }
+    }
+    Ok(Err(format!(
+        "kept changing while being read ({READ_ATTEMPTS} attempts); not stored"
+    )))
+}
+
+/// Stage 2: batched "which ids are missing", then sealing of the missing
+/// chunks on blocking threads; hands the seal tasks to the uploader in order.
+async fn dedup_stage(
+    mut chunks: mpsc::Receiver<ChunkJob>,
+    client: HubClient,
+    session_id: u64,
+    sealer: Arc<SessionSealer>,
+    sealed: mpsc::Sender<JoinHandle<SealedBlob>>,
+) -> Result<u64, BackupError> {
+    let mut ingest = client.ingest;
+    let mut seen: HashSet<BlobId> = HashSet::new();
+    let mut deduplicated = 0u64;
+    while let Some(first) = chunks.recv().await {
+        let mut bytes = first.data.len();
+        let mut batch = vec![first];
+        while batch.len() < DEDUP_BATCH_IDS && bytes < DEDUP_BATCH_BYTES {
+            match chunks.try_recv() {
+                Ok(job) => {
+                    bytes += job.data.len();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        if seen.len() > SEEN_LIMIT {
+            seen.clear();
+        }
+        let before = batch.len();
+        batch.retain(|job| seen.insert(job.id));
+        deduplicated += (before - batch.len()) as u64;
+        if batch.is_empty() {
+            continue;
+        }
+        let missing = ingest
+            .find_missing(FindMissingRequest {
+                session_id,
+                ids: batch.iter().map(|j| j.id.0.to_vec()).collect(),
+            })
+            .await
+            .map_err(hub("FindMissing"))?
+            .into_inner()
+            .missing;
+        let mut wanted = vec![false; batch.len()];
+        for index in missing {
+            let slot = wanted.get_mut(index as usize).ok_or_else(|| BackupError::Protocol {
+                call: "FindMissing",
+                reason: format!("index {index} out of range for {} ids", batch.len()),
+            })?;
+            *slot = true;
+        }
+        for (job, wanted) in batch.into_iter().zip(wanted) {
+            if !wanted {
+                deduplicated += 1;
+                continue;
+            }
+            let sealer = sealer.clone();
+            let task = tokio::task::spawn_blocking(move || seal_chunk(&sealer, job.id, job.kind, &job.data));
+            sealed.send(task).await.map_err(|_| BackupError::Aborted)?;
+        }
+    }
+    Ok(deduplicated)
+}
+
+struct Uploaded {
+    blobs: u64,
+    bytes: u64,
+}
+
+/// Stage 4: batches sealed blobs onto the upload stream and checks that
+/// every batch comes back acknowledged.
+async fn upload_stage(
+    mut sealed: mpsc::Receiver<JoinHandle<SealedBlob>>,
+    client: HubClient,
+    session_id: u64,
+    progress: Progress,
+) -> Result<Uploaded, BackupError> {
+    let mut ingest = client.ingest;
+    let (batch_tx, batch_rx) = mpsc::channel::<BlobBatch>(BATCH_QUEUE);
+    let acks = tokio::spawn(async move {
+        let mut stream = ingest
+            .upload_blobs(ReceiverStream::new(batch_rx))
+            .await
+            .map_err(hub("UploadBlobs"))?
+            .into_inner();
+        let mut acked = Vec::new();
+        while let Some(ack) = stream.message().await.map_err(hub("UploadBlobs"))? {
+            acked.push(ack.batch);
+        }
+        Ok::<_, BackupError>(acked)
+    });
+
+    let mut sent = Uploaded { blobs: 0, bytes: 0 };
+    let mut batches = 0u64;
+    let mut current: Vec<ferry_proto::v1::Blob> = Vec::new();
+    let mut current_bytes = 0usize;
+    let mut stream_broken = false;
+    loop {
+        let next = sealed.recv().await;
+        let flush = match &next {
+            None => !current.is_empty(),
+            Some(_) => current.len() >= UPLOAD_BATCH_BLOBS || current_bytes >= UPLOAD_BATCH_BYTES,
+        };
+        if flush {
+            let batch = BlobBatch {
+                session_id,
+                batch: batches,
+                blobs: std::mem::take(&mut current),
+            };
+            if batch_tx.send(batch).await.is_err() {
+                stream_broken = true;
+                break;
+            }
+            progress.add_sent(current_bytes as u64);
+            batches += 1;
+            current_bytes = 0;
+        }
+        let Some(task) = next else { break };
+        let blob = task.await.map_err(|e| BackupError::Task(e.to_string()))?;
+        sent.blobs += 1;
+        sent.bytes += blob.data.len() as u64;
+        current_bytes += blob.data.len();
+        current.push(ferry_proto::v1::Blob {
+            id: blob.id.0.to_vec(),
+            kind: blob.kind as u32,
+            flags: u32::from(blob.flags),
+            data: blob.data,
+        });
+    }
+    drop(batch_tx);
+    let acked = flatten(acks.await)?;
+    if stream_broken {
+        return Err(BackupError::Protocol {
+            call: "UploadBlobs",
+            reason: "the hub closed the upload stream early".into(),
+        });
+    }
+    let mut acked_sorted = acked.clone();
+    acked_sorted.sort_unstable();
+    acked_sorted.dedup();
+    if acked_sorted.len() != acked.len() || acked_sorted != (0..batches).collect::<Vec<_>>() {
+        return Err(BackupError::Protocol {
+            call: "UploadBlobs",
+            reason: format!("sent {batches} batches, acknowledged {acked:?}"),
+        });
+    }
+    Ok(sent)
+}

@@ -1,0 +1,143 @@
+//! One chunk on its way to the hub and back: compress (when it helps), then
+//! encrypt as an age payload under the session's file key; and the reverse,
+//! which checks the chunk id against the plaintext so that a tampered or
+//! corrupt blob is refused, never restored.
+
+use ferry_crypto::{OpenError, SessionOpener, SessionSealer, TenantKeys};
+use ferry_proto::{BlobId, BlobKind, FLAG_ZSTD};
+
+use crate::chunker::MAX_CHUNK;
+
+/// zstd level: fast; the disk, not the CPU, should bound a backup.
+const ZSTD_LEVEL: i32 = 1;
+/// Bytes compressed first to decide whether the whole chunk is worth it.
+const SAMPLE: usize = 64 << 10;
+/// Keep the compressed form only if it saves at least this share.
+const MIN_SAVING: f64 = 0.03;
+
+/// An encrypted chunk ready to upload.
+#[derive(Debug)]
+pub struct SealedBlob {
+    pub id: BlobId,
+    pub kind: BlobKind,
+    pub flags: u8,
+    pub data: Vec<u8>,
+}
+
+fn worth_compressing(plaintext: &[u8]) -> bool {
+    if plaintext.len() < 512 {
+        return false;
+    }
+    let sample = &plaintext[..plaintext.len().min(SAMPLE)];
+    match zstd::bulk::compress(sample, ZSTD_LEVEL) {
+        Ok(c) => (c.len() as f64) < sample.len() as f64 * (1.0 - MIN_SAVING),
+        Err(_) => false,
+    }
+}
+
+/// Compresses if it helps, then encrypts.
+pub fn seal_chunk(sealer: &SessionSealer, id: BlobId, kind: BlobKind, plaintext: &[u8]) -> SealedBlob {
+    if worth_compressing(plaintext)
+        && let Ok(packed) = zstd::bulk::compress(plaintext, ZSTD_LEVEL)
+        && packed.len() < plaintext.len()
+    {
+        return SealedBlob {
+            id,
+            kind,
+            flags: FLAG_ZSTD,
+            data: sealer.seal(&packed),
+        };
+    }
+    SealedBlob {
+        id,
+        kind,
+        flags: 0,
+        data: sealer.seal(plaintext),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenChunkError {
+    #[error("chunk {id}: cannot decrypt: {source}")]
+    Decrypt {
+        id: BlobId,
+        #[source]
+        source: OpenError,
+    },
+    #[error("chunk {id}: cannot decompress: {reason}")]
+    Decompress { id: BlobId, reason: String },
+    #[error("chunk {id}: content does not match its id (tampered or corrupt)")]
+    Mismatch { id: BlobId },
+    #[error("chunk {id}: unknown flags {flags:#x}")]
+    Flags { id: BlobId, flags: u8 },
+}
+
+/// Decrypts, decompresses and verifies one chunk.
+pub fn open_chunk(
+    keys: &TenantKeys,
+    opener: &SessionOpener,
+    id: BlobId,
+    flags: u8,
+    data: &[u8],
+) -> Result<Vec<u8>, OpenChunkError> {
+    if flags & !FLAG_ZSTD != 0 {
+        return Err(OpenChunkError::Flags { id, flags });
+    }
+    let decrypted = opener
+        .open(data)
+        .map_err(|source| OpenChunkError::Decrypt { id, source })?;
+    let plaintext = if flags & FLAG_ZSTD != 0 {
+        // Bounded: a hostile blob cannot inflate past the largest chunk.
+        zstd::bulk::decompress(&decrypted, MAX_CHUNK).map_err(|e| OpenChunkError::Decompress {
+            id,
+            reason: e.to_string(),
+        })?
+    } else {
+        decrypted
+    };
+    if BlobId(keys.chunk_id(&plaintext)) != id {
+        return Err(OpenChunkError::Mismatch { id });
+    }
+    Ok(plaintext)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_compressed_and_not() {
+        let keys = TenantKeys::generate();
+        let sealer = keys.sealer().unwrap();
+        let opener = keys.opener(sealer.header()).unwrap();
+        let text = b"hello world, hello world, hello world ".repeat(1000);
+        let noise: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        for (plain, compressed) in [(&text[..], true), (&noise[..], false), (&b""[..], false)] {
+            let id = BlobId(keys.chunk_id(plain));
+            let sealed = seal_chunk(&sealer, id, BlobKind::Data, plain);
+            assert_eq!(sealed.flags & FLAG_ZSTD != 0, compressed);
+            let back = open_chunk(&keys, &opener, id, sealed.flags, &sealed.data).unwrap();
+            assert_eq!(back, plain);
+        }
+    }
+
+    #[test]
+    fn tampering_and_wrong_ids_are_refused() {
+        let keys = TenantKeys::generate();
+        let sealer = keys.sealer().unwrap();
+        let opener = keys.opener(sealer.header()).unwrap();
+        let id = BlobId(keys.chunk_id(b"data"));
+        let mut sealed = seal_chunk(&sealer, id, BlobKind::Data, b"data");
+        let other = BlobId(keys.chunk_id(b"other"));
+        assert!(matches!(
+            open_chunk(&keys, &opener, other, sealed.flags, &sealed.data),
+            Err(OpenChunkError::Mismatch { .. })
+        ));
+        let last = sealed.data.len() - 1;
+        sealed.data[last] ^= 1;
+        assert!(matches!(
+            open_chunk(&keys, &opener, id, sealed.flags, &sealed.data),
+            Err(OpenChunkError::Decrypt { .. })
+        ));
+    }
+}

@@ -1,0 +1,247 @@
+//! Content-defined chunking: FastCDC v2020 with a gear table derived from the
+//! tenant's chunker seed, so chunk boundaries cannot be fingerprinted by
+//! someone without the key. Push-style, so the same code cuts file contents
+//! read from disk and the manifest stream as it is produced.
+
+use std::io::{self, Read};
+
+use fastcdc::v2020::{Normalization, cut_gear, select_masks};
+
+pub const MIN_CHUNK: usize = 256 << 10;
+pub const AVG_CHUNK: usize = 1 << 20;
+pub const MAX_CHUNK: usize = 4 << 20;
+
+/// The gear tables and masks for one tenant.
+pub struct ChunkerParams {
+    gear: Box<[u64; 256]>,
+    gear_ls: Box<[u64; 256]>,
+    mask_s: u64,
+    mask_l: u64,
+}
+
+impl ChunkerParams {
+    pub fn new(gear: Box<[u64; 256]>, gear_ls: Box<[u64; 256]>) -> Self {
+        let (mask_s, mask_l) = select_masks(AVG_CHUNK, Normalization::Level1);
+        Self {
+            gear,
+            gear_ls,
+            mask_s,
+            mask_l,
+        }
+    }
+
+    /// Length of the next chunk at the start of `data`. `data` must hold at
+    /// least `MAX_CHUNK` bytes unless it is the end of the stream.
+    fn cut(&self, data: &[u8]) -> usize {
+        let (_, len) = cut_gear(
+            data,
+            MIN_CHUNK,
+            AVG_CHUNK,
+            MAX_CHUNK,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+            &self.gear[..],
+            &self.gear_ls[..],
+        );
+        len.clamp(1, data.len().max(1))
+    }
+}
+
+/// Buffers a stream and hands out chunks as soon as their end is certain.
+pub struct ChunkBuffer<'p> {
+    params: &'p ChunkerParams,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl<'p> ChunkBuffer<'p> {
+    pub fn new(params: &'p ChunkerParams) -> Self {
+        Self {
+            params,
+            buf: Vec::new(),
+            start: 0,
+        }
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// Appends stream bytes; calls `emit` for each chunk now complete.
+    pub fn push<E>(
+        &mut self,
+        bytes: &[u8],
+        mut emit: impl FnMut(Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.compact();
+        self.buf.extend_from_slice(bytes);
+        while self.pending().len() >= MAX_CHUNK {
+            let len = self.params.cut(self.pending());
+            let chunk = self.pending()[..len].to_vec();
+            self.start += len;
+            emit(chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the stream: emits the remaining chunks (none for an empty stream).
+    pub fn finish<E>(mut self, mut emit: impl FnMut(Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+        while !self.pending().is_empty() {
+            let len = self.params.cut(self.pending());
+            let chunk = self.pending()[..len].to_vec();
+            self.start += len;
+            emit(chunk)?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors of [`chunk_reader`]: reading failed, or the consumer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkReadError<E> {
+    #[error("read: {0}")]
+    Read(#[source] io::Error),
+    #[error(transparent)]
+    Emit(E),
+}
+
+/// Reads `reader` to the end and emits its chunks. An empty input yields no
+/// chunk. Returns the number of bytes read.
+pub fn chunk_reader<R: Read, E>(
+    params: &ChunkerParams,
+    mut reader: R,
+    mut emit: impl FnMut(Vec<u8>) -> Result<(), E>,
+) -> Result<u64, ChunkReadError<E>> {
+    let mut chunker = ChunkBuffer::new(params);
+    let mut block = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut block) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ChunkReadError::Read(e)),
+        };
+        total += n as u64;
+        chunker
+            .push(&block[..n], &mut emit)
+            .map_err(ChunkReadError::Emit)?;
+    }
+    chunker.finish(&mut emit).map_err(ChunkReadError::Emit)?;
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(seed: u64) -> ChunkerParams {
+        let mut gear = Box::new([0u64; 256]);
+        let mut x = seed | 1;
+        for g in gear.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *g = x;
+        }
+        let mut gear_ls = Box::new([0u64; 256]);
+        for (ls, g) in gear_ls.iter_mut().zip(gear.iter()) {
+            *ls = g << 1;
+        }
+        ChunkerParams::new(gear, gear_ls)
+    }
+
+    fn random(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn chunks_of(p: &ChunkerParams, data: &[u8], piece: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = ChunkBuffer::new(p);
+        for part in data.chunks(piece) {
+            buf.push(part, |c| -> Result<(), ()> {
+                out.push(c);
+                Ok(())
+            })
+            .unwrap();
+        }
+        buf.finish(|c| -> Result<(), ()> {
+            out.push(c);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn sizes_and_reassembly() {
+        let p = params(1);
+        let data = random(20 << 20, 9);
+        let chunks = chunks_of(&p, &data, 1 << 20);
+        assert_eq!(chunks.concat(), data);
+        for c in &chunks[..chunks.len() - 1] {
+            assert!(c.len() >= MIN_CHUNK && c.len() <= MAX_CHUNK, "{}", c.len());
+        }
+        assert!(chunks.len() > 5 && chunks.len() < 60, "{}", chunks.len());
+    }
+
+    #[test]
+    fn boundaries_do_not_depend_on_read_sizes() {
+        let p = params(2);
+        let data = random(9 << 20, 3);
+        let a = chunks_of(&p, &data, 4096);
+        let b = chunks_of(&p, &data, 3 << 20);
+        assert_eq!(a, b);
+        let mut via_reader = Vec::new();
+        chunk_reader(&p, &data[..], |c| -> Result<(), ()> {
+            via_reader.push(c);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(a, via_reader);
+    }
+
+    #[test]
+    fn boundaries_depend_on_the_key() {
+        let data = random(12 << 20, 4);
+        let a: Vec<usize> = chunks_of(&params(5), &data, 1 << 20).iter().map(Vec::len).collect();
+        let b: Vec<usize> = chunks_of(&params(6), &data, 1 << 20).iter().map(Vec::len).collect();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn an_insertion_shifts_few_chunks() {
+        let p = params(7);
+        let data = random(16 << 20, 5);
+        let mut edited = data.clone();
+        edited.splice(8 << 20..8 << 20, b"inserted bytes".iter().copied());
+        let a = chunks_of(&p, &data, 1 << 20);
+        let b = chunks_of(&p, &edited, 1 << 20);
+        let same = b.iter().filter(|c| a.contains(c)).count();
+        assert!(same + 3 >= b.len(), "{same} of {}", b.len());
+    }
+
+    #[test]
+    fn small_and_empty_inputs() {
+        let p = params(8);
+        assert!(chunks_of(&p, &[], 10).is_empty());
+        assert_eq!(chunks_of(&p, b"abc", 1), vec![b"abc".to_vec()]);
+    }
+}

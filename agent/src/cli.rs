@@ -1,0 +1,333 @@
+//! The `ferry-agent` command line.
+//!
+//! Exit codes: 0 success; 1 failure; 2 bad usage; 3 backup committed but
+//! some entries could not be read (they are listed).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use ferry_crypto::TenantKeys;
+use serde::Serialize;
+
+use crate::backup::{BackupJob, run_backup};
+use crate::client::HubClient;
+use crate::config::AgentConfig;
+use crate::progress::Progress;
+use crate::restore::{RestoreJob, Which, list_commits, run_restore};
+use crate::source::dir::DirSource;
+
+const EXIT_PARTIAL: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "ferry-agent", version, about = "Ferry agent: back up and restore through a Ferry hub")]
+struct Cli {
+    /// Agent config file (TOML).
+    #[arg(long, short, global = true, env = "FERRY_AGENT_CONFIG", default_value = "ferry-agent.toml")]
+    config: PathBuf,
+    /// Print results as JSON on stdout (for scripts); no progress bar.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the tenant key file.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Back up a configured source into its bucket.
+    Backup {
+        /// Source name from the config (needed when several are configured).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// List the snapshots of a bucket.
+    Snapshots(BucketArg),
+    /// Restore a snapshot into a new or empty directory.
+    Restore {
+        #[command(flatten)]
+        bucket: BucketArg,
+        /// Directory to restore into (created if missing; must be empty).
+        #[arg(long)]
+        to: PathBuf,
+        /// Snapshot sequence number (from `snapshots`); default: the latest.
+        #[arg(long, conflicts_with = "at")]
+        snapshot: Option<u64>,
+        /// Restore the newest snapshot at or before this time (RFC 3339, e.g. 2026-11-23T10:00:00Z).
+        #[arg(long)]
+        at: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct BucketArg {
+    /// Source name from the config; its bucket is used.
+    #[arg(long, conflicts_with = "bucket")]
+    source: Option<String>,
+    /// Bucket as "tenant/bucket" (instead of --source).
+    #[arg(long)]
+    bucket: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Make a new tenant key file (identity, dedup key, chunker seed), mode 0600.
+    Generate {
+        /// Where to write the key file; it must not exist.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the write-only variant (no identity) here.
+        #[arg(long)]
+        public_out: Option<PathBuf>,
+    },
+    /// Write the write-only variant of an existing key file: it can back up, not restore.
+    Public {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Key(cmd) => key_command(cmd, cli.json),
+        Command::Backup { source } => backup(&cli.config, source.as_deref(), cli.json).await,
+        Command::Snapshots(bucket) => snapshots(&cli.config, &bucket, cli.json).await,
+        Command::Restore {
+            bucket,
+            to,
+            snapshot,
+            at,
+        } => {
+            let which = match (snapshot, at) {
+                (Some(seq), _) => Which::Seq(seq),
+                (None, Some(at)) => Which::At(parse_time(&at)?),
+                (None, None) => Which::Latest,
+            };
+            restore(&cli.config, &bucket, which, &to, cli.json).await
+        }
+    }
+}
+
+fn parse_time(text: &str) -> Result<i64> {
+    let t = chrono::DateTime::parse_from_rfc3339(text)
+        .with_context(|| format!("--at {text:?}: expected RFC 3339, e.g. 2026-11-23T10:00:00Z"))?;
+    Ok(t.timestamp_millis())
+}
+
+fn key_command(cmd: KeyCommand, json: bool) -> Result<ExitCode> {
+    match cmd {
+        KeyCommand::Generate { out, public_out } => {
+            let keys = TenantKeys::generate();
+            keys.write_private(&out)?;
+            if let Some(public) = &public_out {
+                keys.write_public(public)?;
+            }
+            if json {
+                print_json(&serde_json::json!({
+                    "key_file": out, "public_key_file": public_out, "recipient": keys.recipient()
+                }))?;
+            } else {
+                println!("wrote {} (keep it secret and keep a copy: without it nothing can be restored)", out.display());
+                if let Some(public) = public_out {
+                    println!("wrote {} (write-only: backs up, cannot restore)", public.display());
+                }
+                println!("recipient {}", keys.recipient());
+            }
+        }
+        KeyCommand::Public { key, out } => {
+            let keys = TenantKeys::load(&key)?;
+            keys.to_public().write_public(&out)?;
+            if !json {
+                println!("wrote {} (write-only: backs up, cannot restore)", out.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Connected {
+    config: AgentConfig,
+    keys: Arc<TenantKeys>,
+    client: HubClient,
+}
+
+async fn connect(config_path: &Path) -> Result<Connected> {
+    let config = AgentConfig::load(config_path)?;
+    let keys = Arc::new(TenantKeys::load(&config.key_file)?);
+    let token = config.token()?;
+    let client = HubClient::connect(&config.hub, &token).await?;
+    Ok(Connected { config, keys, client })
+}
+
+fn bucket_of(config: &AgentConfig, arg: &BucketArg) -> Result<String> {
+    match (&arg.bucket, &arg.source) {
+        (Some(b), _) => Ok(b.clone()),
+        (None, source) => Ok(config.source(source.as_deref())?.bucket.clone()),
+    }
+}
+
+async fn backup(config_path: &Path, source: Option<&str>, json: bool) -> Result<ExitCode> {
+    let ctx = connect(config_path).await?;
+    let source = ctx.config.source(source)?;
+    std::fs::create_dir_all(&ctx.config.state_dir)
+        .with_context(|| format!("creating state dir {}", ctx.config.state_dir.display()))?;
+    let report = run_backup(BackupJob {
+        client: ctx.client.clone(),
+        keys: ctx.keys.clone(),
+        source: Arc::new(DirSource::new(&source.path)),
+        journal_path: ctx.config.journal_path(source),
+        bucket: source.bucket.clone(),
+        progress: Progress::new(json, "backup"),
+    })
+    .await?;
+    if json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "snapshot {} of {}: {} files, {} dirs, {} symlinks, {} bytes; read {} files ({} bytes); sent {} chunks ({} bytes), {} already stored",
+            report.seq,
+            report.bucket,
+            report.files,
+            report.dirs,
+            report.symlinks,
+            report.bytes,
+            report.files_read,
+            report.bytes_read,
+            report.chunks_sent,
+            report.bytes_sent,
+            report.chunks_deduplicated
+        );
+        for s in &report.skipped {
+            eprintln!("not backed up: {}: {}", s.path, s.reason);
+        }
+    }
+    Ok(if report.skipped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PARTIAL)
+    })
+}
+
+#[derive(Serialize)]
+struct SnapshotRow {
+    seq: u64,
+    time: String,
+    time_unix_ms: i64,
+    site: String,
+    files: u64,
+    bytes: u64,
+}
+
+async fn snapshots(config_path: &Path, arg: &BucketArg, json: bool) -> Result<ExitCode> {
+    let ctx = connect(config_path).await?;
+    let bucket = bucket_of(&ctx.config, arg)?;
+    let rows: Vec<SnapshotRow> = list_commits(&ctx.client, &bucket)
+        .await?
+        .into_iter()
+        .filter(|c| c.kind == "snapshot")
+        .map(|c| SnapshotRow {
+            seq: c.seq,
+            time: chrono::DateTime::from_timestamp_millis(c.time_unix_ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                .unwrap_or_default(),
+            time_unix_ms: c.time_unix_ms,
+            site: c.site,
+            files: c.files,
+            bytes: c.bytes,
+        })
+        .collect();
+    if json {
+        print_json(&rows)?;
+    } else {
+        println!("{:>6}  {:<24}  {:<12}  {:>9}  {:>14}", "SEQ", "TIME", "SITE", "FILES", "BYTES");
+        for r in &rows {
+            println!("{:>6}  {:<24}  {:<12}  {:>9}  {:>14}", r.seq, r.time, r.site, r.files, r.bytes);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restore(config_path: &Path, arg: &BucketArg, which: Which, to: &Path, json: bool) -> Result<ExitCode> {
+    let ctx = connect(config_path).await?;
+    if !ctx.keys.can_decrypt() {
+        bail!(
+            "{}: this key file is write-only (no identity): it can back up but not restore",
+            ctx.config.key_file.display()
+        );
+    }
+    let bucket = bucket_of(&ctx.config, arg)?;
+    let report = run_restore(RestoreJob {
+        client: ctx.client.clone(),
+        keys: ctx.keys.clone(),
+        bucket,
+        which,
+        target: to.to_path_buf(),
+        progress: Progress::new(json, "restore"),
+    })
+    .await?;
+    if json {
+        print_json(&report)?;
+    } else {
+        println!(
+            "restored snapshot {} of {} into {}: {} files ({} hard links), {} dirs, {} symlinks, {} bytes",
+            report.seq,
+            report.bucket,
+            to.display(),
+            report.files,
+            report.hardlinks,
+            report.dirs,
+            report.symlinks,
+            report.bytes
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,77 @@
+//! The gRPC connection to the hub, with the site token on every call.
+
+use std::str::FromStr;
+
+use ferry_proto::auth::AUTHORIZATION;
+use ferry_proto::v1::ingest_client::IngestClient;
+use ferry_proto::v1::journal_client::JournalClient;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest gRPC message either side accepts: a batch of blobs or a fetch reply.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("hub address {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot connect to the hub at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("the site token is not a valid header value")]
+    BadToken,
+}
+
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Clone)]
+pub struct TokenAuth {
+    value: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl Interceptor for TokenAuth {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert(AUTHORIZATION, self.value.clone());
+        Ok(request)
+    }
+}
+
+pub type Authed = InterceptedService<Channel, TokenAuth>;
+
+/// Both services over one HTTP/2 connection.
+#[derive(Clone)]
+pub struct HubClient {
+    pub ingest: IngestClient<Authed>,
+    pub journal: JournalClient<Authed>,
+}
+
+impl HubClient {
+    pub async fn connect(url: &str, token: &str) -> Result<Self, ClientError> {
+        let endpoint = Endpoint::from_str(url).map_err(|e| ClientError::BadUrl {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        let channel = endpoint
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect {
+                url: url.to_string(),
+                source,
+            })?;
+        let value = MetadataValue::try_from(format!("Bearer {}", token.trim()))
+            .map_err(|_| ClientError::BadToken)?;
+        let auth = TokenAuth { value };
+        let ingest = IngestClient::with_interceptor(channel.clone(), auth.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let journal = JournalClient::with_interceptor(channel, auth)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        Ok(Self { ingest, journal })
+    }
+}

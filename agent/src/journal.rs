@@ -1,0 +1,231 @@
+//! The agent's change journal for a directory source: a files index in
+//! SQLite. A rescan looks each path up here; a file whose size, mtime,
+//! ctime, inode and mode are unchanged reuses its chunk list unread.
+//!
+//! A backup writes what it saw into `files_next`; only after the hub has
+//! committed the snapshot does `promote` make it the index. A crash or a
+//! failed backup therefore leaves the last committed index in force.
+
+use std::path::{Path, PathBuf};
+
+use ferry_proto::{BlobId, ID_LEN};
+use rusqlite::{Connection, OptionalExtension, params};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {op}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("journal {path}: row for {file:?} has a chunk list of {len} bytes (not a multiple of 32)")]
+    Corrupt {
+        path: PathBuf,
+        file: String,
+        len: usize,
+    },
+}
+
+/// What identifies an unchanged file without reading it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStamp {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub inode: u64,
+    pub mode: u32,
+}
+
+pub struct Journal {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS files (
+    path BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    chunks BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files_next (
+    path BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    chunks BLOB NOT NULL
+) WITHOUT ROWID;
+";
+
+impl Journal {
+    pub fn open(path: &Path) -> Result<Self, JournalError> {
+        let err = |op| {
+            let path = path.to_path_buf();
+            move |source| JournalError::Sqlite { path, op, source }
+        };
+        let conn = Connection::open(path).map_err(err("open"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err("set WAL mode"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err("set synchronous"))?;
+        conn.execute_batch(SCHEMA).map_err(err("create schema"))?;
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> JournalError + '_ {
+        move |source| JournalError::Sqlite {
+            path: self.path.clone(),
+            op,
+            source,
+        }
+    }
+
+    /// Starts a scan: clears what an interrupted scan left in `files_next`
+    /// and opens the transaction the scan's rows go into.
+    pub fn begin_scan(&mut self) -> Result<(), JournalError> {
+        self.conn
+            .execute_batch("DELETE FROM files_next; BEGIN")
+            .map_err(self.err("begin scan"))
+    }
+
+    /// The chunk list recorded for `path` if its stamp is unchanged.
+    pub fn unchanged(&self, path: &[u8], stamp: &FileStamp) -> Result<Option<Vec<BlobId>>, JournalError> {
+        let row: Option<(i64, i64, i64, i64, i64, Vec<u8>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT size, mtime_ns, ctime_ns, inode, mode, chunks FROM files WHERE path = ?1",
+            )
+            .and_then(|mut st| {
+                st.query_row([path], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                })
+                .optional()
+            })
+            .map_err(self.err("look up file"))?;
+        let Some((size, mtime, ctime, inode, mode, chunks)) = row else {
+            return Ok(None);
+        };
+        let same = size as u64 == stamp.size
+            && mtime == stamp.mtime_ns
+            && ctime == stamp.ctime_ns
+            && inode as u64 == stamp.inode
+            && mode as u32 == stamp.mode;
+        if !same {
+            return Ok(None);
+        }
+        decode_chunks(&chunks)
+            .map(Some)
+            .ok_or_else(|| JournalError::Corrupt {
+                path: self.path.clone(),
+                file: String::from_utf8_lossy(path).into_owned(),
+                len: chunks.len(),
+            })
+    }
+
+    /// Records what this scan saw of a file.
+    pub fn record(&self, path: &[u8], stamp: &FileStamp, chunks: &[BlobId]) -> Result<(), JournalError> {
+        let mut blob = Vec::with_capacity(chunks.len() * ID_LEN);
+        for c in chunks {
+            blob.extend_from_slice(c.as_bytes());
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO files_next (path, size, mtime_ns, ctime_ns, inode, mode, chunks)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    path,
+                    stamp.size as i64,
+                    stamp.mtime_ns,
+                    stamp.ctime_ns,
+                    stamp.inode as i64,
+                    stamp.mode as i64,
+                    blob
+                ])
+            })
+            .map_err(self.err("record file"))?;
+        Ok(())
+    }
+
+    /// Ends the scan's transaction; the rows stay pending until `promote`.
+    pub fn end_scan(&mut self) -> Result<(), JournalError> {
+        self.conn.execute_batch("COMMIT").map_err(self.err("end scan"))
+    }
+
+    /// The hub has committed the snapshot: the scan becomes the index.
+    pub fn promote(&mut self) -> Result<(), JournalError> {
+        self.conn
+            .execute_batch(
+                "BEGIN IMMEDIATE;
+                 DELETE FROM files;
+                 INSERT INTO files SELECT * FROM files_next;
+                 DELETE FROM files_next;
+                 COMMIT;",
+            )
+            .map_err(self.err("promote scan"))
+    }
+
+    pub fn file_count(&self) -> Result<u64, JournalError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM files", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(self.err("count files"))
+    }
+}
+
+fn decode_chunks(blob: &[u8]) -> Option<Vec<BlobId>> {
+    if blob.len() % ID_LEN != 0 {
+        return None;
+    }
+    Some(
+        blob.chunks_exact(ID_LEN)
+            .filter_map(|c| <[u8; ID_LEN]>::try_from(c).ok().map(BlobId))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stamp(size: u64) -> FileStamp {
+        FileStamp {
+            size,
+            mtime_ns: 1,
+            ctime_ns: 2,
+            inode: 3,
+            mode: 0o644,
+        }
+    }
+
+    #[test]
+    fn unchanged_only_after_promote_and_with_same_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&dir.path().join("j.db")).unwrap();
+        let ids = vec![BlobId([1; 32]), BlobId([2; 32])];
+        j.begin_scan().unwrap();
+        j.record(b"a", &stamp(5), &ids).unwrap();
+        j.end_scan().unwrap();
+        assert_eq!(j.unchanged(b"a", &stamp(5)).unwrap(), None, "not promoted yet");
+        j.promote().unwrap();
+        assert_eq!(j.unchanged(b"a", &stamp(5)).unwrap(), Some(ids));
+        assert_eq!(j.unchanged(b"a", &stamp(6)).unwrap(), None);
+        // A scan that is never promoted leaves the index as it was.
+        j.begin_scan().unwrap();
+        j.end_scan().unwrap();
+        drop(j);
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        assert_eq!(j.file_count().unwrap(), 1);
+    }
+}

@@ -1,0 +1,14 @@
+//! Ferry agent: protects sources (a directory now, S3 buckets later) by
+//! chunking, deduplicating, encrypting and shipping them to a hub, and
+//! restores them.
+
+pub mod backup;
+pub mod blob_codec;
+pub mod chunker;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod journal;
+pub mod progress;
+pub mod restore;
+pub mod source;

@@ -1,0 +1,528 @@
+//! Restore: pick a commit, stream its manifest, fetch and verify every chunk,
+//! and write the tree into an empty directory.
+//!
+//! Three stages joined by bounded channels: a planner decodes the manifest
+//! and queues the chunk ids each file needs; a fetcher streams those blobs
+//! from the hub and decrypts them on blocking threads, keeping order; a
+//! writer creates the entries and pours the plaintexts into the files.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ferry_crypto::{OpenError, SessionOpener, TenantKeys};
+use ferry_proto::manifest::{ManifestDecoder, ManifestError};
+use ferry_proto::v1::{CommitInfo, EntryType, FetchBlobsRequest, ListCommitsRequest, ManifestEntry};
+use ferry_proto::{BadId, BlobId, BlobKind};
+use filetime::FileTime;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::blob_codec::{OpenChunkError, open_chunk};
+use crate::client::HubClient;
+use crate::progress::Progress;
+
+/// Chunk ids asked for in one FetchBlobs call.
+const FETCH_BATCH: usize = 256;
+/// Decrypted chunks waiting for the writer (also bounds decrypt parallelism).
+const PLAIN_QUEUE: usize = 8;
+const ID_QUEUE: usize = 4096;
+const ENTRY_QUEUE: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("this key file is write-only (no identity): it can back up but not restore")]
+    WriteOnlyKey,
+    #[error("hub refused {call}: {status}")]
+    Hub {
+        call: &'static str,
+        status: tonic::Status,
+    },
+    #[error("hub protocol error in {call}: {reason}")]
+    Protocol { call: &'static str, reason: String },
+    #[error("bucket {bucket}: {reason}")]
+    NoSuchSnapshot { bucket: String, reason: String },
+    #[error(transparent)]
+    Chunk(#[from] OpenChunkError),
+    #[error("session header {id}: {source}")]
+    Header {
+        id: BlobId,
+        #[source]
+        source: OpenError,
+    },
+    #[error("{0}")]
+    BadId(#[from] BadId),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("restore target {path}: {reason}")]
+    Target { path: PathBuf, reason: String },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("internal task failed: {0}")]
+    Task(String),
+    #[error("restore aborted")]
+    Aborted,
+}
+
+fn hub(call: &'static str) -> impl FnOnce(tonic::Status) -> RestoreError {
+    move |status| RestoreError::Hub { call, status }
+}
+
+/// Which commit to restore.
+#[derive(Clone, Copy, Debug)]
+pub enum Which {
+    Latest,
+    Seq(u64),
+    /// The newest commit at or before this time (Unix milliseconds).
+    At(i64),
+}
+
+/// All commits of a bucket, oldest first.
+pub async fn list_commits(client: &HubClient, bucket: &str) -> Result<Vec<CommitInfo>, RestoreError> {
+    let mut journal = client.journal.clone();
+    let mut all = Vec::new();
+    loop {
+        let after_seq = all.last().map_or(0, |c: &CommitInfo| c.seq);
+        let page = journal
+            .list_commits(ListCommitsRequest {
+                bucket: bucket.to_string(),
+                after_seq,
+                limit: 1000,
+            })
+            .await
+            .map_err(hub("ListCommits"))?
+            .into_inner()
+            .commits;
+        if page.is_empty() {
+            return Ok(all);
+        }
+        if page.iter().any(|c| c.seq <= after_seq) {
+            return Err(RestoreError::Protocol {
+                call: "ListCommits",
+                reason: "commits out of order".into(),
+            });
+        }
+        all.extend(page);
+    }
+}
+
+pub fn pick(commits: Vec<CommitInfo>, bucket: &str, which: Which) -> Result<CommitInfo, RestoreError> {
+    let none = |reason: String| RestoreError::NoSuchSnapshot {
+        bucket: bucket.to_string(),
+        reason,
+    };
+    let snapshots = commits.into_iter().filter(|c| c.kind == "snapshot");
+    match which {
+        Which::Latest => snapshots.last().ok_or_else(|| none("has no snapshots".into())),
+        Which::Seq(seq) => snapshots
+            .into_iter()
+            .find(|c| c.seq == seq)
+            .ok_or_else(|| none(format!("has no snapshot {seq}"))),
+        Which::At(ms) => snapshots
+            .filter(|c| c.time_unix_ms <= ms)
+            .last()
+            .ok_or_else(|| none("has no snapshot at or before that time".into())),
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RestoreReport {
+    pub bucket: String,
+    pub seq: u64,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub bytes: u64,
+    pub chunks: u64,
+}
+
+/// Fetches blobs by id and turns them into verified plaintexts.
+#[derive(Clone)]
+struct Fetcher {
+    client: HubClient,
+    bucket: String,
+    keys: Arc<TenantKeys>,
+    openers: Arc<std::sync::Mutex<HashMap<BlobId, Arc<SessionOpener>>>>,
+}
+
+impl Fetcher {
+    async fn opener(&self, header_id: BlobId) -> Result<Arc<SessionOpener>, RestoreError> {
+        if let Some(o) = self.openers.lock().map_err(|e| RestoreError::Task(e.to_string()))?.get(&header_id) {
+            return Ok(o.clone());
+        }
+        let mut stream = self
+            .client
+            .journal
+            .clone()
+            .fetch_blobs(FetchBlobsRequest {
+                bucket: self.bucket.clone(),
+                ids: vec![header_id.0.to_vec()],
+            })
+            .await
+            .map_err(hub("FetchBlobs"))?
+            .into_inner();
+        let blob = stream
+            .message()
+            .await
+            .map_err(hub("FetchBlobs"))?
+            .ok_or_else(|| RestoreError::Protocol {
+                call: "FetchBlobs",
+                reason: format!("session header {header_id} not returned"),
+            })?;
+        if BlobId::of_public(&blob.data) != header_id || blob.kind != BlobKind::SessionHeader as u32 {
+            return Err(RestoreError::Protocol {
+                call: "FetchBlobs",
+                reason: format!("session header {header_id} does not match its id"),
+            });
+        }
+        let opener = Arc::new(
+            self.keys
+                .opener(&blob.data)
+                .map_err(|source| RestoreError::Header { id: header_id, source })?,
+        );
+        self.openers
+            .lock()
+            .map_err(|e| RestoreError::Task(e.to_string()))?
+            .insert(header_id, opener.clone());
+        Ok(opener)
+    }
+
+    /// Streams `ids` from the hub; sends one decrypt task per id, in order.
+    async fn fetch_into(
+        &self,
+        ids: Vec<BlobId>,
+        out: &mpsc::Sender<JoinHandle<Result<Vec<u8>, RestoreError>>>,
+    ) -> Result<(), RestoreError> {
+        let mut stream = self
+            .client
+            .journal
+            .clone()
+            .fetch_blobs(FetchBlobsRequest {
+                bucket: self.bucket.clone(),
+                ids: ids.iter().map(|id| id.0.to_vec()).collect(),
+            })
+            .await
+            .map_err(hub("FetchBlobs"))?
+            .into_inner();
+        for want in ids {
+            let blob = stream
+                .message()
+                .await
+                .map_err(hub("FetchBlobs"))?
+                .ok_or_else(|| RestoreError::Protocol {
+                    call: "FetchBlobs",
+                    reason: format!("stream ended before chunk {want}"),
+                })?;
+            let id = BlobId::from_slice("FetchedBlob.id", &blob.id)?;
+            if id != want {
+                return Err(RestoreError::Protocol {
+                    call: "FetchBlobs",
+                    reason: format!("asked for {want}, got {id}"),
+                });
+            }
+            let header_id = BlobId::from_slice("FetchedBlob.header_id", &blob.header_id)?;
+            let opener = self.opener(header_id).await?;
+            let keys = self.keys.clone();
+            let flags = u8::try_from(blob.flags).unwrap_or(u8::MAX);
+            let task = tokio::task::spawn_blocking(move || {
+                open_chunk(&keys, &opener, id, flags, &blob.data).map_err(RestoreError::from)
+            });
+            out.send(task).await.map_err(|_| RestoreError::Aborted)?;
+        }
+        Ok(())
+    }
+}
+
+pub struct RestoreJob {
+    pub client: HubClient,
+    pub keys: Arc<TenantKeys>,
+    pub bucket: String,
+    pub which: Which,
+    pub target: PathBuf,
+    pub progress: Progress,
+}
+
+pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError> {
+    if !job.keys.can_decrypt() {
+        return Err(RestoreError::WriteOnlyKey);
+    }
+    prepare_target(&job.target)?;
+    let commit = pick(list_commits(&job.client, &job.bucket).await?, &job.bucket, job.which)?;
+    let manifest = commit
+        .manifest
+        .iter()
+        .map(|id| BlobId::from_slice("CommitInfo.manifest", id))
+        .collect::<Result<Vec<_>, _>>()?;
+    tracing::info!(bucket = %job.bucket, seq = commit.seq, "restoring snapshot");
+    let fetcher = Fetcher {
+        client: job.client.clone(),
+        bucket: job.bucket.clone(),
+        keys: job.keys.clone(),
+        openers: Arc::default(),
+    };
+
+    let (entry_tx, entry_rx) = mpsc::channel::<ManifestEntry>(ENTRY_QUEUE);
+    let (id_tx, id_rx) = mpsc::channel::<BlobId>(ID_QUEUE);
+    let (plain_tx, plain_rx) = mpsc::channel(PLAIN_QUEUE);
+    let planner = tokio::spawn(plan(fetcher.clone(), manifest, entry_tx, id_tx));
+    let fetch = tokio::spawn(fetch_stage(fetcher, id_rx, plain_tx));
+    let writer = {
+        let target = job.target.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let progress = job.progress.clone();
+        tokio::task::spawn_blocking(move || write_tree(&target, entry_rx, plain_rx, &runtime, &progress))
+    };
+    let planned = flatten(planner.await);
+    let fetched = flatten(fetch.await);
+    let written = flatten(writer.await);
+    let mut report = match (planned, fetched, written) {
+        (Ok(()), Ok(()), Ok(report)) => report,
+        (p, f, w) => {
+            // The root cause, not a stage that stopped because a neighbour went away.
+            let errors = [p.err(), f.err(), w.err()];
+            return Err(errors
+                .into_iter()
+                .flatten()
+                .find(|e| !matches!(e, RestoreError::Aborted))
+                .unwrap_or(RestoreError::Aborted));
+        }
+    };
+    job.progress.finish();
+    report.bucket = job.bucket;
+    report.seq = commit.seq;
+    Ok(report)
+}
+
+fn flatten<T>(joined: Result<Result<T, RestoreError>, tokio::task::JoinError>) -> Result<T, RestoreError> {
+    joined.map_err(|e| RestoreError::Task(e.to_string()))?
+}
+
+fn prepare_target(target: &Path) -> Result<(), RestoreError> {
+    let bad = |reason: String| RestoreError::Target {
+        path: target.to_path_buf(),
+        reason,
+    };
+    match fs::read_dir(target) {
+        Ok(mut items) => {
+            if items.next().is_some() {
+                return Err(bad("exists and is not empty; restore into a new or empty directory".into()));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(target).map_err(|e| bad(format!("cannot create: {e}")))
+        }
+        Err(e) => Err(bad(e.to_string())),
+    }
+}
+
+/// Decodes the manifest; queues each file's chunk ids before the entry itself,
+/// so the writer never waits for a chunk nobody asked for.
+async fn plan(
+    fetcher: Fetcher,
+    manifest: Vec<BlobId>,
+    entries: mpsc::Sender<ManifestEntry>,
+    ids: mpsc::Sender<BlobId>,
+) -> Result<(), RestoreError> {
+    let mut decoder = ManifestDecoder::new();
+    let (tx, mut rx) = mpsc::channel(PLAIN_QUEUE);
+    let pieces = tokio::spawn({
+        let fetcher = fetcher.clone();
+        async move {
+            for window in manifest.chunks(16) {
+                fetcher.fetch_into(window.to_vec(), &tx).await?;
+            }
+            Ok::<_, RestoreError>(())
+        }
+    });
+    while let Some(task) = rx.recv().await {
+        let piece = task.await.map_err(|e| RestoreError::Task(e.to_string()))??;
+        decoder.push(&piece);
+        while let Some(entry) = decoder.next_entry()? {
+            for chunk in &entry.chunks {
+                let id = BlobId::from_slice("ManifestEntry.chunks", chunk)?;
+                ids.send(id).await.map_err(|_| RestoreError::Aborted)?;
+            }
+            entries.send(entry).await.map_err(|_| RestoreError::Aborted)?;
+        }
+    }
+    flatten(pieces.await)?;
+    decoder.finish()?;
+    Ok(())
+}
+
+async fn fetch_stage(
+    fetcher: Fetcher,
+    mut ids: mpsc::Receiver<BlobId>,
+    out: mpsc::Sender<JoinHandle<Result<Vec<u8>, RestoreError>>>,
+) -> Result<(), RestoreError> {
+    while let Some(first) = ids.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < FETCH_BATCH {
+            match ids.try_recv() {
+                Ok(id) => batch.push(id),
+                Err(_) => break,
+            }
+        }
+        fetcher.fetch_into(batch, &out).await?;
+    }
+    Ok(())
+}
+
+struct DirMeta {
+    path: PathBuf,
+    mode: u32,
+    mtime: FileTime,
+    uid: u32,
+    gid: u32,
+}
+
+/// The writer: runs on a blocking thread.
+fn write_tree(
+    target: &Path,
+    mut entries: mpsc::Receiver<ManifestEntry>,
+    mut plains: mpsc::Receiver<JoinHandle<Result<Vec<u8>, RestoreError>>>,
+    runtime: &tokio::runtime::Handle,
+    progress: &Progress,
+) -> Result<RestoreReport, RestoreError> {
+    let mut report = RestoreReport::default();
+    let mut dirs: Vec<DirMeta> = Vec::new();
+    // Directories of the manifest enclosing the current entry, innermost last.
+    // A path is written only below a directory the manifest itself made, so a
+    // symlink in the manifest can never redirect a later write outside the target.
+    let mut open_dirs: Vec<Vec<u8>> = Vec::new();
+    let werr = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RestoreError::Write { path, source }
+    };
+    while let Some(entry) = entries.blocking_recv() {
+        let parent = match entry.path.iter().rposition(|b| *b == b'/') {
+            Some(i) => &entry.path[..i],
+            None => &[][..],
+        };
+        while open_dirs.last().is_some_and(|d| d.as_slice() != parent) {
+            open_dirs.pop();
+        }
+        if !parent.is_empty() && open_dirs.last().map(Vec::as_slice) != Some(parent) {
+            return Err(RestoreError::Manifest(ManifestError::Invalid {
+                index: 0,
+                path: String::from_utf8_lossy(&entry.path).into_owned(),
+                reason: "parent is not a directory of the manifest",
+            }));
+        }
+        let path = target.join(OsStr::from_bytes(&entry.path));
+        let mtime = FileTime::from_unix_time(entry.mtime_sec, entry.mtime_nsec);
+        match EntryType::try_from(entry.r#type) {
+            Ok(EntryType::Dir) => {
+                fs::create_dir(&path).map_err(werr(&path))?;
+                open_dirs.push(entry.path.clone());
+                dirs.push(DirMeta {
+                    path,
+                    mode: entry.mode,
+                    mtime,
+                    uid: entry.uid,
+                    gid: entry.gid,
+                });
+                report.dirs += 1;
+            }
+            Ok(EntryType::Symlink) => {
+                std::os::unix::fs::symlink(OsStr::from_bytes(&entry.symlink_target), &path)
+                    .map_err(werr(&path))?;
+                filetime::set_symlink_file_times(&path, mtime, mtime).map_err(werr(&path))?;
+                set_owner(&path, entry.uid, entry.gid)?;
+                report.symlinks += 1;
+            }
+            Ok(EntryType::File) if !entry.hardlink_to.is_empty() => {
+                let first = target.join(OsStr::from_bytes(&entry.hardlink_to));
+                let is_file = fs::symlink_metadata(&first).map(|m| m.is_file()).unwrap_or(false);
+                if !is_file {
+                    return Err(RestoreError::Target {
+                        path: path.clone(),
+                        reason: "hard link to an entry that is not a restored file".into(),
+                    });
+                }
+                fs::hard_link(&first, &path).map_err(werr(&path))?;
+                report.hardlinks += 1;
+                report.files += 1;
+            }
+            Ok(EntryType::File) => {
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(werr(&path))?;
+                let mut written = 0u64;
+                for _ in &entry.chunks {
+                    let task = plains.blocking_recv().ok_or(RestoreError::Aborted)?;
+                    let plain = runtime
+                        .block_on(task)
+                        .map_err(|e| RestoreError::Task(e.to_string()))??;
+                    file.write_all(&plain).map_err(werr(&path))?;
+                    written += plain.len() as u64;
+                    report.chunks += 1;
+                    progress.add_read(plain.len() as u64);
+                }
+                if written != entry.size {
+                    return Err(RestoreError::Target {
+                        path,
+                        reason: format!("manifest says {} bytes, chunks hold {written}", entry.size),
+                    });
+                }
+                finish_file(&file, &path, entry.mode, mtime)?;
+                drop(file);
+                set_owner(&path, entry.uid, entry.gid)?;
+                report.files += 1;
+                report.bytes += written;
+                progress.add_files(1);
+            }
+            _ => {
+                return Err(RestoreError::Manifest(ManifestError::Invalid {
+                    index: 0,
+                    path: String::from_utf8_lossy(&entry.path).into_owned(),
+                    reason: "unknown entry type",
+                }));
+            }
+        }
+    }
+    // Children change a directory's mtime, so directories are finished last,
+    // innermost first.
+    for dir in dirs.iter().rev() {
+        fs::set_permissions(&dir.path, fs::Permissions::from_mode(dir.mode)).map_err(werr(&dir.path))?;
+        filetime::set_file_mtime(&dir.path, dir.mtime).map_err(werr(&dir.path))?;
+        set_owner(&dir.path, dir.uid, dir.gid)?;
+    }
+    Ok(report)
+}
+
+fn finish_file(file: &File, path: &Path, mode: u32, mtime: FileTime) -> Result<(), RestoreError> {
+    let werr = |source| RestoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(werr)?;
+    filetime::set_file_handle_times(file, Some(mtime), Some(mtime)).map_err(werr)
+}
+
+/// Restores ownership where we may (as root); elsewhere keeps ours, as tar does.
+fn set_owner(path: &Path, uid: u32, gid: u32) -> Result<(), RestoreError> {
+    match std::os::unix::fs::lchown(path, Some(uid), Some(gid)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
+        Err(source) => Err(RestoreError::Write {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}

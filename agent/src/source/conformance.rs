@@ -1,0 +1,133 @@
+//! The behaviour every [`Source`] must have. Each implementation's tests
+//! build a source holding [`FIXTURE`] and call [`run_all`].
+
+use std::io::Read;
+
+use ferry_proto::manifest::cmp_paths;
+
+use super::{Content, EntryKind, Source, SourceEntry, SourceError};
+
+/// Files every conformance source holds: (path, content). Paths are chosen
+/// so that tree order and plain byte order differ (`a.txt` vs `a/…`).
+pub const FIXTURE: &[(&str, &[u8])] = &[
+    ("a/inner.bin", b"inner"),
+    ("a.txt", b"alpha"),
+    ("b/c/deep.txt", b"deep content"),
+    ("empty", b""),
+];
+
+fn collect(source: &dyn Source) -> Result<Vec<SourceEntry>, SourceError> {
+    let mut seen = Vec::new();
+    let skipped = source.scan(&mut |e| {
+        seen.push(e);
+        Ok(())
+    })?;
+    assert!(skipped.is_empty(), "{}: unexpected skips {skipped:?}", source.describe());
+    Ok(seen)
+}
+
+fn read_all(source: &dyn Source, entry: &SourceEntry) -> Vec<u8> {
+    match source.open(entry) {
+        Ok(Content::Reader(mut r)) => {
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).expect("read");
+            out
+        }
+        Ok(Content::Vanished) => panic!("{}: vanished", String::from_utf8_lossy(&entry.path)),
+        Err(e) => panic!("open: {e}"),
+    }
+}
+
+/// Every fixture file is found once, with its content and size, in tree order.
+pub fn scan_finds_every_file_in_tree_order(source: &dyn Source) {
+    let seen = collect(source).expect("scan");
+    for pair in seen.windows(2) {
+        assert!(
+            cmp_paths(&pair[0].path, &pair[1].path).is_lt(),
+            "{}: out of order: {:?} then {:?}",
+            source.describe(),
+            String::from_utf8_lossy(&pair[0].path),
+            String::from_utf8_lossy(&pair[1].path)
+        );
+    }
+    for (path, content) in FIXTURE {
+        let found: Vec<_> = seen.iter().filter(|e| e.path == path.as_bytes()).collect();
+        assert_eq!(found.len(), 1, "{}: {path} found {} times", source.describe(), found.len());
+        assert_eq!(found[0].kind, EntryKind::File);
+        assert_eq!(found[0].stamp.size, content.len() as u64, "{path}");
+        assert_eq!(read_all(source, found[0]), *content, "{path}");
+    }
+}
+
+/// A scan can be stopped by its visitor, and the error comes back.
+pub fn visitor_can_stop_the_scan(source: &dyn Source) {
+    let mut count = 0;
+    let result = source.scan(&mut |_| {
+        count += 1;
+        Err(SourceError::Stopped("enough".into()))
+    });
+    assert!(matches!(result, Err(SourceError::Stopped(_))), "{}", source.describe());
+    assert_eq!(count, 1);
+}
+
+/// The stamp of an untouched entry is stable between scan and `stamp_now`.
+pub fn stamps_are_stable(source: &dyn Source) {
+    for entry in collect(source).expect("scan") {
+        if entry.kind == EntryKind::File {
+            assert_eq!(source.stamp_now(&entry).expect("stamp"), Some(entry.stamp));
+        }
+    }
+}
+
+pub fn run_all(source: &dyn Source) {
+    scan_finds_every_file_in_tree_order(source);
+    visitor_can_stop_the_scan(source);
+    stamps_are_stable(source);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::dir::DirSource;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn fixture_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, content) in FIXTURE {
+            let p = dir.path().join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn dir_source_conforms() {
+        let dir = fixture_dir();
+        run_all(&DirSource::new(dir.path()));
+    }
+
+    #[test]
+    fn dir_source_reports_specials_and_keeps_odd_names() {
+        let dir = fixture_dir();
+        let odd = std::ffi::OsStr::from_bytes(b"caf\xe9\n.bin");
+        std::fs::write(dir.path().join(odd), b"latin-1 name").unwrap();
+        std::os::unix::fs::symlink("a.txt", dir.path().join("link")).unwrap();
+        let fifo = dir.path().join("pipe");
+        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(status.success());
+        let source = DirSource::new(dir.path());
+        let mut seen = Vec::new();
+        let skipped = source
+            .scan(&mut |e| {
+                seen.push(e);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].path, b"pipe");
+        assert!(seen.iter().any(|e| e.path == b"caf\xe9\n.bin"));
+        let link = seen.iter().find(|e| e.path == b"link").unwrap();
+        assert_eq!((link.kind, link.target.as_slice()), (EntryKind::Symlink, &b"a.txt"[..]));
+    }
+}

@@ -1,0 +1,176 @@
+//! A directory tree as a source. Names are bytes (`OsStrExt`), symlinks are
+//! never followed, and entries that are neither file, directory nor symlink
+//! (sockets, FIFOs, devices) are reported as skipped.
+
+use std::ffi::OsStr;
+use std::fs::{self, File, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::{Content, EntryKind, Skipped, Source, SourceEntry, SourceError};
+use crate::journal::FileStamp;
+
+pub struct DirSource {
+    root: PathBuf,
+}
+
+impl DirSource {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn full_path(&self, rel: &[u8]) -> PathBuf {
+        self.root.join(OsStr::from_bytes(rel))
+    }
+
+    fn io_err(&self, op: &'static str, path: &Path, source: io::Error) -> SourceError {
+        SourceError::Io {
+            root: self.root.display().to_string(),
+            op,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+pub fn stamp_of(meta: &Metadata) -> FileStamp {
+    FileStamp {
+        size: meta.len(),
+        mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        inode: meta.ino(),
+        mode: meta.mode(),
+    }
+}
+
+fn entry_from(path: Vec<u8>, kind: EntryKind, meta: &Metadata, target: Vec<u8>) -> SourceEntry {
+    let link_key = (kind == EntryKind::File && meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+    SourceEntry {
+        path,
+        kind,
+        stamp: stamp_of(meta),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mtime_sec: meta.mtime(),
+        mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
+        target,
+        link_key,
+    }
+}
+
+impl Source for DirSource {
+    fn describe(&self) -> String {
+        format!("directory {}", self.root.display())
+    }
+
+    fn scan(
+        &self,
+        visit: &mut dyn FnMut(SourceEntry) -> Result<(), SourceError>,
+    ) -> Result<Vec<Skipped>, SourceError> {
+        let root_meta = fs::metadata(&self.root).map_err(|e| self.io_err("stat", &self.root, e))?;
+        if !root_meta.is_dir() {
+            return Err(self.io_err(
+                "scan",
+                &self.root,
+                io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            ));
+        }
+        let mut skipped = Vec::new();
+        // Depth-first, children sorted by name bytes: that is tree order.
+        // Each stack level holds the still-unvisited children of one directory.
+        let mut stack: Vec<(Vec<u8>, std::vec::IntoIter<Vec<u8>>)> = Vec::new();
+        let names = self.sorted_children(b"", &mut skipped)?;
+        stack.push((Vec::new(), names.into_iter()));
+        while let Some((dir, names)) = stack.last_mut() {
+            let Some(name) = names.next() else {
+                stack.pop();
+                continue;
+            };
+            let rel = if dir.is_empty() {
+                name
+            } else {
+                let mut p = dir.clone();
+                p.push(b'/');
+                p.extend_from_slice(&name);
+                p
+            };
+            let full = self.full_path(&rel);
+            let meta = match fs::symlink_metadata(&full) {
+                Ok(m) => m,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gone since listed
+                Err(e) => {
+                    skipped.push(Skipped { path: rel, reason: format!("stat: {e}") });
+                    continue;
+                }
+            };
+            let ft = meta.file_type();
+            if ft.is_file() {
+                visit(entry_from(rel, EntryKind::File, &meta, Vec::new()))?;
+            } else if ft.is_symlink() {
+                match fs::read_link(&full) {
+                    Ok(t) => {
+                        let target = t.as_os_str().as_bytes().to_vec();
+                        visit(entry_from(rel, EntryKind::Symlink, &meta, target))?;
+                    }
+                    Err(e) => skipped.push(Skipped { path: rel, reason: format!("readlink: {e}") }),
+                }
+            } else if ft.is_dir() {
+                match self.sorted_children(&rel, &mut skipped) {
+                    Ok(children) => {
+                        visit(entry_from(rel.clone(), EntryKind::Dir, &meta, Vec::new()))?;
+                        stack.push((rel, children.into_iter()));
+                    }
+                    Err(SourceError::Io { source, .. }) => {
+                        skipped.push(Skipped { path: rel, reason: format!("list: {source}") })
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                skipped.push(Skipped {
+                    path: rel,
+                    reason: "not a regular file, directory or symlink".into(),
+                });
+            }
+        }
+        Ok(skipped)
+    }
+
+    fn open(&self, entry: &SourceEntry) -> Result<Content, SourceError> {
+        let full = self.full_path(&entry.path);
+        match File::open(&full) {
+            Ok(f) => Ok(Content::Reader(Box::new(f))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Content::Vanished),
+            Err(e) => Err(self.io_err("open", &full, e)),
+        }
+    }
+
+    fn stamp_now(&self, entry: &SourceEntry) -> Result<Option<FileStamp>, SourceError> {
+        let full = self.full_path(&entry.path);
+        match fs::symlink_metadata(&full) {
+            Ok(m) => Ok(Some(stamp_of(&m))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_err("stat", &full, e)),
+        }
+    }
+}
+
+impl DirSource {
+    fn sorted_children(&self, rel: &[u8], skipped: &mut Vec<Skipped>) -> Result<Vec<Vec<u8>>, SourceError> {
+        let full = if rel.is_empty() { self.root.clone() } else { self.full_path(rel) };
+        let reader = fs::read_dir(&full).map_err(|e| self.io_err("list", &full, e))?;
+        let mut names = Vec::new();
+        for item in reader {
+            match item {
+                Ok(item) => names.push(item.file_name().as_bytes().to_vec()),
+                Err(e) => skipped.push(Skipped {
+                    path: rel.to_vec(),
+                    reason: format!("list: {e}"),
+                }),
+            }
+        }
+        names.sort_unstable();
+        Ok(names)
+    }
+}

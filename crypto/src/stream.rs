@@ -1,0 +1,129 @@
+//! The age v1 payload: a 16-byte nonce, then ChaCha20-Poly1305 STREAM in 64 KiB pieces.
+//!
+//! Each piece's AEAD nonce is an 11-byte big-endian counter and a last-piece flag
+//! byte, so pieces cannot be reordered, dropped or truncated without detection.
+
+use age_core::format::FileKey;
+use age_core::primitives::hkdf;
+use age_core::secrecy::ExposeSecret;
+use age_core::secrecy::zeroize::Zeroizing;
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use rand::RngCore;
+use rand::rngs::OsRng;
+
+/// Plaintext bytes per STREAM piece.
+pub(crate) const PIECE_LEN: usize = 64 * 1024;
+/// Poly1305 tag appended to each piece.
+pub(crate) const TAG_LEN: usize = 16;
+/// Random nonce at the start of every payload.
+pub(crate) const NONCE_LEN: usize = 16;
+const SEALED_PIECE_LEN: usize = PIECE_LEN + TAG_LEN;
+
+/// Why a payload did not open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StreamError {
+    /// Structurally wrong: too short, missing or empty pieces.
+    Malformed(String),
+    /// Piece `n` (0-based) failed authentication.
+    Auth(u64),
+}
+
+/// Payload key = HKDF-SHA256(salt = nonce, ikm = file key, info = "payload").
+fn payload_cipher(file_key: &FileKey, nonce: &[u8]) -> ChaCha20Poly1305 {
+    let key = Zeroizing::new(hkdf(nonce, b"payload", file_key.expose_secret()));
+    ChaCha20Poly1305::new(Key::from_slice(key.as_slice()))
+}
+
+fn piece_nonce(counter: u64, last: bool) -> Nonce {
+    let mut nonce = [0u8; 12];
+    // The 11-byte counter's top three bytes stay zero: u64 pieces are plenty.
+    nonce[3..11].copy_from_slice(&counter.to_be_bytes());
+    nonce[11] = u8::from(last);
+    Nonce::from(nonce)
+}
+
+/// Encrypts `plaintext` as one age payload. An empty plaintext is one empty final piece.
+pub(crate) fn seal(file_key: &FileKey, plaintext: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    OsRng.fill_bytes(&mut nonce);
+    let cipher = payload_cipher(file_key, &nonce);
+
+    let pieces: Vec<&[u8]> = if plaintext.is_empty() {
+        vec![&[]]
+    } else {
+        plaintext.chunks(PIECE_LEN).collect()
+    };
+    let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN * pieces.len());
+    out.extend_from_slice(&nonce);
+    let last_index = pieces.len() - 1;
+    for (i, piece) in pieces.into_iter().enumerate() {
+        let start = out.len();
+        out.extend_from_slice(piece);
+        let nonce = piece_nonce(i as u64, i == last_index);
+        let tag = match cipher.encrypt_in_place_detached(&nonce, b"", &mut out[start..]) {
+            Ok(tag) => tag,
+            // Only fails past ChaCha20's 256 GiB limit; a piece is 64 KiB.
+            Err(_) => unreachable!("ChaCha20-Poly1305 refused a 64 KiB piece"),
+        };
+        out.extend_from_slice(&tag);
+    }
+    out
+}
+
+/// Decrypts one age payload, enforcing the STREAM rules; never panics on bad input.
+pub(crate) fn open(file_key: &FileKey, payload: &[u8]) -> Result<Vec<u8>, StreamError> {
+    if payload.len() < NONCE_LEN {
+        return Err(StreamError::Malformed(format!(
+            "{} bytes is shorter than the {NONCE_LEN}-byte nonce",
+            payload.len()
+        )));
+    }
+    let (nonce, sealed) = payload.split_at(NONCE_LEN);
+    if sealed.is_empty() {
+        return Err(StreamError::Malformed(
+            "truncated: no ciphertext after the nonce (even an empty chunk has a final piece)"
+                .to_string(),
+        ));
+    }
+    let cipher = payload_cipher(file_key, nonce);
+    // Position decides which piece is final: anything after a real final piece, or a
+    // cut at a piece boundary, then fails authentication with the wrong flag.
+    let piece_count = sealed.len().div_ceil(SEALED_PIECE_LEN);
+    // Structural checks first, so the error says what is wrong rather than "auth".
+    // Only the final piece can be short; non-final pieces are full by construction.
+    let final_len = sealed.len() - (piece_count - 1) * SEALED_PIECE_LEN;
+    if final_len < TAG_LEN {
+        return Err(StreamError::Malformed(format!(
+            "truncated: final piece is {final_len} bytes, shorter than its {TAG_LEN}-byte tag"
+        )));
+    }
+    if final_len == TAG_LEN && piece_count > 1 {
+        // age: the final piece may be empty only if it is the only piece.
+        return Err(StreamError::Malformed(
+            "an empty final piece after a full one (trailing bytes?)".to_string(),
+        ));
+    }
+    let mut out = Vec::with_capacity(sealed.len());
+    for (i, piece) in sealed.chunks(SEALED_PIECE_LEN).enumerate() {
+        let last = i + 1 == piece_count;
+        // Checked above, but stay panic-free even if that logic changes.
+        let Some((body, tag)) = piece.split_at_checked(piece.len().saturating_sub(TAG_LEN)) else {
+            return Err(StreamError::Auth(i as u64));
+        };
+        if tag.len() != TAG_LEN {
+            return Err(StreamError::Auth(i as u64));
+        }
+        let start = out.len();
+        out.extend_from_slice(body);
+        cipher
+            .decrypt_in_place_detached(
+                &piece_nonce(i as u64, last),
+                b"",
+                &mut out[start..],
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| StreamError::Auth(i as u64))?;
+    }
+    Ok(out)
+}

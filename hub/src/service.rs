@@ -1,0 +1,477 @@
+//! The gRPC services agents call: `Ingest` and `Journal`. Every call is
+//! authenticated by a site token; a site writes only to buckets it is the
+//! source of.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ferry_proto::auth::{AUTHORIZATION, parse_bearer, token_hash};
+use ferry_proto::v1::ingest_server::Ingest;
+use ferry_proto::v1::journal_server::Journal;
+use ferry_proto::v1::{
+    BlobBatch, BlobBatchAck, CommitInfo, CommitRequest, CommitResponse, FetchBlobsRequest,
+    FetchedBlob, FindMissingRequest, FindMissingResponse, ListCommitsRequest, ListCommitsResponse,
+    OpenSessionRequest, OpenSessionResponse,
+};
+use ferry_proto::{BlobId, BlobKind, FLAG_ZSTD};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::blobstore::BlobStore;
+use crate::catalog::{Bucket, Catalog, CatalogError, NewCommit, Session, Site};
+use crate::pack::PackBlob;
+use crate::packer::{Packer, read_blob};
+
+/// How long an upload session's lease lasts; renewed by activity.
+const LEASE_SECS: i64 = 3600;
+/// Largest age header accepted.
+const MAX_HEADER_BYTES: usize = 64 << 10;
+/// Largest blob accepted: a 4 MiB chunk plus encryption overhead.
+const MAX_BLOB_BYTES: usize = (4 << 20) + (64 << 10);
+/// Most ids in one FindMissing or FetchBlobs call.
+const MAX_IDS_PER_CALL: usize = 10_000;
+/// Batches of one upload stream being stored at once (they group into one pack).
+const STORES_PER_STREAM: usize = 4;
+
+pub struct HubState {
+    pub catalog: Arc<dyn Catalog>,
+    pub store: Arc<dyn BlobStore>,
+    pub packer: Packer,
+    tokens: RwLock<HashMap<[u8; 32], Site>>,
+}
+
+impl HubState {
+    pub fn new(catalog: Arc<dyn Catalog>, store: Arc<dyn BlobStore>, packer: Packer) -> Arc<Self> {
+        Arc::new(Self {
+            catalog,
+            store,
+            packer,
+            tokens: RwLock::default(),
+        })
+    }
+
+    /// Runs a catalog call on a blocking thread.
+    async fn catalog<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&dyn Catalog) -> Result<T, CatalogError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let catalog = self.catalog.clone();
+        tokio::task::spawn_blocking(move || op(&*catalog))
+            .await
+            .map_err(|e| Status::internal(format!("catalog task: {e}")))?
+            .map_err(catalog_status)
+    }
+
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Site, Status> {
+        let token = request
+            .metadata()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_bearer)
+            .ok_or_else(|| {
+                tracing::warn!(peer = ?request.remote_addr(), "request without a site token");
+                Status::unauthenticated("missing `authorization: Bearer <site token>`")
+            })?;
+        let hash = token_hash(token);
+        if let Some(site) = self.tokens.read().ok().and_then(|t| t.get(&hash).cloned()) {
+            return Ok(site);
+        }
+        match self.catalog(move |c| c.site_by_token_hash(&hash)).await? {
+            Some(site) => {
+                if let Ok(mut cache) = self.tokens.write() {
+                    cache.insert(hash, site.clone());
+                }
+                Ok(site)
+            }
+            None => {
+                tracing::warn!(peer = ?request.remote_addr(), "authentication failed: unknown site token");
+                Err(Status::unauthenticated("unknown site token"))
+            }
+        }
+    }
+
+    /// The bucket named "tenant/bucket", if it belongs to the site's tenant.
+    async fn bucket(&self, site: &Site, name: &str) -> Result<Bucket, Status> {
+        let (tenant_name, bucket_name) = name
+            .split_once('/')
+            .ok_or_else(|| Status::invalid_argument(format!("bucket {name:?}: expected \"tenant/bucket\"")))?;
+        let (tenant_name, bucket_name) = (tenant_name.to_string(), bucket_name.to_string());
+        let tenant_id = site.tenant;
+        let bucket = self
+            .catalog(move |c| {
+                let Some(tenant) = c.tenant_by_name(&tenant_name)? else {
+                    return Ok(None);
+                };
+                if tenant.id != tenant_id {
+                    return Ok(None);
+                }
+                c.bucket_by_name(tenant.id, &bucket_name)
+            })
+            .await?;
+        // The same answer for "absent" and "another tenant's": no probing.
+        bucket.ok_or_else(|| Status::not_found(format!("bucket {name}: no such bucket for this site")))
+    }
+
+    async fn bucket_for_write(&self, site: &Site, name: &str) -> Result<Bucket, Status> {
+        let bucket = self.bucket(site, name).await?;
+        if bucket.source_site != site.id {
+            return Err(Status::permission_denied(format!(
+                "site {} is not the source of bucket {name}",
+                site.name
+            )));
+        }
+        Ok(bucket)
+    }
+
+    async fn bucket_for_read(&self, site: &Site, name: &str) -> Result<Bucket, Status> {
+        // Replica placements come with replication; until then only the source reads.
+        self.bucket_for_write(site, name).await
+    }
+
+    /// The open session `id` of this site, with its lease renewed.
+    async fn session(&self, site: &Site, id: u64) -> Result<Session, Status> {
+        let sid = crate::catalog::SessionId(i64::try_from(id).map_err(|_| Status::invalid_argument("session_id out of range"))?);
+        let session = self
+            .catalog(move |c| c.session(sid))
+            .await?
+            .ok_or_else(|| Status::not_found(format!("upload session {id}: unknown or closed")))?;
+        if session.site != site.id {
+            return Err(Status::permission_denied(format!("upload session {id} belongs to another site")));
+        }
+        if session.closed {
+            return Err(Status::failed_precondition(format!("upload session {id} is closed")));
+        }
+        let now = unix_now();
+        if session.lease_until_unix < now {
+            return Err(Status::failed_precondition(format!("upload session {id}: lease expired")));
+        }
+        if session.lease_until_unix < now + LEASE_SECS / 2 {
+            self.catalog(move |c| c.renew_session(sid, now + LEASE_SECS)).await?;
+        }
+        Ok(session)
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn catalog_status(e: CatalogError) -> Status {
+    tracing::error!(error = %e, "catalog");
+    match e {
+        CatalogError::NotFound { .. } => Status::not_found(e.to_string()),
+        CatalogError::Invalid { .. } => Status::invalid_argument(e.to_string()),
+        CatalogError::Conflict { .. } => Status::already_exists(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+fn ids_from(field: &'static str, raw: &[Vec<u8>]) -> Result<Vec<BlobId>, Status> {
+    if raw.len() > MAX_IDS_PER_CALL {
+        return Err(Status::invalid_argument(format!(
+            "{field}: {} ids, at most {MAX_IDS_PER_CALL} per call",
+            raw.len()
+        )));
+    }
+    raw.iter()
+        .map(|id| BlobId::from_slice(field, id).map_err(|e| Status::invalid_argument(e.to_string())))
+        .collect()
+}
+
+/// Checks one uploaded blob and turns it into what the packer stores.
+fn pack_blob(blob: ferry_proto::v1::Blob, header_id: BlobId) -> Result<PackBlob, Status> {
+    let id = BlobId::from_slice("Blob.id", &blob.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let kind = match u8::try_from(blob.kind).ok().and_then(BlobKind::from_u8) {
+        Some(k @ (BlobKind::Data | BlobKind::Manifest)) => k,
+        _ => return Err(Status::invalid_argument(format!("blob {id}: kind {} not accepted", blob.kind))),
+    };
+    let flags = match u8::try_from(blob.flags) {
+        Ok(f) if f & !FLAG_ZSTD == 0 => f,
+        _ => return Err(Status::invalid_argument(format!("blob {id}: unknown flags {:#x}", blob.flags))),
+    };
+    if blob.data.len() > MAX_BLOB_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "blob {id}: {} bytes, at most {MAX_BLOB_BYTES}",
+            blob.data.len()
+        )));
+    }
+    Ok(PackBlob {
+        id,
+        kind,
+        flags,
+        header_id,
+        data: blob.data,
+    })
+}
+
+#[derive(Clone)]
+pub struct IngestService(pub Arc<HubState>);
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<BlobBatchAck, Status>> + Send>>;
+type BlobStream = Pin<Box<dyn Stream<Item = Result<FetchedBlob, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    async fn open_session(
+        &self,
+        request: Request<OpenSessionRequest>,
+    ) -> Result<Response<OpenSessionResponse>, Status> {
+        let hub = &self.0;
+        let site = hub.authenticate(&request).await?;
+        let req = request.into_inner();
+        let bucket = hub.bucket_for_write(&site, &req.bucket).await?;
+        if req.header.len() > MAX_HEADER_BYTES || !req.header.starts_with(b"age-encryption.org/v1\n") {
+            return Err(Status::invalid_argument("header: not an age v1 header, or too large"));
+        }
+        let header_id = BlobId::of_public(&req.header);
+        hub.packer
+            .store(vec![PackBlob {
+                id: header_id,
+                kind: BlobKind::SessionHeader,
+                flags: 0,
+                header_id: BlobId::default(),
+                data: req.header,
+            }])
+            .await
+            .map_err(|e| Status::unavailable(format!("storing the session header: {e}")))?;
+        let lease_until = unix_now() + LEASE_SECS;
+        let site_id = site.id;
+        let session = hub
+            .catalog(move |c| c.open_session(site_id, bucket.id, header_id, lease_until))
+            .await?;
+        tracing::info!(site = %site.name, bucket = %req.bucket, session = session.0, "session opened");
+        Ok(Response::new(OpenSessionResponse {
+            session_id: session.0 as u64,
+            lease_until_unix: lease_until,
+            header_id: header_id.0.to_vec(),
+        }))
+    }
+
+    async fn find_missing(
+        &self,
+        request: Request<FindMissingRequest>,
+    ) -> Result<Response<FindMissingResponse>, Status> {
+        let hub = &self.0;
+        let site = hub.authenticate(&request).await?;
+        let req = request.into_inner();
+        hub.session(&site, req.session_id).await?;
+        let ids = ids_from("FindMissingRequest.ids", &req.ids)?;
+        let asked = ids.clone();
+        let missing: std::collections::HashSet<BlobId> =
+            hub.catalog(move |c| c.missing_blobs(&asked)).await?.into_iter().collect();
+        let missing = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| missing.contains(id))
+            .map(|(i, _)| i as u32)
+            .collect();
+        Ok(Response::new(FindMissingResponse { missing }))
+    }
+
+    type UploadBlobsStream = AckStream;
+
+    async fn upload_blobs(
+        &self,
+        request: Request<Streaming<BlobBatch>>,
+    ) -> Result<Response<Self::UploadBlobsStream>, Status> {
+        let hub = self.0.clone();
+        let site = hub.authenticate(&request).await?;
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STORES_PER_STREAM);
+        tokio::spawn(async move {
+            let mut sessions: HashMap<u64, BlobId> = HashMap::new();
+            let mut storing = JoinSet::new();
+            let result: Result<(), Status> = async {
+                loop {
+                    // Keep at most STORES_PER_STREAM batches being stored;
+                    // acknowledge each as soon as it is durable.
+                    while storing.len() >= STORES_PER_STREAM {
+                        if let Some(done) = storing.join_next().await {
+                            let ack = done.map_err(|e| Status::internal(e.to_string()))??;
+                            tx.send(Ok(ack)).await.map_err(|_| Status::cancelled("client went away"))?;
+                        }
+                    }
+                    let Some(batch) = inbound.message().await? else { break };
+                    let header_id = match sessions.get(&batch.session_id) {
+                        Some(h) => *h,
+                        None => {
+                            let s = hub.session(&site, batch.session_id).await?;
+                            sessions.insert(batch.session_id, s.header_id);
+                            s.header_id
+                        }
+                    };
+                    let blobs = batch
+                        .blobs
+                        .into_iter()
+                        .map(|b| pack_blob(b, header_id))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let hub = hub.clone();
+                    let number = batch.batch;
+                    storing.spawn(async move {
+                        let outcome = hub
+                            .packer
+                            .store(blobs)
+                            .await
+                            .map_err(|e| Status::unavailable(format!("storing batch {number}: {e}")))?;
+                        Ok::<_, Status>(BlobBatchAck {
+                            batch: number,
+                            stored: outcome.stored as u32,
+                            already_present: outcome.already_present as u32,
+                        })
+                    });
+                }
+                while let Some(done) = storing.join_next().await {
+                    let ack = done.map_err(|e| Status::internal(e.to_string()))??;
+                    tx.send(Ok(ack)).await.map_err(|_| Status::cancelled("client went away"))?;
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(status) = result {
+                tracing::warn!(site = %site.name, %status, "upload stream failed");
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
+        let hub = &self.0;
+        let site = hub.authenticate(&request).await?;
+        let req = request.into_inner();
+        let session = hub.session(&site, req.session_id).await?;
+        if req.kind != "snapshot" {
+            return Err(Status::invalid_argument(format!("commit kind {:?} not supported", req.kind)));
+        }
+        let manifest = ids_from("CommitRequest.manifest", &req.manifest)?;
+        // Never journal a commit that points at blobs the hub does not hold.
+        let check = manifest.clone();
+        let missing = hub.catalog(move |c| c.missing_blobs(&check)).await?;
+        if let Some(id) = missing.first() {
+            return Err(Status::failed_precondition(format!(
+                "commit references manifest chunk {id}, which is not stored"
+            )));
+        }
+        let time_unix_ms = unix_now_ms();
+        let commit = NewCommit {
+            site: site.id,
+            time_unix_ms,
+            kind: req.kind,
+            manifest,
+            body: req.body,
+            files: req.files,
+            bytes: req.bytes,
+        };
+        let bucket = session.bucket;
+        let sid = session.id;
+        let seq = hub
+            .catalog(move |c| {
+                let seq = c.append_commit(bucket, &commit)?;
+                c.close_session(sid)?;
+                Ok(seq)
+            })
+            .await?;
+        tracing::info!(site = %site.name, bucket = bucket.0, seq, "commit appended");
+        Ok(Response::new(CommitResponse { seq, time_unix_ms }))
+    }
+}
+
+#[derive(Clone)]
+pub struct JournalService(pub Arc<HubState>);
+
+#[tonic::async_trait]
+impl Journal for JournalService {
+    async fn list_commits(
+        &self,
+        request: Request<ListCommitsRequest>,
+    ) -> Result<Response<ListCommitsResponse>, Status> {
+        let hub = &self.0;
+        let site = hub.authenticate(&request).await?;
+        let req = request.into_inner();
+        let bucket = hub.bucket_for_read(&site, &req.bucket).await?;
+        let limit = match req.limit {
+            0 => 1000,
+            n => n.min(1000) as usize,
+        };
+        let (bucket_id, tenant, after) = (bucket.id, site.tenant, req.after_seq);
+        let (commits, sites) = hub
+            .catalog(move |c| Ok((c.commits(bucket_id, after, limit)?, c.list_sites(tenant)?)))
+            .await?;
+        let names: HashMap<_, _> = sites.into_iter().map(|s| (s.id, s.name)).collect();
+        let commits = commits
+            .into_iter()
+            .map(|c| CommitInfo {
+                seq: c.seq,
+                site: names.get(&c.site).cloned().unwrap_or_default(),
+                time_unix_ms: c.time_unix_ms,
+                kind: c.kind,
+                manifest: c.manifest.iter().map(|id| id.0.to_vec()).collect(),
+                body: c.body,
+                files: c.files,
+                bytes: c.bytes,
+            })
+            .collect();
+        Ok(Response::new(ListCommitsResponse { commits }))
+    }
+
+    type FetchBlobsStream = BlobStream;
+
+    async fn fetch_blobs(
+        &self,
+        request: Request<FetchBlobsRequest>,
+    ) -> Result<Response<Self::FetchBlobsStream>, Status> {
+        let hub = self.0.clone();
+        let site = hub.authenticate(&request).await?;
+        let req = request.into_inner();
+        hub.bucket_for_read(&site, &req.bucket).await?;
+        let ids = ids_from("FetchBlobsRequest.ids", &req.ids)?;
+        let asked = ids.clone();
+        let locations: HashMap<BlobId, _> = hub
+            .catalog(move |c| c.blob_locations(&asked))
+            .await?
+            .into_iter()
+            .map(|l| (l.id, l))
+            .collect();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            for id in ids {
+                let item = match locations.get(&id) {
+                    None => Err(Status::not_found(format!("blob {id} is not stored"))),
+                    Some(loc) => read_blob(&*hub.store, loc)
+                        .await
+                        .map(|data| FetchedBlob {
+                            id: id.0.to_vec(),
+                            kind: loc.kind as u32,
+                            flags: u32::from(loc.flags),
+                            header_id: loc.header_id.0.to_vec(),
+                            data,
+                        })
+                        .map_err(|e| {
+                            tracing::error!(blob = %id, pack = %loc.pack, error = %e, "reading blob");
+                            Status::data_loss(format!("blob {id}: {e}"))
+                        }),
+                };
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

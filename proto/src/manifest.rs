@@ -1,0 +1,275 @@
+//! The snapshot manifest stream: a magic, then length-delimited
+//! `ManifestEntry` messages in tree order (see [`cmp_paths`]). Encoded by the agent,
+//! chunked and encrypted like data; decoded incrementally on restore, so a
+//! manifest of millions of entries never has to sit in memory at once.
+
+use prost::Message;
+
+use crate::ids::ID_LEN;
+use crate::v1::{EntryType, ManifestEntry};
+
+/// First bytes of every manifest stream; the digit is the format version.
+pub const MANIFEST_MAGIC: &[u8; 8] = b"FERRYMF1";
+
+/// Largest encoded entry accepted (a file of about 1.9 M chunks).
+pub const MAX_ENTRY_BYTES: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ManifestError {
+    #[error("manifest: does not start with the magic {MANIFEST_MAGIC:?}")]
+    BadMagic,
+    #[error("manifest entry {index}: length {len} exceeds the limit of {MAX_ENTRY_BYTES} bytes")]
+    TooLarge { index: u64, len: u64 },
+    #[error("manifest entry {index}: undecodable: {reason}")]
+    Decode { index: u64, reason: String },
+    #[error("manifest entry {index} ({path}): {reason}")]
+    Invalid {
+        index: u64,
+        path: String,
+        reason: &'static str,
+    },
+    #[error("manifest: stream ends inside entry {index}")]
+    Truncated { index: u64 },
+}
+
+/// Appends the encoding of `entry` to `out` (after [`MANIFEST_MAGIC`] once).
+pub fn encode_entry(entry: &ManifestEntry, out: &mut Vec<u8>) {
+    // Encoding into a Vec cannot run out of space.
+    let _ = entry.encode_length_delimited(out);
+}
+
+/// Tree order: paths compared component by component, each component by its
+/// bytes. It is the order of a depth-first walk that visits a directory's
+/// children sorted by name, so a walker can emit entries as it goes.
+pub fn cmp_paths(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.split(|c| *c == b'/').cmp(b.split(|c| *c == b'/'))
+}
+
+/// Checks a relative path: non-empty, '/'-separated, no empty, `.` or `..`
+/// component, no NUL. Restores write only below their target because of this.
+pub fn check_relative_path(path: &[u8]) -> Result<(), &'static str> {
+    if path.is_empty() {
+        return Err("empty path");
+    }
+    if path.contains(&0) {
+        return Err("path contains a NUL byte");
+    }
+    for part in path.split(|b| *b == b'/') {
+        match part {
+            b"" => return Err("path has an empty component or a leading/trailing '/'"),
+            b"." | b".." => return Err("path has a '.' or '..' component"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Incremental decoder: push stream bytes as they arrive, pull entries out.
+/// Checks order and shape of every entry; never panics on any input.
+#[derive(Default)]
+pub struct ManifestDecoder {
+    buf: Vec<u8>,
+    pos: usize,
+    magic_seen: bool,
+    index: u64,
+    last_path: Option<Vec<u8>>,
+}
+
+impl ManifestDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.pos > 0 && self.pos >= self.buf.len() / 2 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete entry, or `None` if more bytes are needed.
+    pub fn next_entry(&mut self) -> Result<Option<ManifestEntry>, ManifestError> {
+        if !self.magic_seen {
+            if self.buf.len() - self.pos < MANIFEST_MAGIC.len() {
+                return Ok(None);
+            }
+            if &self.buf[self.pos..self.pos + MANIFEST_MAGIC.len()] != MANIFEST_MAGIC {
+                return Err(ManifestError::BadMagic);
+            }
+            self.pos += MANIFEST_MAGIC.len();
+            self.magic_seen = true;
+        }
+        let rest = &self.buf[self.pos..];
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        let mut cursor = rest;
+        let len = match prost::encoding::decode_varint(&mut cursor) {
+            Ok(len) => len,
+            // A varint is at most 10 bytes: shorter means it may still be arriving.
+            Err(_) if rest.len() < 10 => return Ok(None),
+            Err(e) => {
+                return Err(ManifestError::Decode {
+                    index: self.index,
+                    reason: e.to_string(),
+                });
+            }
+        };
+        if len > MAX_ENTRY_BYTES as u64 {
+            return Err(ManifestError::TooLarge {
+                index: self.index,
+                len,
+            });
+        }
+        let header = rest.len() - cursor.len();
+        let len = len as usize;
+        if cursor.len() < len {
+            return Ok(None);
+        }
+        let entry =
+            ManifestEntry::decode(&cursor[..len]).map_err(|e| ManifestError::Decode {
+                index: self.index,
+                reason: e.to_string(),
+            })?;
+        self.pos += header + len;
+        self.check(&entry)?;
+        self.index += 1;
+        self.last_path = Some(entry.path.clone());
+        Ok(Some(entry))
+    }
+
+    /// Call at the end of the stream: errors if bytes of a partial entry remain.
+    pub fn finish(&self) -> Result<(), ManifestError> {
+        if !self.magic_seen {
+            return Err(ManifestError::BadMagic);
+        }
+        if self.pos < self.buf.len() {
+            return Err(ManifestError::Truncated { index: self.index });
+        }
+        Ok(())
+    }
+
+    fn check(&self, entry: &ManifestEntry) -> Result<(), ManifestError> {
+        let invalid = |reason| ManifestError::Invalid {
+            index: self.index,
+            path: String::from_utf8_lossy(&entry.path).into_owned(),
+            reason,
+        };
+        check_relative_path(&entry.path).map_err(invalid)?;
+        if let Some(last) = &self.last_path
+            && cmp_paths(&entry.path, last).is_le()
+        {
+            return Err(invalid("entries are not sorted by path, or a path repeats"));
+        }
+        match EntryType::try_from(entry.r#type) {
+            Ok(EntryType::File) => {
+                if entry.chunks.iter().any(|c| c.len() != ID_LEN) {
+                    return Err(invalid("a chunk id is not 32 bytes"));
+                }
+                if !entry.hardlink_to.is_empty() {
+                    check_relative_path(&entry.hardlink_to).map_err(invalid)?;
+                    if cmp_paths(&entry.hardlink_to, &entry.path).is_ge() {
+                        return Err(invalid("hard link points to a later entry"));
+                    }
+                }
+            }
+            Ok(EntryType::Dir) => {}
+            Ok(EntryType::Symlink) => {
+                if entry.symlink_target.is_empty() {
+                    return Err(invalid("symlink without a target"));
+                }
+            }
+            Ok(EntryType::Unspecified) | Err(_) => return Err(invalid("unknown entry type")),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, chunks: usize) -> ManifestEntry {
+        ManifestEntry {
+            path: path.as_bytes().to_vec(),
+            r#type: EntryType::File as i32,
+            mode: 0o644,
+            size: 10,
+            chunks: vec![vec![7; 32]; chunks],
+            ..Default::default()
+        }
+    }
+
+    fn encode(entries: &[ManifestEntry]) -> Vec<u8> {
+        let mut out = MANIFEST_MAGIC.to_vec();
+        for e in entries {
+            encode_entry(e, &mut out);
+        }
+        out
+    }
+
+    fn decode_all(bytes: &[u8], step: usize) -> Result<Vec<ManifestEntry>, ManifestError> {
+        let mut dec = ManifestDecoder::new();
+        let mut out = Vec::new();
+        for piece in bytes.chunks(step.max(1)) {
+            dec.push(piece);
+            while let Some(e) = dec.next_entry()? {
+                out.push(e);
+            }
+        }
+        dec.finish()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn round_trip_in_any_piece_size() {
+        let entries = vec![file("a", 1), file("a/b", 3), file("a.txt", 0), file("b", 0)];
+        let bytes = encode(&entries);
+        for step in [1, 2, 3, 7, 64, bytes.len()] {
+            assert_eq!(decode_all(&bytes, step).unwrap(), entries);
+        }
+    }
+
+    #[test]
+    fn rejects_unsorted_and_bad_paths() {
+        let err = decode_all(&encode(&[file("b", 0), file("a", 0)]), 100).unwrap_err();
+        assert!(err.to_string().contains("not sorted"), "{err}");
+        for bad in ["../x", "/abs", "a//b", "a/./b", "a/"] {
+            let err = decode_all(&encode(&[file(bad, 0)]), 100).unwrap_err();
+            assert!(matches!(err, ManifestError::Invalid { .. }), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let bytes = encode(&[file("a", 2), file("c", 1)]);
+        for cut in 0..bytes.len() {
+            let result = decode_all(&bytes[..cut], 5);
+            // Cutting exactly between entries yields a valid shorter manifest.
+            if let Ok(entries) = result {
+                assert!(entries.len() < 2, "cut {cut}");
+            }
+        }
+        assert_eq!(
+            decode_all(&bytes[..bytes.len() - 1], 5).unwrap_err(),
+            ManifestError::Truncated { index: 1 }
+        );
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for round in 0..3000 {
+            let len = (round % 97) + 1;
+            let mut bytes = MANIFEST_MAGIC.to_vec();
+            for _ in 0..len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                bytes.push(state as u8);
+            }
+            let _ = decode_all(&bytes, 3);
+        }
+    }
+}
