@@ -457,33 +457,25 @@ fn write_tree(
                 report.files += 1;
             }
             Ok(EntryType::File) => {
-                let mut file = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(werr(&path))?;
-                let mut written = 0u64;
-                for _ in &entry.chunks {
-                    let task = plains.blocking_recv().ok_or(RestoreError::Aborted)?;
-                    let plain = runtime
-                        .block_on(task)
-                        .map_err(|e| RestoreError::Task(e.to_string()))??;
-                    file.write_all(&plain).map_err(werr(&path))?;
-                    written += plain.len() as u64;
-                    report.chunks += 1;
-                    progress.add_read(plain.len() as u64);
-                }
-                if written != entry.size {
-                    return Err(RestoreError::Target {
-                        path,
-                        reason: format!("manifest says {} bytes, chunks hold {written}", entry.size),
+                // Written under a temporary name and renamed once complete and
+                // verified, so a failed restore never leaves a wrong file under
+                // the real name.
+                let partial = partial_name(&path);
+                let written = write_file(&partial, &entry, &mut plains, runtime, progress)
+                    .and_then(|written| {
+                        fs::rename(&partial, &path).map_err(werr(&path))?;
+                        Ok(written)
                     });
-                }
-                finish_file(&file, &path, entry.mode, mtime)?;
-                drop(file);
+                let written = match written {
+                    Ok(w) => w,
+                    Err(e) => {
+                        let _ = fs::remove_file(&partial);
+                        return Err(e);
+                    }
+                };
                 set_owner(&path, entry.uid, entry.gid)?;
                 report.files += 1;
+                report.chunks += entry.chunks.len() as u64;
                 report.bytes += written;
                 progress.add_files(1);
             }
@@ -504,6 +496,52 @@ fn write_tree(
         set_owner(&dir.path, dir.uid, dir.gid)?;
     }
     Ok(report)
+}
+
+fn partial_name(path: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(".ferry-partial");
+    path.with_file_name(name)
+}
+
+/// Writes one file's chunks in order and checks the size the manifest gives.
+fn write_file(
+    path: &Path,
+    entry: &ManifestEntry,
+    plains: &mut mpsc::Receiver<JoinHandle<Result<Vec<u8>, RestoreError>>>,
+    runtime: &tokio::runtime::Handle,
+    progress: &Progress,
+) -> Result<u64, RestoreError> {
+    let werr = |source| RestoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(werr)?;
+    let mut written = 0u64;
+    for _ in &entry.chunks {
+        let task = plains.blocking_recv().ok_or(RestoreError::Aborted)?;
+        let plain = runtime
+            .block_on(task)
+            .map_err(|e| RestoreError::Task(e.to_string()))??;
+        file.write_all(&plain).map_err(werr)?;
+        written += plain.len() as u64;
+        progress.add_read(plain.len() as u64);
+    }
+    if written != entry.size {
+        return Err(RestoreError::Target {
+            path: path.to_path_buf(),
+            reason: format!("manifest says {} bytes, chunks hold {written}", entry.size),
+        });
+    }
+    let mtime = FileTime::from_unix_time(entry.mtime_sec, entry.mtime_nsec);
+    finish_file(&file, path, entry.mode, mtime)?;
+    Ok(written)
 }
 
 fn finish_file(file: &File, path: &Path, mode: u32, mtime: FileTime) -> Result<(), RestoreError> {

@@ -1,1 +1,12 @@
+//! Ferry hub: namespace, catalog, pack storage and the services agents talk to.
+//!
+//! Storage layering, bottom up:
+//! - [`pack`]: the pack file format (opaque ciphertext blobs plus an index).
+//! - [`blobstore`]: where pack objects live (a local directory today, S3 later).
+//! - [`catalog`]: the index over the pools plus the namespace and the journal.
+//! - [`packer`]: group commit of uploaded blobs into durable, catalogued packs.
 
+pub mod blobstore;
+pub mod catalog;
+pub mod pack;
+pub mod packer;

@@ -1,1 +1,248 @@
+//! Harness for end-to-end tests: starts the real `ferry-hub` and
+//! `ferry-agent` binaries on loopback ports, in temporary directories.
+//! The binaries must be built first (`cargo build --bins`; `.ci/run` does it).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod tree;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary, next to the test executable's `deps/` dir.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --bins` before the end-to-end tests",
+        path.display()
+    );
+    path
+}
+
+/// A running `ferry-hub serve` on 127.0.0.1 with a free port.
+pub struct Hub {
+    pub data_dir: PathBuf,
+    pub addr: String,
+    child: Option<Child>,
+}
+
+impl Hub {
+    pub fn start(data_dir: &Path) -> Hub {
+        let ready = data_dir.with_extension("ready");
+        let _ = std::fs::remove_file(&ready);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.with_extension("log"))
+            .unwrap();
+        let child = Command::new(bin("ferry-hub"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["serve", "--listen", "127.0.0.1:0", "--ready-file"])
+            .arg(&ready)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ferry-hub");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            if let Ok(addr) = std::fs::read_to_string(&ready) {
+                break addr;
+            }
+            assert!(Instant::now() < deadline, "ferry-hub did not become ready");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Hub {
+            data_dir: data_dir.to_path_buf(),
+            addr,
+            child: Some(child),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Runs a `ferry-hub` admin command on this hub's data dir.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        hub_cli(&self.data_dir, args)
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Bytes of pack data in the local pool.
+    pub fn pool_bytes(&self) -> u64 {
+        tree::du(&self.data_dir.join("pool"))
+    }
+
+    /// Every pack file in the local pool.
+    pub fn pack_files(&self) -> Vec<PathBuf> {
+        tree::files_with_extension(&self.data_dir.join("pool"), "pack")
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn hub_cli(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin("ferry-hub"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .expect("run ferry-hub")
+}
+
+/// A site with its agent: tenant `acme`, bucket `acme/<bucket>`.
+pub struct Site {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub key_file: PathBuf,
+    pub bucket: String,
+}
+
+pub fn check(output: &Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout: {stdout}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+impl Site {
+    /// Adds tenant, site and bucket at the hub, makes a key, writes the agent config.
+    pub fn create(hub: &Hub, dir: &Path, source: &Path, site: &str, bucket: &str) -> Site {
+        std::fs::create_dir_all(dir).unwrap();
+        let tenant_exists = hub.cli(&["site", "list", "--tenant", "acme"]).status.success();
+        if !tenant_exists {
+            check(&hub.cli(&["tenant", "add", "acme"]), "tenant add");
+        }
+        let token_file = dir.join("site.token");
+        check(
+            &hub.cli(&[
+                "site",
+                "add",
+                "--tenant",
+                "acme",
+                site,
+                "--token-file",
+                token_file.to_str().unwrap(),
+            ]),
+            "site add",
+        );
+        let full_bucket = format!("acme/{bucket}");
+        check(&hub.cli(&["bucket", "add", &full_bucket, "--source", site]), "bucket add");
+        let key_file = dir.join("tenant.key");
+        let config = dir.join("agent.toml");
+        let site = Site {
+            dir: dir.to_path_buf(),
+            config,
+            key_file: key_file.clone(),
+            bucket: full_bucket,
+        };
+        check(
+            &site.agent(&["key", "generate", "--out", key_file.to_str().unwrap()]),
+            "key generate",
+        );
+        site.write_config(&hub.url(), source);
+        site
+    }
+
+    pub fn write_config(&self, hub_url: &str, source: &Path) {
+        let text = format!(
+            "hub = \"{hub_url}\"\ntoken-file = \"site.token\"\nkey-file = \"{}\"\nstate-dir = \"state\"\n\n[[source]]\nname = \"main\"\npath = \"{}\"\nbucket = \"{}\"\n",
+            self.key_file.display(),
+            source.display(),
+            self.bucket
+        );
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    pub fn agent(&self, args: &[&str]) -> Output {
+        Command::new(bin("ferry-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("FERRY_SITE_TOKEN")
+            .output()
+            .expect("run ferry-agent")
+    }
+
+    /// Runs a backup with `--json` and returns its report.
+    pub fn backup(&self) -> serde_json::Value {
+        let out = check(&self.agent(&["--json", "backup"]), "backup");
+        serde_json::from_str(&out).unwrap()
+    }
+
+    pub fn restore(&self, to: &Path, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec!["--json", "restore", "--to", to.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = check(&self.agent(&args), "restore");
+        serde_json::from_str(&out).unwrap()
+    }
+}
+
+/// The quick benchmark dataset (`mkdata.py --mixed-size 64M --small-files 2000`),
+/// made once per target dir and reused; deterministic, so reuse is safe.
+pub fn quick_dataset() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+    let out = target.join("ferry-testdata").join("quick");
+    if out.join("small.manifest").exists() {
+        return out;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/mkdata.py");
+    assert!(script.exists(), "{} is missing: the tests need ../shared beside the repo", script.display());
+    let tmp = target
+        .join("ferry-testdata")
+        .join(format!("quick.tmp{}", std::process::id()));
+    let status = Command::new("python3")
+        .arg(&script)
+        .arg("--out")
+        .arg(&tmp)
+        .args(["--mixed-size", "64M", "--small-files", "2000"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run python3 mkdata.py");
+    assert!(status.success(), "mkdata.py failed");
+    // Another test process may have won the race; either copy is identical.
+    if std::fs::rename(&tmp, &out).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    out
+}
+
+/// `cp -a`: copies a tree keeping modes, times and links.
+pub fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    assert!(status.success(), "cp -a failed");
+}
+
+/// Incompressible bytes from a seed (xorshift), for files zstd must not shrink.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
+}

@@ -1,0 +1,259 @@
+//! The `ferry-hub` command line. Namespace commands open the catalog
+//! directly (SQLite in WAL mode lets them run beside a serving hub).
+//!
+//! Exit codes: 0 success; 1 failure; 2 bad usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use ferry_proto::auth::{TOKEN_PREFIX, token_hash};
+use rand::RngCore;
+use serde_json::json;
+
+use crate::catalog::Catalog;
+use crate::config::HubConfig;
+use crate::server::{open_catalog, serve};
+
+#[derive(Parser)]
+#[command(name = "ferry-hub", version, about = "Ferry hub: namespace, catalog and pack storage for Ferry agents")]
+struct Cli {
+    /// Hub config file (TOML). Without one, embedded defaults apply.
+    #[arg(long, short, global = true, env = "FERRY_HUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (catalog and local pool); overrides the config.
+    #[arg(long, global = true, env = "FERRY_HUB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Print results as JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gRPC API until SIGINT or SIGTERM.
+    Serve {
+        /// Listen address; overrides the config (port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Write the bound address into this file once listening.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Tenants: who owns sites, buckets and keys.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Sites: where agents run; each authenticates with its own token.
+    #[command(subcommand)]
+    Site(SiteCommand),
+    /// Buckets: "tenant/bucket", each with its source site.
+    #[command(subcommand)]
+    Bucket(BucketCommand),
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    Add { name: String },
+}
+
+#[derive(Subcommand)]
+enum SiteCommand {
+    /// Add a site and print its token (shown once; only its hash is kept).
+    Add {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        /// Write the token into this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BucketCommand {
+    /// Add a bucket "tenant/bucket" whose source is the given site.
+    Add {
+        name: String,
+        #[arg(long)]
+        source: String,
+    },
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    init_logging(cli.log_format, default_level);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<HubConfig> {
+    let mut config = match &cli.config {
+        Some(path) => HubConfig::load(path)?,
+        None => HubConfig::default(),
+    };
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    Ok(config)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = load_config(&cli)?;
+    match cli.command {
+        Command::Serve { listen, ready_file } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let listen = listen.unwrap_or(config.listen);
+            runtime.block_on(serve(&config, listen, ready_file, shutdown_signal()))?;
+            Ok(())
+        }
+        Command::Tenant(TenantCommand::Add { name }) => {
+            let catalog = open_catalog(&config)?;
+            let id = catalog.create_tenant(&name)?;
+            output(cli.json, json!({"tenant": name, "id": id.0}), &format!("tenant {name} added"));
+            Ok(())
+        }
+        Command::Site(SiteCommand::Add { tenant, name, token_file }) => {
+            let catalog = open_catalog(&config)?;
+            let tenant_row = find_tenant(&*catalog, &tenant)?;
+            let token = new_token();
+            catalog.create_site(tenant_row.id, &name, token_hash(&token))?;
+            match token_file {
+                Some(path) => {
+                    write_secret(&path, &token)?;
+                    output(
+                        cli.json,
+                        json!({"site": name, "tenant": tenant, "token_file": path}),
+                        &format!("site {name} added to {tenant}; token written to {}", path.display()),
+                    );
+                }
+                None => output(
+                    cli.json,
+                    json!({"site": name, "tenant": tenant, "token": token}),
+                    &format!("site {name} added to {tenant}\ntoken (shown once, store it now): {token}"),
+                ),
+            }
+            Ok(())
+        }
+        Command::Site(SiteCommand::List { tenant }) => {
+            let catalog = open_catalog(&config)?;
+            let tenant_row = find_tenant(&*catalog, &tenant)?;
+            let sites = catalog.list_sites(tenant_row.id)?;
+            let names: Vec<_> = sites.iter().map(|s| s.name.clone()).collect();
+            output(cli.json, json!({"tenant": tenant, "sites": names}), &names.join("\n"));
+            Ok(())
+        }
+        Command::Bucket(BucketCommand::Add { name, source }) => {
+            let catalog = open_catalog(&config)?;
+            let Some((tenant, bucket)) = name.split_once('/') else {
+                bail!("bucket {name:?}: expected \"tenant/bucket\"");
+            };
+            let tenant_row = find_tenant(&*catalog, tenant)?;
+            let site = catalog
+                .list_sites(tenant_row.id)?
+                .into_iter()
+                .find(|s| s.name == source)
+                .with_context(|| format!("--source {source}: no such site in tenant {tenant}"))?;
+            catalog.create_bucket(tenant_row.id, bucket, site.id)?;
+            output(
+                cli.json,
+                json!({"bucket": name, "source": source}),
+                &format!("bucket {name} added, source site {source}"),
+            );
+            Ok(())
+        }
+        Command::Bucket(BucketCommand::List { tenant }) => {
+            let catalog = open_catalog(&config)?;
+            let tenant_row = find_tenant(&*catalog, &tenant)?;
+            let buckets = catalog.list_buckets(tenant_row.id)?;
+            let names: Vec<_> = buckets.iter().map(|b| format!("{tenant}/{}", b.name)).collect();
+            output(cli.json, json!({"tenant": tenant, "buckets": names}), &names.join("\n"));
+            Ok(())
+        }
+    }
+}
+
+fn find_tenant(catalog: &dyn Catalog, name: &str) -> Result<crate::catalog::Tenant> {
+    catalog
+        .tenant_by_name(name)?
+        .with_context(|| format!("tenant {name:?} does not exist (add it with `ferry-hub tenant add {name}`)"))
+}
+
+fn output(json: bool, value: serde_json::Value, text: &str) {
+    if json {
+        println!("{value}");
+    } else if !text.is_empty() {
+        println!("{text}");
+    }
+}
+
+/// 256 random bits, hex, with a recognisable prefix.
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    format!("{TOKEN_PREFIX}{}", hex::encode(bytes))
+}
+
+fn write_secret(path: &std::path::Path, secret: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating token file {}", path.display()))?;
+    writeln!(file, "{secret}").and_then(|()| file.sync_all())
+        .with_context(|| format!("writing token file {}", path.display()))
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

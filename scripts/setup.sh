@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what building and testing Ferry needs beyond Rust itself.
+# Idempotent: installs only what is missing.
+set -euo pipefail
+
+need=()
+command -v age >/dev/null 2>&1 || need+=(age)          # interop test: stock age decrypts a stored chunk
+command -v python3 >/dev/null 2>&1 || need+=(python3)  # dataset generator (../shared/bench/mkdata.py)
+command -v cc >/dev/null 2>&1 || need+=(gcc)           # zstd-sys, rusqlite's bundled SQLite
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust 1.94 or newer" >&2; exit 1; }

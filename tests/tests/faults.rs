@@ -1,0 +1,161 @@
+//! Faults and bad input through the real binaries: a hub killed with
+//! SIGKILL mid-backup, wrong tokens, write-only keys, corrupt key files and
+//! configs, and a tampered pack.
+
+use std::time::{Duration, Instant};
+
+use ferry_tests::tree::{assert_same, describe};
+use ferry_tests::{Hub, Site, check, copy_tree, quick_dataset};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn hub_killed_mid_backup_then_rerun_sends_only_the_rest() {
+    let data = quick_dataset();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    copy_tree(&data.join("mixed"), &src);
+    let hub_dir = work.path().join("hub");
+    let mut hub = Hub::start(&hub_dir);
+    let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "kill");
+
+    // Start a backup and SIGKILL the hub once some data packs are durable.
+    let mut agent = std::process::Command::new(ferry_tests::bin("ferry-agent"))
+        .arg("--config")
+        .arg(&site.config)
+        .args(["--json", "backup"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hub.pack_files().len() < 3 {
+        assert!(Instant::now() < deadline, "no packs appeared");
+        assert!(agent.try_wait().unwrap().is_none(), "backup finished before the kill could happen");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    hub.kill9();
+    let out = agent.wait_with_output().unwrap();
+    assert!(!out.status.success(), "backup must fail when its hub dies");
+    assert!(stderr(&out).contains("hub"), "error should name the hub: {}", stderr(&out));
+    let stored_before = hub.pool_bytes();
+    assert!(stored_before > 0);
+
+    // Restart on the same data dir; the rerun resends only what was not acknowledged.
+    let hub = Hub::start(&hub_dir);
+    site.write_config(&hub.url(), &src);
+    let rerun = site.backup();
+    let deduplicated = rerun["chunks_deduplicated"].as_u64().unwrap();
+    let sent = rerun["chunks_sent"].as_u64().unwrap();
+    assert!(deduplicated > 0, "chunks stored before the kill must not be sent again: {rerun}");
+
+    // A fresh bucket from the same data sends everything: the rerun sent less.
+    let full_dir = work.path().join("site-full");
+    let full = Site::create(&hub, &full_dir, &src, "site-b", "full");
+    let everything = full.backup();
+    let total = everything["chunks_sent"].as_u64().unwrap();
+    assert!(sent < total, "rerun sent {sent} of {total} chunks");
+
+    let restored = work.path().join("restored");
+    site.restore(&restored, &[]);
+    assert_same(&describe(&src), &describe(&restored), "restore after hub crash");
+}
+
+#[test]
+fn bad_credentials_keys_and_configs_give_clear_errors() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"hello").unwrap();
+    let hub = Hub::start(&work.path().join("hub"));
+    let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "docs");
+
+    // Wrong token: refused, nothing committed.
+    std::fs::write(site.dir.join("site.token"), "ferry_site_0000").unwrap();
+    let out = site.agent(&["backup"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unknown site token"), "{}", stderr(&out));
+
+    // A token from another tenant's site cannot see this bucket.
+    check(&hub.cli(&["tenant", "add", "other"]), "tenant add");
+    let other_token = site.dir.join("other.token");
+    check(
+        &hub.cli(&["site", "add", "--tenant", "other", "intruder", "--token-file", other_token.to_str().unwrap()]),
+        "site add",
+    );
+    std::fs::copy(&other_token, site.dir.join("site.token")).unwrap();
+    let out = site.agent(&["backup"]);
+    assert!(stderr(&out).contains("no such bucket"), "{}", stderr(&out));
+    std::fs::remove_file(site.dir.join("site.token")).unwrap();
+
+    // Back to a valid token (added fresh), then a write-only key: backup works, restore refuses.
+    check(
+        &hub.cli(&["site", "add", "--tenant", "acme", "site-b", "--token-file", site.dir.join("site.token").to_str().unwrap()]),
+        "site add",
+    );
+    check(&hub.cli(&["bucket", "add", "acme/wo", "--source", "site-b"]), "bucket add");
+    let public = site.dir.join("public.key");
+    check(
+        &site.agent(&["key", "public", "--key", site.key_file.to_str().unwrap(), "--out", public.to_str().unwrap()]),
+        "key public",
+    );
+    let config = std::fs::read_to_string(&site.config)
+        .unwrap()
+        .replace(site.key_file.to_str().unwrap(), public.to_str().unwrap())
+        .replace("acme/docs", "acme/wo");
+    std::fs::write(&site.config, config).unwrap();
+    check(&site.agent(&["backup"]), "write-only backup");
+    let out = site.agent(&["restore", "--to", work.path().join("r").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("write-only"), "{}", stderr(&out));
+    assert!(!work.path().join("r").exists(), "a refused restore creates nothing");
+
+    // Truncated key file: error names the file.
+    let full_key = std::fs::read_to_string(&site.key_file).unwrap();
+    std::fs::write(&public, &full_key[..full_key.len() / 2]).unwrap();
+    let out = site.agent(&["snapshots"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains(public.to_str().unwrap()), "{}", stderr(&out));
+
+    // Unknown config field: error names the file and the field.
+    std::fs::write(&site.config, "hub = \"http://127.0.0.1:1\"\nkey-file = \"k\"\nstate-dir = \"s\"\ntoken = \"inline-secret\"\n").unwrap();
+    let out = site.agent(&["snapshots"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("agent.toml") && err.contains("token"), "{err}");
+}
+
+#[test]
+fn restore_refuses_a_tampered_pack() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let content = ferry_tests::noise(3_000_000, 11);
+    std::fs::write(src.join("big.bin"), &content).unwrap();
+    let hub = Hub::start(&work.path().join("hub"));
+    let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "docs");
+    site.backup();
+
+    // Flip one byte in the middle of the largest pack (a data blob).
+    let pack = hub
+        .pack_files()
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&pack, &bytes).unwrap();
+
+    let target = work.path().join("restored");
+    let out = site.agent(&["restore", "--to", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "a tampered pack must fail the restore");
+    let err = stderr(&out);
+    assert!(err.contains("chunk") && (err.contains("decrypt") || err.contains("tampered")), "{err}");
+    let restored = target.join("big.bin");
+    if restored.exists() {
+        assert_ne!(std::fs::read(&restored).unwrap(), content, "no silent success");
+    }
+}
