@@ -22,6 +22,7 @@ use ferry_proto::manifest::{MANIFEST_MAGIC, encode_entry};
 use ferry_proto::v1::{
     BlobBatch, CommitRequest, EntryType, FindMissingRequest, ManifestEntry, OpenSessionRequest,
 };
+use ferry_proto::status::MISSING_CHUNKS;
 use ferry_proto::{BlobId, BlobKind};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -68,12 +69,8 @@ pub enum BackupError {
     },
     #[error("hub protocol error in {call}: {reason}")]
     Protocol { call: &'static str, reason: String },
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("the hub lacks chunks the journal says it has: {0}")]
+    MissingChunks(String),
     #[error("internal task failed: {0}")]
     Task(String),
     /// A stage stopped because another one failed; never the root cause.
@@ -134,6 +131,9 @@ pub struct BackupJob {
     pub journal_path: PathBuf,
     pub bucket: String,
     pub progress: Progress,
+    /// Reuse the journal's chunk lists for unchanged files. Off after the hub
+    /// refused a commit for missing chunks: then every file is read again.
+    pub trust_journal: bool,
 }
 
 pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
@@ -160,10 +160,11 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
         let source = job.source.clone();
         let journal_path = job.journal_path.clone();
         let progress = job.progress.clone();
+        let trust_journal = job.trust_journal;
         tokio::task::spawn_blocking(move || {
             let mut journal = Journal::open(&journal_path)?;
             journal.begin_scan()?;
-            let scanned = scan_source(&*source, &keys, &journal, &chunk_tx, &progress)?;
+            let scanned = scan_source(&*source, &keys, &journal, trust_journal, &chunk_tx, &progress)?;
             journal.end_scan()?;
             Ok::<_, BackupError>((scanned, journal))
         })
@@ -217,9 +218,16 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
             body: Vec::new(),
             files: report.files,
             bytes: report.bytes,
+            data_chunks: scanned.referenced.iter().map(|id| id.0.to_vec()).collect(),
         })
         .await
-        .map_err(hub("Commit"))?
+        .map_err(|status| {
+            if status.code() == tonic::Code::FailedPrecondition && status.message().starts_with(MISSING_CHUNKS) {
+                BackupError::MissingChunks(status.message().to_string())
+            } else {
+                BackupError::Hub { call: "Commit", status }
+            }
+        })?
         .into_inner();
     report.seq = committed.seq;
     tokio::task::spawn_blocking(move || journal.promote())
@@ -236,6 +244,8 @@ fn flatten<T>(joined: Result<Result<T, BackupError>, tokio::task::JoinError>) ->
 
 struct Scanned {
     manifest: Vec<BlobId>,
+    /// Every data chunk the manifest references, sorted, each once.
+    referenced: Vec<BlobId>,
     report: BackupReport,
 }
 
@@ -244,6 +254,7 @@ fn scan_source(
     source: &dyn Source,
     keys: &TenantKeys,
     journal: &Journal,
+    trust_journal: bool,
     chunks: &mpsc::Sender<ChunkJob>,
     progress: &Progress,
 ) -> Result<Scanned, BackupError> {
@@ -255,6 +266,7 @@ fn scan_source(
     let mut encoded = MANIFEST_MAGIC.to_vec();
     let mut first_link: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let mut skipped_files = Vec::new();
+    let mut referenced = Vec::new();
 
     let send = |kind: BlobKind, data: Vec<u8>| -> Result<BlobId, BackupError> {
         let id = BlobId(keys.chunk_id(&data));
@@ -286,7 +298,11 @@ fn scan_source(
                 if let Some(first) = entry.link_key.and_then(|k| first_link.get(&k)) {
                     out.hardlink_to = first.clone();
                 } else {
-                    let ids = match journal.unchanged(&entry.path, &entry.stamp)? {
+                    let known = match trust_journal {
+                        true => journal.unchanged(&entry.path, &entry.stamp)?,
+                        false => None,
+                    };
+                    let ids = match known {
                         Some(ids) => ids,
                         None => match read_file(source, &params, &mut entry, &send, &mut report, progress)? {
                             Ok(ids) => ids,
@@ -297,6 +313,7 @@ fn scan_source(
                         },
                     };
                     journal.record(&entry.path, &entry.stamp, &ids)?;
+                    referenced.extend_from_slice(&ids);
                     out.chunks = ids.iter().map(|id| id.0.to_vec()).collect();
                     if let Some(key) = entry.link_key {
                         first_link.insert(key, entry.path.clone());
@@ -336,8 +353,11 @@ fn scan_source(
         tracing::warn!(path = %String::from_utf8_lossy(&s.path), reason = %s.reason, "not backed up");
         report.skipped.push(s.into());
     }
+    referenced.sort_unstable();
+    referenced.dedup();
     Ok(Scanned {
         manifest: manifest_ids,
+        referenced,
         report,
     })
 }

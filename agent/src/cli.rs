@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use ferry_crypto::TenantKeys;
 use serde::Serialize;
 
-use crate::backup::{BackupJob, run_backup};
+use crate::backup::{BackupError, BackupJob, run_backup};
 use crate::client::HubClient;
 use crate::config::AgentConfig;
 use crate::progress::Progress;
@@ -220,15 +220,23 @@ async fn backup(config_path: &Path, source: Option<&str>, json: bool) -> Result<
     let source = ctx.config.source(source)?;
     std::fs::create_dir_all(&ctx.config.state_dir)
         .with_context(|| format!("creating state dir {}", ctx.config.state_dir.display()))?;
-    let report = run_backup(BackupJob {
+    let job = |trust_journal| BackupJob {
         client: ctx.client.clone(),
         keys: ctx.keys.clone(),
         source: Arc::new(DirSource::new(&source.path)),
         journal_path: ctx.config.journal_path(source),
         bucket: source.bucket.clone(),
         progress: Progress::new(json, "backup"),
-    })
-    .await?;
+        trust_journal,
+    };
+    let report = match run_backup(job(true)).await {
+        Err(BackupError::MissingChunks(reason)) => {
+            // The hub is the truth: read everything again rather than trust the journal.
+            tracing::warn!(%reason, "hub lacks chunks of unchanged files; reading every file again");
+            run_backup(job(false)).await?
+        }
+        other => other?,
+    };
     if json {
         print_json(&report)?;
     } else {

@@ -15,6 +15,7 @@ use ferry_proto::v1::{
     FetchedBlob, FindMissingRequest, FindMissingResponse, ListCommitsRequest, ListCommitsResponse,
     OpenSessionRequest, OpenSessionResponse,
 };
+use ferry_proto::status::MISSING_CHUNKS;
 use ferry_proto::{BlobId, BlobKind, FLAG_ZSTD};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -35,6 +36,9 @@ const MAX_HEADER_BYTES: usize = 64 << 10;
 const MAX_BLOB_BYTES: usize = (4 << 20) + (64 << 10);
 /// Most ids in one FindMissing or FetchBlobs call.
 const MAX_IDS_PER_CALL: usize = 10_000;
+/// Most chunk ids one commit may reference; 2 Mi ids fill about 70 MB, near
+/// the message limit. Larger snapshots need a streamed commit.
+const MAX_IDS_PER_COMMIT: usize = 2 << 20;
 /// Batches of one upload stream being stored at once (they group into one pack).
 const STORES_PER_STREAM: usize = 4;
 
@@ -181,10 +185,10 @@ fn catalog_status(e: CatalogError) -> Status {
     }
 }
 
-fn ids_from(field: &'static str, raw: &[Vec<u8>]) -> Result<Vec<BlobId>, Status> {
-    if raw.len() > MAX_IDS_PER_CALL {
+fn ids_from(field: &'static str, raw: &[Vec<u8>], limit: usize) -> Result<Vec<BlobId>, Status> {
+    if raw.len() > limit {
         return Err(Status::invalid_argument(format!(
-            "{field}: {} ids, at most {MAX_IDS_PER_CALL} per call",
+            "{field}: {} ids, at most {limit}",
             raw.len()
         )));
     }
@@ -270,7 +274,7 @@ impl Ingest for IngestService {
         let site = hub.authenticate(&request).await?;
         let req = request.into_inner();
         hub.session(&site, req.session_id).await?;
-        let ids = ids_from("FindMissingRequest.ids", &req.ids)?;
+        let ids = ids_from("FindMissingRequest.ids", &req.ids, MAX_IDS_PER_CALL)?;
         let asked = ids.clone();
         let missing: std::collections::HashSet<BlobId> =
             hub.catalog(move |c| c.missing_blobs(&asked)).await?.into_iter().collect();
@@ -297,47 +301,48 @@ impl Ingest for IngestService {
             let mut sessions: HashMap<u64, BlobId> = HashMap::new();
             let mut storing = JoinSet::new();
             let result: Result<(), Status> = async {
+                let mut inbound_done = false;
                 loop {
-                    // Keep at most STORES_PER_STREAM batches being stored;
-                    // acknowledge each as soon as it is durable.
-                    while storing.len() >= STORES_PER_STREAM {
-                        if let Some(done) = storing.join_next().await {
+                    tokio::select! {
+                        // Acknowledge each batch as soon as it is durable.
+                        Some(done) = storing.join_next(), if !storing.is_empty() => {
                             let ack = done.map_err(|e| Status::internal(e.to_string()))??;
                             tx.send(Ok(ack)).await.map_err(|_| Status::cancelled("client went away"))?;
                         }
-                    }
-                    let Some(batch) = inbound.message().await? else { break };
-                    let header_id = match sessions.get(&batch.session_id) {
-                        Some(h) => *h,
-                        None => {
-                            let s = hub.session(&site, batch.session_id).await?;
-                            sessions.insert(batch.session_id, s.header_id);
-                            s.header_id
+                        // Take more only while fewer than STORES_PER_STREAM are being stored.
+                        message = inbound.message(), if !inbound_done && storing.len() < STORES_PER_STREAM => {
+                            let Some(batch) = message? else {
+                                inbound_done = true;
+                                continue;
+                            };
+                            let header_id = match sessions.get(&batch.session_id) {
+                                Some(h) => *h,
+                                None => {
+                                    let s = hub.session(&site, batch.session_id).await?;
+                                    sessions.insert(batch.session_id, s.header_id);
+                                    s.header_id
+                                }
+                            };
+                            let blobs = batch
+                                .blobs
+                                .into_iter()
+                                .map(|b| pack_blob(b, header_id))
+                                .collect::<Result<Vec<_>, _>>()?;
+                            let hub = hub.clone();
+                            let number = batch.batch;
+                            storing.spawn(async move {
+                                let outcome = hub.packer.store(blobs).await.map_err(|e| {
+                                    Status::unavailable(format!("storing batch {number}: {e}"))
+                                })?;
+                                Ok::<_, Status>(BlobBatchAck {
+                                    batch: number,
+                                    stored: outcome.stored as u32,
+                                    already_present: outcome.already_present as u32,
+                                })
+                            });
                         }
-                    };
-                    let blobs = batch
-                        .blobs
-                        .into_iter()
-                        .map(|b| pack_blob(b, header_id))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let hub = hub.clone();
-                    let number = batch.batch;
-                    storing.spawn(async move {
-                        let outcome = hub
-                            .packer
-                            .store(blobs)
-                            .await
-                            .map_err(|e| Status::unavailable(format!("storing batch {number}: {e}")))?;
-                        Ok::<_, Status>(BlobBatchAck {
-                            batch: number,
-                            stored: outcome.stored as u32,
-                            already_present: outcome.already_present as u32,
-                        })
-                    });
-                }
-                while let Some(done) = storing.join_next().await {
-                    let ack = done.map_err(|e| Status::internal(e.to_string()))??;
-                    tx.send(Ok(ack)).await.map_err(|_| Status::cancelled("client went away"))?;
+                        else => break,
+                    }
                 }
                 Ok(())
             }
@@ -358,13 +363,23 @@ impl Ingest for IngestService {
         if req.kind != "snapshot" {
             return Err(Status::invalid_argument(format!("commit kind {:?} not supported", req.kind)));
         }
-        let manifest = ids_from("CommitRequest.manifest", &req.manifest)?;
+        let manifest = ids_from("CommitRequest.manifest", &req.manifest, MAX_IDS_PER_CALL)?;
+        let referenced = ids_from("CommitRequest.data_chunks", &req.data_chunks, MAX_IDS_PER_COMMIT)?;
         // Never journal a commit that points at blobs the hub does not hold.
-        let check = manifest.clone();
-        let missing = hub.catalog(move |c| c.missing_blobs(&check)).await?;
+        let check: Vec<BlobId> = manifest.iter().chain(&referenced).copied().collect();
+        let missing = hub
+            .catalog(move |c| {
+                let mut missing = Vec::new();
+                for part in check.chunks(MAX_IDS_PER_CALL) {
+                    missing.extend(c.missing_blobs(part)?);
+                }
+                Ok(missing)
+            })
+            .await?;
         if let Some(id) = missing.first() {
             return Err(Status::failed_precondition(format!(
-                "commit references manifest chunk {id}, which is not stored"
+                "{MISSING_CHUNKS}: {} referenced chunks are not stored, e.g. {id}",
+                missing.len()
             )));
         }
         let time_unix_ms = unix_now_ms();
@@ -439,7 +454,7 @@ impl Journal for JournalService {
         let site = hub.authenticate(&request).await?;
         let req = request.into_inner();
         hub.bucket_for_read(&site, &req.bucket).await?;
-        let ids = ids_from("FetchBlobsRequest.ids", &req.ids)?;
+        let ids = ids_from("FetchBlobsRequest.ids", &req.ids, MAX_IDS_PER_CALL)?;
         let asked = ids.clone();
         let locations: HashMap<BlobId, _> = hub
             .catalog(move |c| c.blob_locations(&asked))

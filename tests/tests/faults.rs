@@ -159,3 +159,33 @@ fn restore_refuses_a_tampered_pack() {
         assert_ne!(std::fs::read(&restored).unwrap(), content, "no silent success");
     }
 }
+
+#[test]
+fn journal_is_not_trusted_when_the_hub_lacks_its_chunks() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a.bin"), ferry_tests::noise(700_000, 3)).unwrap();
+    std::fs::write(src.join("b.txt"), b"bee").unwrap();
+    let first_hub = Hub::start(&work.path().join("hub1"));
+    let site = Site::create(&first_hub, &work.path().join("site"), &src, "site-a", "docs");
+    site.backup();
+    drop(first_hub);
+
+    // A new, empty hub with the same namespace: the agent's journal says
+    // "unchanged", but the hub holds none of those chunks.
+    let second_hub = Hub::start(&work.path().join("hub2"));
+    check(&second_hub.cli(&["tenant", "add", "acme"]), "tenant add");
+    std::fs::remove_file(site.dir.join("site.token")).unwrap();
+    check(
+        &second_hub.cli(&["site", "add", "--tenant", "acme", "site-a", "--token-file", site.dir.join("site.token").to_str().unwrap()]),
+        "site add",
+    );
+    check(&second_hub.cli(&["bucket", "add", "acme/docs", "--source", "site-a"]), "bucket add");
+    site.write_config(&second_hub.url(), &src);
+    let report = site.backup();
+    assert_eq!(report["files_read"].as_u64(), Some(2), "every file read again: {report}");
+    let restored = work.path().join("restored");
+    site.restore(&restored, &[]);
+    assert_same(&describe(&src), &describe(&restored), "restore from the second hub");
+}

@@ -1,0 +1,1017 @@
+//! The embedded catalog: one SQLite file in WAL mode.
+//!
+//! One connection behind a mutex: SQLite allows one writer at a time anyway,
+//! and the hub's catalog work is short index lookups. Writes run in
+//! `BEGIN IMMEDIATE` transactions, so they also serialise correctly against
+//! other processes (e.g. the CLI) opening the same file. `synchronous=FULL`
+//! makes a committed transaction durable, which the hub's acknowledgements
+//! rely on.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use ferry_proto::{BlobId, BlobKind, ID_LEN};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter};
+
+use super::{
+    Bucket, BucketId, Catalog, CatalogError, Commit, CommitKind, NewCommit, PackEntry, PackRecord, Session,
+    SessionId, Site, SiteId, Tenant, TenantId, BlobLocation, validate_name,
+};
+
+/// How long a statement waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Ids per `IN (...)` query: well under SQLite's bound-parameter limit.
+const BATCH: usize = 500;
+
+/// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
+/// Append only: never edit a released entry.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tenants (
+    id   INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE
+) STRICT;
+
+CREATE TABLE sites (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id  INTEGER NOT NULL REFERENCES tenants(id),
+    name       TEXT NOT NULL,
+    token_hash BLOB NOT NULL UNIQUE,
+    UNIQUE (tenant_id, name)
+) STRICT;
+
+CREATE TABLE buckets (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id      INTEGER NOT NULL REFERENCES tenants(id),
+    name           TEXT NOT NULL,
+    source_site_id INTEGER NOT NULL REFERENCES sites(id),
+    UNIQUE (tenant_id, name)
+) STRICT;
+
+CREATE TABLE sessions (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    site_id     INTEGER NOT NULL REFERENCES sites(id),
+    bucket_id   INTEGER NOT NULL REFERENCES buckets(id),
+    header_id   BLOB NOT NULL,
+    lease_until INTEGER NOT NULL,
+    closed      INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX sessions_live ON sessions (closed, lease_until);
+
+CREATE TABLE packs (
+    id   INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    pool TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    hash BLOB NOT NULL
+) STRICT;
+
+-- Small fixed-size rows keyed by the blob id: WITHOUT ROWID saves an index.
+CREATE TABLE blobs (
+    id          BLOB PRIMARY KEY,
+    kind        INTEGER NOT NULL,
+    flags       INTEGER NOT NULL,
+    header_id   BLOB NOT NULL,
+    pack_id     INTEGER NOT NULL REFERENCES packs(id),
+    pack_offset INTEGER NOT NULL,
+    length      INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX blobs_by_pack ON blobs (pack_id);
+
+-- manifest: the referenced blob ids, 32 bytes each, concatenated.
+CREATE TABLE commits (
+    bucket_id INTEGER NOT NULL REFERENCES buckets(id),
+    seq       INTEGER NOT NULL,
+    site_id   INTEGER NOT NULL REFERENCES sites(id),
+    time_ms   INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    manifest  BLOB NOT NULL,
+    body      BLOB NOT NULL,
+    files     INTEGER NOT NULL,
+    bytes     INTEGER NOT NULL,
+    PRIMARY KEY (bucket_id, seq)
+) STRICT;
+CREATE INDEX commits_by_time ON commits (bucket_id, time_ms);
+"#];
+
+/// A [`Catalog`] in a SQLite database file.
+#[derive(Debug)]
+pub struct SqliteCatalog {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl SqliteCatalog {
+    /// Opens (creating if needed) the catalog at `path` and brings its schema
+    /// up to date.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError::Open`] if the file cannot be opened or configured,
+    /// [`CatalogError::SchemaTooNew`] if a newer hub wrote it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, CatalogError> {
+        let path = path.as_ref().to_path_buf();
+        let open_err = |source| CatalogError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(CatalogError::Invalid {
+                field: "catalog journal_mode",
+                reason: format!("{}: SQLite kept journal_mode {mode:?}, not WAL", path.display()),
+            });
+        }
+        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock rolled its transaction back on
+        // unwind (Transaction's Drop), so the connection is still sound.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {
+    let tx = write_tx(conn)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             id      INTEGER PRIMARY KEY CHECK (id = 1),
+             version INTEGER NOT NULL
+         ) STRICT;
+         INSERT OR IGNORE INTO schema_version (id, version) VALUES (1, 0);",
+    )
+    .map_err(sql("create schema_version"))?;
+    let found: i64 = tx
+        .query_row("SELECT version FROM schema_version WHERE id = 1", [], |r| r.get(0))
+        .map_err(sql("read schema version"))?;
+    let supported = MIGRATIONS.len() as i64;
+    if found > supported {
+        return Err(CatalogError::SchemaTooNew { found, supported });
+    }
+    let from = usize::try_from(found).map_err(|_| CatalogError::Corrupt {
+        what: "schema_version",
+        detail: format!("negative version {found}"),
+    })?;
+    for sql_text in &MIGRATIONS[from..] {
+        tx.execute_batch(sql_text).map_err(sql("migrate schema"))?;
+    }
+    tx.execute("UPDATE schema_version SET version = ?1 WHERE id = 1", [supported])
+        .map_err(sql("write schema version"))?;
+    tx.commit().map_err(sql("commit schema migration"))
+}
+
+/// Starts a write transaction that takes the write lock up front, so the
+/// reads inside it (uniqueness checks, the next sequence number) cannot race
+/// another writer.
+fn write_tx(conn: &mut Connection) -> Result<Transaction<'_>, CatalogError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("begin write transaction"))
+}
+
+fn sql(op: &'static str) -> impl FnOnce(rusqlite::Error) -> CatalogError {
+    move |source| CatalogError::Sqlite { op, source }
+}
+
+fn to_i64(field: &'static str, value: u64) -> Result<i64, CatalogError> {
+    i64::try_from(value).map_err(|_| CatalogError::Invalid {
+        field,
+        reason: format!("{value} exceeds the catalog's limit of {}", i64::MAX),
+    })
+}
+
+fn from_i64<T: TryFrom<i64>>(what: &'static str, value: i64) -> Result<T, CatalogError> {
+    T::try_from(value).map_err(|_| CatalogError::Corrupt {
+        what,
+        detail: format!("stored value {value} out of range"),
+    })
+}
+
+fn blob_id(what: &'static str, bytes: &[u8]) -> Result<BlobId, CatalogError> {
+    BlobId::from_slice(what, bytes).map_err(|e| CatalogError::Corrupt {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+fn manifest_bytes(ids: &[BlobId]) -> Vec<u8> {
+    ids.iter().flat_map(|id| id.0).collect()
+}
+
+fn manifest_ids(bytes: &[u8]) -> Result<Vec<BlobId>, CatalogError> {
+    let chunks = bytes.chunks_exact(ID_LEN);
+    if !chunks.remainder().is_empty() {
+        return Err(CatalogError::Corrupt {
+            what: "commits.manifest",
+            detail: format!("{} bytes is not a whole number of ids", bytes.len()),
+        });
+    }
+    chunks.map(|c| blob_id("commits.manifest", c)).collect()
+}
+
+/// `SELECT <columns> FROM <from> WHERE <id_column> IN (?, ?, ...)` over
+/// `ids` in batches, handing each row to `row_fn`.
+fn for_each_in_batches(
+    conn: &Connection,
+    op: &'static str,
+    select: &str,
+    ids: &[BlobId],
+    mut row_fn: impl FnMut(&rusqlite::Row<'_>) -> Result<(), CatalogError>,
+) -> Result<(), CatalogError> {
+    for batch in ids.chunks(BATCH) {
+        let placeholders = vec!["?"; batch.len()].join(",");
+        let mut stmt = conn
+            .prepare_cached(&format!("{select} IN ({placeholders})"))
+            .map_err(sql(op))?;
+        let mut rows = stmt
+            .query(params_from_iter(batch.iter().map(|id| &id.0[..])))
+            .map_err(sql(op))?;
+        while let Some(row) = rows.next().map_err(sql(op))? {
+            row_fn(row)?;
+        }
+    }
+    Ok(())
+}
+
+/// The ids among `ids` that are stored.
+fn stored_ids(conn: &Connection, ids: &[BlobId]) -> Result<HashSet<BlobId>, CatalogError> {
+    let mut found = HashSet::with_capacity(ids.len());
+    for_each_in_batches(conn, "look up blobs", "SELECT id FROM blobs WHERE id", ids, |row| {
+        let raw: Vec<u8> = row.get(0).map_err(sql("read blob id"))?;
+        found.insert(blob_id("blobs.id", &raw)?);
+        Ok(())
+    })?;
+    Ok(found)
+}
+
+/// The ids among `ids` that are not stored, in order, each once.
+fn missing_ids(conn: &Connection, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError> {
+    let stored = stored_ids(conn, ids)?;
+    let mut seen = HashSet::with_capacity(ids.len());
+    Ok(ids
+        .iter()
+        .filter(|id| !stored.contains(id) && seen.insert(**id))
+        .copied()
+        .collect())
+}
+
+const SITE_COLUMNS: &str = "id, tenant_id, name";
+const BUCKET_COLUMNS: &str = "id, tenant_id, name, source_site_id";
+const COMMIT_COLUMNS: &str = "seq, site_id, time_ms, kind, manifest, body, files, bytes";
+
+fn site_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Site> {
+    Ok(Site {
+        id: SiteId(row.get(0)?),
+        tenant: TenantId(row.get(1)?),
+        name: row.get(2)?,
+    })
+}
+
+fn bucket_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Bucket> {
+    Ok(Bucket {
+        id: BucketId(row.get(0)?),
+        tenant: TenantId(row.get(1)?),
+        name: row.get(2)?,
+        source_site: SiteId(row.get(3)?),
+    })
+}
+
+/// A commit row as stored, before its values are checked.
+struct RawCommit {
+    seq: i64,
+    site: i64,
+    time_ms: i64,
+    kind: String,
+    manifest: Vec<u8>,
+    body: Vec<u8>,
+    files: i64,
+    bytes: i64,
+}
+
+fn raw_commit_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawCommit> {
+    Ok(RawCommit {
+        seq: row.get(0)?,
+        site: row.get(1)?,
+        time_ms: row.get(2)?,
+        kind: row.get(3)?,
+        manifest: row.get(4)?,
+        body: row.get(5)?,
+        files: row.get(6)?,
+        bytes: row.get(7)?,
+    })
+}
+
+impl RawCommit {
+    fn decode(self) -> Result<Commit, CatalogError> {
+        Ok(Commit {
+            seq: from_i64("commits.seq", self.seq)?,
+            site: SiteId(self.site),
+            time_unix_ms: self.time_ms,
+            kind: CommitKind::parse(&self.kind).ok_or_else(|| CatalogError::Corrupt {
+                what: "commits.kind",
+                detail: format!("unknown kind {:?}", self.kind),
+            })?,
+            manifest: manifest_ids(&self.manifest)?,
+            body: self.body,
+            files: from_i64("commits.files", self.files)?,
+            bytes: from_i64("commits.bytes", self.bytes)?,
+        })
+    }
+}
+
+fn query_commits(
+    conn: &Connection,
+    op: &'static str,
+    where_clause: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Commit>, CatalogError> {
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {COMMIT_COLUMNS} FROM commits WHERE {where_clause}"))
+        .map_err(sql(op))?;
+    let raws = stmt
+        .query_map(params, raw_commit_row)
+        .map_err(sql(op))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sql(op))?;
+    raws.into_iter().map(RawCommit::decode).collect()
+}
+
+/// The tenant of site `id`, or NotFound.
+fn site_tenant(tx: &Connection, id: SiteId) -> Result<TenantId, CatalogError> {
+    tx.query_row("SELECT tenant_id FROM sites WHERE id = ?1", [id.0], |r| r.get(0))
+        .optional()
+        .map_err(sql("look up site"))?
+        .map(TenantId)
+        .ok_or_else(|| CatalogError::NotFound {
+            what: "site",
+            key: id.to_string(),
+        })
+}
+
+/// The tenant of bucket `id`, or NotFound.
+fn bucket_tenant(tx: &Connection, id: BucketId) -> Result<TenantId, CatalogError> {
+    tx.query_row("SELECT tenant_id FROM buckets WHERE id = ?1", [id.0], |r| r.get(0))
+        .optional()
+        .map_err(sql("look up bucket"))?
+        .map(TenantId)
+        .ok_or_else(|| CatalogError::NotFound {
+            what: "bucket",
+            key: id.to_string(),
+        })
+}
+
+fn check_pack_record(pack: &PackRecord, entries: &[PackEntry]) -> Result<i64, CatalogError> {
+    if pack.name != hex::encode(pack.hash) {
+        return Err(CatalogError::Invalid {
+            field: "pack.name",
+            reason: format!("{:?} is not the hex of the pack hash", pack.name),
+        });
+    }
+    validate_name("pack.pool", &pack.pool)?;
+    let size = to_i64("pack.size", pack.size)?;
+    for e in entries {
+        if e.offset.checked_add(u64::from(e.length)).is_none_or(|end| end > pack.size) {
+            return Err(CatalogError::Invalid {
+                field: "pack entry",
+                reason: format!(
+                    "blob {} at {}+{} lies outside pack {} of {} bytes",
+                    e.id, e.offset, e.length, pack.name, pack.size
+                ),
+            });
+        }
+    }
+    Ok(size)
+}
+
+impl Catalog for SqliteCatalog {
+    fn create_tenant(&self, name: &str) -> Result<TenantId, CatalogError> {
+        validate_name("tenant.name", name)?;
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn)?;
+        let exists = tx
+            .query_row("SELECT 1 FROM tenants WHERE name = ?1", [name], |_| Ok(()))
+            .optional()
+            .map_err(sql("look up tenant"))?;
+        if exists.is_some() {
+            return Err(CatalogError::AlreadyExists {
+                what: "tenant",
+                name: name.to_owned(),
+            });
+        }
+        tx.execute("INSERT INTO tenants (name) VALUES (?1)", [name])
+            .map_err(sql("insert tenant"))?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(sql("commit tenant"))?;
+        Ok(TenantId(id))
+    }
+
+    fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, CatalogError> {
+        self.conn()
+            .query_row("SELECT id, name FROM tenants WHERE name = ?1", [name], |r| {
+                Ok(Tenant {
+                    id: TenantId(r.get(0)?),
+                    name: r.get(1)?,
+                })
+            })
+            .optional()
+            .map_err(sql("look up tenant"))
+    }
+
+    fn create_site(&self, tenant: TenantId, name: &str, token_hash: &[u8; 32]) -> Result<SiteId, CatalogError> {
+        validate_name("site.name", name)?;
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn)?;
+        let tenant_exists = tx
+            .query_row("SELECT 1 FROM tenants WHERE id = ?1", [tenant.0], |_| Ok(()))
+            .optional()
+            .map_err(sql("look up tenant"))?;
+        if tenant_exists.is_none() {
+            return Err(CatalogError::NotFound {
+                what: "tenant",
+                key: tenant.to_string(),
+            });
+        }
+        let name_taken = tx
+            .query_row(
+                "SELECT 1 FROM sites WHERE tenant_id = ?1 AND name = ?2",
+                params![tenant.0, name],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(sql("look up site"))?;
+        if name_taken.is_some() {
+            return Err(CatalogError::AlreadyExists {
+                what: "site",
+                name: name.to_owned(),
+            });
+        }
+        let token_taken = tx
+            .query_row("SELECT 1 FROM sites WHERE token_hash = ?1", [&token_hash[..]], |_| Ok(()))
+            .optional()
+            .map_err(sql("look up site token"))?;
+        if token_taken.is_some() {
+            // Never echo the hash: name the site that was being created.
+            return Err(CatalogError::AlreadyExists {
+                what: "token for site",
+                name: name.to_owned(),
+            });
+        }
+        tx.execute(
+            "INSERT INTO sites (tenant_id, name, token_hash) VALUES (?1, ?2, ?3)",
+            params![tenant.0, name, &token_hash[..]],
+        )
+        .map_err(sql("insert site"))?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(sql("commit site"))?;
+        Ok(SiteId(id))
+    }
+
+    fn site_by_token_hash(&self, token_hash: &[u8; 32]) -> Result<Option<Site>, CatalogError> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {SITE_COLUMNS} FROM sites WHERE token_hash = ?1"),
+                [&token_hash[..]],
+                site_row,
+            )
+            .optional()
+            .map_err(sql("look up site by token"))
+    }
+
+    fn site(&self, id: SiteId) -> Result<Option<Site>, CatalogError> {
+        self.conn()
+            .query_row(&format!("SELECT {SITE_COLUMNS} FROM sites WHERE id = ?1"), [id.0], site_row)
+            .optional()
+            .map_err(sql("look up site"))
+    }
+
+    fn list_sites(&self, tenant: TenantId) -> Result<Vec<Site>, CatalogError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!("SELECT {SITE_COLUMNS} FROM sites WHERE tenant_id = ?1 ORDER BY name"))
+            .map_err(sql("list sites"))?;
+        stmt.query_map([tenant.0], site_row)
+            .map_err(sql("list sites"))?
+            .collect::<Result<_, _>>()
+            .map_err(sql("list sites"))
+    }
+
+    fn create_bucket(&self, tenant: TenantId, name: &str, source_site: SiteId) -> Result<BucketId, CatalogError> {
+        validate_name("bucket.name", name)?;
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn)?;
+        let tenant_exists = tx
+            .query_row("SELECT 1 FROM tenants WHERE id = ?1", [tenant.0], |_| Ok(()))
+            .optional()
+            .map_err(sql("look up tenant"))?;
+        if tenant_exists.is_none() {
+            return Err(CatalogError::NotFound {
+                what: "tenant",
+                key: tenant.to_string(),
+            });
+        }
+        if site_tenant(&tx, source_site)? != tenant {
+            return Err(CatalogError::Invalid {
+                field: "bucket.source_site",
+                reason: format!("site {source_site} belongs to another tenant"),
+            });
+        }
+        let name_taken = tx
+            .query_row(
+                "SELECT 1 FROM buckets WHERE tenant_id = ?1 AND name = ?2",
+                params![tenant.0, name],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(sql("look up bucket"))?;
+        if name_taken.is_some() {
+            return Err(CatalogError::AlreadyExists {
+                what: "bucket",
+                name: name.to_owned(),
+            });
+        }
+        tx.execute(
+            "INSERT INTO buckets (tenant_id, name, source_site_id) VALUES (?1, ?2, ?3)",
+            params![tenant.0, name, source_site.0],
+        )
+        .map_err(sql("insert bucket"))?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(sql("commit bucket"))?;
+        Ok(BucketId(id))
+    }
+
+    fn bucket_by_name(&self, tenant: TenantId, name: &str) -> Result<Option<Bucket>, CatalogError> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE tenant_id = ?1 AND name = ?2"),
+                params![tenant.0, name],
+                bucket_row,
+            )
+            .optional()
+            .map_err(sql("look up bucket"))
+    }
+
+    fn bucket(&self, id: BucketId) -> Result<Option<Bucket>, CatalogError> {
+        self.conn()
+            .query_row(&format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE id = ?1"), [id.0], bucket_row)
+            .optional()
+            .map_err(sql("look up bucket"))
+    }
+
+    fn list_buckets(&self, tenant: TenantId) -> Result<Vec<Bucket>, CatalogError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {BUCKET_COLUMNS} FROM buckets WHERE tenant_id = ?1 ORDER BY name"
+            ))
+            .map_err(sql("list buckets"))?;
+        stmt.query_map([tenant.0], bucket_row)
+            .map_err(sql("list buckets"))?
+            .collect::<Result<_, _>>()
+            .map_err(sql("list buckets"))
+    }
+
+    fn open_session(
+        &self,
+        site: SiteId,
+        bucket: BucketId,
+        header_id: &BlobId,
+        lease_until_unix: i64,
+    ) -> Result<SessionId, CatalogError> {
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn)?;
+        if site_tenant(&tx, site)? != bucket_tenant(&tx, bucket)? {
+            return Err(CatalogError::Invalid {
+                field: "session.site",
+                reason: format!("site {site} and bucket {bucket} belong to different tenants"),
+            });
+        }
+        tx.execute(
+            "INSERT INTO sessions (site_id, bucket_id, header_id, lease_until) VALUES (?1, ?2, ?3, ?4)",
+            params![site.0, bucket.0, &header_id.0[..], lease_until_unix],
+        )
+        .map_err(sql("insert session"))?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(sql("commit session"))?;
+        Ok(SessionId(id))
+    }
+
+    fn session(&self, id: SessionId) -> Result<Option<Session>, CatalogError> {
+        let raw = self
+            .conn()
+            .query_row(
+                "SELECT site_id, bucket_id, header_id, lease_until, closed FROM sessions WHERE id = ?1",
+                [id.0],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Vec<u8>>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(sql("look up session"))?;
+        raw.map(|(site, bucket, header, lease, closed)| {
+            Ok(Session {
+                id,
+                site: SiteId(site),
+                bucket: BucketId(bucket),
+                header_id: blob_id("sessions.header_id", &header)?,
+                lease_until_unix: lease,
+                closed: closed != 0,
+            })
+        })
+        .transpose()
+    }
+
+    fn renew_session(&self, id: SessionId, lease_until_unix: i64) -> Result<(), CatalogError> {
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn)?;
+        let closed: Option<i64> = tx
+            .query_row("SELECT closed FROM sessions WHERE id = ?1", [id.0], |r| r.get(0))
+            .optional()
+            .map_err(sql("look up session"))?;
+        match closed {
+            None => {
+                return Err(CatalogError::NotFound {
+                    what: "session",
+                    key: id.to_string(),
+                });
+            }
+            Some(c) if c != 0 => {
+                return Err(CatalogError::Conflict {
+                    what: "session",
+                    key: id.to_string(),
+                    reason: "closed; open a new session".to_owned(),
+                });
+            }
+            Some(_) => {}
+        }
+        tx.execute(
+            "UPDATE sessions SET lease_until = MAX(lease_until, ?2) WHERE id = ?1",
+            params![id.0, lease_until_unix],
+        )
+        .map_err(sql("renew session"))?;
+        tx.commit().map_err(sql("commit session renewal"))
+    }
+
+    fn close_session(&self, id: SessionId) -> Result<(), CatalogError> {
+        let changed = self
+            .conn()
+            .execute("UPDATE sessions SET closed = 1 WHERE id = ?1", [id.0])
+            .map_err(sql("close session"))?;
+        if changed == 0 {
+            return Err(CatalogError::NotFound {
+                what: "session",
+                key: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn missing_blobs(&self, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError> {
+        let mut conn = self.conn();
+        // One read transaction: every batch sees the same snapshot.
+        let tx = conn.transaction().map_err(sql("begin read transaction"))?;
+        missing_ids(&tx, ids)
+    }
+
+    fn blob_locations(&self, ids: &[BlobId]) -> Result<Vec<BlobLocation>, CatalogError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(sql("begin read transaction"))?;
+        let mut found = HashMap::with_capacity(ids.len());
+        for_each_in_batches(
+            &tx,
+            "look up blob locations",
+            "SELECT b.id, b.kind, b.flags, b.header_id, p.pool, p.name, b.pack_offset, b.length \
+             FROM blobs b JOIN packs p ON p.id = b.pack_id WHERE b.id",
+            ids,
+            |row| {
+                let read = |source| CatalogError::Sqlite {
+                    op: "read blob location",
+                    source,
+                };
+                let raw_id: Vec<u8> = row.get(0).map_err(read)?;
+                let kind: i64 = row.get(1).map_err(read)?;
+                let flags: i64 = row.get(2).map_err(read)?;
+                let header: Vec<u8> = row.get(3).map_err(read)?;
+                let pool: String = row.get(4).map_err(read)?;
+                let pack: String = row.get(5).map_err(read)?;
+                let offset: i64 = row.get(6).map_err(read)?;
+                let length: i64 = row.get(7).map_err(read)?;
+                let id = blob_id("blobs.id", &raw_id)?;
+                let kind = from_i64::<u8>("blobs.kind", kind)?;
+                let loc = BlobLocation {
+                    id,
+                    kind: BlobKind::from_u8(kind).ok_or_else(|| CatalogError::Corrupt {
+                        what: "blobs.kind",
+                        detail: format!("unknown kind {kind} for blob {id}"),
+                    })?,
+                    flags: from_i64("blobs.flags", flags)?,
+                    header_id: blob_id("blobs.header_id", &header)?,
+                    pool,
+                    pack,
+                    offset: from_i64("blobs.pack_offset", offset)?,
+                    length: from_i64("blobs.length", length)?,
+                };
+                found.insert(id, loc);
+                Ok(())
+            },
+        )?;
+        // Input order, each id once: remove as we go.
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    fn record_pack(&self, pack: &PackRecord, entries: &[PackEntry]) -> Result<usize, CatalogError> {
+        let size = check_pack_record(pack, entries)?;
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn)?;
+        let existing = tx
+            .query_row(
+                "SELECT id, pool, size, hash FROM packs WHERE name = ?1",
+                [&pack.name],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(sql("look up pack"))?;
+        let pack_id = match existing {
+            Some((id, pool, stored_size, hash)) => {
+                if pool != pack.pool || stored_size != size || hash != pack.hash {
+                    return Err(CatalogError::Conflict {
+                        what: "pack",
+                        key: pack.name.clone(),
+                        reason: format!(
+                            "already recorded in pool {pool:?} with {stored_size} bytes; now {:?} with {} bytes",
+                            pack.pool, pack.size
+                        ),
+                    });
+                }
+                id
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO packs (name, pool, size, hash) VALUES (?1, ?2, ?3, ?4)",
+                    params![pack.name, pack.pool, size, &pack.hash[..]],
+                )
+                .map_err(sql("insert pack"))?;
+                tx.last_insert_rowid()
+            }
+        };
+        let mut stored = 0;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO blobs (id, kind, flags, header_id, pack_id, pack_offset, length) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(sql("insert blob"))?;
+            for e in entries {
+                stored += insert
+                    .execute(params![
+                        &e.id.0[..],
+                        e.kind as u8,
+                        e.flags,
+                        &e.header_id.0[..],
+                        pack_id,
+                        to_i64("pack entry offset", e.offset)?,
+                        e.length,
+                    ])
+                    .map_err(sql("insert blob"))?;
+            }
+        }
+        tx.commit().map_err(sql("commit pack"))?;
+        Ok(stored)
+    }
+
+    fn list_packs(&self) -> Result<Vec<PackRecord>, CatalogError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT name, pool, size, hash FROM packs ORDER BY name")
+            .map_err(sql("list packs"))?;
+        let raws = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })
+            .map_err(sql("list packs"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql("list packs"))?;
+        raws.into_iter()
+            .map(|(name, pool, size, hash)| {
+                Ok(PackRecord {
+                    hash: <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| CatalogError::Corrupt {
+                        what: "packs.hash",
+                        detail: format!("pack {name}: {} bytes, expected 32", hash.len()),
+                    })?,
+                    size: from_i64("packs.size", size)?,
+                    name,
+                    pool,
+                })
+            })
+            .collect()
+    }
+
+    fn append_commit(&self, bucket: BucketId, commit: &NewCommit) -> Result<u64, CatalogError> {
+        let files = to_i64("commit.files", commit.files)?;
+        let bytes = to_i64("commit.bytes", commit.bytes)?;
+        let manifest = manifest_bytes(&commit.manifest);
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn)?;
+        let tenant = bucket_tenant(&tx, bucket)?;
+        if site_tenant(&tx, commit.site)? != tenant {
+            return Err(CatalogError::Invalid {
+                field: "commit.site",
+                reason: format!("site {} is not of bucket {bucket}'s tenant", commit.site),
+            });
+        }
+        // Checked inside the write transaction, so no GC sweep or other
+        // writer can slip between the check and the commit.
+        let missing = missing_ids(&tx, &commit.manifest)?;
+        if let Some(first) = missing.first() {
+            return Err(CatalogError::MissingBlobs {
+                count: missing.len(),
+                first: *first,
+            });
+        }
+        let last: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM commits WHERE bucket_id = ?1",
+                [bucket.0],
+                |r| r.get(0),
+            )
+            .map_err(sql("read journal head"))?;
+        let seq = last.checked_add(1).ok_or_else(|| CatalogError::Corrupt {
+            what: "commits.seq",
+            detail: format!("bucket {bucket}: sequence exhausted"),
+        })?;
+        tx.execute(
+            "INSERT INTO commits (bucket_id, seq, site_id, time_ms, kind, manifest, body, files, bytes) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                bucket.0,
+                seq,
+                commit.site.0,
+                commit.time_unix_ms,
+                commit.kind.as_str(),
+                manifest,
+                commit.body,
+                files,
+                bytes
+            ],
+        )
+        .map_err(sql("insert commit"))?;
+        tx.commit().map_err(sql("commit journal append"))?;
+        from_i64("commits.seq", seq)
+    }
+
+    fn commits(&self, bucket: BucketId, after_seq: u64, limit: usize) -> Result<Vec<Commit>, CatalogError> {
+        let Ok(after) = i64::try_from(after_seq) else {
+            return Ok(Vec::new());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        query_commits(
+            &self.conn(),
+            "list commits",
+            "bucket_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            params![bucket.0, after, limit],
+        )
+    }
+
+    fn commit(&self, bucket: BucketId, seq: u64) -> Result<Option<Commit>, CatalogError> {
+        let Ok(seq) = i64::try_from(seq) else {
+            return Ok(None);
+        };
+        let found = query_commits(&self.conn(), "read commit", "bucket_id = ?1 AND seq = ?2", params![
+            bucket.0, seq
+        ])?;
+        Ok(found.into_iter().next())
+    }
+
+    fn latest_commit_at_or_before(
+        &self,
+        bucket: BucketId,
+        time_unix_ms: i64,
+    ) -> Result<Option<Commit>, CatalogError> {
+        let found = query_commits(
+            &self.conn(),
+            "find commit by time",
+            "bucket_id = ?1 AND time_ms <= ?2 ORDER BY seq DESC LIMIT 1",
+            params![bucket.0, time_unix_ms],
+        )?;
+        Ok(found.into_iter().next())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::conformance;
+    use std::sync::Arc;
+
+    #[test]
+    fn conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = SqliteCatalog::open(dir.path().join("catalog.db")).unwrap();
+        conformance::run_all(&cat);
+    }
+
+    #[test]
+    fn conformance_suite_via_arc_dyn() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap());
+        conformance::run_all(cat.as_ref());
+    }
+
+    #[test]
+    fn reopen_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        let before = {
+            let cat = SqliteCatalog::open(&path).unwrap();
+            conformance::populate(&cat)
+        };
+        let cat = SqliteCatalog::open(&path).unwrap();
+        conformance::check_populated(&cat, &before);
+    }
+
+    #[test]
+    fn pragmas_are_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = SqliteCatalog::open(dir.path().join("catalog.db")).unwrap();
+        let conn = cat.conn();
+        let get = |p: &str| -> i64 { conn.pragma_query_value(None, p, |r| r.get(0)).unwrap() };
+        assert_eq!(get("synchronous"), 2, "FULL");
+        assert_eq!(get("foreign_keys"), 1);
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        drop(SqliteCatalog::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE schema_version SET version = version + 1", [])
+            .unwrap();
+        let err = SqliteCatalog::open(&path).unwrap_err();
+        assert!(matches!(err, CatalogError::SchemaTooNew { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn corrupt_rows_are_errors_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        let cat = SqliteCatalog::open(&path).unwrap();
+        let bucket = conformance::populate(&cat).bucket;
+        cat.conn()
+            .execute("UPDATE commits SET manifest = x'0102', kind = 'bogus'", [])
+            .unwrap();
+        let err = cat.commits(bucket, 0, 10).unwrap_err();
+        assert!(matches!(err, CatalogError::Corrupt { .. }), "{err:?}");
+        cat.conn()
+            .execute("UPDATE blobs SET header_id = x'00'", [])
+            .unwrap();
+        let ids: Vec<BlobId> = {
+            let conn = cat.conn();
+            let mut stmt = conn.prepare("SELECT id FROM blobs").unwrap();
+            stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))
+                .unwrap()
+                .map(|r| BlobId::from_slice("t", &r.unwrap()).unwrap())
+                .collect()
+        };
+        let err = cat.blob_locations(&ids).unwrap_err();
+        assert!(matches!(err, CatalogError::Corrupt { what: "blobs.header_id", .. }), "{err:?}");
+    }
+}
