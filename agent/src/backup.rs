@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 use ferry_crypto::{SealError, SessionSealer, TenantKeys};
 use ferry_proto::manifest::{MANIFEST_MAGIC, encode_entry};
+use ferry_proto::status::MISSING_CHUNKS;
 use ferry_proto::v1::{
     BlobBatch, CommitRequest, EntryType, FindMissingRequest, ManifestEntry, OpenSessionRequest,
 };
-use ferry_proto::status::MISSING_CHUNKS;
 use ferry_proto::{BlobId, BlobKind};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -164,7 +164,14 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
         tokio::task::spawn_blocking(move || {
             let mut journal = Journal::open(&journal_path)?;
             journal.begin_scan()?;
-            let scanned = scan_source(&*source, &keys, &journal, trust_journal, &chunk_tx, &progress)?;
+            let scanned = scan_source(
+                &*source,
+                &keys,
+                &journal,
+                trust_journal,
+                &chunk_tx,
+                &progress,
+            )?;
             journal.end_scan()?;
             Ok::<_, BackupError>((scanned, journal))
         })
@@ -222,10 +229,15 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
         })
         .await
         .map_err(|status| {
-            if status.code() == tonic::Code::FailedPrecondition && status.message().starts_with(MISSING_CHUNKS) {
+            if status.code() == tonic::Code::FailedPrecondition
+                && status.message().starts_with(MISSING_CHUNKS)
+            {
                 BackupError::MissingChunks(status.message().to_string())
             } else {
-                BackupError::Hub { call: "Commit", status }
+                BackupError::Hub {
+                    call: "Commit",
+                    status,
+                }
             }
         })?
         .into_inner();
@@ -238,7 +250,9 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
     Ok(report)
 }
 
-fn flatten<T>(joined: Result<Result<T, BackupError>, tokio::task::JoinError>) -> Result<T, BackupError> {
+fn flatten<T>(
+    joined: Result<Result<T, BackupError>, tokio::task::JoinError>,
+) -> Result<T, BackupError> {
     joined.map_err(|e| BackupError::Task(e.to_string()))?
 }
 
@@ -304,10 +318,20 @@ fn scan_source(
                     };
                     let ids = match known {
                         Some(ids) => ids,
-                        None => match read_file(source, &params, &mut entry, &send, &mut report, progress)? {
+                        None => match read_file(
+                            source,
+                            &params,
+                            &mut entry,
+                            &send,
+                            &mut report,
+                            progress,
+                        )? {
                             Ok(ids) => ids,
                             Err(reason) => {
-                                skipped_files.push(Skipped { path: entry.path, reason });
+                                skipped_files.push(Skipped {
+                                    path: entry.path,
+                                    reason,
+                                });
                                 return Ok(());
                             }
                         },
@@ -330,7 +354,9 @@ fn scan_source(
         out.mtime_nsec = entry.stamp.mtime_ns.rem_euclid(1_000_000_000) as u32;
         encode_entry(&out, &mut encoded);
         if encoded.len() >= 1 << 20 {
-            manifest.push(&encoded, |c| send(BlobKind::Manifest, c).map(|id| manifest_ids.push(id)))?;
+            manifest.push(&encoded, |c| {
+                send(BlobKind::Manifest, c).map(|id| manifest_ids.push(id))
+            })?;
             encoded.clear();
         }
         Ok(())
@@ -347,7 +373,9 @@ fn scan_source(
         return Err(e);
     }
     let skipped = walked?;
-    manifest.push(&encoded, |c| send(BlobKind::Manifest, c).map(|id| manifest_ids.push(id)))?;
+    manifest.push(&encoded, |c| {
+        send(BlobKind::Manifest, c).map(|id| manifest_ids.push(id))
+    })?;
     manifest.finish(|c| send(BlobKind::Manifest, c).map(|id| manifest_ids.push(id)))?;
     for s in skipped.into_iter().chain(skipped_files) {
         tracing::warn!(path = %String::from_utf8_lossy(&s.path), reason = %s.reason, "not backed up");
@@ -446,10 +474,12 @@ async fn dedup_stage(
             .missing;
         let mut wanted = vec![false; batch.len()];
         for index in missing {
-            let slot = wanted.get_mut(index as usize).ok_or_else(|| BackupError::Protocol {
-                call: "FindMissing",
-                reason: format!("index {index} out of range for {} ids", batch.len()),
-            })?;
+            let slot = wanted
+                .get_mut(index as usize)
+                .ok_or_else(|| BackupError::Protocol {
+                    call: "FindMissing",
+                    reason: format!("index {index} out of range for {} ids", batch.len()),
+                })?;
             *slot = true;
         }
         for (job, wanted) in batch.into_iter().zip(wanted) {
@@ -458,7 +488,9 @@ async fn dedup_stage(
                 continue;
             }
             let sealer = sealer.clone();
-            let task = tokio::task::spawn_blocking(move || seal_chunk(&sealer, job.id, job.kind, &job.data));
+            let task = tokio::task::spawn_blocking(move || {
+                seal_chunk(&sealer, job.id, job.kind, &job.data)
+            });
             sealed.send(task).await.map_err(|_| BackupError::Aborted)?;
         }
     }

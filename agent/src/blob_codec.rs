@@ -36,7 +36,12 @@ fn worth_compressing(plaintext: &[u8]) -> bool {
 }
 
 /// Compresses if it helps, then encrypts.
-pub fn seal_chunk(sealer: &SessionSealer, id: BlobId, kind: BlobKind, plaintext: &[u8]) -> SealedBlob {
+pub fn seal_chunk(
+    sealer: &SessionSealer,
+    id: BlobId,
+    kind: BlobKind,
+    plaintext: &[u8],
+) -> SealedBlob {
     if worth_compressing(plaintext)
         && let Ok(packed) = zstd::bulk::compress(plaintext, ZSTD_LEVEL)
         && packed.len() < plaintext.len()

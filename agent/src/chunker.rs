@@ -221,8 +221,14 @@ mod tests {
     #[test]
     fn boundaries_depend_on_the_key() {
         let data = random(12 << 20, 4);
-        let a: Vec<usize> = chunks_of(&params(5), &data, 1 << 20).iter().map(Vec::len).collect();
-        let b: Vec<usize> = chunks_of(&params(6), &data, 1 << 20).iter().map(Vec::len).collect();
+        let a: Vec<usize> = chunks_of(&params(5), &data, 1 << 20)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        let b: Vec<usize> = chunks_of(&params(6), &data, 1 << 20)
+            .iter()
+            .map(Vec::len)
+            .collect();
         assert_ne!(a, b);
     }
 

@@ -22,10 +22,20 @@ use crate::source::dir::DirSource;
 const EXIT_PARTIAL: u8 = 3;
 
 #[derive(Parser)]
-#[command(name = "ferry-agent", version, about = "Ferry agent: back up and restore through a Ferry hub")]
+#[command(
+    name = "ferry-agent",
+    version,
+    about = "Ferry agent: back up and restore through a Ferry hub"
+)]
 struct Cli {
     /// Agent config file (TOML).
-    #[arg(long, short, global = true, env = "FERRY_AGENT_CONFIG", default_value = "ferry-agent.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "FERRY_AGENT_CONFIG",
+        default_value = "ferry-agent.toml"
+    )]
     config: PathBuf,
     /// Print results as JSON on stdout (for scripts); no progress bar.
     #[arg(long, global = true)]
@@ -124,7 +134,9 @@ pub fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -176,9 +188,15 @@ fn key_command(cmd: KeyCommand, json: bool) -> Result<ExitCode> {
                     "key_file": out, "public_key_file": public_out, "recipient": keys.recipient()
                 }))?;
             } else {
-                println!("wrote {} (keep it secret and keep a copy: without it nothing can be restored)", out.display());
+                println!(
+                    "wrote {} (keep it secret and keep a copy: without it nothing can be restored)",
+                    out.display()
+                );
                 if let Some(public) = public_out {
-                    println!("wrote {} (write-only: backs up, cannot restore)", public.display());
+                    println!(
+                        "wrote {} (write-only: backs up, cannot restore)",
+                        public.display()
+                    );
                 }
                 println!("recipient {}", keys.recipient());
             }
@@ -187,7 +205,10 @@ fn key_command(cmd: KeyCommand, json: bool) -> Result<ExitCode> {
             let keys = TenantKeys::load(&key)?;
             keys.to_public().write_public(&out)?;
             if !json {
-                println!("wrote {} (write-only: backs up, cannot restore)", out.display());
+                println!(
+                    "wrote {} (write-only: backs up, cannot restore)",
+                    out.display()
+                );
             }
         }
     }
@@ -205,7 +226,11 @@ async fn connect(config_path: &Path) -> Result<Connected> {
     let keys = Arc::new(TenantKeys::load(&config.key_file)?);
     let token = config.token()?;
     let client = HubClient::connect(&config.hub, &token).await?;
-    Ok(Connected { config, keys, client })
+    Ok(Connected {
+        config,
+        keys,
+        client,
+    })
 }
 
 fn bucket_of(config: &AgentConfig, arg: &BucketArg) -> Result<String> {
@@ -296,15 +321,27 @@ async fn snapshots(config_path: &Path, arg: &BucketArg, json: bool) -> Result<Ex
     if json {
         print_json(&rows)?;
     } else {
-        println!("{:>6}  {:<24}  {:<12}  {:>9}  {:>14}", "SEQ", "TIME", "SITE", "FILES", "BYTES");
+        println!(
+            "{:>6}  {:<24}  {:<12}  {:>9}  {:>14}",
+            "SEQ", "TIME", "SITE", "FILES", "BYTES"
+        );
         for r in &rows {
-            println!("{:>6}  {:<24}  {:<12}  {:>9}  {:>14}", r.seq, r.time, r.site, r.files, r.bytes);
+            println!(
+                "{:>6}  {:<24}  {:<12}  {:>9}  {:>14}",
+                r.seq, r.time, r.site, r.files, r.bytes
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn restore(config_path: &Path, arg: &BucketArg, which: Which, to: &Path, json: bool) -> Result<ExitCode> {
+async fn restore(
+    config_path: &Path,
+    arg: &BucketArg,
+    which: Which,
+    to: &Path,
+    json: bool,
+) -> Result<ExitCode> {
     let ctx = connect(config_path).await?;
     if !ctx.keys.can_decrypt() {
         bail!(

@@ -34,8 +34,13 @@ pub struct TokenAuth {
 }
 
 impl Interceptor for TokenAuth {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert(AUTHORIZATION, self.value.clone());
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert(AUTHORIZATION, self.value.clone());
         Ok(request)
     }
 }

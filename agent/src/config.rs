@@ -82,7 +82,10 @@ impl AgentConfig {
                 reason: reason.to_string(),
             };
             if s.name.is_empty()
-                || !s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                || !s
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
             {
                 return Err(invalid("name", "use letters, digits, '-', '_' or '.'"));
             }
@@ -108,7 +111,9 @@ impl AgentConfig {
             None => match self.sources.as_slice() {
                 [one] => Ok(one),
                 [] => Err(invalid("no [[source]] configured".into())),
-                _ => Err(invalid("several sources configured: name one with --source".into())),
+                _ => Err(invalid(
+                    "several sources configured: name one with --source".into(),
+                )),
             },
         }
     }
@@ -129,7 +134,10 @@ impl AgentConfig {
             .map_err(|e| ConfigError::Token(format!("{}: {e}", file.display())))?;
         let token = token.trim();
         if token.is_empty() {
-            return Err(ConfigError::Token(format!("{}: file is empty", file.display())));
+            return Err(ConfigError::Token(format!(
+                "{}: file is empty",
+                file.display()
+            )));
         }
         Ok(token.to_string())
     }
@@ -166,11 +174,20 @@ bucket = "acme/docs"
     fn errors_name_the_file_and_field() {
         let p = Path::new("/x/agent.toml");
         let err = AgentConfig::parse(p, "hub = 1").unwrap_err().to_string();
-        assert!(err.contains("/x/agent.toml") && err.contains("hub"), "{err}");
-        let err = AgentConfig::parse(p, "hub=\"h\"\nkey-file=\"k\"\nstate-dir=\"s\"\nsecret=\"x\"")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("unknown field") && err.contains("secret"), "{err}");
+        assert!(
+            err.contains("/x/agent.toml") && err.contains("hub"),
+            "{err}"
+        );
+        let err = AgentConfig::parse(
+            p,
+            "hub=\"h\"\nkey-file=\"k\"\nstate-dir=\"s\"\nsecret=\"x\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("unknown field") && err.contains("secret"),
+            "{err}"
+        );
         let bad_bucket = "hub=\"h\"\nkey-file=\"k\"\nstate-dir=\"s\"\n[[source]]\nname=\"a\"\npath=\"p\"\nbucket=\"nobucket\"";
         let err = AgentConfig::parse(p, bad_bucket).unwrap_err().to_string();
         assert!(err.contains("source[0].bucket"), "{err}");

@@ -20,7 +20,9 @@ pub enum JournalError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("journal {path}: row for {file:?} has a chunk list of {len} bytes (not a multiple of 32)")]
+    #[error(
+        "journal {path}: row for {file:?} has a chunk list of {len} bytes (not a multiple of 32)"
+    )]
     Corrupt {
         path: PathBuf,
         file: String,
@@ -99,7 +101,11 @@ impl Journal {
     }
 
     /// The chunk list recorded for `path` if its stamp is unchanged.
-    pub fn unchanged(&self, path: &[u8], stamp: &FileStamp) -> Result<Option<Vec<BlobId>>, JournalError> {
+    pub fn unchanged(
+        &self,
+        path: &[u8],
+        stamp: &FileStamp,
+    ) -> Result<Option<Vec<BlobId>>, JournalError> {
         let row: Option<(i64, i64, i64, i64, i64, Vec<u8>)> = self
             .conn
             .prepare_cached(
@@ -107,7 +113,14 @@ impl Journal {
             )
             .and_then(|mut st| {
                 st.query_row([path], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
                 })
                 .optional()
             })
@@ -133,7 +146,12 @@ impl Journal {
     }
 
     /// Records what this scan saw of a file.
-    pub fn record(&self, path: &[u8], stamp: &FileStamp, chunks: &[BlobId]) -> Result<(), JournalError> {
+    pub fn record(
+        &self,
+        path: &[u8],
+        stamp: &FileStamp,
+        chunks: &[BlobId],
+    ) -> Result<(), JournalError> {
         let mut blob = Vec::with_capacity(chunks.len() * ID_LEN);
         for c in chunks {
             blob.extend_from_slice(c.as_bytes());
@@ -160,7 +178,9 @@ impl Journal {
 
     /// Ends the scan's transaction; the rows stay pending until `promote`.
     pub fn end_scan(&mut self) -> Result<(), JournalError> {
-        self.conn.execute_batch("COMMIT").map_err(self.err("end scan"))
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(self.err("end scan"))
     }
 
     /// The hub has committed the snapshot: the scan becomes the index.
@@ -217,7 +237,11 @@ mod tests {
         j.begin_scan().unwrap();
         j.record(b"a", &stamp(5), &ids).unwrap();
         j.end_scan().unwrap();
-        assert_eq!(j.unchanged(b"a", &stamp(5)).unwrap(), None, "not promoted yet");
+        assert_eq!(
+            j.unchanged(b"a", &stamp(5)).unwrap(),
+            None,
+            "not promoted yet"
+        );
         j.promote().unwrap();
         assert_eq!(j.unchanged(b"a", &stamp(5)).unwrap(), Some(ids));
         assert_eq!(j.unchanged(b"a", &stamp(6)).unwrap(), None);

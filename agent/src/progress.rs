@@ -25,7 +25,8 @@ impl Progress {
             ProgressBar::hidden()
         } else {
             let bar = ProgressBar::new_spinner();
-            if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]") {
+            if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]")
+            {
                 bar.set_style(style);
             }
             bar.set_prefix(what.to_string());

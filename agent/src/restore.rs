@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 use ferry_crypto::{OpenError, SessionOpener, TenantKeys};
 use ferry_proto::manifest::{ManifestDecoder, ManifestError};
-use ferry_proto::v1::{CommitInfo, EntryType, FetchBlobsRequest, ListCommitsRequest, ManifestEntry};
+use ferry_proto::v1::{
+    CommitInfo, EntryType, FetchBlobsRequest, ListCommitsRequest, ManifestEntry,
+};
 use ferry_proto::{BadId, BlobId, BlobKind};
 use filetime::FileTime;
 use serde::Serialize;
@@ -88,7 +90,10 @@ pub enum Which {
 }
 
 /// All commits of a bucket, oldest first.
-pub async fn list_commits(client: &HubClient, bucket: &str) -> Result<Vec<CommitInfo>, RestoreError> {
+pub async fn list_commits(
+    client: &HubClient,
+    bucket: &str,
+) -> Result<Vec<CommitInfo>, RestoreError> {
     let mut journal = client.journal.clone();
     let mut all = Vec::new();
     loop {
@@ -116,14 +121,20 @@ pub async fn list_commits(client: &HubClient, bucket: &str) -> Result<Vec<Commit
     }
 }
 
-pub fn pick(commits: Vec<CommitInfo>, bucket: &str, which: Which) -> Result<CommitInfo, RestoreError> {
+pub fn pick(
+    commits: Vec<CommitInfo>,
+    bucket: &str,
+    which: Which,
+) -> Result<CommitInfo, RestoreError> {
     let none = |reason: String| RestoreError::NoSuchSnapshot {
         bucket: bucket.to_string(),
         reason,
     };
     let snapshots = commits.into_iter().filter(|c| c.kind == "snapshot");
     match which {
-        Which::Latest => snapshots.last().ok_or_else(|| none("has no snapshots".into())),
+        Which::Latest => snapshots
+            .last()
+            .ok_or_else(|| none("has no snapshots".into())),
         Which::Seq(seq) => snapshots
             .into_iter()
             .find(|c| c.seq == seq)
@@ -158,7 +169,12 @@ struct Fetcher {
 
 impl Fetcher {
     async fn opener(&self, header_id: BlobId) -> Result<Arc<SessionOpener>, RestoreError> {
-        if let Some(o) = self.openers.lock().map_err(|e| RestoreError::Task(e.to_string()))?.get(&header_id) {
+        if let Some(o) = self
+            .openers
+            .lock()
+            .map_err(|e| RestoreError::Task(e.to_string()))?
+            .get(&header_id)
+        {
             return Ok(o.clone());
         }
         let mut stream = self
@@ -180,17 +196,22 @@ impl Fetcher {
                 call: "FetchBlobs",
                 reason: format!("session header {header_id} not returned"),
             })?;
-        if BlobId::of_public(&blob.data) != header_id || blob.kind != BlobKind::SessionHeader as u32 {
+        if BlobId::of_public(&blob.data) != header_id || blob.kind != BlobKind::SessionHeader as u32
+        {
             return Err(RestoreError::Protocol {
                 call: "FetchBlobs",
                 reason: format!("session header {header_id} does not match its id"),
             });
         }
-        let opener = Arc::new(
-            self.keys
-                .opener(&blob.data)
-                .map_err(|source| RestoreError::Header { id: header_id, source })?,
-        );
+        let opener =
+            Arc::new(
+                self.keys
+                    .opener(&blob.data)
+                    .map_err(|source| RestoreError::Header {
+                        id: header_id,
+                        source,
+                    })?,
+            );
         self.openers
             .lock()
             .map_err(|e| RestoreError::Task(e.to_string()))?
@@ -258,7 +279,11 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
         return Err(RestoreError::WriteOnlyKey);
     }
     prepare_target(&job.target)?;
-    let commit = pick(list_commits(&job.client, &job.bucket).await?, &job.bucket, job.which)?;
+    let commit = pick(
+        list_commits(&job.client, &job.bucket).await?,
+        &job.bucket,
+        job.which,
+    )?;
     let manifest = commit
         .manifest
         .iter()
@@ -281,7 +306,9 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
         let target = job.target.clone();
         let runtime = tokio::runtime::Handle::current();
         let progress = job.progress.clone();
-        tokio::task::spawn_blocking(move || write_tree(&target, entry_rx, plain_rx, &runtime, &progress))
+        tokio::task::spawn_blocking(move || {
+            write_tree(&target, entry_rx, plain_rx, &runtime, &progress)
+        })
     };
     let planned = flatten(planner.await);
     let fetched = flatten(fetch.await);
@@ -304,7 +331,9 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
     Ok(report)
 }
 
-fn flatten<T>(joined: Result<Result<T, RestoreError>, tokio::task::JoinError>) -> Result<T, RestoreError> {
+fn flatten<T>(
+    joined: Result<Result<T, RestoreError>, tokio::task::JoinError>,
+) -> Result<T, RestoreError> {
     joined.map_err(|e| RestoreError::Task(e.to_string()))?
 }
 
@@ -316,7 +345,9 @@ fn prepare_target(target: &Path) -> Result<(), RestoreError> {
     match fs::read_dir(target) {
         Ok(mut items) => {
             if items.next().is_some() {
-                return Err(bad("exists and is not empty; restore into a new or empty directory".into()));
+                return Err(bad(
+                    "exists and is not empty; restore into a new or empty directory".into(),
+                ));
             }
             Ok(())
         }
@@ -347,14 +378,19 @@ async fn plan(
         }
     });
     while let Some(task) = rx.recv().await {
-        let piece = task.await.map_err(|e| RestoreError::Task(e.to_string()))??;
+        let piece = task
+            .await
+            .map_err(|e| RestoreError::Task(e.to_string()))??;
         decoder.push(&piece);
         while let Some(entry) = decoder.next_entry()? {
             for chunk in &entry.chunks {
                 let id = BlobId::from_slice("ManifestEntry.chunks", chunk)?;
                 ids.send(id).await.map_err(|_| RestoreError::Aborted)?;
             }
-            entries.send(entry).await.map_err(|_| RestoreError::Aborted)?;
+            entries
+                .send(entry)
+                .await
+                .map_err(|_| RestoreError::Aborted)?;
         }
     }
     flatten(pieces.await)?;
@@ -445,7 +481,9 @@ fn write_tree(
             }
             Ok(EntryType::File) if !entry.hardlink_to.is_empty() => {
                 let first = target.join(OsStr::from_bytes(&entry.hardlink_to));
-                let is_file = fs::symlink_metadata(&first).map(|m| m.is_file()).unwrap_or(false);
+                let is_file = fs::symlink_metadata(&first)
+                    .map(|m| m.is_file())
+                    .unwrap_or(false);
                 if !is_file {
                     return Err(RestoreError::Target {
                         path: path.clone(),
@@ -491,7 +529,8 @@ fn write_tree(
     // Children change a directory's mtime, so directories are finished last,
     // innermost first.
     for dir in dirs.iter().rev() {
-        fs::set_permissions(&dir.path, fs::Permissions::from_mode(dir.mode)).map_err(werr(&dir.path))?;
+        fs::set_permissions(&dir.path, fs::Permissions::from_mode(dir.mode))
+            .map_err(werr(&dir.path))?;
         filetime::set_file_mtime(&dir.path, dir.mtime).map_err(werr(&dir.path))?;
         set_owner(&dir.path, dir.uid, dir.gid)?;
     }
@@ -549,7 +588,8 @@ fn finish_file(file: &File, path: &Path, mode: u32, mtime: FileTime) -> Result<(
         path: path.to_path_buf(),
         source,
     };
-    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(werr)?;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(werr)?;
     filetime::set_file_handle_times(file, Some(mtime), Some(mtime)).map_err(werr)
 }
 

@@ -17,7 +17,11 @@ use crate::config::HubConfig;
 use crate::server::{open_catalog, serve};
 
 #[derive(Parser)]
-#[command(name = "ferry-hub", version, about = "Ferry hub: namespace, catalog and pack storage for Ferry agents")]
+#[command(
+    name = "ferry-hub",
+    version,
+    about = "Ferry hub: namespace, catalog and pack storage for Ferry agents"
+)]
 struct Cli {
     /// Hub config file (TOML). Without one, embedded defaults apply.
     #[arg(long, short, global = true, env = "FERRY_HUB_CONFIG")]
@@ -101,7 +105,11 @@ enum BucketCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     init_logging(cli.log_format, default_level);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,7 +123,9 @@ pub fn main() -> ExitCode {
 fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -145,27 +155,40 @@ fn run(cli: Cli) -> Result<()> {
         Command::Tenant(TenantCommand::Add { name }) => {
             let catalog = open_catalog(&config)?;
             let id = catalog.create_tenant(&name)?;
-            output(cli.json, json!({"tenant": name, "id": id.0}), &format!("tenant {name} added"));
+            output(
+                cli.json,
+                json!({"tenant": name, "id": id.0}),
+                &format!("tenant {name} added"),
+            );
             Ok(())
         }
-        Command::Site(SiteCommand::Add { tenant, name, token_file }) => {
+        Command::Site(SiteCommand::Add {
+            tenant,
+            name,
+            token_file,
+        }) => {
             let catalog = open_catalog(&config)?;
             let tenant_row = find_tenant(&*catalog, &tenant)?;
             let token = new_token();
-            catalog.create_site(tenant_row.id, &name, token_hash(&token))?;
+            catalog.create_site(tenant_row.id, &name, &token_hash(&token))?;
             match token_file {
                 Some(path) => {
                     write_secret(&path, &token)?;
                     output(
                         cli.json,
                         json!({"site": name, "tenant": tenant, "token_file": path}),
-                        &format!("site {name} added to {tenant}; token written to {}", path.display()),
+                        &format!(
+                            "site {name} added to {tenant}; token written to {}",
+                            path.display()
+                        ),
                     );
                 }
                 None => output(
                     cli.json,
                     json!({"site": name, "tenant": tenant, "token": token}),
-                    &format!("site {name} added to {tenant}\ntoken (shown once, store it now): {token}"),
+                    &format!(
+                        "site {name} added to {tenant}\ntoken (shown once, store it now): {token}"
+                    ),
                 ),
             }
             Ok(())
@@ -175,7 +198,11 @@ fn run(cli: Cli) -> Result<()> {
             let tenant_row = find_tenant(&*catalog, &tenant)?;
             let sites = catalog.list_sites(tenant_row.id)?;
             let names: Vec<_> = sites.iter().map(|s| s.name.clone()).collect();
-            output(cli.json, json!({"tenant": tenant, "sites": names}), &names.join("\n"));
+            output(
+                cli.json,
+                json!({"tenant": tenant, "sites": names}),
+                &names.join("\n"),
+            );
             Ok(())
         }
         Command::Bucket(BucketCommand::Add { name, source }) => {
@@ -201,17 +228,24 @@ fn run(cli: Cli) -> Result<()> {
             let catalog = open_catalog(&config)?;
             let tenant_row = find_tenant(&*catalog, &tenant)?;
             let buckets = catalog.list_buckets(tenant_row.id)?;
-            let names: Vec<_> = buckets.iter().map(|b| format!("{tenant}/{}", b.name)).collect();
-            output(cli.json, json!({"tenant": tenant, "buckets": names}), &names.join("\n"));
+            let names: Vec<_> = buckets
+                .iter()
+                .map(|b| format!("{tenant}/{}", b.name))
+                .collect();
+            output(
+                cli.json,
+                json!({"tenant": tenant, "buckets": names}),
+                &names.join("\n"),
+            );
             Ok(())
         }
     }
 }
 
 fn find_tenant(catalog: &dyn Catalog, name: &str) -> Result<crate::catalog::Tenant> {
-    catalog
-        .tenant_by_name(name)?
-        .with_context(|| format!("tenant {name:?} does not exist (add it with `ferry-hub tenant add {name}`)"))
+    catalog.tenant_by_name(name)?.with_context(|| {
+        format!("tenant {name:?} does not exist (add it with `ferry-hub tenant add {name}`)")
+    })
 }
 
 fn output(json: bool, value: serde_json::Value, text: &str) {
@@ -238,7 +272,8 @@ fn write_secret(path: &std::path::Path, secret: &str) -> Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("creating token file {}", path.display()))?;
-    writeln!(file, "{secret}").and_then(|()| file.sync_all())
+    writeln!(file, "{secret}")
+        .and_then(|()| file.sync_all())
         .with_context(|| format!("writing token file {}", path.display()))
 }
 

@@ -73,7 +73,9 @@ impl HubConfig {
     }
 
     pub fn pool_path(&self) -> PathBuf {
-        self.pool_dir.clone().unwrap_or_else(|| self.data_dir.join("pool"))
+        self.pool_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("pool"))
     }
 }
 

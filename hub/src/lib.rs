@@ -8,5 +8,9 @@
 
 pub mod blobstore;
 pub mod catalog;
+pub mod cli;
+pub mod config;
 pub mod pack;
 pub mod packer;
+pub mod server;
+pub mod service;

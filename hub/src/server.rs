@@ -58,14 +58,21 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let catalog = open_catalog(config)?;
     let store: Arc<dyn BlobStore> = Arc::new(LocalDirStore::open(&config.pool_path())?);
-    let packer = Packer::start(store.clone(), catalog.clone(), LOCAL_POOL.to_string(), PackerConfig::default());
+    let packer = Packer::start(
+        store.clone(),
+        catalog.clone(),
+        LOCAL_POOL.to_string(),
+        PackerConfig::default(),
+    );
     let state = HubState::new(catalog, store, packer);
 
-    let listener = TcpListener::bind(listen).await.map_err(|source| ServeError::Io {
-        what: "binding",
-        path: listen.to_string(),
-        source,
-    })?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Io {
+            what: "binding",
+            path: listen.to_string(),
+            source,
+        })?;
     let bound = listener.local_addr().map_err(|source| ServeError::Io {
         what: "reading bound address of",
         path: listen.to_string(),

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_proto::auth::{AUTHORIZATION, parse_bearer, token_hash};
+use ferry_proto::status::MISSING_CHUNKS;
 use ferry_proto::v1::ingest_server::Ingest;
 use ferry_proto::v1::journal_server::Journal;
 use ferry_proto::v1::{
@@ -15,7 +16,6 @@ use ferry_proto::v1::{
     FetchedBlob, FindMissingRequest, FindMissingResponse, ListCommitsRequest, ListCommitsResponse,
     OpenSessionRequest, OpenSessionResponse,
 };
-use ferry_proto::status::MISSING_CHUNKS;
 use ferry_proto::{BlobId, BlobKind, FLAG_ZSTD};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -24,7 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::blobstore::BlobStore;
-use crate::catalog::{Bucket, Catalog, CatalogError, NewCommit, Session, Site};
+use crate::catalog::{Bucket, Catalog, CatalogError, CommitKind, NewCommit, Session, Site};
 use crate::pack::PackBlob;
 use crate::packer::{Packer, read_blob};
 
@@ -101,9 +101,9 @@ impl HubState {
 
     /// The bucket named "tenant/bucket", if it belongs to the site's tenant.
     async fn bucket(&self, site: &Site, name: &str) -> Result<Bucket, Status> {
-        let (tenant_name, bucket_name) = name
-            .split_once('/')
-            .ok_or_else(|| Status::invalid_argument(format!("bucket {name:?}: expected \"tenant/bucket\"")))?;
+        let (tenant_name, bucket_name) = name.split_once('/').ok_or_else(|| {
+            Status::invalid_argument(format!("bucket {name:?}: expected \"tenant/bucket\""))
+        })?;
         let (tenant_name, bucket_name) = (tenant_name.to_string(), bucket_name.to_string());
         let tenant_id = site.tenant;
         let bucket = self
@@ -118,7 +118,9 @@ impl HubState {
             })
             .await?;
         // The same answer for "absent" and "another tenant's": no probing.
-        bucket.ok_or_else(|| Status::not_found(format!("bucket {name}: no such bucket for this site")))
+        bucket.ok_or_else(|| {
+            Status::not_found(format!("bucket {name}: no such bucket for this site"))
+        })
     }
 
     async fn bucket_for_write(&self, site: &Site, name: &str) -> Result<Bucket, Status> {
@@ -139,23 +141,32 @@ impl HubState {
 
     /// The open session `id` of this site, with its lease renewed.
     async fn session(&self, site: &Site, id: u64) -> Result<Session, Status> {
-        let sid = crate::catalog::SessionId(i64::try_from(id).map_err(|_| Status::invalid_argument("session_id out of range"))?);
+        let sid = crate::catalog::SessionId(
+            i64::try_from(id).map_err(|_| Status::invalid_argument("session_id out of range"))?,
+        );
         let session = self
             .catalog(move |c| c.session(sid))
             .await?
             .ok_or_else(|| Status::not_found(format!("upload session {id}: unknown or closed")))?;
         if session.site != site.id {
-            return Err(Status::permission_denied(format!("upload session {id} belongs to another site")));
+            return Err(Status::permission_denied(format!(
+                "upload session {id} belongs to another site"
+            )));
         }
         if session.closed {
-            return Err(Status::failed_precondition(format!("upload session {id} is closed")));
+            return Err(Status::failed_precondition(format!(
+                "upload session {id} is closed"
+            )));
         }
         let now = unix_now();
         if session.lease_until_unix < now {
-            return Err(Status::failed_precondition(format!("upload session {id}: lease expired")));
+            return Err(Status::failed_precondition(format!(
+                "upload session {id}: lease expired"
+            )));
         }
         if session.lease_until_unix < now + LEASE_SECS / 2 {
-            self.catalog(move |c| c.renew_session(sid, now + LEASE_SECS)).await?;
+            self.catalog(move |c| c.renew_session(sid, now + LEASE_SECS))
+                .await?;
         }
         Ok(session)
     }
@@ -176,12 +187,17 @@ fn unix_now_ms() -> i64 {
 }
 
 fn catalog_status(e: CatalogError) -> Status {
-    tracing::error!(error = %e, "catalog");
     match e {
         CatalogError::NotFound { .. } => Status::not_found(e.to_string()),
         CatalogError::Invalid { .. } => Status::invalid_argument(e.to_string()),
-        CatalogError::Conflict { .. } => Status::already_exists(e.to_string()),
-        _ => Status::internal(e.to_string()),
+        CatalogError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
+        CatalogError::Conflict { .. } | CatalogError::MissingBlobs { .. } => {
+            Status::failed_precondition(e.to_string())
+        }
+        _ => {
+            tracing::error!(error = %e, "catalog failure");
+            Status::internal(e.to_string())
+        }
     }
 }
 
@@ -193,20 +209,33 @@ fn ids_from(field: &'static str, raw: &[Vec<u8>], limit: usize) -> Result<Vec<Bl
         )));
     }
     raw.iter()
-        .map(|id| BlobId::from_slice(field, id).map_err(|e| Status::invalid_argument(e.to_string())))
+        .map(|id| {
+            BlobId::from_slice(field, id).map_err(|e| Status::invalid_argument(e.to_string()))
+        })
         .collect()
 }
 
 /// Checks one uploaded blob and turns it into what the packer stores.
 fn pack_blob(blob: ferry_proto::v1::Blob, header_id: BlobId) -> Result<PackBlob, Status> {
-    let id = BlobId::from_slice("Blob.id", &blob.id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let id = BlobId::from_slice("Blob.id", &blob.id)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
     let kind = match u8::try_from(blob.kind).ok().and_then(BlobKind::from_u8) {
         Some(k @ (BlobKind::Data | BlobKind::Manifest)) => k,
-        _ => return Err(Status::invalid_argument(format!("blob {id}: kind {} not accepted", blob.kind))),
+        _ => {
+            return Err(Status::invalid_argument(format!(
+                "blob {id}: kind {} not accepted",
+                blob.kind
+            )));
+        }
     };
     let flags = match u8::try_from(blob.flags) {
         Ok(f) if f & !FLAG_ZSTD == 0 => f,
-        _ => return Err(Status::invalid_argument(format!("blob {id}: unknown flags {:#x}", blob.flags))),
+        _ => {
+            return Err(Status::invalid_argument(format!(
+                "blob {id}: unknown flags {:#x}",
+                blob.flags
+            )));
+        }
     };
     if blob.data.len() > MAX_BLOB_BYTES {
         return Err(Status::invalid_argument(format!(
@@ -239,8 +268,12 @@ impl Ingest for IngestService {
         let site = hub.authenticate(&request).await?;
         let req = request.into_inner();
         let bucket = hub.bucket_for_write(&site, &req.bucket).await?;
-        if req.header.len() > MAX_HEADER_BYTES || !req.header.starts_with(b"age-encryption.org/v1\n") {
-            return Err(Status::invalid_argument("header: not an age v1 header, or too large"));
+        if req.header.len() > MAX_HEADER_BYTES
+            || !req.header.starts_with(b"age-encryption.org/v1\n")
+        {
+            return Err(Status::invalid_argument(
+                "header: not an age v1 header, or too large",
+            ));
         }
         let header_id = BlobId::of_public(&req.header);
         hub.packer
@@ -256,7 +289,7 @@ impl Ingest for IngestService {
         let lease_until = unix_now() + LEASE_SECS;
         let site_id = site.id;
         let session = hub
-            .catalog(move |c| c.open_session(site_id, bucket.id, header_id, lease_until))
+            .catalog(move |c| c.open_session(site_id, bucket.id, &header_id, lease_until))
             .await?;
         tracing::info!(site = %site.name, bucket = %req.bucket, session = session.0, "session opened");
         Ok(Response::new(OpenSessionResponse {
@@ -276,8 +309,11 @@ impl Ingest for IngestService {
         hub.session(&site, req.session_id).await?;
         let ids = ids_from("FindMissingRequest.ids", &req.ids, MAX_IDS_PER_CALL)?;
         let asked = ids.clone();
-        let missing: std::collections::HashSet<BlobId> =
-            hub.catalog(move |c| c.missing_blobs(&asked)).await?.into_iter().collect();
+        let missing: std::collections::HashSet<BlobId> = hub
+            .catalog(move |c| c.missing_blobs(&asked))
+            .await?
+            .into_iter()
+            .collect();
         let missing = ids
             .iter()
             .enumerate()
@@ -355,16 +391,26 @@ impl Ingest for IngestService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
+    async fn commit(
+        &self,
+        request: Request<CommitRequest>,
+    ) -> Result<Response<CommitResponse>, Status> {
         let hub = &self.0;
         let site = hub.authenticate(&request).await?;
         let req = request.into_inner();
         let session = hub.session(&site, req.session_id).await?;
         if req.kind != "snapshot" {
-            return Err(Status::invalid_argument(format!("commit kind {:?} not supported", req.kind)));
+            return Err(Status::invalid_argument(format!(
+                "commit kind {:?} not supported",
+                req.kind
+            )));
         }
         let manifest = ids_from("CommitRequest.manifest", &req.manifest, MAX_IDS_PER_CALL)?;
-        let referenced = ids_from("CommitRequest.data_chunks", &req.data_chunks, MAX_IDS_PER_COMMIT)?;
+        let referenced = ids_from(
+            "CommitRequest.data_chunks",
+            &req.data_chunks,
+            MAX_IDS_PER_COMMIT,
+        )?;
         // Never journal a commit that points at blobs the hub does not hold.
         let check: Vec<BlobId> = manifest.iter().chain(&referenced).copied().collect();
         let missing = hub
@@ -386,7 +432,7 @@ impl Ingest for IngestService {
         let commit = NewCommit {
             site: site.id,
             time_unix_ms,
-            kind: req.kind,
+            kind: CommitKind::Snapshot,
             manifest,
             body: req.body,
             files: req.files,
@@ -434,7 +480,7 @@ impl Journal for JournalService {
                 seq: c.seq,
                 site: names.get(&c.site).cloned().unwrap_or_default(),
                 time_unix_ms: c.time_unix_ms,
-                kind: c.kind,
+                kind: c.kind.as_str().to_string(),
                 manifest: c.manifest.iter().map(|id| id.0.to_vec()).collect(),
                 body: c.body,
                 files: c.files,

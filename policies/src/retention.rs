@@ -51,7 +51,9 @@ pub fn parse_retention(file: &str, text: &str) -> Result<Retention, PolicyError>
     ];
     if rules.iter().all(|x| x.unwrap_or(0) == 0) {
         // A policy that would forget every snapshot is a mistake, not a wish.
-        return Err(PolicyError::KeepsNothing { file: file.to_string() });
+        return Err(PolicyError::KeepsNothing {
+            file: file.to_string(),
+        });
     }
     Ok(r)
 }
@@ -84,11 +86,21 @@ impl Retention {
                 keep(s.id, "last");
             }
         }
-        let periods: [(Option<u32>, &'static str, fn(&DateTime<Utc>) -> (i32, u32, u32, u32)); 5] = [
-            (self.keep_hourly, "hourly", |t| (t.year(), t.ordinal(), t.hour(), 0)),
+        let periods: [(
+            Option<u32>,
+            &'static str,
+            fn(&DateTime<Utc>) -> (i32, u32, u32, u32),
+        ); 5] = [
+            (self.keep_hourly, "hourly", |t| {
+                (t.year(), t.ordinal(), t.hour(), 0)
+            }),
             (self.keep_daily, "daily", |t| (t.year(), t.ordinal(), 0, 0)),
-            (self.keep_weekly, "weekly", |t| (t.iso_week().year(), t.iso_week().week(), 0, 0)),
-            (self.keep_monthly, "monthly", |t| (t.year(), t.month(), 0, 0)),
+            (self.keep_weekly, "weekly", |t| {
+                (t.iso_week().year(), t.iso_week().week(), 0, 0)
+            }),
+            (self.keep_monthly, "monthly", |t| {
+                (t.year(), t.month(), 0, 0)
+            }),
             (self.keep_yearly, "yearly", |t| (t.year(), 0, 0, 0)),
         ];
         for (count, why, period_of) in periods {
@@ -140,7 +152,11 @@ mod tests {
 
     #[test]
     fn last_and_daily() {
-        let r = Retention { keep_last: Some(2), keep_daily: Some(3), ..Default::default() };
+        let r = Retention {
+            keep_last: Some(2),
+            keep_daily: Some(3),
+            ..Default::default()
+        };
         let d = r.evaluate(&snaps(), at(2026, 3, 11, 0));
         let kept: Vec<u64> = d.keep.keys().copied().collect();
         // Last two (39, 38) and the newest of each of the last three days (39, 35, 31).
@@ -151,7 +167,10 @@ mod tests {
 
     #[test]
     fn within_counts_from_now() {
-        let r = Retention { keep_within_days: Some(2), ..Default::default() };
+        let r = Retention {
+            keep_within_days: Some(2),
+            ..Default::default()
+        };
         let d = r.evaluate(&snaps(), at(2026, 3, 11, 0));
         assert_eq!(d.keep.len(), 8, "days 9 and 10, four each");
     }
@@ -159,9 +178,17 @@ mod tests {
     #[test]
     fn parse_errors_name_file_and_field() {
         let err = parse_retention("prod.toml", "[retention]\nkeep-dayly = 3\n").unwrap_err();
-        assert!(err.to_string().contains("prod.toml") && err.to_string().contains("keep-dayly"), "{err}");
+        assert!(
+            err.to_string().contains("prod.toml") && err.to_string().contains("keep-dayly"),
+            "{err}"
+        );
         let err = parse_retention("prod.toml", "[retention]\nkeep-last = 0\n").unwrap_err();
-        assert_eq!(err, PolicyError::KeepsNothing { file: "prod.toml".into() });
+        assert_eq!(
+            err,
+            PolicyError::KeepsNothing {
+                file: "prod.toml".into()
+            }
+        );
         let ok = parse_retention("p", "[retention]\nkeep-last = 7\nkeep-monthly = 12\n").unwrap();
         assert_eq!((ok.keep_last, ok.keep_monthly), (Some(7), Some(12)));
     }

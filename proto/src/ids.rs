@@ -24,12 +24,18 @@ impl BlobId {
     pub fn from_slice(field: &'static str, bytes: &[u8]) -> Result<Self, BadId> {
         <[u8; ID_LEN]>::try_from(bytes)
             .map(BlobId)
-            .map_err(|_| BadId { field, len: bytes.len() })
+            .map_err(|_| BadId {
+                field,
+                len: bytes.len(),
+            })
     }
 
     /// Parses 64 hex digits.
     pub fn from_hex(field: &'static str, text: &str) -> Result<Self, BadId> {
-        let bytes = hex::decode(text).map_err(|_| BadId { field, len: text.len() / 2 })?;
+        let bytes = hex::decode(text).map_err(|_| BadId {
+            field,
+            len: text.len() / 2,
+        })?;
         Self::from_slice(field, &bytes)
     }
 

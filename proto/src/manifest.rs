@@ -127,11 +127,10 @@ impl ManifestDecoder {
         if cursor.len() < len {
             return Ok(None);
         }
-        let entry =
-            ManifestEntry::decode(&cursor[..len]).map_err(|e| ManifestError::Decode {
-                index: self.index,
-                reason: e.to_string(),
-            })?;
+        let entry = ManifestEntry::decode(&cursor[..len]).map_err(|e| ManifestError::Decode {
+            index: self.index,
+            reason: e.to_string(),
+        })?;
         self.pos += header + len;
         self.check(&entry)?;
         self.index += 1;

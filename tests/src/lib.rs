@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 /// Path of a workspace binary, next to the test executable's `deps/` dir.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target profile dir");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -129,7 +132,10 @@ impl Site {
     /// Adds tenant, site and bucket at the hub, makes a key, writes the agent config.
     pub fn create(hub: &Hub, dir: &Path, source: &Path, site: &str, bucket: &str) -> Site {
         std::fs::create_dir_all(dir).unwrap();
-        let tenant_exists = hub.cli(&["site", "list", "--tenant", "acme"]).status.success();
+        let tenant_exists = hub
+            .cli(&["site", "list", "--tenant", "acme"])
+            .status
+            .success();
         if !tenant_exists {
             check(&hub.cli(&["tenant", "add", "acme"]), "tenant add");
         }
@@ -147,7 +153,10 @@ impl Site {
             "site add",
         );
         let full_bucket = format!("acme/{bucket}");
-        check(&hub.cli(&["bucket", "add", &full_bucket, "--source", site]), "bucket add");
+        check(
+            &hub.cli(&["bucket", "add", &full_bucket, "--source", site]),
+            "bucket add",
+        );
         let key_file = dir.join("tenant.key");
         let config = dir.join("agent.toml");
         let site = Site {
@@ -208,7 +217,11 @@ pub fn quick_dataset() -> PathBuf {
         return out;
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/mkdata.py");
-    assert!(script.exists(), "{} is missing: the tests need ../shared beside the repo", script.display());
+    assert!(
+        script.exists(),
+        "{} is missing: the tests need ../shared beside the repo",
+        script.display()
+    );
     let tmp = target
         .join("ferry-testdata")
         .join(format!("quick.tmp{}", std::process::id()));
@@ -230,7 +243,12 @@ pub fn quick_dataset() -> PathBuf {
 
 /// `cp -a`: copies a tree keeping modes, times and links.
 pub fn copy_tree(from: &Path, to: &Path) {
-    let status = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
     assert!(status.success(), "cp -a failed");
 }
 

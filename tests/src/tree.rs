@@ -28,19 +28,41 @@ pub fn describe(root: &Path) -> BTreeMap<Vec<u8>, Node> {
     out
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Node>, inodes: &mut HashMap<u64, Vec<u8>>) {
-    let mut items: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+fn walk(
+    root: &Path,
+    dir: &Path,
+    out: &mut BTreeMap<Vec<u8>, Node>,
+    inodes: &mut HashMap<u64, Vec<u8>>,
+) {
+    let mut items: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     items.sort();
     for path in items {
         let meta = std::fs::symlink_metadata(&path).unwrap();
-        let rel = path.strip_prefix(root).unwrap().as_os_str().as_bytes().to_vec();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
         let ft = meta.file_type();
         let (kind, content) = if ft.is_dir() {
             ('d', String::new())
         } else if ft.is_symlink() {
-            ('l', String::from_utf8_lossy(std::fs::read_link(&path).unwrap().as_os_str().as_bytes()).into_owned())
+            (
+                'l',
+                String::from_utf8_lossy(std::fs::read_link(&path).unwrap().as_os_str().as_bytes())
+                    .into_owned(),
+            )
         } else {
-            ('f', blake3::hash(&std::fs::read(&path).unwrap()).to_hex().to_string())
+            (
+                'f',
+                blake3::hash(&std::fs::read(&path).unwrap())
+                    .to_hex()
+                    .to_string(),
+            )
         };
         let link_of = if kind == 'f' && meta.nlink() > 1 {
             match inodes.get(&meta.ino()) {
@@ -73,7 +95,11 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<Vec<u8>, Node>, inodes: &mut
 }
 
 /// Asserts two descriptions are equal, naming the first differences.
-pub fn assert_same(expected: &BTreeMap<Vec<u8>, Node>, actual: &BTreeMap<Vec<u8>, Node>, what: &str) {
+pub fn assert_same(
+    expected: &BTreeMap<Vec<u8>, Node>,
+    actual: &BTreeMap<Vec<u8>, Node>,
+    what: &str,
+) {
     let mut problems = Vec::new();
     for (path, node) in expected {
         match actual.get(path) {
@@ -92,7 +118,12 @@ pub fn assert_same(expected: &BTreeMap<Vec<u8>, Node>, actual: &BTreeMap<Vec<u8>
         problems.is_empty(),
         "{what}: {} differences, first ones:\n{}",
         problems.len(),
-        problems.iter().take(10).cloned().collect::<Vec<_>>().join("\n")
+        problems
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -109,7 +140,9 @@ pub fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(items) = std::fs::read_dir(&d) else { continue };
+        let Ok(items) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for item in items.flatten() {
             let path = item.path();
             match item.file_type() {

@@ -13,21 +13,39 @@ use ferry_tests::{Hub, Site, copy_tree, quick_dataset};
 fn add_metadata_cases(src: &Path) {
     std::fs::create_dir_all(src.join("extras/empty-dir")).unwrap();
     std::fs::write(src.join("extras/script.sh"), b"#!/bin/sh\necho hi\n").unwrap();
-    std::fs::set_permissions(src.join("extras/script.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        src.join("extras/script.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     std::fs::write(src.join("extras/read-only"), b"frozen").unwrap();
-    std::fs::set_permissions(src.join("extras/read-only"), std::fs::Permissions::from_mode(0o444)).unwrap();
+    std::fs::set_permissions(
+        src.join("extras/read-only"),
+        std::fs::Permissions::from_mode(0o444),
+    )
+    .unwrap();
     std::fs::write(src.join("extras/empty-file"), b"").unwrap();
     std::os::unix::fs::symlink("script.sh", src.join("extras/link-to-script")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/target", src.join("extras/dangling")).unwrap();
     std::fs::hard_link(src.join("extras/script.sh"), src.join("extras/hard-link")).unwrap();
     let odd = std::ffi::OsStr::from_bytes(b"extras/caf\xe9 name");
     std::fs::write(src.join(odd), b"latin-1 bytes in the name").unwrap();
-    std::fs::set_permissions(src.join("extras/empty-dir"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    filetime::set_file_mtime(src.join("extras/empty-dir"), filetime::FileTime::from_unix_time(1_600_000_000, 5)).unwrap();
+    std::fs::set_permissions(
+        src.join("extras/empty-dir"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    filetime::set_file_mtime(
+        src.join("extras/empty-dir"),
+        filetime::FileTime::from_unix_time(1_600_000_000, 5),
+    )
+    .unwrap();
 }
 
 fn n(report: &serde_json::Value, field: &str) -> u64 {
-    report[field].as_u64().unwrap_or_else(|| panic!("report has no {field}: {report}"))
+    report[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("report has no {field}: {report}"))
 }
 
 #[test]
@@ -48,13 +66,24 @@ fn directory_backup_change_incremental_and_restores() {
     let state1 = describe(&src);
     let files = state1.values().filter(|n| n.kind == 'f').count() as u64;
     assert_eq!(n(&first, "files"), files);
-    assert_eq!(n(&first, "files_read"), files - 1, "the hard link is not read twice");
+    assert_eq!(
+        n(&first, "files_read"),
+        files - 1,
+        "the hard link is not read twice"
+    );
     assert!(n(&first, "chunks_sent") > 0);
     assert!(first["skipped"].as_array().unwrap().is_empty(), "{first}");
     let repo_after_first = hub.pool_bytes();
-    let source_bytes: u64 = state1.values().filter(|n| n.kind == 'f' && n.link_of.is_none()).map(|n| n.size).sum();
+    let source_bytes: u64 = state1
+        .values()
+        .filter(|n| n.kind == 'f' && n.link_of.is_none())
+        .map(|n| n.size)
+        .sum();
     println!("source {source_bytes} bytes; repo after first backup {repo_after_first} bytes");
-    assert!(repo_after_first < source_bytes, "compression should save something on this data");
+    assert!(
+        repo_after_first < source_bytes,
+        "compression should save something on this data"
+    );
 
     // A time between the two snapshots, for --at.
     std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -80,14 +109,28 @@ fn directory_backup_change_incremental_and_restores() {
     assert_eq!(n(&second, "files_read"), 3, "{second}");
     let repo_after_second = hub.pool_bytes();
     let growth = repo_after_second - repo_after_first;
-    println!("repo after second backup {repo_after_second} bytes (growth {growth} bytes, big file {} bytes)", bytes.len());
+    println!(
+        "repo after second backup {repo_after_second} bytes (growth {growth} bytes, big file {} bytes)",
+        bytes.len()
+    );
     assert!(n(&second, "chunks_deduplicated") > 0);
-    assert!(growth < 16 << 20, "an edit in one file stored {growth} bytes");
+    assert!(
+        growth < 16 << 20,
+        "an edit in one file stored {growth} bytes"
+    );
 
     // Snapshots listing.
-    let listing: serde_json::Value =
-        serde_json::from_str(&ferry_tests::check(&site.agent(&["--json", "snapshots"]), "snapshots")).unwrap();
-    let seqs: Vec<u64> = listing.as_array().unwrap().iter().map(|s| s["seq"].as_u64().unwrap()).collect();
+    let listing: serde_json::Value = serde_json::from_str(&ferry_tests::check(
+        &site.agent(&["--json", "snapshots"]),
+        "snapshots",
+    ))
+    .unwrap();
+    let seqs: Vec<u64> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, vec![n(&first, "seq"), n(&second, "seq")]);
 
     // Latest restore matches the current tree byte for byte, with metadata.

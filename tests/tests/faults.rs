@@ -33,13 +33,20 @@ fn hub_killed_mid_backup_then_rerun_sends_only_the_rest() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while hub.pack_files().len() < 3 {
         assert!(Instant::now() < deadline, "no packs appeared");
-        assert!(agent.try_wait().unwrap().is_none(), "backup finished before the kill could happen");
+        assert!(
+            agent.try_wait().unwrap().is_none(),
+            "backup finished before the kill could happen"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     hub.kill9();
     let out = agent.wait_with_output().unwrap();
     assert!(!out.status.success(), "backup must fail when its hub dies");
-    assert!(stderr(&out).contains("hub"), "error should name the hub: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("hub"),
+        "error should name the hub: {}",
+        stderr(&out)
+    );
     let stored_before = hub.pool_bytes();
     assert!(stored_before > 0);
 
@@ -49,7 +56,10 @@ fn hub_killed_mid_backup_then_rerun_sends_only_the_rest() {
     let rerun = site.backup();
     let deduplicated = rerun["chunks_deduplicated"].as_u64().unwrap();
     let sent = rerun["chunks_sent"].as_u64().unwrap();
-    assert!(deduplicated > 0, "chunks stored before the kill must not be sent again: {rerun}");
+    assert!(
+        deduplicated > 0,
+        "chunks stored before the kill must not be sent again: {rerun}"
+    );
 
     // A fresh bucket from the same data sends everything: the rerun sent less.
     let full_dir = work.path().join("site-full");
@@ -60,7 +70,11 @@ fn hub_killed_mid_backup_then_rerun_sends_only_the_rest() {
 
     let restored = work.path().join("restored");
     site.restore(&restored, &[]);
-    assert_same(&describe(&src), &describe(&restored), "restore after hub crash");
+    assert_same(
+        &describe(&src),
+        &describe(&restored),
+        "restore after hub crash",
+    );
 }
 
 #[test]
@@ -76,13 +90,25 @@ fn bad_credentials_keys_and_configs_give_clear_errors() {
     std::fs::write(site.dir.join("site.token"), "ferry_site_0000").unwrap();
     let out = site.agent(&["backup"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("unknown site token"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown site token"),
+        "{}",
+        stderr(&out)
+    );
 
     // A token from another tenant's site cannot see this bucket.
     check(&hub.cli(&["tenant", "add", "other"]), "tenant add");
     let other_token = site.dir.join("other.token");
     check(
-        &hub.cli(&["site", "add", "--tenant", "other", "intruder", "--token-file", other_token.to_str().unwrap()]),
+        &hub.cli(&[
+            "site",
+            "add",
+            "--tenant",
+            "other",
+            "intruder",
+            "--token-file",
+            other_token.to_str().unwrap(),
+        ]),
         "site add",
     );
     std::fs::copy(&other_token, site.dir.join("site.token")).unwrap();
@@ -92,13 +118,31 @@ fn bad_credentials_keys_and_configs_give_clear_errors() {
 
     // Back to a valid token (added fresh), then a write-only key: backup works, restore refuses.
     check(
-        &hub.cli(&["site", "add", "--tenant", "acme", "site-b", "--token-file", site.dir.join("site.token").to_str().unwrap()]),
+        &hub.cli(&[
+            "site",
+            "add",
+            "--tenant",
+            "acme",
+            "site-b",
+            "--token-file",
+            site.dir.join("site.token").to_str().unwrap(),
+        ]),
         "site add",
     );
-    check(&hub.cli(&["bucket", "add", "acme/wo", "--source", "site-b"]), "bucket add");
+    check(
+        &hub.cli(&["bucket", "add", "acme/wo", "--source", "site-b"]),
+        "bucket add",
+    );
     let public = site.dir.join("public.key");
     check(
-        &site.agent(&["key", "public", "--key", site.key_file.to_str().unwrap(), "--out", public.to_str().unwrap()]),
+        &site.agent(&[
+            "key",
+            "public",
+            "--key",
+            site.key_file.to_str().unwrap(),
+            "--out",
+            public.to_str().unwrap(),
+        ]),
         "key public",
     );
     let config = std::fs::read_to_string(&site.config)
@@ -110,14 +154,21 @@ fn bad_credentials_keys_and_configs_give_clear_errors() {
     let out = site.agent(&["restore", "--to", work.path().join("r").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("write-only"), "{}", stderr(&out));
-    assert!(!work.path().join("r").exists(), "a refused restore creates nothing");
+    assert!(
+        !work.path().join("r").exists(),
+        "a refused restore creates nothing"
+    );
 
     // Truncated key file: error names the file.
     let full_key = std::fs::read_to_string(&site.key_file).unwrap();
     std::fs::write(&public, &full_key[..full_key.len() / 2]).unwrap();
     let out = site.agent(&["snapshots"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains(public.to_str().unwrap()), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(public.to_str().unwrap()),
+        "{}",
+        stderr(&out)
+    );
 
     // Unknown config field: error names the file and the field.
     std::fs::write(&site.config, "hub = \"http://127.0.0.1:1\"\nkey-file = \"k\"\nstate-dir = \"s\"\ntoken = \"inline-secret\"\n").unwrap();
@@ -151,12 +202,23 @@ fn restore_refuses_a_tampered_pack() {
 
     let target = work.path().join("restored");
     let out = site.agent(&["restore", "--to", target.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "a tampered pack must fail the restore");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a tampered pack must fail the restore"
+    );
     let err = stderr(&out);
-    assert!(err.contains("chunk") && (err.contains("decrypt") || err.contains("tampered")), "{err}");
+    assert!(
+        err.contains("chunk") && (err.contains("decrypt") || err.contains("tampered")),
+        "{err}"
+    );
     let restored = target.join("big.bin");
     if restored.exists() {
-        assert_ne!(std::fs::read(&restored).unwrap(), content, "no silent success");
+        assert_ne!(
+            std::fs::read(&restored).unwrap(),
+            content,
+            "no silent success"
+        );
     }
 }
 
@@ -168,7 +230,13 @@ fn journal_is_not_trusted_when_the_hub_lacks_its_chunks() {
     std::fs::write(src.join("a.bin"), ferry_tests::noise(700_000, 3)).unwrap();
     std::fs::write(src.join("b.txt"), b"bee").unwrap();
     let first_hub = Hub::start(&work.path().join("hub1"));
-    let site = Site::create(&first_hub, &work.path().join("site"), &src, "site-a", "docs");
+    let site = Site::create(
+        &first_hub,
+        &work.path().join("site"),
+        &src,
+        "site-a",
+        "docs",
+    );
     site.backup();
     drop(first_hub);
 
@@ -178,14 +246,33 @@ fn journal_is_not_trusted_when_the_hub_lacks_its_chunks() {
     check(&second_hub.cli(&["tenant", "add", "acme"]), "tenant add");
     std::fs::remove_file(site.dir.join("site.token")).unwrap();
     check(
-        &second_hub.cli(&["site", "add", "--tenant", "acme", "site-a", "--token-file", site.dir.join("site.token").to_str().unwrap()]),
+        &second_hub.cli(&[
+            "site",
+            "add",
+            "--tenant",
+            "acme",
+            "site-a",
+            "--token-file",
+            site.dir.join("site.token").to_str().unwrap(),
+        ]),
         "site add",
     );
-    check(&second_hub.cli(&["bucket", "add", "acme/docs", "--source", "site-a"]), "bucket add");
+    check(
+        &second_hub.cli(&["bucket", "add", "acme/docs", "--source", "site-a"]),
+        "bucket add",
+    );
     site.write_config(&second_hub.url(), &src);
     let report = site.backup();
-    assert_eq!(report["files_read"].as_u64(), Some(2), "every file read again: {report}");
+    assert_eq!(
+        report["files_read"].as_u64(),
+        Some(2),
+        "every file read again: {report}"
+    );
     let restored = work.path().join("restored");
     site.restore(&restored, &[]);
-    assert_same(&describe(&src), &describe(&restored), "restore from the second hub");
+    assert_same(
+        &describe(&src),
+        &describe(&restored),
+        "restore from the second hub",
+    );
 }

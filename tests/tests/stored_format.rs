@@ -46,8 +46,18 @@ fn stock_age_decrypts_stored_chunks() {
         assert_eq!(BlobId::of_public(header), *header_id);
         let file = work.path().join(format!("{id}.age"));
         std::fs::write(&file, [header.as_slice(), payload.as_slice()].concat()).unwrap();
-        let out = Command::new(&age).arg("-d").arg("-i").arg(&identity).arg(&file).output().unwrap();
-        assert!(out.status.success(), "age -d failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(&age)
+            .arg("-d")
+            .arg("-i")
+            .arg(&identity)
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "age -d failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let plaintext = if flags & FLAG_ZSTD != 0 {
             checked.1 += 1;
             zstd::decode_all(out.stdout.as_slice()).unwrap()
@@ -55,10 +65,18 @@ fn stock_age_decrypts_stored_chunks() {
             checked.0 += 1;
             out.stdout
         };
-        assert_eq!(BlobId(keys.chunk_id(&plaintext)), *id, "age output is the chunk's plaintext");
+        assert_eq!(
+            BlobId(keys.chunk_id(&plaintext)),
+            *id,
+            "age output is the chunk's plaintext"
+        );
         assert!(plaintext == noise || text_matches(&plaintext));
     }
-    assert_eq!(checked, (1, 1), "one raw and one compressed chunk decrypted");
+    assert_eq!(
+        checked,
+        (1, 1),
+        "one raw and one compressed chunk decrypted"
+    );
 }
 
 fn text_matches(plain: &[u8]) -> bool {
@@ -80,12 +98,30 @@ fn hub_links_no_age_and_holds_no_key() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
     let out = Command::new(cargo)
-        .args(["tree", "--offline", "-p", "ferry-hub", "-e", "normal,build", "--prefix", "none", "--manifest-path", manifest])
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "ferry-hub",
+            "-e",
+            "normal,build",
+            "--prefix",
+            "none",
+            "--manifest-path",
+            manifest,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tree = String::from_utf8_lossy(&out.stdout);
-    assert!(tree.contains("ferry-proto"), "unexpected tree output:\n{tree}");
+    assert!(
+        tree.contains("ferry-proto"),
+        "unexpected tree output:\n{tree}"
+    );
     for line in tree.lines() {
         let name = line.split_whitespace().next().unwrap_or("");
         assert!(

@@ -22,7 +22,11 @@ fn collect(source: &dyn Source) -> Result<Vec<SourceEntry>, SourceError> {
         seen.push(e);
         Ok(())
     })?;
-    assert!(skipped.is_empty(), "{}: unexpected skips {skipped:?}", source.describe());
+    assert!(
+        skipped.is_empty(),
+        "{}: unexpected skips {skipped:?}",
+        source.describe()
+    );
     Ok(seen)
 }
 
@@ -52,7 +56,13 @@ pub fn scan_finds_every_file_in_tree_order(source: &dyn Source) {
     }
     for (path, content) in FIXTURE {
         let found: Vec<_> = seen.iter().filter(|e| e.path == path.as_bytes()).collect();
-        assert_eq!(found.len(), 1, "{}: {path} found {} times", source.describe(), found.len());
+        assert_eq!(
+            found.len(),
+            1,
+            "{}: {path} found {} times",
+            source.describe(),
+            found.len()
+        );
         assert_eq!(found[0].kind, EntryKind::File);
         assert_eq!(found[0].stamp.size, content.len() as u64, "{path}");
         assert_eq!(read_all(source, found[0]), *content, "{path}");
@@ -66,7 +76,11 @@ pub fn visitor_can_stop_the_scan(source: &dyn Source) {
         count += 1;
         Err(SourceError::Stopped("enough".into()))
     });
-    assert!(matches!(result, Err(SourceError::Stopped(_))), "{}", source.describe());
+    assert!(
+        matches!(result, Err(SourceError::Stopped(_))),
+        "{}",
+        source.describe()
+    );
     assert_eq!(count, 1);
 }
 
@@ -114,7 +128,10 @@ mod tests {
         std::fs::write(dir.path().join(odd), b"latin-1 name").unwrap();
         std::os::unix::fs::symlink("a.txt", dir.path().join("link")).unwrap();
         let fifo = dir.path().join("pipe");
-        let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
         assert!(status.success());
         let source = DirSource::new(dir.path());
         let mut seen = Vec::new();
@@ -128,6 +145,9 @@ mod tests {
         assert_eq!(skipped[0].path, b"pipe");
         assert!(seen.iter().any(|e| e.path == b"caf\xe9\n.bin"));
         let link = seen.iter().find(|e| e.path == b"link").unwrap();
-        assert_eq!((link.kind, link.target.as_slice()), (EntryKind::Symlink, &b"a.txt"[..]));
+        assert_eq!(
+            (link.kind, link.target.as_slice()),
+            (EntryKind::Symlink, &b"a.txt"[..])
+        );
     }
 }

@@ -101,7 +101,10 @@ impl Source for DirSource {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gone since listed
                 Err(e) => {
-                    skipped.push(Skipped { path: rel, reason: format!("stat: {e}") });
+                    skipped.push(Skipped {
+                        path: rel,
+                        reason: format!("stat: {e}"),
+                    });
                     continue;
                 }
             };
@@ -114,7 +117,10 @@ impl Source for DirSource {
                         let target = t.as_os_str().as_bytes().to_vec();
                         visit(entry_from(rel, EntryKind::Symlink, &meta, target))?;
                     }
-                    Err(e) => skipped.push(Skipped { path: rel, reason: format!("readlink: {e}") }),
+                    Err(e) => skipped.push(Skipped {
+                        path: rel,
+                        reason: format!("readlink: {e}"),
+                    }),
                 }
             } else if ft.is_dir() {
                 match self.sorted_children(&rel, &mut skipped) {
@@ -122,9 +128,10 @@ impl Source for DirSource {
                         visit(entry_from(rel.clone(), EntryKind::Dir, &meta, Vec::new()))?;
                         stack.push((rel, children.into_iter()));
                     }
-                    Err(SourceError::Io { source, .. }) => {
-                        skipped.push(Skipped { path: rel, reason: format!("list: {source}") })
-                    }
+                    Err(SourceError::Io { source, .. }) => skipped.push(Skipped {
+                        path: rel,
+                        reason: format!("list: {source}"),
+                    }),
                     Err(e) => return Err(e),
                 }
             } else {
@@ -157,8 +164,16 @@ impl Source for DirSource {
 }
 
 impl DirSource {
-    fn sorted_children(&self, rel: &[u8], skipped: &mut Vec<Skipped>) -> Result<Vec<Vec<u8>>, SourceError> {
-        let full = if rel.is_empty() { self.root.clone() } else { self.full_path(rel) };
+    fn sorted_children(
+        &self,
+        rel: &[u8],
+        skipped: &mut Vec<Skipped>,
+    ) -> Result<Vec<Vec<u8>>, SourceError> {
+        let full = if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.full_path(rel)
+        };
         let reader = fs::read_dir(&full).map_err(|e| self.io_err("list", &full, e))?;
         let mut names = Vec::new();
         for item in reader {

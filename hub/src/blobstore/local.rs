@@ -5,6 +5,10 @@
 //! final name and the directory is fsynced, so an object is never seen half
 //! written and survives a crash once `put` returns. All file I/O runs on
 //! Tokio's blocking pool.
+//!
+//! Unlike S3, a name cannot be both an object and a prefix of other objects
+//! (`a` and `a/b`): a file and a directory cannot share a path. Pool layouts
+//! (`packs/xx/<name>.pack`) never need that.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -28,7 +32,9 @@ impl LocalDirStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, BlobStoreError> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(io_err("create store directory", &root))?;
-        Ok(Self { root: Arc::new(root) })
+        Ok(Self {
+            root: Arc::new(root),
+        })
     }
 
     /// The directory this store lives in.
@@ -39,7 +45,9 @@ impl LocalDirStore {
     /// Maps a validated object name to its path under the root.
     fn path_for(&self, name: &str) -> Result<PathBuf, BlobStoreError> {
         validate_name(name)?;
-        Ok(name.split('/').fold(self.root.to_path_buf(), |p, c| p.join(c)))
+        Ok(name
+            .split('/')
+            .fold(self.root.to_path_buf(), |p, c| p.join(c)))
     }
 
     /// Runs blocking file I/O on Tokio's blocking pool.
@@ -59,7 +67,11 @@ impl LocalDirStore {
 }
 
 impl BlobStore for LocalDirStore {
-    fn put<'a>(&'a self, name: &'a str, data: Vec<u8>) -> BoxFuture<'a, Result<(), BlobStoreError>> {
+    fn put<'a>(
+        &'a self,
+        name: &'a str,
+        data: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), BlobStoreError>> {
         Box::pin(async move {
             let path = self.path_for(name)?;
             let root = Arc::clone(&self.root);
@@ -100,10 +112,10 @@ impl BlobStore for LocalDirStore {
     fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, BlobStoreError>> {
         Box::pin(async move {
             let root = Arc::clone(&self.root);
-            let prefix = prefix.to_owned();
-            Self::blocking("list", &prefix.clone(), move || {
+            let owned_prefix = prefix.to_owned();
+            Self::blocking("list", prefix, move || {
                 let mut names = Vec::new();
-                list_dir(&root, "", &prefix, &mut names)?;
+                list_dir(&root, "", &owned_prefix, &mut names)?;
                 names.sort();
                 Ok(names)
             })
@@ -127,8 +139,7 @@ impl BlobStore for LocalDirStore {
         Box::pin(async move {
             let path = self.path_for(name)?;
             let owned = name.to_owned();
-            Self::blocking("size", name, move || Ok(open_object(&owned, &path)?.1))
-            .await
+            Self::blocking("size", name, move || Ok(open_object(&owned, &path)?.1)).await
         })
     }
 }
@@ -141,7 +152,8 @@ fn put_blocking(root: &Path, path: &Path, data: &[u8]) -> Result<(), BlobStoreEr
     let tmp = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
     let result = (|| {
         let mut file = File::create_new(&tmp).map_err(io_err("create temp file", &tmp))?;
-        file.write_all(data).map_err(io_err("write temp file", &tmp))?;
+        file.write_all(data)
+            .map_err(io_err("write temp file", &tmp))?;
         file.sync_all().map_err(io_err("fsync temp file", &tmp))?;
         fs::rename(&tmp, path).map_err(io_err("rename temp file to", path))?;
         sync_dir(dir)
@@ -175,12 +187,19 @@ fn open_object(name: &str, path: &Path) -> Result<(File, u64), BlobStoreError> {
     let file = File::open(path).map_err(|e| not_found_or(e, name, "open", path))?;
     let meta = file.metadata().map_err(io_err("stat", path))?;
     if !meta.is_file() {
-        return Err(BlobStoreError::NotFound { name: name.to_owned() });
+        return Err(BlobStoreError::NotFound {
+            name: name.to_owned(),
+        });
     }
     Ok((file, meta.len()))
 }
 
-fn get_range_blocking(name: &str, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, BlobStoreError> {
+fn get_range_blocking(
+    name: &str,
+    path: &Path,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, BlobStoreError> {
     let (mut file, size) = open_object(name, path)?;
     let out_of_range = || BlobStoreError::OutOfRange {
         name: name.to_owned(),
@@ -192,7 +211,8 @@ fn get_range_blocking(name: &str, path: &Path, offset: u64, len: u64) -> Result<
         return Err(out_of_range());
     }
     let len_usize = usize::try_from(len).map_err(|_| out_of_range())?;
-    file.seek(SeekFrom::Start(offset)).map_err(io_err("seek", path))?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(io_err("seek", path))?;
     let mut buf = vec![0u8; len_usize];
     file.read_exact(&mut buf).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -208,7 +228,12 @@ fn get_range_blocking(name: &str, path: &Path, offset: u64, len: u64) -> Result<
 /// Appends to `out` the names of the files under `dir` (whose object-name
 /// prefix is `rel`) that start with `prefix`. Skips dot entries (temp files)
 /// and anything that is not a valid object name.
-fn list_dir(dir: &Path, rel: &str, prefix: &str, out: &mut Vec<String>) -> Result<(), BlobStoreError> {
+fn list_dir(
+    dir: &Path,
+    rel: &str,
+    prefix: &str,
+    out: &mut Vec<String>,
+) -> Result<(), BlobStoreError> {
     let entries = fs::read_dir(dir).map_err(io_err("list directory", dir))?;
     for entry in entries {
         let entry = entry.map_err(io_err("list directory", dir))?;
@@ -219,7 +244,11 @@ fn list_dir(dir: &Path, rel: &str, prefix: &str, out: &mut Vec<String>) -> Resul
         if file_name.starts_with('.') {
             continue;
         }
-        let name = if rel.is_empty() { file_name } else { format!("{rel}/{file_name}") };
+        let name = if rel.is_empty() {
+            file_name
+        } else {
+            format!("{rel}/{file_name}")
+        };
         // Only descend where some name below could still match the prefix.
         let could_match = name.starts_with(prefix) || prefix.starts_with(&format!("{name}/"));
         if !could_match {
@@ -256,7 +285,9 @@ fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BlobStoreE
 
 fn not_found_or(e: io::Error, name: &str, op: &'static str, path: &Path) -> BlobStoreError {
     if e.kind() == io::ErrorKind::NotFound {
-        BlobStoreError::NotFound { name: name.to_owned() }
+        BlobStoreError::NotFound {
+            name: name.to_owned(),
+        }
     } else {
         io_err(op, path)(e)
     }
@@ -285,7 +316,10 @@ mod tests {
     async fn put_leaves_no_temp_files_and_maps_names_to_paths() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalDirStore::open(dir.path()).unwrap();
-        store.put("packs/ab/abcd.pack", b"x".to_vec()).await.unwrap();
+        store
+            .put("packs/ab/abcd.pack", b"x".to_vec())
+            .await
+            .unwrap();
         let packs = dir.path().join("packs").join("ab");
         let names: Vec<_> = fs::read_dir(&packs)
             .unwrap()

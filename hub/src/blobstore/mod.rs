@@ -48,7 +48,8 @@ pub trait BlobStore: Send + Sync {
     /// [`BlobStoreError::InvalidName`] for a bad name; [`BlobStoreError::Io`]
     /// or [`BlobStoreError::Backend`] if the write or its sync fails, in which
     /// case the object may or may not exist but is never partial.
-    fn put<'a>(&'a self, name: &'a str, data: Vec<u8>) -> BoxFuture<'a, Result<(), BlobStoreError>>;
+    fn put<'a>(&'a self, name: &'a str, data: Vec<u8>)
+    -> BoxFuture<'a, Result<(), BlobStoreError>>;
 
     /// Reads the whole object `name`.
     ///
@@ -162,10 +163,9 @@ pub fn validate_name(name: &str) -> Result<(), BlobStoreError> {
         if component.starts_with('.') {
             return invalid("a path component starts with '.'");
         }
-        if !component
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
-        {
+        if !component.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        }) {
             return invalid("characters outside [a-z0-9._-]");
         }
     }
@@ -183,7 +183,19 @@ mod tests {
         }
         let long = "a".repeat(MAX_NAME_LEN + 1);
         for bad in [
-            "", "/abs", "a//b", "a/", "..", "a/../b", "./a", ".tmp", "a/.hidden", "A", "a b", "a\\b", "é",
+            "",
+            "/abs",
+            "a//b",
+            "a/",
+            "..",
+            "a/../b",
+            "./a",
+            ".tmp",
+            "a/.hidden",
+            "A",
+            "a b",
+            "a\\b",
+            "é",
             &long,
         ] {
             assert!(

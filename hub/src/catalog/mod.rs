@@ -291,7 +291,12 @@ pub trait Catalog: Send + Sync {
     ///
     /// `Invalid` for a bad name, `NotFound` for an unknown tenant,
     /// `AlreadyExists` if the name or the token hash is taken.
-    fn create_site(&self, tenant: TenantId, name: &str, token_hash: &[u8; 32]) -> Result<SiteId, CatalogError>;
+    fn create_site(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        token_hash: &[u8; 32],
+    ) -> Result<SiteId, CatalogError>;
 
     /// The site authenticating with `token_hash`.
     ///
@@ -322,7 +327,12 @@ pub trait Catalog: Send + Sync {
     /// `Invalid` for a bad name or a source site of another tenant,
     /// `NotFound` for an unknown tenant or site, `AlreadyExists` if the name
     /// is taken.
-    fn create_bucket(&self, tenant: TenantId, name: &str, source_site: SiteId) -> Result<BucketId, CatalogError>;
+    fn create_bucket(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        source_site: SiteId,
+    ) -> Result<BucketId, CatalogError>;
 
     /// Looks a bucket up by tenant and name.
     ///
@@ -436,7 +446,12 @@ pub trait Catalog: Send + Sync {
     /// # Errors
     ///
     /// Storage errors, or `Corrupt` if a stored row cannot be decoded.
-    fn commits(&self, bucket: BucketId, after_seq: u64, limit: usize) -> Result<Vec<Commit>, CatalogError>;
+    fn commits(
+        &self,
+        bucket: BucketId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Commit>, CatalogError>;
 
     /// The commit of `bucket` with sequence number `seq`.
     ///
@@ -451,8 +466,11 @@ pub trait Catalog: Send + Sync {
     /// # Errors
     ///
     /// Storage errors, or `Corrupt` if the stored row cannot be decoded.
-    fn latest_commit_at_or_before(&self, bucket: BucketId, time_unix_ms: i64)
-    -> Result<Option<Commit>, CatalogError>;
+    fn latest_commit_at_or_before(
+        &self,
+        bucket: BucketId,
+        time_unix_ms: i64,
+    ) -> Result<Option<Commit>, CatalogError>;
 }
 
 #[cfg(test)]
@@ -466,7 +484,16 @@ mod tests {
         }
         for bad in ["", "A", "a b", "a/b", "é", &"a".repeat(64)] {
             let err = validate_name("tenant.name", bad).unwrap_err();
-            assert!(matches!(err, CatalogError::Invalid { field: "tenant.name", .. }), "{bad:?}");
+            assert!(
+                matches!(
+                    err,
+                    CatalogError::Invalid {
+                        field: "tenant.name",
+                        ..
+                    }
+                ),
+                "{bad:?}"
+            );
         }
     }
 

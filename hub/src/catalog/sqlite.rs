@@ -13,11 +13,13 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ferry_proto::{BlobId, BlobKind, ID_LEN};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter};
+use rusqlite::{
+    Connection, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter,
+};
 
 use super::{
-    Bucket, BucketId, Catalog, CatalogError, Commit, CommitKind, NewCommit, PackEntry, PackRecord, Session,
-    SessionId, Site, SiteId, Tenant, TenantId, BlobLocation, validate_name,
+    BlobLocation, Bucket, BucketId, Catalog, CatalogError, Commit, CommitKind, NewCommit,
+    PackEntry, PackRecord, Session, SessionId, Site, SiteId, Tenant, TenantId, validate_name,
 };
 
 /// How long a statement waits for another process's write lock.
@@ -125,11 +127,16 @@ impl SqliteCatalog {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(CatalogError::Invalid {
                 field: "catalog journal_mode",
-                reason: format!("{}: SQLite kept journal_mode {mode:?}, not WAL", path.display()),
+                reason: format!(
+                    "{}: SQLite kept journal_mode {mode:?}, not WAL",
+                    path.display()
+                ),
             });
         }
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
         migrate(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -160,7 +167,9 @@ fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {
     )
     .map_err(sql("create schema_version"))?;
     let found: i64 = tx
-        .query_row("SELECT version FROM schema_version WHERE id = 1", [], |r| r.get(0))
+        .query_row("SELECT version FROM schema_version WHERE id = 1", [], |r| {
+            r.get(0)
+        })
         .map_err(sql("read schema version"))?;
     let supported = MIGRATIONS.len() as i64;
     if found > supported {
@@ -173,8 +182,11 @@ fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {
     for sql_text in &MIGRATIONS[from..] {
         tx.execute_batch(sql_text).map_err(sql("migrate schema"))?;
     }
-    tx.execute("UPDATE schema_version SET version = ?1 WHERE id = 1", [supported])
-        .map_err(sql("write schema version"))?;
+    tx.execute(
+        "UPDATE schema_version SET version = ?1 WHERE id = 1",
+        [supported],
+    )
+    .map_err(sql("write schema version"))?;
     tx.commit().map_err(sql("commit schema migration"))
 }
 
@@ -253,11 +265,17 @@ fn for_each_in_batches(
 /// The ids among `ids` that are stored.
 fn stored_ids(conn: &Connection, ids: &[BlobId]) -> Result<HashSet<BlobId>, CatalogError> {
     let mut found = HashSet::with_capacity(ids.len());
-    for_each_in_batches(conn, "look up blobs", "SELECT id FROM blobs WHERE id", ids, |row| {
-        let raw: Vec<u8> = row.get(0).map_err(sql("read blob id"))?;
-        found.insert(blob_id("blobs.id", &raw)?);
-        Ok(())
-    })?;
+    for_each_in_batches(
+        conn,
+        "look up blobs",
+        "SELECT id FROM blobs WHERE id",
+        ids,
+        |row| {
+            let raw: Vec<u8> = row.get(0).map_err(sql("read blob id"))?;
+            found.insert(blob_id("blobs.id", &raw)?);
+            Ok(())
+        },
+    )?;
     Ok(found)
 }
 
@@ -343,7 +361,9 @@ fn query_commits(
     params: impl rusqlite::Params,
 ) -> Result<Vec<Commit>, CatalogError> {
     let mut stmt = conn
-        .prepare_cached(&format!("SELECT {COMMIT_COLUMNS} FROM commits WHERE {where_clause}"))
+        .prepare_cached(&format!(
+            "SELECT {COMMIT_COLUMNS} FROM commits WHERE {where_clause}"
+        ))
         .map_err(sql(op))?;
     let raws = stmt
         .query_map(params, raw_commit_row)
@@ -355,26 +375,30 @@ fn query_commits(
 
 /// The tenant of site `id`, or NotFound.
 fn site_tenant(tx: &Connection, id: SiteId) -> Result<TenantId, CatalogError> {
-    tx.query_row("SELECT tenant_id FROM sites WHERE id = ?1", [id.0], |r| r.get(0))
-        .optional()
-        .map_err(sql("look up site"))?
-        .map(TenantId)
-        .ok_or_else(|| CatalogError::NotFound {
-            what: "site",
-            key: id.to_string(),
-        })
+    tx.query_row("SELECT tenant_id FROM sites WHERE id = ?1", [id.0], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map_err(sql("look up site"))?
+    .map(TenantId)
+    .ok_or_else(|| CatalogError::NotFound {
+        what: "site",
+        key: id.to_string(),
+    })
 }
 
 /// The tenant of bucket `id`, or NotFound.
 fn bucket_tenant(tx: &Connection, id: BucketId) -> Result<TenantId, CatalogError> {
-    tx.query_row("SELECT tenant_id FROM buckets WHERE id = ?1", [id.0], |r| r.get(0))
-        .optional()
-        .map_err(sql("look up bucket"))?
-        .map(TenantId)
-        .ok_or_else(|| CatalogError::NotFound {
-            what: "bucket",
-            key: id.to_string(),
-        })
+    tx.query_row("SELECT tenant_id FROM buckets WHERE id = ?1", [id.0], |r| {
+        r.get(0)
+    })
+    .optional()
+    .map_err(sql("look up bucket"))?
+    .map(TenantId)
+    .ok_or_else(|| CatalogError::NotFound {
+        what: "bucket",
+        key: id.to_string(),
+    })
 }
 
 fn check_pack_record(pack: &PackRecord, entries: &[PackEntry]) -> Result<i64, CatalogError> {
@@ -387,7 +411,10 @@ fn check_pack_record(pack: &PackRecord, entries: &[PackEntry]) -> Result<i64, Ca
     validate_name("pack.pool", &pack.pool)?;
     let size = to_i64("pack.size", pack.size)?;
     for e in entries {
-        if e.offset.checked_add(u64::from(e.length)).is_none_or(|end| end > pack.size) {
+        if e.offset
+            .checked_add(u64::from(e.length))
+            .is_none_or(|end| end > pack.size)
+        {
             return Err(CatalogError::Invalid {
                 field: "pack entry",
                 reason: format!(
@@ -424,22 +451,35 @@ impl Catalog for SqliteCatalog {
 
     fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, CatalogError> {
         self.conn()
-            .query_row("SELECT id, name FROM tenants WHERE name = ?1", [name], |r| {
-                Ok(Tenant {
-                    id: TenantId(r.get(0)?),
-                    name: r.get(1)?,
-                })
-            })
+            .query_row(
+                "SELECT id, name FROM tenants WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(Tenant {
+                        id: TenantId(r.get(0)?),
+                        name: r.get(1)?,
+                    })
+                },
+            )
             .optional()
             .map_err(sql("look up tenant"))
     }
 
-    fn create_site(&self, tenant: TenantId, name: &str, token_hash: &[u8; 32]) -> Result<SiteId, CatalogError> {
+    fn create_site(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        token_hash: &[u8; 32],
+    ) -> Result<SiteId, CatalogError> {
         validate_name("site.name", name)?;
         let mut conn = self.conn();
         let tx = write_tx(&mut conn)?;
         let tenant_exists = tx
-            .query_row("SELECT 1 FROM tenants WHERE id = ?1", [tenant.0], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM tenants WHERE id = ?1",
+                [tenant.0],
+                |_| Ok(()),
+            )
             .optional()
             .map_err(sql("look up tenant"))?;
         if tenant_exists.is_none() {
@@ -463,7 +503,11 @@ impl Catalog for SqliteCatalog {
             });
         }
         let token_taken = tx
-            .query_row("SELECT 1 FROM sites WHERE token_hash = ?1", [&token_hash[..]], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM sites WHERE token_hash = ?1",
+                [&token_hash[..]],
+                |_| Ok(()),
+            )
             .optional()
             .map_err(sql("look up site token"))?;
         if token_taken.is_some() {
@@ -496,7 +540,11 @@ impl Catalog for SqliteCatalog {
 
     fn site(&self, id: SiteId) -> Result<Option<Site>, CatalogError> {
         self.conn()
-            .query_row(&format!("SELECT {SITE_COLUMNS} FROM sites WHERE id = ?1"), [id.0], site_row)
+            .query_row(
+                &format!("SELECT {SITE_COLUMNS} FROM sites WHERE id = ?1"),
+                [id.0],
+                site_row,
+            )
             .optional()
             .map_err(sql("look up site"))
     }
@@ -504,7 +552,9 @@ impl Catalog for SqliteCatalog {
     fn list_sites(&self, tenant: TenantId) -> Result<Vec<Site>, CatalogError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached(&format!("SELECT {SITE_COLUMNS} FROM sites WHERE tenant_id = ?1 ORDER BY name"))
+            .prepare_cached(&format!(
+                "SELECT {SITE_COLUMNS} FROM sites WHERE tenant_id = ?1 ORDER BY name"
+            ))
             .map_err(sql("list sites"))?;
         stmt.query_map([tenant.0], site_row)
             .map_err(sql("list sites"))?
@@ -512,12 +562,21 @@ impl Catalog for SqliteCatalog {
             .map_err(sql("list sites"))
     }
 
-    fn create_bucket(&self, tenant: TenantId, name: &str, source_site: SiteId) -> Result<BucketId, CatalogError> {
+    fn create_bucket(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        source_site: SiteId,
+    ) -> Result<BucketId, CatalogError> {
         validate_name("bucket.name", name)?;
         let mut conn = self.conn();
         let tx = write_tx(&mut conn)?;
         let tenant_exists = tx
-            .query_row("SELECT 1 FROM tenants WHERE id = ?1", [tenant.0], |_| Ok(()))
+            .query_row(
+                "SELECT 1 FROM tenants WHERE id = ?1",
+                [tenant.0],
+                |_| Ok(()),
+            )
             .optional()
             .map_err(sql("look up tenant"))?;
         if tenant_exists.is_none() {
@@ -569,7 +628,11 @@ impl Catalog for SqliteCatalog {
 
     fn bucket(&self, id: BucketId) -> Result<Option<Bucket>, CatalogError> {
         self.conn()
-            .query_row(&format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE id = ?1"), [id.0], bucket_row)
+            .query_row(
+                &format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE id = ?1"),
+                [id.0],
+                bucket_row,
+            )
             .optional()
             .map_err(sql("look up bucket"))
     }
@@ -647,7 +710,9 @@ impl Catalog for SqliteCatalog {
         let mut conn = self.conn();
         let tx = write_tx(&mut conn)?;
         let closed: Option<i64> = tx
-            .query_row("SELECT closed FROM sessions WHERE id = ?1", [id.0], |r| r.get(0))
+            .query_row("SELECT closed FROM sessions WHERE id = ?1", [id.0], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(sql("look up session"))?;
         match closed {
@@ -829,9 +894,11 @@ impl Catalog for SqliteCatalog {
         raws.into_iter()
             .map(|(name, pool, size, hash)| {
                 Ok(PackRecord {
-                    hash: <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| CatalogError::Corrupt {
-                        what: "packs.hash",
-                        detail: format!("pack {name}: {} bytes, expected 32", hash.len()),
+                    hash: <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| {
+                        CatalogError::Corrupt {
+                            what: "packs.hash",
+                            detail: format!("pack {name}: {} bytes, expected 32", hash.len()),
+                        }
                     })?,
                     size: from_i64("packs.size", size)?,
                     name,
@@ -894,7 +961,12 @@ impl Catalog for SqliteCatalog {
         from_i64("commits.seq", seq)
     }
 
-    fn commits(&self, bucket: BucketId, after_seq: u64, limit: usize) -> Result<Vec<Commit>, CatalogError> {
+    fn commits(
+        &self,
+        bucket: BucketId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Commit>, CatalogError> {
         let Ok(after) = i64::try_from(after_seq) else {
             return Ok(Vec::new());
         };
@@ -911,9 +983,12 @@ impl Catalog for SqliteCatalog {
         let Ok(seq) = i64::try_from(seq) else {
             return Ok(None);
         };
-        let found = query_commits(&self.conn(), "read commit", "bucket_id = ?1 AND seq = ?2", params![
-            bucket.0, seq
-        ])?;
+        let found = query_commits(
+            &self.conn(),
+            "read commit",
+            "bucket_id = ?1 AND seq = ?2",
+            params![bucket.0, seq],
+        )?;
         Ok(found.into_iter().next())
     }
 
@@ -948,7 +1023,8 @@ mod tests {
     #[test]
     fn conformance_suite_via_arc_dyn() {
         let dir = tempfile::tempdir().unwrap();
-        let cat: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap());
+        let cat: Arc<dyn Catalog> =
+            Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap());
         conformance::run_all(cat.as_ref());
     }
 
@@ -972,7 +1048,9 @@ mod tests {
         let get = |p: &str| -> i64 { conn.pragma_query_value(None, p, |r| r.get(0)).unwrap() };
         assert_eq!(get("synchronous"), 2, "FULL");
         assert_eq!(get("foreign_keys"), 1);
-        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
     }
 
@@ -1012,6 +1090,15 @@ mod tests {
                 .collect()
         };
         let err = cat.blob_locations(&ids).unwrap_err();
-        assert!(matches!(err, CatalogError::Corrupt { what: "blobs.header_id", .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                CatalogError::Corrupt {
+                    what: "blobs.header_id",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 }
