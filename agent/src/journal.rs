@@ -205,7 +205,7 @@ impl Journal {
 }
 
 fn decode_chunks(blob: &[u8]) -> Option<Vec<BlobId>> {
-    if blob.len() % ID_LEN != 0 {
+    if !blob.len().is_multiple_of(ID_LEN) {
         return None;
     }
     Some(

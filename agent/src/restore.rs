@@ -130,18 +130,17 @@ pub fn pick(
         bucket: bucket.to_string(),
         reason,
     };
-    let snapshots = commits.into_iter().filter(|c| c.kind == "snapshot");
+    let mut snapshots = commits.into_iter().filter(|c| c.kind == "snapshot");
     match which {
         Which::Latest => snapshots
-            .last()
+            .next_back()
             .ok_or_else(|| none("has no snapshots".into())),
         Which::Seq(seq) => snapshots
             .into_iter()
             .find(|c| c.seq == seq)
             .ok_or_else(|| none(format!("has no snapshot {seq}"))),
         Which::At(ms) => snapshots
-            .filter(|c| c.time_unix_ms <= ms)
-            .last()
+            .rfind(|c| c.time_unix_ms <= ms)
             .ok_or_else(|| none("has no snapshot at or before that time".into())),
     }
 }

@@ -45,7 +45,7 @@ pub fn open_catalog(config: &HubConfig) -> Result<Arc<dyn Catalog>, ServeError> 
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    Ok(Arc::new(SqliteCatalog::open(&config.catalog_path())?))
+    Ok(Arc::new(SqliteCatalog::open(config.catalog_path())?))
 }
 
 /// Serves until `shutdown` resolves. `ready` receives the bound address
@@ -57,7 +57,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let catalog = open_catalog(config)?;
-    let store: Arc<dyn BlobStore> = Arc::new(LocalDirStore::open(&config.pool_path())?);
+    let store: Arc<dyn BlobStore> = Arc::new(LocalDirStore::open(config.pool_path())?);
     let packer = Packer::start(
         store.clone(),
         catalog.clone(),

@@ -58,6 +58,9 @@ pub fn parse_retention(file: &str, text: &str) -> Result<Retention, PolicyError>
     Ok(r)
 }
 
+/// Maps a time to the calendar period (hour, day, week, …) it falls in.
+type PeriodOf = fn(&DateTime<Utc>) -> (i32, u32, u32, u32);
+
 /// A snapshot as the evaluator sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnapshotRef {
@@ -86,11 +89,7 @@ impl Retention {
                 keep(s.id, "last");
             }
         }
-        let periods: [(
-            Option<u32>,
-            &'static str,
-            fn(&DateTime<Utc>) -> (i32, u32, u32, u32),
-        ); 5] = [
+        let periods: [(Option<u32>, &'static str, PeriodOf); 5] = [
             (self.keep_hourly, "hourly", |t| {
                 (t.year(), t.ordinal(), t.hour(), 0)
             }),

@@ -147,10 +147,11 @@ pub fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
             let path = item.path();
             match item.file_type() {
                 Ok(t) if t.is_dir() => stack.push(path),
-                Ok(t) if t.is_file() => {
-                    if ext.is_empty() || path.extension().is_some_and(|e| e == ext) {
-                        out.push(path);
-                    }
+                Ok(t)
+                    if t.is_file()
+                        && (ext.is_empty() || path.extension().is_some_and(|e| e == ext)) =>
+                {
+                    out.push(path)
                 }
                 _ => {}
             }

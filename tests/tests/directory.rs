@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 //! A directory protected end to end through real processes on loopback:
 //! backup, change, incremental backup, restores (latest, by snapshot, by time).
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 //! Faults and bad input through the real binaries: a hub killed with
 //! SIGKILL mid-backup, wrong tokens, write-only keys, corrupt key files and
 //! configs, and a tampered pack.

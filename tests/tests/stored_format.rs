@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 //! What the hub stores, checked from outside: a stored chunk is a valid age
 //! payload that the stock `age` tool decrypts with the tenant identity, and
 //! the hub's dependency tree holds no `age` at all.

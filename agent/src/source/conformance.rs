@@ -1,6 +1,8 @@
 //! The behaviour every [`Source`] must have. Each implementation's tests
 //! build a source holding [`FIXTURE`] and call [`run_all`].
 
+#![allow(clippy::expect_used)] // a conformance failure is a panic, as in any test
+
 use std::io::Read;
 
 use ferry_proto::manifest::cmp_paths;
