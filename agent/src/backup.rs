@@ -581,3 +581,124 @@ async fn upload_stage(
     }
     Ok(sent)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    use super::*;
+    use crate::journal::FileStamp;
+
+    /// A one-file source whose file may change between every look.
+    struct Shifty {
+        changes_each_look: bool,
+        vanished: bool,
+        looks: AtomicI64,
+    }
+
+    fn entry() -> SourceEntry {
+        SourceEntry {
+            path: b"f".to_vec(),
+            kind: EntryKind::File,
+            stamp: FileStamp {
+                size: 5,
+                mtime_ns: 0,
+                ctime_ns: 0,
+                inode: 1,
+                mode: 0o100644,
+            },
+            uid: 0,
+            gid: 0,
+            target: Vec::new(),
+            link_key: None,
+        }
+    }
+
+    impl Source for Shifty {
+        fn describe(&self) -> String {
+            "shifty".into()
+        }
+        fn scan(
+            &self,
+            visit: &mut dyn FnMut(SourceEntry) -> Result<(), SourceError>,
+        ) -> Result<Vec<Skipped>, SourceError> {
+            visit(entry())?;
+            Ok(Vec::new())
+        }
+        fn open(&self, _: &SourceEntry) -> Result<Content, SourceError> {
+            if self.vanished {
+                return Ok(Content::Vanished);
+            }
+            Ok(Content::Reader(Box::new(&b"hello"[..])))
+        }
+        fn stamp_now(&self, _: &SourceEntry) -> Result<Option<FileStamp>, SourceError> {
+            let look = self.looks.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut stamp = entry().stamp;
+            if self.changes_each_look {
+                stamp.mtime_ns = look;
+            }
+            Ok(Some(stamp))
+        }
+    }
+
+    fn read(source: &Shifty) -> (Result<Vec<BlobId>, String>, BackupReport, usize) {
+        let keys = TenantKeys::generate();
+        let (gear, gear_ls) = keys.gear_tables();
+        let params = ChunkerParams::new(gear, gear_ls);
+        let sent = std::cell::Cell::new(0);
+        let send = |_: BlobKind, data: Vec<u8>| {
+            sent.set(sent.get() + 1);
+            Ok(BlobId(keys.chunk_id(&data)))
+        };
+        let mut report = BackupReport::default();
+        let mut e = entry();
+        let out = read_file(
+            source,
+            &params,
+            &mut e,
+            &send,
+            &mut report,
+            &Progress::hidden(),
+        )
+        .unwrap();
+        (out, report, sent.get())
+    }
+
+    #[test]
+    fn a_stable_file_is_read_once() {
+        let (out, report, sent) = read(&Shifty {
+            changes_each_look: false,
+            vanished: false,
+            looks: AtomicI64::new(0),
+        });
+        assert_eq!(out.unwrap().len(), 1);
+        assert_eq!((report.files_read, report.bytes_read, sent), (1, 5, 1));
+    }
+
+    #[test]
+    fn a_file_that_keeps_changing_is_reported_not_stored() {
+        let source = Shifty {
+            changes_each_look: true,
+            vanished: false,
+            looks: AtomicI64::new(0),
+        };
+        let (out, report, _) = read(&source);
+        let reason = out.unwrap_err();
+        assert!(reason.contains("kept changing"), "{reason}");
+        assert_eq!(
+            report.files_read, READ_ATTEMPTS as u64,
+            "retried before giving up"
+        );
+    }
+
+    #[test]
+    fn a_vanished_file_is_reported() {
+        let (out, _, sent) = read(&Shifty {
+            changes_each_look: false,
+            vanished: true,
+            looks: AtomicI64::new(0),
+        });
+        assert!(out.unwrap_err().contains("vanished"));
+        assert_eq!(sent, 0);
+    }
+}

@@ -277,3 +277,93 @@ fn journal_is_not_trusted_when_the_hub_lacks_its_chunks() {
         "restore from the second hub",
     );
 }
+
+#[tokio::test]
+async fn calls_without_a_valid_token_or_from_another_site_are_refused() {
+    use ferry_proto::v1::ingest_client::IngestClient;
+    use ferry_proto::v1::journal_client::JournalClient;
+    use ferry_proto::v1::{
+        FetchBlobsRequest, FindMissingRequest, ListCommitsRequest, OpenSessionRequest,
+    };
+
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let hub = Hub::start(&work.path().join("hub"));
+    let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "docs");
+    let header = b"age-encryption.org/v1\n-> X25519 x\n--- y\n".to_vec();
+
+    // No token at all, even on loopback.
+    let mut ingest = IngestClient::connect(hub.url()).await.unwrap();
+    let mut journal = JournalClient::connect(hub.url()).await.unwrap();
+    let open = OpenSessionRequest {
+        bucket: site.bucket.clone(),
+        header: header.clone(),
+    };
+    assert_eq!(
+        code(ingest.open_session(open.clone()).await),
+        tonic::Code::Unauthenticated
+    );
+    assert_eq!(
+        code(
+            ingest
+                .find_missing(FindMissingRequest {
+                    session_id: 1,
+                    ids: vec![]
+                })
+                .await
+        ),
+        tonic::Code::Unauthenticated
+    );
+    let list = ListCommitsRequest {
+        bucket: site.bucket.clone(),
+        after_seq: 0,
+        limit: 0,
+    };
+    assert_eq!(
+        code(journal.list_commits(list.clone()).await),
+        tonic::Code::Unauthenticated
+    );
+    let fetch = FetchBlobsRequest {
+        bucket: site.bucket.clone(),
+        ids: vec![vec![0; 32]],
+    };
+    assert_eq!(
+        code(journal.fetch_blobs(fetch).await),
+        tonic::Code::Unauthenticated
+    );
+
+    // A valid token of a site that is not the bucket's source: no writes, no reads.
+    let other = work.path().join("other.token");
+    check(
+        &hub.cli(&[
+            "site",
+            "add",
+            "--tenant",
+            "acme",
+            "site-b",
+            "--token-file",
+            other.to_str().unwrap(),
+        ]),
+        "site add",
+    );
+    let token = std::fs::read_to_string(&other).unwrap();
+    let client = ferry_agent::client::HubClient::connect(&hub.url(), &token)
+        .await
+        .unwrap();
+    assert_eq!(
+        code(client.ingest.clone().open_session(open).await),
+        tonic::Code::PermissionDenied
+    );
+    assert_eq!(
+        code(client.journal.clone().list_commits(list).await),
+        tonic::Code::PermissionDenied
+    );
+}
+
+fn code<T>(result: Result<T, tonic::Status>) -> tonic::Code {
+    match result {
+        Ok(_) => panic!("the call succeeded"),
+        Err(status) => status.code(),
+    }
+}

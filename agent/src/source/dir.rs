@@ -53,8 +53,6 @@ fn entry_from(path: Vec<u8>, kind: EntryKind, meta: &Metadata, target: Vec<u8>) 
         stamp: stamp_of(meta),
         uid: meta.uid(),
         gid: meta.gid(),
-        mtime_sec: meta.mtime(),
-        mtime_nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32,
         target,
         link_key,
     }

@@ -25,8 +25,6 @@ pub struct SourceEntry {
     pub stamp: FileStamp,
     pub uid: u32,
     pub gid: u32,
-    pub mtime_sec: i64,
-    pub mtime_nsec: u32,
     /// Symlink target bytes (symlinks only).
     pub target: Vec<u8>,
     /// (device, inode) when the file has more than one link, for hard links.
