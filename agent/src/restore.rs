@@ -176,25 +176,7 @@ impl Fetcher {
         {
             return Ok(o.clone());
         }
-        let mut stream = self
-            .client
-            .journal
-            .clone()
-            .fetch_blobs(FetchBlobsRequest {
-                bucket: self.bucket.clone(),
-                ids: vec![header_id.0.to_vec()],
-            })
-            .await
-            .map_err(hub("FetchBlobs"))?
-            .into_inner();
-        let blob = stream
-            .message()
-            .await
-            .map_err(hub("FetchBlobs"))?
-            .ok_or_else(|| RestoreError::Protocol {
-                call: "FetchBlobs",
-                reason: format!("session header {header_id} not returned"),
-            })?;
+        let blob = self.fetch(&[header_id]).await?.expect(header_id).await?;
         if BlobId::of_public(&blob.data) != header_id || blob.kind != BlobKind::SessionHeader as u32
         {
             return Err(RestoreError::Protocol {
@@ -218,13 +200,8 @@ impl Fetcher {
         Ok(opener)
     }
 
-    /// Streams `ids` from the hub; sends one decrypt task per id, in order.
-    async fn fetch_into(
-        &self,
-        ids: Vec<BlobId>,
-        out: &mpsc::Sender<JoinHandle<Result<Vec<u8>, RestoreError>>>,
-    ) -> Result<(), RestoreError> {
-        let mut stream = self
+    async fn fetch(&self, ids: &[BlobId]) -> Result<FetchStream, RestoreError> {
+        let stream = self
             .client
             .journal
             .clone()
@@ -235,22 +212,18 @@ impl Fetcher {
             .await
             .map_err(hub("FetchBlobs"))?
             .into_inner();
-        for want in ids {
-            let blob = stream
-                .message()
-                .await
-                .map_err(hub("FetchBlobs"))?
-                .ok_or_else(|| RestoreError::Protocol {
-                    call: "FetchBlobs",
-                    reason: format!("stream ended before chunk {want}"),
-                })?;
-            let id = BlobId::from_slice("FetchedBlob.id", &blob.id)?;
-            if id != want {
-                return Err(RestoreError::Protocol {
-                    call: "FetchBlobs",
-                    reason: format!("asked for {want}, got {id}"),
-                });
-            }
+        Ok(FetchStream(stream))
+    }
+
+    /// Streams `ids` from the hub; sends one decrypt task per id, in order.
+    async fn fetch_into(
+        &self,
+        ids: Vec<BlobId>,
+        out: &mpsc::Sender<JoinHandle<Result<Vec<u8>, RestoreError>>>,
+    ) -> Result<(), RestoreError> {
+        let mut stream = self.fetch(&ids).await?;
+        for id in ids {
+            let blob = stream.expect(id).await?;
             let header_id = BlobId::from_slice("FetchedBlob.header_id", &blob.header_id)?;
             let opener = self.opener(header_id).await?;
             let keys = self.keys.clone();
@@ -261,6 +234,30 @@ impl Fetcher {
             out.send(task).await.map_err(|_| RestoreError::Aborted)?;
         }
         Ok(())
+    }
+}
+
+/// The hub's answer to one FetchBlobs call, read blob by blob.
+struct FetchStream(tonic::Streaming<ferry_proto::v1::FetchedBlob>);
+
+impl FetchStream {
+    /// The next blob, which must be `want`.
+    async fn expect(&mut self, want: BlobId) -> Result<ferry_proto::v1::FetchedBlob, RestoreError> {
+        let protocol = |reason| RestoreError::Protocol {
+            call: "FetchBlobs",
+            reason,
+        };
+        let blob = self
+            .0
+            .message()
+            .await
+            .map_err(hub("FetchBlobs"))?
+            .ok_or_else(|| protocol(format!("stream ended before blob {want}")))?;
+        let id = BlobId::from_slice("FetchedBlob.id", &blob.id)?;
+        if id != want {
+            return Err(protocol(format!("asked for {want}, got {id}")));
+        }
+        Ok(blob)
     }
 }
 
