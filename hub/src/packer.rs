@@ -6,13 +6,18 @@
 //! blobs the catalog already holds, writes one pack to the pool and records
 //! it in the catalog. Every request in the group is answered only then.
 //!
+//! Every request names the tenant its blobs belong to, and deduplication is
+//! per tenant: a blob is skipped only if *its tenant* already holds that id.
+//! One pack may hold blobs of several tenants (and the same id once per
+//! tenant); the catalog keeps them apart.
+//!
 //! **Acknowledgement guarantee:** [`Packer::store`] returns `Ok` only once
 //! every blob it was given is durable in a pool *and* indexed in the catalog
 //! (either by this call or earlier). If writing or recording the pack fails,
 //! every request in the group gets the error; the pool may then hold an
 //! unreferenced pack, which is harmless (GC removes it) and never the reverse.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::blobstore::{BlobStore, BlobStoreError};
-use crate::catalog::{BlobLocation, Catalog, CatalogError, PackRecord};
+use crate::catalog::{BlobLocation, Catalog, CatalogError, PackRecord, TenantId};
 use crate::pack::{PackBlob, PackError, encode_pack, pack_object_name};
 
 /// How the packer groups uploads.
@@ -110,6 +115,7 @@ pub enum PackerError {
 }
 
 struct Request {
+    tenant: TenantId,
     blobs: Vec<PackBlob>,
     bytes: usize,
     reply: oneshot::Sender<Result<StoreOutcome, PackerError>>,
@@ -147,15 +153,20 @@ impl Packer {
         Self { tx, task }
     }
 
-    /// Stores `blobs`, returning once all are durable and catalogued (see the
-    /// module docs). Blobs already stored are skipped, so retries are cheap.
+    /// Stores `blobs` for `tenant`, returning once all are durable and
+    /// catalogued (see the module docs). Blobs `tenant` already stored are
+    /// skipped, so retries are cheap; other tenants' blobs never count.
     ///
     /// # Errors
     ///
     /// `BlobTooLarge` or `HeaderIdMismatch` for a bad blob (nothing of the
     /// call is stored); `Lookup`, `Encode`, `Put`, `Record` or `Task` if the
     /// group failed; `Closed` if the packer is gone.
-    pub async fn store(&self, blobs: Vec<PackBlob>) -> Result<StoreOutcome, PackerError> {
+    pub async fn store(
+        &self,
+        tenant: TenantId,
+        blobs: Vec<PackBlob>,
+    ) -> Result<StoreOutcome, PackerError> {
         if blobs.is_empty() {
             return Ok(StoreOutcome::default());
         }
@@ -177,6 +188,7 @@ impl Packer {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Request {
+                tenant,
                 blobs,
                 bytes,
                 reply,
@@ -281,9 +293,9 @@ impl Worker {
 
     /// Writes one group and answers every request in it.
     async fn commit_group(&self, mut group: Vec<Request>) {
-        let blobs: Vec<Vec<PackBlob>> = group
+        let blobs: Vec<(TenantId, Vec<PackBlob>)> = group
             .iter_mut()
-            .map(|r| std::mem::take(&mut r.blobs))
+            .map(|r| (r.tenant, std::mem::take(&mut r.blobs)))
             .collect();
         match self.write(blobs).await {
             Ok(outcomes) => {
@@ -303,34 +315,52 @@ impl Worker {
 
     /// Stores the new blobs of a group as one pack; returns one outcome per
     /// request.
-    async fn write(&self, requests: Vec<Vec<PackBlob>>) -> Result<Vec<StoreOutcome>, PackerError> {
+    async fn write(
+        &self,
+        requests: Vec<(TenantId, Vec<PackBlob>)>,
+    ) -> Result<Vec<StoreOutcome>, PackerError> {
+        // The distinct ids of each tenant in the group.
+        let mut asked: BTreeMap<TenantId, Vec<BlobId>> = BTreeMap::new();
         let mut seen = HashSet::new();
-        let ids: Vec<BlobId> = requests
-            .iter()
-            .flatten()
-            .map(|b| b.id)
-            .filter(|id| seen.insert(*id))
-            .collect();
+        for (tenant, blobs) in &requests {
+            for blob in blobs {
+                if seen.insert((*tenant, blob.id)) {
+                    asked.entry(*tenant).or_default().push(blob.id);
+                }
+            }
+        }
         let catalog = Arc::clone(&self.catalog);
-        let missing: HashSet<BlobId> =
-            blocking("look up blobs", move || catalog.missing_blobs(&ids))
-                .await?
-                .map_err(|e| PackerError::Lookup {
-                    source: Arc::new(e),
-                })?
-                .into_iter()
-                .collect();
+        let missing: HashSet<(TenantId, BlobId)> = blocking("look up blobs", move || {
+            let mut missing = HashSet::new();
+            for (tenant, ids) in asked {
+                missing.extend(
+                    catalog
+                        .missing_blobs(tenant, &ids)?
+                        .into_iter()
+                        .map(|id| (tenant, id)),
+                );
+            }
+            Ok(missing)
+        })
+        .await?
+        .map_err(|e: CatalogError| PackerError::Lookup {
+            source: Arc::new(e),
+        })?;
 
-        // Keep the first copy of each missing blob; count the rest as present.
+        // Keep the first copy of each missing (tenant, id); count the rest as
+        // present.
         let mut chosen = HashSet::new();
         let mut pack_blobs = Vec::new();
+        let mut tenants = Vec::new();
         let mut outcomes = Vec::with_capacity(requests.len());
-        for blobs in requests {
+        for (tenant, blobs) in requests {
             let mut outcome = StoreOutcome::default();
             for blob in blobs {
-                if missing.contains(&blob.id) && chosen.insert(blob.id) {
+                let key = (tenant, blob.id);
+                if missing.contains(&key) && chosen.insert(key) {
                     outcome.stored += 1;
                     pack_blobs.push(blob);
+                    tenants.push(tenant);
                 } else {
                     outcome.already_present += 1;
                 }
@@ -367,6 +397,8 @@ impl Worker {
                 source: Arc::new(e),
             })?;
 
+        // encode_pack returns one entry per blob, in order.
+        let entries: Vec<(TenantId, _)> = tenants.into_iter().zip(entries).collect();
         let catalog = Arc::clone(&self.catalog);
         let (name, blob_count) = (record.name.clone(), entries.len());
         let newly = blocking("record pack", move || {
@@ -406,16 +438,23 @@ mod tests {
         _dir: tempfile::TempDir,
         store: Arc<dyn BlobStore>,
         catalog: Arc<dyn Catalog>,
+        /// Two tenants.
+        a: TenantId,
+        b: TenantId,
     }
 
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(LocalDirStore::open(dir.path().join("pool")).unwrap());
         let catalog = Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap());
+        let a = catalog.create_tenant("tenant-a").unwrap();
+        let b = catalog.create_tenant("tenant-b").unwrap();
         Fixture {
             _dir: dir,
             store,
             catalog,
+            a,
+            b,
         }
     }
 
@@ -447,7 +486,7 @@ mod tests {
         let f = fixture();
         let p = packer(&f, PackerConfig::default());
         let (a, b) = (vec![blob(1, 100), blob(2, 50)], vec![blob(3, 10)]);
-        let (ra, rb) = tokio::join!(p.store(a.clone()), p.store(b.clone()));
+        let (ra, rb) = tokio::join!(p.store(f.a, a.clone()), p.store(f.a, b.clone()));
         assert_eq!(
             ra.unwrap(),
             StoreOutcome {
@@ -464,7 +503,7 @@ mod tests {
         );
         assert_eq!(f.catalog.list_packs().unwrap().len(), 1);
         let all: Vec<BlobId> = ids(&a).into_iter().chain(ids(&b)).collect();
-        assert!(f.catalog.missing_blobs(&all).unwrap().is_empty());
+        assert!(f.catalog.missing_blobs(f.a, &all).unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -474,14 +513,14 @@ mod tests {
         // A duplicate inside one call is stored once.
         let blobs = vec![blob(1, 10), blob(2, 20), blob(1, 10)];
         assert_eq!(
-            p.store(blobs.clone()).await.unwrap(),
+            p.store(f.a, blobs.clone()).await.unwrap(),
             StoreOutcome {
                 stored: 2,
                 already_present: 1
             }
         );
         assert_eq!(
-            p.store(blobs).await.unwrap(),
+            p.store(f.a, blobs).await.unwrap(),
             StoreOutcome {
                 stored: 0,
                 already_present: 3
@@ -489,7 +528,7 @@ mod tests {
         );
         let mixed = vec![blob(2, 20), blob(9, 5)];
         assert_eq!(
-            p.store(mixed).await.unwrap(),
+            p.store(f.a, mixed).await.unwrap(),
             StoreOutcome {
                 stored: 1,
                 already_present: 1
@@ -497,7 +536,10 @@ mod tests {
         );
         assert_eq!(f.catalog.list_packs().unwrap().len(), 2);
         assert_eq!(f.store.list("packs/").await.unwrap().len(), 2);
-        assert_eq!(p.store(Vec::new()).await.unwrap(), StoreOutcome::default());
+        assert_eq!(
+            p.store(f.a, Vec::new()).await.unwrap(),
+            StoreOutcome::default()
+        );
     }
 
     #[tokio::test]
@@ -513,9 +555,9 @@ mod tests {
             data: header_bytes,
         };
         let blobs = vec![header, blob(4, 1000), blob(5, 0)];
-        p.store(blobs.clone()).await.unwrap();
+        p.store(f.a, blobs.clone()).await.unwrap();
 
-        let locs = f.catalog.blob_locations(&ids(&blobs)).unwrap();
+        let locs = f.catalog.blob_locations(f.a, &ids(&blobs)).unwrap();
         assert_eq!(locs.len(), blobs.len());
         for (b, loc) in blobs.iter().zip(&locs) {
             assert_eq!((loc.pool.as_str(), loc.kind), ("pool-1", b.kind));
@@ -536,6 +578,82 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn concurrent_duplicates_of_one_tenant_store_once() {
+        let f = fixture();
+        let p = packer(&f, PackerConfig::default());
+        let (ra, rb) = tokio::join!(
+            p.store(f.a, vec![blob(1, 10), blob(2, 10)]),
+            p.store(f.a, vec![blob(2, 10)])
+        );
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert_eq!(ra.stored + rb.stored, 2);
+        assert_eq!(ra.already_present + rb.already_present, 1);
+        let pack = f.catalog.list_packs().unwrap().remove(0);
+        let bytes = f.store.get(&pack_object_name(&pack.name)).await.unwrap();
+        assert_eq!(parse_pack(&bytes).unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn dedup_is_per_tenant() {
+        let f = fixture();
+        let p = packer(&f, PackerConfig::default());
+        let stored = |n| StoreOutcome {
+            stored: n,
+            already_present: 0,
+        };
+        // The same id for two tenants in one group: one copy each, one pack.
+        let mut b_copy = blob(1, 10);
+        b_copy.data = vec![0xB1; 12];
+        let (ra, rb) = tokio::join!(
+            p.store(f.a, vec![blob(1, 10)]),
+            p.store(f.b, vec![b_copy.clone()])
+        );
+        assert_eq!((ra.unwrap(), rb.unwrap()), (stored(1), stored(1)));
+        assert_eq!(f.catalog.list_packs().unwrap().len(), 1);
+        let id = [blob(1, 10).id];
+        let loc_a = f.catalog.blob_locations(f.a, &id).unwrap().remove(0);
+        let loc_b = f.catalog.blob_locations(f.b, &id).unwrap().remove(0);
+        assert_eq!(loc_a.pack, loc_b.pack);
+        assert_ne!(loc_a.offset, loc_b.offset);
+        assert_eq!(
+            read_blob(f.store.as_ref(), &loc_a).await.unwrap(),
+            blob(1, 10).data
+        );
+        assert_eq!(
+            read_blob(f.store.as_ref(), &loc_b).await.unwrap(),
+            b_copy.data
+        );
+
+        // B uploading under an id first (say, to poison A's dedup) does not
+        // make it present for A: A stores its own copy and reads it back.
+        let mut poison = blob(2, 20);
+        poison.data = b"not what A will upload".to_vec();
+        assert_eq!(p.store(f.b, vec![poison.clone()]).await.unwrap(), stored(1));
+        let id = [poison.id];
+        assert_eq!(f.catalog.missing_blobs(f.a, &id).unwrap(), id);
+        let loc_b = f.catalog.blob_locations(f.b, &id).unwrap();
+        assert_eq!(p.store(f.a, vec![blob(2, 20)]).await.unwrap(), stored(1));
+        let loc_a = f.catalog.blob_locations(f.a, &id).unwrap().remove(0);
+        assert_ne!(loc_a.pack, loc_b[0].pack);
+        assert_eq!(
+            read_blob(f.store.as_ref(), &loc_a).await.unwrap(),
+            blob(2, 20).data
+        );
+        assert_eq!(f.catalog.blob_locations(f.b, &id).unwrap(), loc_b);
+        // Now each tenant's copy dedups against itself.
+        for t in [f.a, f.b] {
+            assert_eq!(
+                p.store(t, vec![blob(2, 20)]).await.unwrap(),
+                StoreOutcome {
+                    stored: 0,
+                    already_present: 1
+                }
+            );
+        }
+        assert_eq!(f.catalog.list_packs().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
     async fn small_max_pack_bytes_splits_groups() {
         let f = fixture();
         let config = PackerConfig {
@@ -544,9 +662,9 @@ mod tests {
         };
         let p = packer(&f, config);
         let (r1, r2, r3) = tokio::join!(
-            p.store(vec![blob(1, 60)]),
-            p.store(vec![blob(2, 60)]),
-            p.store(vec![blob(3, 30)])
+            p.store(f.a, vec![blob(1, 60)]),
+            p.store(f.a, vec![blob(2, 60)]),
+            p.store(f.a, vec![blob(3, 30)])
         );
         for r in [r1, r2, r3] {
             assert_eq!(r.unwrap().stored, 1);
@@ -560,7 +678,7 @@ mod tests {
         let p = packer(&f, PackerConfig::default());
         let mut bad = blob(7, 10);
         bad.kind = BlobKind::SessionHeader;
-        let err = p.store(vec![blob(8, 1), bad]).await.unwrap_err();
+        let err = p.store(f.a, vec![blob(8, 1), bad]).await.unwrap_err();
         assert!(
             matches!(err, PackerError::HeaderIdMismatch { .. }),
             "{err:?}"
@@ -625,16 +743,16 @@ mod tests {
             PackerConfig::default(),
         );
         let (a, b) = (vec![blob(1, 10)], vec![blob(2, 10)]);
-        let (ra, rb) = tokio::join!(p.store(a.clone()), p.store(b.clone()));
+        let (ra, rb) = tokio::join!(p.store(f.a, a.clone()), p.store(f.a, b.clone()));
         for r in [ra, rb] {
             let err = r.unwrap_err();
             assert!(matches!(err, PackerError::Put { .. }), "{err:?}");
         }
         let all: Vec<BlobId> = ids(&a).into_iter().chain(ids(&b)).collect();
-        assert_eq!(f.catalog.missing_blobs(&all).unwrap(), all);
+        assert_eq!(f.catalog.missing_blobs(f.a, &all).unwrap(), all);
         assert!(f.catalog.list_packs().unwrap().is_empty());
         // The packer keeps serving after a failure.
-        assert!(p.store(vec![blob(3, 1)]).await.is_err());
+        assert!(p.store(f.a, vec![blob(3, 1)]).await.is_err());
         p.shutdown().await;
     }
 
@@ -664,7 +782,7 @@ mod tests {
         let p = packer(&f, PackerConfig::default());
         // Queued requests die with the task: their callers see Closed.
         p.task.abort();
-        let err = p.store(vec![blob(1, 1)]).await.unwrap_err();
+        let err = p.store(f.a, vec![blob(1, 1)]).await.unwrap_err();
         assert!(matches!(err, PackerError::Closed), "{err:?}");
     }
 }

@@ -1,6 +1,11 @@
 //! The gRPC services agents call: `Ingest` and `Journal`. Every call is
 //! authenticated by a site token; a site writes only to buckets it is the
 //! source of.
+//!
+//! Blobs are per tenant: every blob lookup, upload and fetch is made for the
+//! calling site's tenant, so a site can neither learn of, read, nor
+//! pre-empt (by uploading under the same id) another tenant's blobs,
+//! whatever ids it sends.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -277,13 +282,16 @@ impl Ingest for IngestService {
         }
         let header_id = BlobId::of_public(&req.header);
         hub.packer
-            .store(vec![PackBlob {
-                id: header_id,
-                kind: BlobKind::SessionHeader,
-                flags: 0,
-                header_id: BlobId::default(),
-                data: req.header,
-            }])
+            .store(
+                site.tenant,
+                vec![PackBlob {
+                    id: header_id,
+                    kind: BlobKind::SessionHeader,
+                    flags: 0,
+                    header_id: BlobId::default(),
+                    data: req.header,
+                }],
+            )
             .await
             .map_err(|e| Status::unavailable(format!("storing the session header: {e}")))?;
         let lease_until = unix_now() + LEASE_SECS;
@@ -308,9 +316,9 @@ impl Ingest for IngestService {
         let req = request.into_inner();
         hub.session(&site, req.session_id).await?;
         let ids = ids_from("FindMissingRequest.ids", &req.ids, MAX_IDS_PER_CALL)?;
-        let asked = ids.clone();
+        let (tenant, asked) = (site.tenant, ids.clone());
         let missing: std::collections::HashSet<BlobId> = hub
-            .catalog(move |c| c.missing_blobs(&asked))
+            .catalog(move |c| c.missing_blobs(tenant, &asked))
             .await?
             .into_iter()
             .collect();
@@ -365,9 +373,9 @@ impl Ingest for IngestService {
                                 .map(|b| pack_blob(b, header_id))
                                 .collect::<Result<Vec<_>, _>>()?;
                             let hub = hub.clone();
-                            let number = batch.batch;
+                            let (number, tenant) = (batch.batch, site.tenant);
                             storing.spawn(async move {
-                                let outcome = hub.packer.store(blobs).await.map_err(|e| {
+                                let outcome = hub.packer.store(tenant, blobs).await.map_err(|e| {
                                     Status::unavailable(format!("storing batch {number}: {e}"))
                                 })?;
                                 Ok::<_, Status>(BlobBatchAck {
@@ -413,11 +421,12 @@ impl Ingest for IngestService {
         )?;
         // Never journal a commit that points at blobs the hub does not hold.
         let check: Vec<BlobId> = manifest.iter().chain(&referenced).copied().collect();
+        let tenant = site.tenant;
         let missing = hub
             .catalog(move |c| {
                 let mut missing = Vec::new();
                 for part in check.chunks(MAX_IDS_PER_CALL) {
-                    missing.extend(c.missing_blobs(part)?);
+                    missing.extend(c.missing_blobs(tenant, part)?);
                 }
                 Ok(missing)
             })
@@ -501,9 +510,9 @@ impl Journal for JournalService {
         let req = request.into_inner();
         hub.bucket_for_read(&site, &req.bucket).await?;
         let ids = ids_from("FetchBlobsRequest.ids", &req.ids, MAX_IDS_PER_CALL)?;
-        let asked = ids.clone();
+        let (tenant, asked) = (site.tenant, ids.clone());
         let locations: HashMap<BlobId, _> = hub
-            .catalog(move |c| c.blob_locations(&asked))
+            .catalog(move |c| c.blob_locations(tenant, &asked))
             .await?
             .into_iter()
             .map(|l| (l.id, l))
@@ -534,5 +543,251 @@ impl Journal for JournalService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Tenant isolation of the blob RPCs, through a real gRPC server on a
+    //! loopback port.
+
+    use super::*;
+    use crate::blobstore::LocalDirStore;
+    use crate::catalog::SqliteCatalog;
+    use crate::packer::PackerConfig;
+    use ferry_proto::v1::Blob;
+    use ferry_proto::v1::ingest_client::IngestClient;
+    use ferry_proto::v1::ingest_server::IngestServer;
+    use ferry_proto::v1::journal_client::JournalClient;
+    use ferry_proto::v1::journal_server::JournalServer;
+    use tokio_stream::StreamExt;
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic::transport::Channel;
+
+    struct Hub {
+        _dir: tempfile::TempDir,
+        ingest: IngestClient<Channel>,
+        journal: JournalClient<Channel>,
+    }
+
+    /// A hub with tenants "alpha" and "beta", each with one site (token
+    /// `<tenant>-token`) and a bucket "data" it is the source of.
+    async fn hub() -> Hub {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog: Arc<dyn Catalog> =
+            Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap());
+        for tenant in ["alpha", "beta"] {
+            let t = catalog.create_tenant(tenant).unwrap();
+            let site = catalog
+                .create_site(t, "site", &token_hash(&format!("{tenant}-token")))
+                .unwrap();
+            catalog.create_bucket(t, "data", site).unwrap();
+        }
+        let store: Arc<dyn BlobStore> =
+            Arc::new(LocalDirStore::open(dir.path().join("pool")).unwrap());
+        let packer = Packer::start(
+            store.clone(),
+            catalog.clone(),
+            "local".to_owned(),
+            PackerConfig::default(),
+        );
+        let state = HubState::new(catalog, store, packer);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(IngestServer::new(IngestService(state.clone())))
+                .add_service(JournalServer::new(JournalService(state)))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        Hub {
+            _dir: dir,
+            ingest: IngestClient::new(channel.clone()),
+            journal: JournalClient::new(channel),
+        }
+    }
+
+    fn authed<T>(tenant: &str, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.metadata_mut().insert(
+            AUTHORIZATION,
+            format!("Bearer {tenant}-token").parse().unwrap(),
+        );
+        request
+    }
+
+    fn id(seed: u8) -> BlobId {
+        BlobId([seed; 32])
+    }
+
+    impl Hub {
+        async fn open(&mut self, tenant: &str) -> u64 {
+            let header = format!("age-encryption.org/v1\n{tenant} header\n").into_bytes();
+            self.ingest
+                .open_session(authed(
+                    tenant,
+                    OpenSessionRequest {
+                        bucket: format!("{tenant}/data"),
+                        header,
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .session_id
+        }
+
+        async fn find_missing(&mut self, tenant: &str, session: u64, ids: &[BlobId]) -> Vec<u32> {
+            self.ingest
+                .find_missing(authed(
+                    tenant,
+                    FindMissingRequest {
+                        session_id: session,
+                        ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .missing
+        }
+
+        async fn upload(
+            &mut self,
+            tenant: &str,
+            session: u64,
+            blobs: &[(BlobId, &[u8])],
+        ) -> BlobBatchAck {
+            let batch = BlobBatch {
+                session_id: session,
+                batch: 1,
+                blobs: blobs
+                    .iter()
+                    .map(|(id, data)| Blob {
+                        id: id.0.to_vec(),
+                        kind: BlobKind::Data as u32,
+                        flags: 0,
+                        data: data.to_vec(),
+                    })
+                    .collect(),
+            };
+            let mut acks = self
+                .ingest
+                .upload_blobs(authed(tenant, tokio_stream::iter(vec![batch])))
+                .await
+                .unwrap()
+                .into_inner();
+            let ack = acks.next().await.unwrap().unwrap();
+            assert!(acks.next().await.is_none());
+            ack
+        }
+
+        /// The data of each id, or the status of the first failure.
+        async fn fetch(&mut self, tenant: &str, ids: &[BlobId]) -> Result<Vec<Vec<u8>>, Status> {
+            let mut stream = self
+                .journal
+                .fetch_blobs(authed(
+                    tenant,
+                    FetchBlobsRequest {
+                        bucket: format!("{tenant}/data"),
+                        ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+                    },
+                ))
+                .await?
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(blob) = stream.next().await {
+                out.push(blob?.data);
+            }
+            Ok(out)
+        }
+
+        async fn commit(
+            &mut self,
+            tenant: &str,
+            session: u64,
+            chunks: &[BlobId],
+        ) -> Result<u64, Status> {
+            self.ingest
+                .commit(authed(
+                    tenant,
+                    CommitRequest {
+                        session_id: session,
+                        kind: "snapshot".to_owned(),
+                        manifest: Vec::new(),
+                        body: b"body".to_vec(),
+                        files: 1,
+                        bytes: 1,
+                        data_chunks: chunks.iter().map(|i| i.0.to_vec()).collect(),
+                    },
+                ))
+                .await
+                .map(|r| r.into_inner().seq)
+        }
+    }
+
+    #[tokio::test]
+    async fn another_tenant_cannot_see_fetch_or_reference_blobs() {
+        let mut hub = hub().await;
+        let sa = hub.open("alpha").await;
+        let (x, y) = (id(1), id(2));
+        let ack = hub
+            .upload("alpha", sa, &[(x, b"alpha x"), (y, b"alpha y")])
+            .await;
+        assert_eq!((ack.stored, ack.already_present), (2, 0));
+        assert!(hub.find_missing("alpha", sa, &[x, y]).await.is_empty());
+
+        let sb = hub.open("beta").await;
+        // (a) FindMissing does not reveal that alpha holds x and y.
+        assert_eq!(
+            hub.find_missing("beta", sb, &[x, id(3), y]).await,
+            [0, 1, 2]
+        );
+        // (b) nor does FetchBlobs hand them out.
+        let err = hub.fetch("beta", &[x]).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+        // A commit cannot reference them either.
+        let err = hub.commit("beta", sb, &[x]).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains(MISSING_CHUNKS), "{err:?}");
+
+        // Beta uploading the same id stores beta's own copy.
+        let ack = hub.upload("beta", sb, &[(x, b"beta x")]).await;
+        assert_eq!((ack.stored, ack.already_present), (1, 0));
+        assert_eq!(hub.fetch("beta", &[x]).await.unwrap(), [b"beta x".to_vec()]);
+        assert_eq!(
+            hub.fetch("alpha", &[x, y]).await.unwrap(),
+            [b"alpha x".to_vec(), b"alpha y".to_vec()]
+        );
+        assert_eq!(hub.commit("beta", sb, &[x]).await.unwrap(), 1);
+        assert_eq!(hub.commit("alpha", sa, &[x, y]).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn another_tenant_cannot_poison_dedup() {
+        let mut hub = hub().await;
+        let (sa, sb) = (hub.open("alpha").await, hub.open("beta").await);
+        let w = id(9);
+        // (c) beta uploads under an id alpha will use later...
+        let ack = hub.upload("beta", sb, &[(w, b"poison")]).await;
+        assert_eq!((ack.stored, ack.already_present), (1, 0));
+        // ...but for alpha the id is still missing, and alpha's upload of it
+        // is stored, not deduplicated against beta's.
+        assert_eq!(hub.find_missing("alpha", sa, &[w]).await, [0]);
+        let ack = hub.upload("alpha", sa, &[(w, b"the real data")]).await;
+        assert_eq!((ack.stored, ack.already_present), (1, 0));
+        assert_eq!(
+            hub.fetch("alpha", &[w]).await.unwrap(),
+            [b"the real data".to_vec()]
+        );
+        assert_eq!(hub.fetch("beta", &[w]).await.unwrap(), [b"poison".to_vec()]);
+        // Within a tenant dedup still works.
+        let ack = hub.upload("alpha", sa, &[(w, b"the real data")]).await;
+        assert_eq!((ack.stored, ack.already_present), (0, 1));
     }
 }

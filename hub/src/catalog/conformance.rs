@@ -30,9 +30,14 @@ pub fn run_all(cat: &dyn Catalog) {
     record_pack_is_idempotent(cat);
     record_pack_rejects_bad_input(cat);
     missing_blobs_in_bulk(cat);
+    blobs_are_per_tenant(cat);
+    one_pack_holds_several_tenants(cat);
+    same_pack_recorded_for_another_tenant(cat);
+    record_pack_needs_known_tenants(cat);
     journal_sequence(cat);
     journal_queries(cat);
     commit_requires_stored_blobs(cat);
+    commit_checks_blobs_of_its_tenant(cat);
     commit_checks_bucket_and_site(cat);
     concurrent_append_commit(cat);
 }
@@ -46,6 +51,11 @@ fn random_id() -> BlobId {
     BlobId(rand::random())
 }
 
+/// A fresh tenant with nothing in it.
+pub fn tenant(cat: &dyn Catalog) -> TenantId {
+    cat.create_tenant(&unique("t")).unwrap()
+}
+
 /// A fresh tenant with one site and one bucket sourced from it.
 pub fn namespace(cat: &dyn Catalog) -> (TenantId, SiteId, BucketId) {
     let tenant = cat.create_tenant(&unique("t")).unwrap();
@@ -54,35 +64,44 @@ pub fn namespace(cat: &dyn Catalog) -> (TenantId, SiteId, BucketId) {
     (tenant, site, bucket)
 }
 
-/// A pack record plus entries for `ids`, laid out as a real pack would be
-/// (the catalog never reads the pack itself).
-pub fn fake_pack(ids: &[BlobId]) -> (PackRecord, Vec<PackEntry>) {
+/// A pack record plus entries for `ids`, all of `tenant`, laid out as a real
+/// pack would be (the catalog never reads the pack itself).
+pub fn fake_pack(tenant: TenantId, ids: &[BlobId]) -> (PackRecord, Vec<(TenantId, PackEntry)>) {
+    let blobs: Vec<(TenantId, BlobId)> = ids.iter().map(|id| (tenant, *id)).collect();
+    fake_mixed_pack(&blobs)
+}
+
+/// Like [`fake_pack`], for a pack holding blobs of several tenants.
+pub fn fake_mixed_pack(blobs: &[(TenantId, BlobId)]) -> (PackRecord, Vec<(TenantId, PackEntry)>) {
     let header_id = random_id();
-    let entries: Vec<PackEntry> = ids
+    let entries: Vec<(TenantId, PackEntry)> = blobs
         .iter()
         .zip(0u64..)
-        .map(|(id, i)| PackEntry {
-            id: *id,
-            kind: BlobKind::Data,
-            flags: (i % 2) as u8,
-            header_id,
-            offset: 8 + i * 10,
-            length: 10,
+        .map(|((tenant, id), i)| {
+            let entry = PackEntry {
+                id: *id,
+                kind: BlobKind::Data,
+                flags: (i % 2) as u8,
+                header_id,
+                offset: 8 + i * 10,
+                length: 10,
+            };
+            (*tenant, entry)
         })
         .collect();
     let hash: [u8; 32] = rand::random();
     let record = PackRecord {
         name: hex::encode(hash),
         pool: "conformance-pool".to_owned(),
-        size: 8 + 10 * ids.len() as u64 + 100,
+        size: 8 + 10 * blobs.len() as u64 + 100,
         hash,
     };
     (record, entries)
 }
 
-/// Records a fake pack holding `ids` and returns it.
-pub fn store_blobs(cat: &dyn Catalog, ids: &[BlobId]) -> PackRecord {
-    let (record, entries) = fake_pack(ids);
+/// Records a fake pack holding `ids` for `tenant` and returns it.
+pub fn store_blobs(cat: &dyn Catalog, tenant: TenantId, ids: &[BlobId]) -> PackRecord {
+    let (record, entries) = fake_pack(tenant, ids);
     cat.record_pack(&record, &entries).unwrap();
     record
 }
@@ -242,24 +261,25 @@ pub fn sessions(cat: &dyn Catalog) {
 /// Recorded blobs stop being missing and can be located; lists keep input
 /// order and drop duplicates.
 pub fn record_and_locate_blobs(cat: &dyn Catalog) {
+    let t = tenant(cat);
     let ids: Vec<BlobId> = (0..5).map(|_| random_id()).collect();
     let absent = random_id();
-    assert_eq!(cat.missing_blobs(&ids).unwrap(), ids);
-    assert!(cat.missing_blobs(&[]).unwrap().is_empty());
+    assert_eq!(cat.missing_blobs(t, &ids).unwrap(), ids);
+    assert!(cat.missing_blobs(t, &[]).unwrap().is_empty());
 
-    let (record, entries) = fake_pack(&ids);
+    let (record, entries) = fake_pack(t, &ids);
     assert_eq!(cat.record_pack(&record, &entries).unwrap(), ids.len());
     assert!(cat.list_packs().unwrap().contains(&record));
 
     let query = [absent, ids[3], ids[0], absent, ids[3]];
-    assert_eq!(cat.missing_blobs(&query).unwrap(), [absent]);
-    let locs = cat.blob_locations(&query).unwrap();
+    assert_eq!(cat.missing_blobs(t, &query).unwrap(), [absent]);
+    let locs = cat.blob_locations(t, &query).unwrap();
     assert_eq!(
         locs.iter().map(|l| l.id).collect::<Vec<_>>(),
         [ids[3], ids[0]]
     );
     for loc in &locs {
-        let e = entries.iter().find(|e| e.id == loc.id).unwrap();
+        let (_, e) = entries.iter().find(|(_, e)| e.id == loc.id).unwrap();
         assert_eq!(
             (loc.kind, loc.flags, loc.header_id, loc.offset, loc.length),
             (e.kind, e.flags, e.header_id, e.offset, e.length)
@@ -269,17 +289,18 @@ pub fn record_and_locate_blobs(cat: &dyn Catalog) {
             (record.pool.as_str(), record.name.as_str())
         );
     }
-    assert!(cat.blob_locations(&[absent]).unwrap().is_empty());
+    assert!(cat.blob_locations(t, &[absent]).unwrap().is_empty());
 }
 
 /// A blob stored twice keeps the location of the first pack.
 pub fn first_location_wins(cat: &dyn Catalog) {
+    let t = tenant(cat);
     let old = random_id();
     let new = random_id();
-    let first = store_blobs(cat, &[old]);
-    let (second, entries) = fake_pack(&[new, old]);
+    let first = store_blobs(cat, t, &[old]);
+    let (second, entries) = fake_pack(t, &[new, old]);
     assert_eq!(cat.record_pack(&second, &entries).unwrap(), 1);
-    let locs = cat.blob_locations(&[old, new]).unwrap();
+    let locs = cat.blob_locations(t, &[old, new]).unwrap();
     assert_eq!(locs[0].pack, first.name);
     assert_eq!(locs[1].pack, second.name);
 }
@@ -287,8 +308,9 @@ pub fn first_location_wins(cat: &dyn Catalog) {
 /// Recording the same pack twice stores nothing new and is not an error;
 /// recording a different pack under the same name is a conflict.
 pub fn record_pack_is_idempotent(cat: &dyn Catalog) {
+    let t = tenant(cat);
     let ids = [random_id(), random_id()];
-    let (record, entries) = fake_pack(&ids);
+    let (record, entries) = fake_pack(t, &ids);
     assert_eq!(cat.record_pack(&record, &entries).unwrap(), 2);
     assert_eq!(cat.record_pack(&record, &entries).unwrap(), 0);
     let changed = PackRecord {
@@ -305,14 +327,15 @@ pub fn record_pack_is_idempotent(cat: &dyn Catalog) {
 
 /// Malformed pack records are refused whole: nothing of them is stored.
 pub fn record_pack_rejects_bad_input(cat: &dyn Catalog) {
+    let t = tenant(cat);
     let ids = [random_id(), random_id()];
-    let (record, mut entries) = fake_pack(&ids);
-    entries[1].offset = record.size - 5;
+    let (record, mut entries) = fake_pack(t, &ids);
+    entries[1].1.offset = record.size - 5;
     assert_invalid(cat.record_pack(&record, &entries), "pack entry");
-    entries[1].offset = u64::MAX;
+    entries[1].1.offset = u64::MAX;
     assert_invalid(cat.record_pack(&record, &entries), "pack entry");
 
-    let (record, entries) = fake_pack(&ids);
+    let (record, entries) = fake_pack(t, &ids);
     let renamed = PackRecord {
         name: "0".repeat(64),
         ..record.clone()
@@ -329,7 +352,7 @@ pub fn record_pack_rejects_bad_input(cat: &dyn Catalog) {
     };
     assert_invalid(cat.record_pack(&huge, &entries), "pack.size");
 
-    assert_eq!(cat.missing_blobs(&ids).unwrap(), ids);
+    assert_eq!(cat.missing_blobs(t, &ids).unwrap(), ids);
     assert!(
         !cat.list_packs()
             .unwrap()
@@ -340,11 +363,12 @@ pub fn record_pack_rejects_bad_input(cat: &dyn Catalog) {
 
 /// Membership queries work for large batches (10,000 ids).
 pub fn missing_blobs_in_bulk(cat: &dyn Catalog) {
+    let t = tenant(cat);
     let ids: Vec<BlobId> = (0..10_000).map(|_| random_id()).collect();
     let stored: Vec<BlobId> = ids.iter().step_by(3).copied().collect();
-    let (record, entries) = fake_pack(&stored);
+    let (record, entries) = fake_pack(t, &stored);
     assert_eq!(cat.record_pack(&record, &entries).unwrap(), stored.len());
-    let missing = cat.missing_blobs(&ids).unwrap();
+    let missing = cat.missing_blobs(t, &ids).unwrap();
     let expected: Vec<BlobId> = ids
         .iter()
         .enumerate()
@@ -352,7 +376,122 @@ pub fn missing_blobs_in_bulk(cat: &dyn Catalog) {
         .map(|(_, id)| *id)
         .collect();
     assert_eq!(missing, expected);
-    assert_eq!(cat.blob_locations(&ids).unwrap().len(), stored.len());
+    assert_eq!(cat.blob_locations(t, &ids).unwrap().len(), stored.len());
+    // Another tenant sees none of them, however many are asked.
+    let other = tenant(cat);
+    assert_eq!(cat.missing_blobs(other, &ids).unwrap(), ids);
+    assert!(cat.blob_locations(other, &ids).unwrap().is_empty());
+}
+
+/// Blobs are keyed by (tenant, id): an id one tenant stored is missing for
+/// another and cannot be located by it; once the other tenant stores the
+/// same id, each has its own location and the first tenant's is unchanged.
+pub fn blobs_are_per_tenant(cat: &dyn Catalog) {
+    let (a, b) = (tenant(cat), tenant(cat));
+    let ids = [random_id(), random_id(), random_id()];
+    let pack_a = store_blobs(cat, a, &ids);
+    let locs_a = cat.blob_locations(a, &ids).unwrap();
+    assert_eq!(locs_a.len(), ids.len());
+    assert!(locs_a.iter().all(|l| l.pack == pack_a.name));
+
+    // (a) membership does not leak across tenants, (b) nor do locations.
+    assert_eq!(cat.missing_blobs(b, &ids).unwrap(), ids);
+    assert!(cat.blob_locations(b, &ids).unwrap().is_empty());
+    // An unknown tenant has stored nothing either.
+    assert_eq!(cat.missing_blobs(TenantId(i64::MAX), &ids).unwrap(), ids);
+    assert!(
+        cat.blob_locations(TenantId(i64::MAX), &ids)
+            .unwrap()
+            .is_empty()
+    );
+
+    // (c) B storing the same ids is a new store for B and leaves A alone.
+    let (pack_b, entries_b) = fake_pack(b, &[ids[1], ids[0]]);
+    assert_eq!(cat.record_pack(&pack_b, &entries_b).unwrap(), 2);
+    assert_eq!(cat.missing_blobs(b, &ids).unwrap(), [ids[2]]);
+    let locs_b = cat.blob_locations(b, &ids).unwrap();
+    assert_eq!(
+        locs_b.iter().map(|l| l.id).collect::<Vec<_>>(),
+        [ids[0], ids[1]]
+    );
+    for loc in &locs_b {
+        let (_, e) = entries_b.iter().find(|(_, e)| e.id == loc.id).unwrap();
+        assert_eq!(
+            (loc.pack.as_str(), loc.offset, loc.header_id),
+            (pack_b.name.as_str(), e.offset, e.header_id)
+        );
+    }
+    assert_eq!(cat.blob_locations(a, &ids).unwrap(), locs_a);
+    assert!(cat.missing_blobs(a, &ids).unwrap().is_empty());
+
+    // A storing them again does not move A's blobs either.
+    let (again, entries) = fake_pack(a, &ids);
+    assert_eq!(cat.record_pack(&again, &entries).unwrap(), 0);
+    assert_eq!(cat.blob_locations(a, &ids).unwrap(), locs_a);
+    assert_eq!(cat.blob_locations(b, &ids).unwrap(), locs_b);
+}
+
+/// One pack may hold blobs of several tenants, even the same id twice; each
+/// tenant finds only its own copy, and a (tenant, id) repeated in one pack is
+/// stored once, at its first entry.
+pub fn one_pack_holds_several_tenants(cat: &dyn Catalog) {
+    let (a, b) = (tenant(cat), tenant(cat));
+    let (shared, only_a, only_b) = (random_id(), random_id(), random_id());
+    let (record, entries) = fake_mixed_pack(&[
+        (a, shared),
+        (b, shared),
+        (a, only_a),
+        (b, only_b),
+        (a, shared),
+    ]);
+    assert_eq!(cat.record_pack(&record, &entries).unwrap(), 4);
+    let ask = [shared, only_a, only_b];
+    let at = |t| {
+        cat.blob_locations(t, &ask)
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.id, l.offset))
+            .collect::<Vec<_>>()
+    };
+    let offset = |i: usize| entries[i].1.offset;
+    assert_eq!(at(a), [(shared, offset(0)), (only_a, offset(2))]);
+    assert_eq!(at(b), [(shared, offset(1)), (only_b, offset(3))]);
+    assert_eq!(cat.missing_blobs(a, &ask).unwrap(), [only_b]);
+    assert_eq!(cat.missing_blobs(b, &ask).unwrap(), [only_a]);
+}
+
+/// Packs are named by content, so another tenant may upload the very same
+/// pack: recording it again with that tenant's entries stores them, pointing
+/// at the one pack, and leaves the first tenant's blobs alone.
+pub fn same_pack_recorded_for_another_tenant(cat: &dyn Catalog) {
+    let (a, b) = (tenant(cat), tenant(cat));
+    let ids = [random_id(), random_id()];
+    let (record, entries_a) = fake_pack(a, &ids);
+    assert_eq!(cat.record_pack(&record, &entries_a).unwrap(), 2);
+    let locs_a = cat.blob_locations(a, &ids).unwrap();
+    let entries_b: Vec<(TenantId, PackEntry)> = entries_a.iter().map(|(_, e)| (b, *e)).collect();
+    assert_eq!(cat.record_pack(&record, &entries_b).unwrap(), 2);
+    assert_eq!(cat.record_pack(&record, &entries_b).unwrap(), 0);
+    let locs_b = cat.blob_locations(b, &ids).unwrap();
+    assert_eq!(locs_b, locs_a);
+    assert_eq!(cat.blob_locations(a, &ids).unwrap(), locs_a);
+    let packs = cat.list_packs().unwrap();
+    assert_eq!(packs.iter().filter(|p| p.name == record.name).count(), 1);
+}
+
+/// A pack naming an unknown tenant is refused whole.
+pub fn record_pack_needs_known_tenants(cat: &dyn Catalog) {
+    let a = tenant(cat);
+    let ids = [random_id(), random_id()];
+    let (record, entries) = fake_mixed_pack(&[(a, ids[0]), (TenantId(i64::MAX), ids[1])]);
+    assert_not_found(cat.record_pack(&record, &entries));
+    assert_eq!(cat.missing_blobs(a, &ids).unwrap(), ids);
+    assert!(
+        !cat.list_packs()
+            .unwrap()
+            .iter()
+            .any(|p| p.hash == record.hash)
+    );
 }
 
 fn new_commit(site: SiteId, time_unix_ms: i64, manifest: Vec<BlobId>) -> NewCommit {
@@ -373,7 +512,7 @@ pub fn journal_sequence(cat: &dyn Catalog) {
     let (tenant, site, b1) = namespace(cat);
     let b2 = cat.create_bucket(tenant, "bucket-b", site).unwrap();
     let blobs = [random_id(), random_id()];
-    store_blobs(cat, &blobs);
+    store_blobs(cat, tenant, &blobs);
 
     let mut snapshot = new_commit(site, 10, blobs.to_vec());
     snapshot.kind = CommitKind::Snapshot;
@@ -452,10 +591,10 @@ pub fn journal_queries(cat: &dyn Catalog) {
 /// A commit that references a blob the hub does not hold is refused, and
 /// takes no sequence number.
 pub fn commit_requires_stored_blobs(cat: &dyn Catalog) {
-    let (_, site, bucket) = namespace(cat);
+    let (tenant, site, bucket) = namespace(cat);
     let stored = random_id();
     let absent = random_id();
-    store_blobs(cat, &[stored]);
+    store_blobs(cat, tenant, &[stored]);
     let err = cat
         .append_commit(bucket, &new_commit(site, 1, vec![stored, absent, absent]))
         .unwrap_err();
@@ -465,6 +604,30 @@ pub fn commit_requires_stored_blobs(cat: &dyn Catalog) {
     );
     assert_eq!(
         cat.append_commit(bucket, &new_commit(site, 2, vec![stored]))
+            .unwrap(),
+        1
+    );
+}
+
+/// A commit may reference only blobs of its bucket's tenant: another
+/// tenant's copy of an id does not count.
+pub fn commit_checks_blobs_of_its_tenant(cat: &dyn Catalog) {
+    let (tenant, site, bucket) = namespace(cat);
+    let (other, _, _) = namespace(cat);
+    let (own, foreign) = (random_id(), random_id());
+    store_blobs(cat, tenant, &[own]);
+    store_blobs(cat, other, &[own, foreign]);
+    let err = cat
+        .append_commit(bucket, &new_commit(site, 1, vec![own, foreign]))
+        .unwrap_err();
+    assert!(
+        matches!(err, CatalogError::MissingBlobs { count: 1, first } if first == foreign),
+        "{err:?}"
+    );
+    assert!(cat.commits(bucket, 0, 10).unwrap().is_empty());
+    store_blobs(cat, tenant, &[foreign]);
+    assert_eq!(
+        cat.append_commit(bucket, &new_commit(site, 2, vec![own, foreign]))
             .unwrap(),
         1
     );
@@ -534,7 +697,7 @@ pub struct Populated {
     pub bucket: BucketId,
     pub session: super::SessionId,
     pub pack: PackRecord,
-    pub entries: Vec<PackEntry>,
+    pub entries: Vec<(TenantId, PackEntry)>,
     pub commit: NewCommit,
 }
 
@@ -547,7 +710,7 @@ pub fn populate(cat: &dyn Catalog) -> Populated {
     let bucket = cat.create_bucket(tenant, "bucket", site).unwrap();
     let ids = [random_id(), random_id(), random_id()];
     let session = cat.open_session(site, bucket, &ids[0], 42).unwrap();
-    let (pack, entries) = fake_pack(&ids);
+    let (pack, entries) = fake_pack(tenant, &ids);
     cat.record_pack(&pack, &entries).unwrap();
     let commit = new_commit(site, 7, ids.to_vec());
     assert_eq!(cat.append_commit(bucket, &commit).unwrap(), 1);
@@ -584,9 +747,9 @@ pub fn check_populated(cat: &dyn Catalog, p: &Populated) {
         42
     );
     assert!(cat.list_packs().unwrap().contains(&p.pack));
-    let ids: Vec<BlobId> = p.entries.iter().map(|e| e.id).collect();
-    assert!(cat.missing_blobs(&ids).unwrap().is_empty());
-    assert_eq!(cat.blob_locations(&ids).unwrap().len(), ids.len());
+    let ids: Vec<BlobId> = p.entries.iter().map(|(_, e)| e.id).collect();
+    assert!(cat.missing_blobs(p.tenant, &ids).unwrap().is_empty());
+    assert_eq!(cat.blob_locations(p.tenant, &ids).unwrap().len(), ids.len());
     let c = cat.commit(p.bucket, 1).unwrap().unwrap();
     assert_eq!(
         (c.manifest.as_slice(), c.body.as_slice()),

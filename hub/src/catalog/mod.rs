@@ -10,8 +10,13 @@
 //!
 //! - Names of tenants, sites, buckets and pools: 1 to 63 bytes of
 //!   `[a-z0-9._-]` ([`validate_name`]).
-//! - A blob's location is fixed by the first pack recorded that holds it;
-//!   later packs holding the same blob do not move it.
+//! - Blobs belong to a tenant and are keyed by (tenant, id): every blob
+//!   query names the tenant, and one tenant's blobs are invisible to every
+//!   other tenant. Deduplication is per tenant, so the same id stored by two
+//!   tenants is two blobs. The hub never relies on chunk ids being keyed per
+//!   tenant.
+//! - A blob's location is fixed by the first pack recorded that holds it for
+//!   its tenant; later packs holding the same (tenant, id) do not move it.
 //! - Journal sequence numbers start at 1 per bucket and have no gaps, however
 //!   many writers append concurrently.
 //! - A commit is accepted only if every blob it references is stored, so an
@@ -394,32 +399,48 @@ pub trait Catalog: Send + Sync {
 
     // --- blobs and packs ---
 
-    /// The ids in `ids` that are not stored, in input order, each once. Any
-    /// number of ids may be asked at once.
+    /// The ids in `ids` that `tenant` has not stored, in input order, each
+    /// once. Blobs of other tenants count as missing. Any number of ids may be
+    /// asked at once.
     ///
     /// # Errors
     ///
-    /// Storage errors only.
-    fn missing_blobs(&self, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError>;
+    /// Storage errors only (an unknown tenant has every id missing).
+    fn missing_blobs(&self, tenant: TenantId, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError>;
 
-    /// The locations of the stored ids among `ids`, in input order, each once;
-    /// ids not stored are left out.
+    /// The locations of `tenant`'s stored blobs among `ids`, in input order,
+    /// each once; ids the tenant has not stored (even if another tenant has)
+    /// are left out.
     ///
     /// # Errors
     ///
     /// Storage errors, or `Corrupt` if a stored row cannot be decoded.
-    fn blob_locations(&self, ids: &[BlobId]) -> Result<Vec<BlobLocation>, CatalogError>;
+    fn blob_locations(
+        &self,
+        tenant: TenantId,
+        ids: &[BlobId],
+    ) -> Result<Vec<BlobLocation>, CatalogError>;
 
-    /// Records a pack and its blobs in one transaction. Blobs already stored
-    /// keep their first location. Recording the same pack again is a no-op.
-    /// Returns how many blobs were newly stored.
+    /// Records a pack and its blobs in one transaction. Each entry names the
+    /// tenant the blob belongs to; one pack may hold blobs of several tenants.
+    /// A (tenant, id) already stored keeps its first location. A pack already
+    /// recorded (same name, pool, size and hash) is kept and only its entries
+    /// not yet stored are added: packs are named by content, so two tenants
+    /// uploading identical bytes produce the same pack. Recording the same
+    /// pack and entries again is therefore a no-op. Returns how many blobs
+    /// were newly stored.
     ///
     /// # Errors
     ///
     /// `Invalid` if the record is malformed or an entry lies outside the
-    /// pack, `Conflict` if a pack of that name was recorded with different
-    /// pool, size or hash. Nothing is recorded on error.
-    fn record_pack(&self, pack: &PackRecord, entries: &[PackEntry]) -> Result<usize, CatalogError>;
+    /// pack, `NotFound` for an unknown tenant, `Conflict` if a pack of that
+    /// name was recorded with different pool, size or hash. Nothing is
+    /// recorded on error.
+    fn record_pack(
+        &self,
+        pack: &PackRecord,
+        entries: &[(TenantId, PackEntry)],
+    ) -> Result<usize, CatalogError>;
 
     /// Every recorded pack, by name.
     ///
@@ -437,7 +458,7 @@ pub trait Catalog: Send + Sync {
     ///
     /// `NotFound` for an unknown bucket or site, `Invalid` if the site is of
     /// another tenant or a count does not fit, `MissingBlobs` if the manifest
-    /// references a blob that is not stored.
+    /// references a blob the bucket's tenant has not stored.
     fn append_commit(&self, bucket: BucketId, commit: &NewCommit) -> Result<u64, CatalogError>;
 
     /// Up to `limit` commits of `bucket` with sequence numbers above

@@ -7,12 +7,13 @@
 //! makes a committed transaction durable, which the hub's acknowledgements
 //! rely on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ferry_proto::{BlobId, BlobKind, ID_LEN};
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{
     Connection, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter,
 };
@@ -70,15 +71,19 @@ CREATE TABLE packs (
     hash BLOB NOT NULL
 ) STRICT;
 
--- Small fixed-size rows keyed by the blob id: WITHOUT ROWID saves an index.
+-- Small fixed-size rows keyed by (tenant, blob id): WITHOUT ROWID saves an
+-- index. Blobs are per tenant: the same id stored by two tenants is two rows,
+-- and one tenant's lookups never see another's.
 CREATE TABLE blobs (
-    id          BLOB PRIMARY KEY,
+    tenant_id   INTEGER NOT NULL REFERENCES tenants(id),
+    id          BLOB NOT NULL,
     kind        INTEGER NOT NULL,
     flags       INTEGER NOT NULL,
     header_id   BLOB NOT NULL,
     pack_id     INTEGER NOT NULL REFERENCES packs(id),
     pack_offset INTEGER NOT NULL,
-    length      INTEGER NOT NULL
+    length      INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, id)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX blobs_by_pack ON blobs (pack_id);
 
@@ -238,12 +243,14 @@ fn manifest_ids(bytes: &[u8]) -> Result<Vec<BlobId>, CatalogError> {
     chunks.map(|c| blob_id("commits.manifest", c)).collect()
 }
 
-/// `SELECT <columns> FROM <from> WHERE <id_column> IN (?, ?, ...)` over
-/// `ids` in batches, handing each row to `row_fn`.
+/// `<select> IN (?, ?, ...)` over `ids` in batches, handing each row to
+/// `row_fn`. `select` ends in `WHERE <tenant column> = ? AND <id column>`: the
+/// first parameter is `tenant`, the rest a batch of ids.
 fn for_each_in_batches(
     conn: &Connection,
     op: &'static str,
     select: &str,
+    tenant: TenantId,
     ids: &[BlobId],
     mut row_fn: impl FnMut(&rusqlite::Row<'_>) -> Result<(), CatalogError>,
 ) -> Result<(), CatalogError> {
@@ -252,9 +259,12 @@ fn for_each_in_batches(
         let mut stmt = conn
             .prepare_cached(&format!("{select} IN ({placeholders})"))
             .map_err(sql(op))?;
-        let mut rows = stmt
-            .query(params_from_iter(batch.iter().map(|id| &id.0[..])))
-            .map_err(sql(op))?;
+        let params = std::iter::once(ToSqlOutput::Borrowed(ValueRef::Integer(tenant.0))).chain(
+            batch
+                .iter()
+                .map(|id| ToSqlOutput::Borrowed(ValueRef::Blob(&id.0))),
+        );
+        let mut rows = stmt.query(params_from_iter(params)).map_err(sql(op))?;
         while let Some(row) = rows.next().map_err(sql(op))? {
             row_fn(row)?;
         }
@@ -262,13 +272,18 @@ fn for_each_in_batches(
     Ok(())
 }
 
-/// The ids among `ids` that are stored.
-fn stored_ids(conn: &Connection, ids: &[BlobId]) -> Result<HashSet<BlobId>, CatalogError> {
+/// The ids among `ids` that `tenant` has stored.
+fn stored_ids(
+    conn: &Connection,
+    tenant: TenantId,
+    ids: &[BlobId],
+) -> Result<HashSet<BlobId>, CatalogError> {
     let mut found = HashSet::with_capacity(ids.len());
     for_each_in_batches(
         conn,
         "look up blobs",
-        "SELECT id FROM blobs WHERE id",
+        "SELECT id FROM blobs WHERE tenant_id = ? AND id",
+        tenant,
         ids,
         |row| {
             let raw: Vec<u8> = row.get(0).map_err(sql("read blob id"))?;
@@ -279,9 +294,13 @@ fn stored_ids(conn: &Connection, ids: &[BlobId]) -> Result<HashSet<BlobId>, Cata
     Ok(found)
 }
 
-/// The ids among `ids` that are not stored, in order, each once.
-fn missing_ids(conn: &Connection, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError> {
-    let stored = stored_ids(conn, ids)?;
+/// The ids among `ids` that `tenant` has not stored, in order, each once.
+fn missing_ids(
+    conn: &Connection,
+    tenant: TenantId,
+    ids: &[BlobId],
+) -> Result<Vec<BlobId>, CatalogError> {
+    let stored = stored_ids(conn, tenant, ids)?;
     let mut seen = HashSet::with_capacity(ids.len());
     Ok(ids
         .iter()
@@ -373,6 +392,17 @@ fn query_commits(
     raws.into_iter().map(RawCommit::decode).collect()
 }
 
+/// `Ok` if tenant `id` exists, else NotFound.
+fn tenant_exists(tx: &Connection, id: TenantId) -> Result<(), CatalogError> {
+    tx.query_row("SELECT 1 FROM tenants WHERE id = ?1", [id.0], |_| Ok(()))
+        .optional()
+        .map_err(sql("look up tenant"))?
+        .ok_or_else(|| CatalogError::NotFound {
+            what: "tenant",
+            key: id.to_string(),
+        })
+}
+
 /// The tenant of site `id`, or NotFound.
 fn site_tenant(tx: &Connection, id: SiteId) -> Result<TenantId, CatalogError> {
     tx.query_row("SELECT tenant_id FROM sites WHERE id = ?1", [id.0], |r| {
@@ -401,7 +431,10 @@ fn bucket_tenant(tx: &Connection, id: BucketId) -> Result<TenantId, CatalogError
     })
 }
 
-fn check_pack_record(pack: &PackRecord, entries: &[PackEntry]) -> Result<i64, CatalogError> {
+fn check_pack_record(
+    pack: &PackRecord,
+    entries: &[(TenantId, PackEntry)],
+) -> Result<i64, CatalogError> {
     if pack.name != hex::encode(pack.hash) {
         return Err(CatalogError::Invalid {
             field: "pack.name",
@@ -410,7 +443,7 @@ fn check_pack_record(pack: &PackRecord, entries: &[PackEntry]) -> Result<i64, Ca
     }
     validate_name("pack.pool", &pack.pool)?;
     let size = to_i64("pack.size", pack.size)?;
-    for e in entries {
+    for (_, e) in entries {
         if e.offset
             .checked_add(u64::from(e.length))
             .is_none_or(|end| end > pack.size)
@@ -474,20 +507,7 @@ impl Catalog for SqliteCatalog {
         validate_name("site.name", name)?;
         let mut conn = self.conn();
         let tx = write_tx(&mut conn)?;
-        let tenant_exists = tx
-            .query_row(
-                "SELECT 1 FROM tenants WHERE id = ?1",
-                [tenant.0],
-                |_| Ok(()),
-            )
-            .optional()
-            .map_err(sql("look up tenant"))?;
-        if tenant_exists.is_none() {
-            return Err(CatalogError::NotFound {
-                what: "tenant",
-                key: tenant.to_string(),
-            });
-        }
+        tenant_exists(&tx, tenant)?;
         let name_taken = tx
             .query_row(
                 "SELECT 1 FROM sites WHERE tenant_id = ?1 AND name = ?2",
@@ -571,20 +591,7 @@ impl Catalog for SqliteCatalog {
         validate_name("bucket.name", name)?;
         let mut conn = self.conn();
         let tx = write_tx(&mut conn)?;
-        let tenant_exists = tx
-            .query_row(
-                "SELECT 1 FROM tenants WHERE id = ?1",
-                [tenant.0],
-                |_| Ok(()),
-            )
-            .optional()
-            .map_err(sql("look up tenant"))?;
-        if tenant_exists.is_none() {
-            return Err(CatalogError::NotFound {
-                what: "tenant",
-                key: tenant.to_string(),
-            });
-        }
+        tenant_exists(&tx, tenant)?;
         if site_tenant(&tx, source_site)? != tenant {
             return Err(CatalogError::Invalid {
                 field: "bucket.source_site",
@@ -753,14 +760,18 @@ impl Catalog for SqliteCatalog {
         Ok(())
     }
 
-    fn missing_blobs(&self, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError> {
+    fn missing_blobs(&self, tenant: TenantId, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError> {
         let mut conn = self.conn();
         // One read transaction: every batch sees the same snapshot.
         let tx = conn.transaction().map_err(sql("begin read transaction"))?;
-        missing_ids(&tx, ids)
+        missing_ids(&tx, tenant, ids)
     }
 
-    fn blob_locations(&self, ids: &[BlobId]) -> Result<Vec<BlobLocation>, CatalogError> {
+    fn blob_locations(
+        &self,
+        tenant: TenantId,
+        ids: &[BlobId],
+    ) -> Result<Vec<BlobLocation>, CatalogError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(sql("begin read transaction"))?;
         let mut found = HashMap::with_capacity(ids.len());
@@ -768,7 +779,8 @@ impl Catalog for SqliteCatalog {
             &tx,
             "look up blob locations",
             "SELECT b.id, b.kind, b.flags, b.header_id, p.pool, p.name, b.pack_offset, b.length \
-             FROM blobs b JOIN packs p ON p.id = b.pack_id WHERE b.id",
+             FROM blobs b JOIN packs p ON p.id = b.pack_id WHERE b.tenant_id = ? AND b.id",
+            tenant,
             ids,
             |row| {
                 let read = |source| CatalogError::Sqlite {
@@ -806,10 +818,18 @@ impl Catalog for SqliteCatalog {
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
-    fn record_pack(&self, pack: &PackRecord, entries: &[PackEntry]) -> Result<usize, CatalogError> {
+    fn record_pack(
+        &self,
+        pack: &PackRecord,
+        entries: &[(TenantId, PackEntry)],
+    ) -> Result<usize, CatalogError> {
         let size = check_pack_record(pack, entries)?;
         let mut conn = self.conn();
         let tx = write_tx(&mut conn)?;
+        let tenants: BTreeSet<TenantId> = entries.iter().map(|(t, _)| *t).collect();
+        for tenant in tenants {
+            tenant_exists(&tx, tenant)?;
+        }
         let existing = tx
             .query_row(
                 "SELECT id, pool, size, hash FROM packs WHERE name = ?1",
@@ -852,13 +872,15 @@ impl Catalog for SqliteCatalog {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO blobs (id, kind, flags, header_id, pack_id, pack_offset, length) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT OR IGNORE INTO blobs \
+                     (tenant_id, id, kind, flags, header_id, pack_id, pack_offset, length) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(sql("insert blob"))?;
-            for e in entries {
+            for (tenant, e) in entries {
                 stored += insert
                     .execute(params![
+                        tenant.0,
                         &e.id.0[..],
                         e.kind as u8,
                         e.flags,
@@ -923,7 +945,7 @@ impl Catalog for SqliteCatalog {
         }
         // Checked inside the write transaction, so no GC sweep or other
         // writer can slip between the check and the commit.
-        let missing = missing_ids(&tx, &commit.manifest)?;
+        let missing = missing_ids(&tx, tenant, &commit.manifest)?;
         if let Some(first) = missing.first() {
             return Err(CatalogError::MissingBlobs {
                 count: missing.len(),
@@ -1072,7 +1094,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.db");
         let cat = SqliteCatalog::open(&path).unwrap();
-        let bucket = conformance::populate(&cat).bucket;
+        let populated = conformance::populate(&cat);
+        let bucket = populated.bucket;
         cat.conn()
             .execute("UPDATE commits SET manifest = x'0102', kind = 'bogus'", [])
             .unwrap();
@@ -1089,7 +1112,7 @@ mod tests {
                 .map(|r| BlobId::from_slice("t", &r.unwrap()).unwrap())
                 .collect()
         };
-        let err = cat.blob_locations(&ids).unwrap_err();
+        let err = cat.blob_locations(populated.tenant, &ids).unwrap_err();
         assert!(
             matches!(
                 err,
