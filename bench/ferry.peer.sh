@@ -4,6 +4,9 @@
 #   PEERS="restic ferry" PEER_PLUGINS=$PWD/bench/ferry.peer.sh ../shared/bench/peers.sh
 # The hub (catalog + pool) lives under $REPO, so the repo size counts both;
 # the agent's journal lives under $RUN/cache like the other tools' caches.
+# The hub is a separate process: after each step a "ferry-hub" row records
+# its CPU time (from /proc/PID/stat) and peak RSS (VmHWM, reset before the
+# step through /proc/PID/clear_refs), beside the agent's "ferry" row.
 
 FERRY_BIN=${FERRY_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/release}
 
@@ -42,15 +45,38 @@ bucket = "bench/small"
 TOML
 }
 
+ferry_hub_ticks() { awk '{print $14, $15}' "/proc/$FERRY_HUB_PID/stat"; }
+
+ferry_hub_begin() {
+  read -r FERRY_HUB_U0 FERRY_HUB_S0 < <(ferry_hub_ticks)
+  echo 5 > "/proc/$FERRY_HUB_PID/clear_refs" 2>/dev/null || true
+}
+
+# ferry_hub_end REP STEP BYTES: a row for the hub, with the agent's wall time.
+ferry_hub_end() {
+  local u1 s1 hz wall rss
+  read -r u1 s1 < <(ferry_hub_ticks)
+  hz=$(getconf CLK_TCK)
+  wall=$(tail -n 1 "$OUT_CSV.tmp" | cut -d, -f5)
+  rss=$(awk '/^VmHWM/ {print $2}' "/proc/$FERRY_HUB_PID/status")
+  printf 'ferry-hub,%s,%s,%s,%s,0,%.2f,%.2f,%s,%s,ok\n' "$1" "$2" "$3" "$wall" \
+    "$(echo "($u1 - $FERRY_HUB_U0) / $hz" | bc -l)" "$(echo "($s1 - $FERRY_HUB_S0) / $hz" | bc -l)" \
+    "$rss" "$(repo_size)" >> "$OUT_CSV.tmp"
+}
+
 backup_ferry() {
   local source=data; [ "$4" = small ] && source=small
+  ferry_hub_begin
   measure ferry "$1" "$2" "$3" -- "$FERRY_BIN/ferry-agent" -c "$REPO/agent.toml" backup --source "$source"
+  ferry_hub_end "$1" "$2" "$3"
 }
 
 restore_ferry() {
   # The initial snapshot of bench/data is its first.
+  ferry_hub_begin
   measure ferry "$1" restore-mixed "$B_MIXED" -- "$FERRY_BIN/ferry-agent" -c "$REPO/agent.toml" \
     restore --source data --snapshot 1 --to "$2"
+  ferry_hub_end "$1" restore-mixed "$B_MIXED"
   RESTORED=$2
 }
 

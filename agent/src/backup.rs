@@ -30,21 +30,21 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::blob_codec::{SealedBlob, seal_chunk};
-use crate::chunker::{ChunkBuffer, ChunkReadError, ChunkerParams, chunk_reader};
+use crate::chunker::{ChunkBuffer, ChunkReadError, ChunkerParams};
 use crate::client::HubClient;
 use crate::journal::{Journal, JournalError};
 use crate::progress::Progress;
 use crate::source::{Content, EntryKind, Skipped, Source, SourceEntry, SourceError};
 
 /// Chunks in flight between scan and dedup.
-const CHUNK_QUEUE: usize = 16;
+const CHUNK_QUEUE: usize = 8;
 /// Sealed blobs in flight between seal and upload (also bounds sealing parallelism).
-const SEALED_QUEUE: usize = 6;
+const SEALED_QUEUE: usize = 4;
 /// Batches sent but not yet acknowledged, beyond those the hub is storing.
-const BATCH_QUEUE: usize = 4;
+const BATCH_QUEUE: usize = 2;
 /// Upper bounds of one dedup query.
 const DEDUP_BATCH_IDS: usize = 1024;
-const DEDUP_BATCH_BYTES: usize = 32 << 20;
+const DEDUP_BATCH_BYTES: usize = 16 << 20;
 /// Upper bounds of one upload batch.
 const UPLOAD_BATCH_BLOBS: usize = 1024;
 const UPLOAD_BATCH_BYTES: usize = 8 << 20;
@@ -277,6 +277,7 @@ fn scan_source(
     let mut report = BackupReport::default();
     let mut manifest_ids = Vec::new();
     let mut manifest = ChunkBuffer::new(&params);
+    let mut content = ChunkBuffer::new(&params);
     let mut encoded = MANIFEST_MAGIC.to_vec();
     let mut first_link: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let mut skipped_files = Vec::new();
@@ -320,7 +321,7 @@ fn scan_source(
                         Some(ids) => ids,
                         None => match read_file(
                             source,
-                            &params,
+                            &mut content,
                             &mut entry,
                             &send,
                             &mut report,
@@ -394,7 +395,7 @@ fn scan_source(
 /// error stops the backup; the inner one skips (and reports) this file.
 fn read_file(
     source: &dyn Source,
-    params: &ChunkerParams,
+    chunker: &mut ChunkBuffer<'_>,
     entry: &mut SourceEntry,
     send: &dyn Fn(BlobKind, Vec<u8>) -> Result<BlobId, BackupError>,
     report: &mut BackupReport,
@@ -406,7 +407,7 @@ fn read_file(
             Content::Vanished => return Ok(Err("vanished during the backup".into())),
         };
         let mut ids = Vec::new();
-        let read = chunk_reader(params, reader, |chunk| {
+        let read = chunker.chunk_reader(reader, |chunk| {
             progress.add_read(chunk.len() as u64);
             send(BlobKind::Data, chunk).map(|id| ids.push(id))
         });
@@ -652,9 +653,10 @@ mod tests {
         };
         let mut report = BackupReport::default();
         let mut e = entry();
+        let mut chunker = ChunkBuffer::new(&params);
         let out = read_file(
             source,
-            &params,
+            &mut chunker,
             &mut e,
             &send,
             &mut report,

@@ -49,7 +49,11 @@ impl ChunkerParams {
     }
 }
 
+/// Bytes read from a file at a time.
+const READ_BLOCK: usize = 1 << 20;
+
 /// Buffers a stream and hands out chunks as soon as their end is certain.
+/// Its buffer is kept between streams, so chunking many files allocates once.
 pub struct ChunkBuffer<'p> {
     params: &'p ChunkerParams,
     buf: Vec<u8>,
@@ -69,11 +73,23 @@ impl<'p> ChunkBuffer<'p> {
         &self.buf[self.start..]
     }
 
+    /// Moves pending bytes to the front, but only once consumed bytes
+    /// outweigh them, so each byte is moved at most about once.
     fn compact(&mut self) {
-        if self.start > 0 {
+        if self.start > 0 && self.start >= self.buf.len() - self.start {
             self.buf.drain(..self.start);
             self.start = 0;
         }
+    }
+
+    fn emit_full<E>(&mut self, emit: &mut impl FnMut(Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+        while self.pending().len() >= MAX_CHUNK {
+            let len = self.params.cut(self.pending());
+            let chunk = self.pending()[..len].to_vec();
+            self.start += len;
+            emit(chunk)?;
+        }
+        Ok(())
     }
 
     /// Appends stream bytes; calls `emit` for each chunk now complete.
@@ -84,28 +100,56 @@ impl<'p> ChunkBuffer<'p> {
     ) -> Result<(), E> {
         self.compact();
         self.buf.extend_from_slice(bytes);
-        while self.pending().len() >= MAX_CHUNK {
-            let len = self.params.cut(self.pending());
-            let chunk = self.pending()[..len].to_vec();
-            self.start += len;
-            emit(chunk)?;
-        }
-        Ok(())
+        self.emit_full(&mut emit)
     }
 
-    /// Ends the stream: emits the remaining chunks (none for an empty stream).
-    pub fn finish<E>(mut self, mut emit: impl FnMut(Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+    /// Reads once from `reader` straight into the buffer; emits what is
+    /// complete. Returns the bytes read (0 at the end of the stream).
+    fn read_from<R: Read, E>(
+        &mut self,
+        reader: &mut R,
+        emit: &mut impl FnMut(Vec<u8>) -> Result<(), E>,
+    ) -> Result<usize, ChunkReadError<E>> {
+        self.compact();
+        let filled = self.buf.len();
+        self.buf.resize(filled + READ_BLOCK, 0);
+        let n = loop {
+            match reader.read(&mut self.buf[filled..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.buf.truncate(filled);
+                    return Err(ChunkReadError::Read(e));
+                }
+            }
+        };
+        self.buf.truncate(filled + n);
+        self.emit_full(emit).map_err(ChunkReadError::Emit)?;
+        Ok(n)
+    }
+
+    /// Ends the stream: emits the remaining chunks (none for an empty
+    /// stream) and leaves the buffer empty for the next one.
+    pub fn finish<E>(&mut self, mut emit: impl FnMut(Vec<u8>) -> Result<(), E>) -> Result<(), E> {
         while !self.pending().is_empty() {
             let len = self.params.cut(self.pending());
             let chunk = self.pending()[..len].to_vec();
             self.start += len;
             emit(chunk)?;
         }
+        self.buf.clear();
+        self.start = 0;
         Ok(())
+    }
+
+    /// Forgets a stream that failed half way.
+    fn reset(&mut self) {
+        self.buf.clear();
+        self.start = 0;
     }
 }
 
-/// Errors of [`chunk_reader`]: reading failed, or the consumer stopped.
+/// Errors of [`ChunkBuffer::chunk_reader`]: reading failed, or the consumer stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkReadError<E> {
     #[error("read: {0}")]
@@ -114,30 +158,29 @@ pub enum ChunkReadError<E> {
     Emit(E),
 }
 
-/// Reads `reader` to the end and emits its chunks. An empty input yields no
-/// chunk. Returns the number of bytes read.
-pub fn chunk_reader<R: Read, E>(
-    params: &ChunkerParams,
-    mut reader: R,
-    mut emit: impl FnMut(Vec<u8>) -> Result<(), E>,
-) -> Result<u64, ChunkReadError<E>> {
-    let mut chunker = ChunkBuffer::new(params);
-    let mut block = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = match reader.read(&mut block) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ChunkReadError::Read(e)),
-        };
-        total += n as u64;
-        chunker
-            .push(&block[..n], &mut emit)
-            .map_err(ChunkReadError::Emit)?;
+impl ChunkBuffer<'_> {
+    /// Reads `reader` to the end and emits its chunks. An empty input yields
+    /// no chunk. Returns the number of bytes read.
+    pub fn chunk_reader<R: Read, E>(
+        &mut self,
+        mut reader: R,
+        mut emit: impl FnMut(Vec<u8>) -> Result<(), E>,
+    ) -> Result<u64, ChunkReadError<E>> {
+        self.reset();
+        let mut total = 0u64;
+        loop {
+            match self.read_from(&mut reader, &mut emit) {
+                Ok(0) => break,
+                Ok(n) => total += n as u64,
+                Err(e) => {
+                    self.reset();
+                    return Err(e);
+                }
+            }
+        }
+        self.finish(&mut emit).map_err(ChunkReadError::Emit)?;
+        Ok(total)
     }
-    chunker.finish(&mut emit).map_err(ChunkReadError::Emit)?;
-    Ok(total)
 }
 
 #[cfg(test)]
@@ -209,13 +252,18 @@ mod tests {
         let a = chunks_of(&p, &data, 4096);
         let b = chunks_of(&p, &data, 3 << 20);
         assert_eq!(a, b);
-        let mut via_reader = Vec::new();
-        chunk_reader(&p, &data[..], |c| -> Result<(), ()> {
-            via_reader.push(c);
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(a, via_reader);
+        // One buffer reused across streams gives the same cuts every time.
+        let mut reused = ChunkBuffer::new(&p);
+        for _ in 0..2 {
+            let mut via_reader = Vec::new();
+            reused
+                .chunk_reader(&data[..], |c| -> Result<(), ()> {
+                    via_reader.push(c);
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(a, via_reader);
+        }
     }
 
     #[test]

@@ -3,15 +3,13 @@
 use std::str::FromStr;
 
 use ferry_proto::auth::AUTHORIZATION;
+use ferry_proto::transport::{CONNECTION_WINDOW, MAX_FRAME, MAX_MESSAGE_BYTES, STREAM_WINDOW};
 use ferry_proto::v1::ingest_client::IngestClient;
 use ferry_proto::v1::journal_client::JournalClient;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
-
-/// Largest gRPC message either side accepts: a batch of blobs or a fetch reply.
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -62,6 +60,9 @@ impl HubClient {
         })?;
         let channel = endpoint
             .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(MAX_FRAME)
             .connect()
             .await
             .map_err(|source| ClientError::Connect {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use ferry_proto::transport::{CONNECTION_WINDOW, MAX_FRAME, MAX_MESSAGE_BYTES, STREAM_WINDOW};
 use ferry_proto::v1::ingest_server::IngestServer;
 use ferry_proto::v1::journal_server::JournalServer;
 use tokio::net::TcpListener;
@@ -17,8 +18,6 @@ use crate::config::HubConfig;
 use crate::packer::{Packer, PackerConfig};
 use crate::service::{HubState, IngestService, JournalService};
 
-/// Largest gRPC message accepted or sent (a batch of blobs).
-pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Name under which the local pool is recorded in the catalog.
 pub const LOCAL_POOL: &str = "local";
 
@@ -92,6 +91,9 @@ pub async fn serve(
     }
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
         .add_service(
             IngestServer::new(IngestService(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

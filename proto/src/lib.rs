@@ -4,6 +4,7 @@ pub mod auth;
 pub mod ids;
 pub mod manifest;
 pub mod status;
+pub mod transport;
 
 pub use ids::{BadId, BlobId, BlobKind, FLAG_ZSTD, ID_LEN};
 

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# One command for the side-by-side benchmark: builds Ferry (release),
+# installs the peers, makes or reuses the datasets, runs Ferry and its peers
+# in one run of ../shared/bench/peers.sh, measures the disk's durable write
+# speed, and writes bench/results/<date>-<backend>.md with ratio columns.
+#
+#   bench/run.sh                       REPEAT=3, peers restic borg rustic
+#   REPEAT=1 PEERS="ferry restic" bench/run.sh
+# Knobs: REPEAT, PEERS (include ferry), DATA, RUN, MIXED_SIZE, SMALL_FILES, BACKEND.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+shared=${SHARED_BENCH:-$root/../shared/bench}
+export REPEAT=${REPEAT:-3}
+export DATA=${DATA:-/tmp/benchdata}
+export RUN=${RUN:-/tmp/bench-run}
+export PEERS=${PEERS:-"ferry restic borg rustic"}
+export BACKEND=${BACKEND:-local}
+if [ "$BACKEND" != local ]; then
+  echo "BACKEND=$BACKEND: Ferry's S3 pool is not built yet (issue 5); only local runs" >&2
+  exit 2
+fi
+
+bash scripts/setup.sh
+cargo build --release --bins --locked
+export FERRY_BIN=${CARGO_TARGET_DIR:-$root/target}/release
+case " $PEERS " in *" rustic "*) RUSTIC=1 bash "$shared/install-peers.sh" ;; *) bash "$shared/install-peers.sh" ;; esac
+
+if [ ! -f "$DATA/small.manifest" ] || [ ! -f "$DATA/edit.manifest" ]; then
+  python3 "$shared/mkdata.py" --out "$DATA" --mixed-size "${MIXED_SIZE:-1G}" --small-files "${SMALL_FILES:-50000}"
+fi
+
+mkdir -p "$RUN"
+export OUT_CSV=$RUN/results.csv OUT_MD=$RUN/results-peers.md
+PEER_PLUGINS="$root/bench/ferry.peer.sh" bash "$shared/peers.sh"
+
+# The disk's durable write time for as many bytes as Ferry stored initially.
+mib=$(python3 - "$OUT_CSV" <<'PY'
+import csv, statistics, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["peer"] == "ferry" and r["step"] == "backup-initial"]
+print(max(1, round(statistics.median(int(r["repo_bytes"]) for r in rows) / 2**20)) if rows else 1024)
+PY
+)
+sync
+t0=$(date +%s.%N)
+dd if=/dev/zero of="$RUN/dd.bin" bs=1M count="$mib" conv=fdatasync status=none
+t1=$(date +%s.%N)
+rm -f "$RUN/dd.bin"
+dd_s=$(echo "$t1 - $t0" | bc -l)
+
+out=bench/results/$(date +%Y-%m-%d)-$BACKEND.md
+{
+  echo "# Ferry beside its peers ($BACKEND pool), $(date +%Y-%m-%d)"
+  echo
+  echo "\`bench/run.sh\` with REPEAT=$REPEAT, PEERS=\"$PEERS\"; Ferry $(git rev-parse --short HEAD)."
+  echo "Ratios are Ferry ÷ peer: below 1 means Ferry is faster or leaner."
+  echo
+  python3 bench/ratios.py "$OUT_CSV" "$dd_s" "$mib"
+  echo
+  sed -n '/^## Versions/,$p' "$OUT_MD"
+} > "$out"
+echo "wrote $out"
