@@ -45,6 +45,9 @@ const BATCH_QUEUE: usize = 2;
 /// Upper bounds of one dedup query.
 const DEDUP_BATCH_IDS: usize = 1024;
 const DEDUP_BATCH_BYTES: usize = 16 << 20;
+/// Upper bounds of the chunks one sealing task takes.
+const SEAL_GROUP_BYTES: usize = 1 << 20;
+const SEAL_GROUP_CHUNKS: usize = 256;
 /// Upper bounds of one upload batch.
 const UPLOAD_BATCH_BLOBS: usize = 1024;
 const UPLOAD_BATCH_BYTES: usize = 8 << 20;
@@ -407,7 +410,7 @@ fn read_file(
             Content::Vanished => return Ok(Err("vanished during the backup".into())),
         };
         let mut ids = Vec::new();
-        let read = chunker.chunk_reader(reader, |chunk| {
+        let read = chunker.chunk_reader(reader, entry.stamp.size, |chunk| {
             progress.add_read(chunk.len() as u64);
             send(BlobKind::Data, chunk).map(|id| ids.push(id))
         });
@@ -438,7 +441,7 @@ async fn dedup_stage(
     client: HubClient,
     session_id: u64,
     sealer: Arc<SessionSealer>,
-    sealed: mpsc::Sender<JoinHandle<SealedBlob>>,
+    sealed: mpsc::Sender<JoinHandle<Vec<SealedBlob>>>,
 ) -> Result<u64, BackupError> {
     let mut ingest = client.ingest;
     let mut seen: HashSet<BlobId> = HashSet::new();
@@ -483,19 +486,42 @@ async fn dedup_stage(
                 })?;
             *slot = true;
         }
+        // Small chunks are sealed in groups, so a task's overhead is paid
+        // per megabyte, not per tiny file.
+        let mut group: Vec<ChunkJob> = Vec::new();
+        let mut group_bytes = 0;
         for (job, wanted) in batch.into_iter().zip(wanted) {
             if !wanted {
                 deduplicated += 1;
                 continue;
             }
-            let sealer = sealer.clone();
-            let task = tokio::task::spawn_blocking(move || {
-                seal_chunk(&sealer, job.id, job.kind, &job.data)
-            });
-            sealed.send(task).await.map_err(|_| BackupError::Aborted)?;
+            group_bytes += job.data.len();
+            group.push(job);
+            if group_bytes >= SEAL_GROUP_BYTES || group.len() >= SEAL_GROUP_CHUNKS {
+                seal_group(&sealer, std::mem::take(&mut group), &sealed).await?;
+                group_bytes = 0;
+            }
+        }
+        if !group.is_empty() {
+            seal_group(&sealer, group, &sealed).await?;
         }
     }
     Ok(deduplicated)
+}
+
+async fn seal_group(
+    sealer: &Arc<SessionSealer>,
+    group: Vec<ChunkJob>,
+    sealed: &mpsc::Sender<JoinHandle<Vec<SealedBlob>>>,
+) -> Result<(), BackupError> {
+    let sealer = sealer.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        group
+            .iter()
+            .map(|job| seal_chunk(&sealer, job.id, job.kind, &job.data))
+            .collect()
+    });
+    sealed.send(task).await.map_err(|_| BackupError::Aborted)
 }
 
 struct Uploaded {
@@ -506,7 +532,7 @@ struct Uploaded {
 /// Stage 4: batches sealed blobs onto the upload stream and checks that
 /// every batch comes back acknowledged.
 async fn upload_stage(
-    mut sealed: mpsc::Receiver<JoinHandle<SealedBlob>>,
+    mut sealed: mpsc::Receiver<JoinHandle<Vec<SealedBlob>>>,
     client: HubClient,
     session_id: u64,
     progress: Progress,
@@ -552,16 +578,17 @@ async fn upload_stage(
             current_bytes = 0;
         }
         let Some(task) = next else { break };
-        let blob = task.await.map_err(|e| BackupError::Task(e.to_string()))?;
-        sent.blobs += 1;
-        sent.bytes += blob.data.len() as u64;
-        current_bytes += blob.data.len();
-        current.push(ferry_proto::v1::Blob {
-            id: blob.id.0.to_vec(),
-            kind: blob.kind as u32,
-            flags: u32::from(blob.flags),
-            data: blob.data,
-        });
+        for blob in task.await.map_err(|e| BackupError::Task(e.to_string()))? {
+            sent.blobs += 1;
+            sent.bytes += blob.data.len() as u64;
+            current_bytes += blob.data.len();
+            current.push(ferry_proto::v1::Blob {
+                id: blob.id.0.to_vec(),
+                kind: blob.kind as u32,
+                flags: u32::from(blob.flags),
+                data: blob.data,
+            });
+        }
     }
     drop(batch_tx);
     let acked = flatten(acks.await)?;

@@ -3,6 +3,8 @@
 //! which checks the chunk id against the plaintext so that a tampered or
 //! corrupt blob is refused, never restored.
 
+use std::cell::RefCell;
+
 use ferry_crypto::{OpenError, SessionOpener, SessionSealer, TenantKeys};
 use ferry_proto::{BlobId, BlobKind, FLAG_ZSTD};
 
@@ -24,12 +26,45 @@ pub struct SealedBlob {
     pub data: Vec<u8>,
 }
 
+thread_local! {
+    // A zstd context costs more to set up than compressing a small file;
+    // each sealing thread keeps one.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+        }
+        match slot.as_mut() {
+            Some(c) => c.compress(data),
+            None => zstd::bulk::compress(data, ZSTD_LEVEL),
+        }
+    })
+}
+
+fn decompress(data: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(data, limit),
+            None => zstd::bulk::decompress(data, limit),
+        }
+    })
+}
+
 fn worth_compressing(plaintext: &[u8]) -> bool {
     if plaintext.len() < 512 {
         return false;
     }
     let sample = &plaintext[..plaintext.len().min(SAMPLE)];
-    match zstd::bulk::compress(sample, ZSTD_LEVEL) {
+    match compress(sample) {
         Ok(c) => (c.len() as f64) < sample.len() as f64 * (1.0 - MIN_SAVING),
         Err(_) => false,
     }
@@ -43,7 +78,7 @@ pub fn seal_chunk(
     plaintext: &[u8],
 ) -> SealedBlob {
     if worth_compressing(plaintext)
-        && let Ok(packed) = zstd::bulk::compress(plaintext, ZSTD_LEVEL)
+        && let Ok(packed) = compress(plaintext)
         && packed.len() < plaintext.len()
     {
         return SealedBlob {
@@ -93,7 +128,7 @@ pub fn open_chunk(
         .map_err(|source| OpenChunkError::Decrypt { id, source })?;
     let plaintext = if flags & FLAG_ZSTD != 0 {
         // Bounded: a hostile blob cannot inflate past the largest chunk.
-        zstd::bulk::decompress(&decrypted, MAX_CHUNK).map_err(|e| OpenChunkError::Decompress {
+        decompress(&decrypted, MAX_CHUNK).map_err(|e| OpenChunkError::Decompress {
             id,
             reason: e.to_string(),
         })?

@@ -53,11 +53,15 @@ impl ChunkerParams {
 const READ_BLOCK: usize = 1 << 20;
 
 /// Buffers a stream and hands out chunks as soon as their end is certain.
-/// Its buffer is kept between streams, so chunking many files allocates once.
+/// Its buffer is kept between streams, so chunking many files allocates and
+/// zeroes memory once, not once per file.
 pub struct ChunkBuffer<'p> {
     params: &'p ChunkerParams,
+    /// Scratch space; only `start..end` holds stream bytes. Its length only
+    /// grows, so reading into it never zeroes memory again.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
 }
 
 impl<'p> ChunkBuffer<'p> {
@@ -66,19 +70,25 @@ impl<'p> ChunkBuffer<'p> {
             params,
             buf: Vec::new(),
             start: 0,
+            end: 0,
         }
     }
 
     fn pending(&self) -> &[u8] {
-        &self.buf[self.start..]
+        &self.buf[self.start..self.end]
     }
 
-    /// Moves pending bytes to the front, but only once consumed bytes
-    /// outweigh them, so each byte is moved at most about once.
-    fn compact(&mut self) {
-        if self.start > 0 && self.start >= self.buf.len() - self.start {
-            self.buf.drain(..self.start);
+    /// Makes room for `more` bytes after `end`. Pending bytes move to the
+    /// front only once consumed bytes outweigh them, so each byte moves at
+    /// most about once.
+    fn reserve(&mut self, more: usize) {
+        if self.start > 0 && self.start >= self.end - self.start {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
+        }
+        if self.buf.len() < self.end + more {
+            self.buf.resize(self.end + more, 0);
         }
     }
 
@@ -98,32 +108,29 @@ impl<'p> ChunkBuffer<'p> {
         bytes: &[u8],
         mut emit: impl FnMut(Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
-        self.compact();
-        self.buf.extend_from_slice(bytes);
+        self.reserve(bytes.len());
+        self.buf[self.end..self.end + bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
         self.emit_full(&mut emit)
     }
 
-    /// Reads once from `reader` straight into the buffer; emits what is
-    /// complete. Returns the bytes read (0 at the end of the stream).
+    /// Reads once from `reader` straight into the buffer, at most `want`
+    /// bytes; emits what is complete. Returns the bytes read (0 at the end).
     fn read_from<R: Read, E>(
         &mut self,
         reader: &mut R,
+        want: usize,
         emit: &mut impl FnMut(Vec<u8>) -> Result<(), E>,
     ) -> Result<usize, ChunkReadError<E>> {
-        self.compact();
-        let filled = self.buf.len();
-        self.buf.resize(filled + READ_BLOCK, 0);
+        self.reserve(want);
         let n = loop {
-            match reader.read(&mut self.buf[filled..]) {
+            match reader.read(&mut self.buf[self.end..self.end + want]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.buf.truncate(filled);
-                    return Err(ChunkReadError::Read(e));
-                }
+                Err(e) => return Err(ChunkReadError::Read(e)),
             }
         };
-        self.buf.truncate(filled + n);
+        self.end += n;
         self.emit_full(emit).map_err(ChunkReadError::Emit)?;
         Ok(n)
     }
@@ -137,15 +144,14 @@ impl<'p> ChunkBuffer<'p> {
             self.start += len;
             emit(chunk)?;
         }
-        self.buf.clear();
-        self.start = 0;
+        self.reset();
         Ok(())
     }
 
-    /// Forgets a stream that failed half way.
+    /// Forgets the current stream (also one that failed half way).
     fn reset(&mut self) {
-        self.buf.clear();
         self.start = 0;
+        self.end = 0;
     }
 }
 
@@ -160,16 +166,22 @@ pub enum ChunkReadError<E> {
 
 impl ChunkBuffer<'_> {
     /// Reads `reader` to the end and emits its chunks. An empty input yields
-    /// no chunk. Returns the number of bytes read.
+    /// no chunk. `size_hint` (the size the file had when listed) sizes the
+    /// reads, so a small file costs one read plus one that finds its end.
+    /// Returns the number of bytes read.
     pub fn chunk_reader<R: Read, E>(
         &mut self,
         mut reader: R,
+        size_hint: u64,
         mut emit: impl FnMut(Vec<u8>) -> Result<(), E>,
     ) -> Result<u64, ChunkReadError<E>> {
         self.reset();
         let mut total = 0u64;
         loop {
-            match self.read_from(&mut reader, &mut emit) {
+            let expected_rest =
+                usize::try_from(size_hint.saturating_sub(total)).unwrap_or(READ_BLOCK);
+            let want = (expected_rest + 1).clamp(4096, READ_BLOCK);
+            match self.read_from(&mut reader, want, &mut emit) {
                 Ok(0) => break,
                 Ok(n) => total += n as u64,
                 Err(e) => {
@@ -257,7 +269,7 @@ mod tests {
         for _ in 0..2 {
             let mut via_reader = Vec::new();
             reused
-                .chunk_reader(&data[..], |c| -> Result<(), ()> {
+                .chunk_reader(&data[..], 1000, |c| -> Result<(), ()> {
                     via_reader.push(c);
                     Ok(())
                 })
