@@ -75,7 +75,7 @@ echo "== backup of $src"
 $agent backup
 echo "== snapshots"
 $agent snapshots
-restore_dir=$qs/restore-$(date +%Y%m%d-%H%M%S)
+restore_dir=$(mktemp -d "$qs/restore-$(date +%Y%m%d-%H%M%S)-XXXX")
 echo "== restore of the latest snapshot into $restore_dir"
 $agent restore --to "$restore_dir"
 diff -r "$src" "$restore_dir" && echo "restore is identical to $src"
