@@ -36,20 +36,24 @@ use crate::journal::{Journal, JournalError};
 use crate::progress::Progress;
 use crate::source::{Content, EntryKind, Skipped, Source, SourceEntry, SourceError};
 
-/// Chunks in flight between scan and dedup.
+/// Bundles of chunks in flight between scan and dedup, and a bundle's bounds.
 const CHUNK_QUEUE: usize = 8;
+const BUNDLE_BYTES: usize = 1 << 20;
+const BUNDLE_JOBS: usize = 256;
 /// Sealed blobs in flight between seal and upload (also bounds sealing parallelism).
 const SEALED_QUEUE: usize = 4;
 /// Batches sent but not yet acknowledged, beyond those the hub is storing.
 const BATCH_QUEUE: usize = 2;
 /// Upper bounds of one dedup query.
-const DEDUP_BATCH_IDS: usize = 1024;
+const DEDUP_BATCH_IDS: usize = 4096;
 const DEDUP_BATCH_BYTES: usize = 16 << 20;
+/// How long a dedup query waits for more ids after the first.
+const DEDUP_BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(3);
 /// Upper bounds of the chunks one sealing task takes.
 const SEAL_GROUP_BYTES: usize = 1 << 20;
 const SEAL_GROUP_CHUNKS: usize = 256;
 /// Upper bounds of one upload batch.
-const UPLOAD_BATCH_BLOBS: usize = 1024;
+const UPLOAD_BATCH_BLOBS: usize = 8192;
 const UPLOAD_BATCH_BYTES: usize = 8 << 20;
 /// How often a file that keeps changing while it is read is tried.
 const READ_ATTEMPTS: usize = 3;
@@ -266,13 +270,49 @@ struct Scanned {
     report: BackupReport,
 }
 
+/// Hands chunk jobs to the dedup stage in bundles, so that tiny files do
+/// not cost a thread wake-up each.
+struct Bundler<'a> {
+    tx: &'a mpsc::Sender<Vec<ChunkJob>>,
+    pending: std::cell::RefCell<(Vec<ChunkJob>, usize)>,
+}
+
+impl<'a> Bundler<'a> {
+    fn new(tx: &'a mpsc::Sender<Vec<ChunkJob>>) -> Self {
+        Self {
+            tx,
+            pending: Default::default(),
+        }
+    }
+
+    fn send(&self, job: ChunkJob) -> Result<(), BackupError> {
+        let full = {
+            let mut pending = self.pending.borrow_mut();
+            pending.1 += job.data.len();
+            pending.0.push(job);
+            pending.1 >= BUNDLE_BYTES || pending.0.len() >= BUNDLE_JOBS
+        };
+        if full { self.flush() } else { Ok(()) }
+    }
+
+    fn flush(&self) -> Result<(), BackupError> {
+        let (jobs, _) = std::mem::take(&mut *self.pending.borrow_mut());
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        self.tx
+            .blocking_send(jobs)
+            .map_err(|_| BackupError::Aborted)
+    }
+}
+
 /// Stage 1: walk, chunk, hash; emits chunk jobs and returns the manifest ids.
 fn scan_source(
     source: &dyn Source,
     keys: &TenantKeys,
     journal: &Journal,
     trust_journal: bool,
-    chunks: &mpsc::Sender<ChunkJob>,
+    chunks: &mpsc::Sender<Vec<ChunkJob>>,
     progress: &Progress,
 ) -> Result<Scanned, BackupError> {
     let (gear, gear_ls) = keys.gear_tables();
@@ -286,11 +326,10 @@ fn scan_source(
     let mut skipped_files = Vec::new();
     let mut referenced = Vec::new();
 
+    let bundler = Bundler::new(chunks);
     let send = |kind: BlobKind, data: Vec<u8>| -> Result<BlobId, BackupError> {
         let id = BlobId(keys.chunk_id(&data));
-        chunks
-            .blocking_send(ChunkJob { id, kind, data })
-            .map_err(|_| BackupError::Aborted)?;
+        bundler.send(ChunkJob { id, kind, data })?;
         Ok(id)
     };
 
@@ -381,6 +420,7 @@ fn scan_source(
         send(BlobKind::Manifest, c).map(|id| manifest_ids.push(id))
     })?;
     manifest.finish(|c| send(BlobKind::Manifest, c).map(|id| manifest_ids.push(id)))?;
+    bundler.flush()?;
     for s in skipped.into_iter().chain(skipped_files) {
         tracing::warn!(path = %String::from_utf8_lossy(&s.path), reason = %s.reason, "not backed up");
         report.skipped.push(s.into());
@@ -437,7 +477,7 @@ fn read_file(
 /// Stage 2: batched "which ids are missing", then sealing of the missing
 /// chunks on blocking threads; hands the seal tasks to the uploader in order.
 async fn dedup_stage(
-    mut chunks: mpsc::Receiver<ChunkJob>,
+    mut chunks: mpsc::Receiver<Vec<ChunkJob>>,
     client: HubClient,
     session_id: u64,
     sealer: Arc<SessionSealer>,
@@ -446,16 +486,18 @@ async fn dedup_stage(
     let mut ingest = client.ingest;
     let mut seen: HashSet<BlobId> = HashSet::new();
     let mut deduplicated = 0u64;
-    while let Some(first) = chunks.recv().await {
-        let mut bytes = first.data.len();
-        let mut batch = vec![first];
+    while let Some(mut batch) = chunks.recv().await {
+        // Gather a batch: a query per tiny file would cost a round trip each.
+        let bytes_of = |jobs: &[ChunkJob]| jobs.iter().map(|j| j.data.len()).sum::<usize>();
+        let mut bytes = bytes_of(&batch);
+        let deadline = tokio::time::Instant::now() + DEDUP_BATCH_WAIT;
         while batch.len() < DEDUP_BATCH_IDS && bytes < DEDUP_BATCH_BYTES {
-            match chunks.try_recv() {
-                Ok(job) => {
-                    bytes += job.data.len();
-                    batch.push(job);
+            match tokio::time::timeout_at(deadline, chunks.recv()).await {
+                Ok(Some(more)) => {
+                    bytes += bytes_of(&more);
+                    batch.extend(more);
                 }
-                Err(_) => break,
+                Ok(None) | Err(_) => break,
             }
         }
         if seen.len() > SEEN_LIMIT {

@@ -59,15 +59,22 @@ fn decompress(data: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
     })
 }
 
-fn worth_compressing(plaintext: &[u8]) -> bool {
+/// The compressed form of `plaintext`, if it saves enough to be worth it.
+/// Large chunks are judged on a sample first, so incompressible data costs
+/// one small attempt; a chunk no larger than the sample is compressed once.
+fn compressed(plaintext: &[u8]) -> Option<Vec<u8>> {
     if plaintext.len() < 512 {
-        return false;
+        return None;
     }
-    let sample = &plaintext[..plaintext.len().min(SAMPLE)];
-    match compress(sample) {
-        Ok(c) => (c.len() as f64) < sample.len() as f64 * (1.0 - MIN_SAVING),
-        Err(_) => false,
+    let saves = |from: usize, to: usize| (to as f64) < from as f64 * (1.0 - MIN_SAVING);
+    if plaintext.len() > SAMPLE {
+        let sample = compress(&plaintext[..SAMPLE]).ok()?;
+        if !saves(SAMPLE, sample.len()) {
+            return None;
+        }
     }
+    let packed = compress(plaintext).ok()?;
+    saves(plaintext.len(), packed.len()).then_some(packed)
 }
 
 /// Compresses if it helps, then encrypts.
@@ -77,22 +84,19 @@ pub fn seal_chunk(
     kind: BlobKind,
     plaintext: &[u8],
 ) -> SealedBlob {
-    if worth_compressing(plaintext)
-        && let Ok(packed) = compress(plaintext)
-        && packed.len() < plaintext.len()
-    {
-        return SealedBlob {
+    match compressed(plaintext) {
+        Some(packed) => SealedBlob {
             id,
             kind,
             flags: FLAG_ZSTD,
             data: sealer.seal(&packed),
-        };
-    }
-    SealedBlob {
-        id,
-        kind,
-        flags: 0,
-        data: sealer.seal(plaintext),
+        },
+        None => SealedBlob {
+            id,
+            kind,
+            flags: 0,
+            data: sealer.seal(plaintext),
+        },
     }
 }
 
