@@ -75,6 +75,23 @@ impl Hub {
         hub_cli(&self.data_dir, args)
     }
 
+    /// Adds a site to an existing tenant, its token written to `token_file`.
+    pub fn add_site(&self, tenant: &str, site: &str, token_file: &Path) {
+        let token_file = token_file.to_str().expect("UTF-8 path");
+        check(
+            &self.cli(&[
+                "site",
+                "add",
+                "--tenant",
+                tenant,
+                site,
+                "--token-file",
+                token_file,
+            ]),
+            "site add",
+        );
+    }
+
     /// SIGKILL: no shutdown, no flush.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -140,18 +157,7 @@ impl Site {
             check(&hub.cli(&["tenant", "add", "acme"]), "tenant add");
         }
         let token_file = dir.join("site.token");
-        check(
-            &hub.cli(&[
-                "site",
-                "add",
-                "--tenant",
-                "acme",
-                site,
-                "--token-file",
-                token_file.to_str().unwrap(),
-            ]),
-            "site add",
-        );
+        hub.add_site("acme", site, &token_file);
         let full_bucket = format!("acme/{bucket}");
         check(
             &hub.cli(&["bucket", "add", &full_bucket, "--source", site]),

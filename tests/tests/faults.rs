@@ -100,36 +100,14 @@ fn bad_credentials_keys_and_configs_give_clear_errors() {
     // A token from another tenant's site cannot see this bucket.
     check(&hub.cli(&["tenant", "add", "other"]), "tenant add");
     let other_token = site.dir.join("other.token");
-    check(
-        &hub.cli(&[
-            "site",
-            "add",
-            "--tenant",
-            "other",
-            "intruder",
-            "--token-file",
-            other_token.to_str().unwrap(),
-        ]),
-        "site add",
-    );
+    hub.add_site("other", "intruder", &other_token);
     std::fs::copy(&other_token, site.dir.join("site.token")).unwrap();
     let out = site.agent(&["backup"]);
     assert!(stderr(&out).contains("no such bucket"), "{}", stderr(&out));
     std::fs::remove_file(site.dir.join("site.token")).unwrap();
 
     // Back to a valid token (added fresh), then a write-only key: backup works, restore refuses.
-    check(
-        &hub.cli(&[
-            "site",
-            "add",
-            "--tenant",
-            "acme",
-            "site-b",
-            "--token-file",
-            site.dir.join("site.token").to_str().unwrap(),
-        ]),
-        "site add",
-    );
+    hub.add_site("acme", "site-b", &site.dir.join("site.token"));
     check(
         &hub.cli(&["bucket", "add", "acme/wo", "--source", "site-b"]),
         "bucket add",
@@ -246,18 +224,7 @@ fn journal_is_not_trusted_when_the_hub_lacks_its_chunks() {
     let second_hub = Hub::start(&work.path().join("hub2"));
     check(&second_hub.cli(&["tenant", "add", "acme"]), "tenant add");
     std::fs::remove_file(site.dir.join("site.token")).unwrap();
-    check(
-        &second_hub.cli(&[
-            "site",
-            "add",
-            "--tenant",
-            "acme",
-            "site-a",
-            "--token-file",
-            site.dir.join("site.token").to_str().unwrap(),
-        ]),
-        "site add",
-    );
+    second_hub.add_site("acme", "site-a", &site.dir.join("site.token"));
     check(
         &second_hub.cli(&["bucket", "add", "acme/docs", "--source", "site-a"]),
         "bucket add",
@@ -335,18 +302,7 @@ async fn calls_without_a_valid_token_or_from_another_site_are_refused() {
 
     // A valid token of a site that is not the bucket's source: no writes, no reads.
     let other = work.path().join("other.token");
-    check(
-        &hub.cli(&[
-            "site",
-            "add",
-            "--tenant",
-            "acme",
-            "site-b",
-            "--token-file",
-            other.to_str().unwrap(),
-        ]),
-        "site add",
-    );
+    hub.add_site("acme", "site-b", &other);
     let token = std::fs::read_to_string(&other).unwrap();
     let client = ferry_agent::client::HubClient::connect(&hub.url(), &token)
         .await
