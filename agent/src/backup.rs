@@ -37,16 +37,16 @@ use crate::progress::Progress;
 use crate::source::{Content, EntryKind, Skipped, Source, SourceEntry, SourceError};
 
 /// Bundles of chunks in flight between scan and dedup, and a bundle's bounds.
-const CHUNK_QUEUE: usize = 8;
+const CHUNK_QUEUE: usize = 4;
 const BUNDLE_BYTES: usize = 1 << 20;
 const BUNDLE_JOBS: usize = 256;
 /// Sealed blobs in flight between seal and upload (also bounds sealing parallelism).
 const SEALED_QUEUE: usize = 4;
 /// Batches sent but not yet acknowledged, beyond those the hub is storing.
-const BATCH_QUEUE: usize = 2;
+const BATCH_QUEUE: usize = 1;
 /// Upper bounds of one dedup query.
 const DEDUP_BATCH_IDS: usize = 4096;
-const DEDUP_BATCH_BYTES: usize = 16 << 20;
+const DEDUP_BATCH_BYTES: usize = 8 << 20;
 /// How long a dedup query waits for more ids after the first.
 const DEDUP_BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(3);
 /// Upper bounds of the chunks one sealing task takes.
@@ -54,7 +54,7 @@ const SEAL_GROUP_BYTES: usize = 1 << 20;
 const SEAL_GROUP_CHUNKS: usize = 256;
 /// Upper bounds of one upload batch.
 const UPLOAD_BATCH_BLOBS: usize = 8192;
-const UPLOAD_BATCH_BYTES: usize = 8 << 20;
+const UPLOAD_BATCH_BYTES: usize = 4 << 20;
 /// How often a file that keeps changing while it is read is tried.
 const READ_ATTEMPTS: usize = 3;
 /// Past this many ids, the in-run duplicate filter starts over (the hub's

@@ -115,7 +115,13 @@ enum KeyCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Few blocking threads: the pipeline needs about one per core plus the
+    // scanner, and every extra thread is another malloc arena holding memory.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

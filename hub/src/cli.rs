@@ -148,7 +148,12 @@ fn run(cli: Cli) -> Result<()> {
     let config = load_config(&cli)?;
     match cli.command {
         Command::Serve { listen, ready_file } => {
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            // Bounded blocking threads: each is another malloc arena holding memory.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .max_blocking_threads(8)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
             let listen = listen.unwrap_or(config.listen);
             runtime.block_on(serve(&config, listen, ready_file, shutdown_signal()))?;
             Ok(())

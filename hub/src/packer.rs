@@ -47,7 +47,7 @@ pub struct PackerConfig {
 impl Default for PackerConfig {
     fn default() -> Self {
         Self {
-            max_pack_bytes: 32 << 20,
+            max_pack_bytes: 16 << 20,
             max_wait: Duration::from_millis(2),
             queue_depth: 64,
         }

@@ -45,7 +45,7 @@ const MAX_IDS_PER_CALL: usize = 10_000;
 /// the message limit. Larger snapshots need a streamed commit.
 const MAX_IDS_PER_COMMIT: usize = 2 << 20;
 /// Batches of one upload stream being stored at once (they group into one pack).
-const STORES_PER_STREAM: usize = 4;
+const STORES_PER_STREAM: usize = 3;
 
 pub struct HubState {
     pub catalog: Arc<dyn Catalog>,

@@ -143,8 +143,8 @@ impl SqliteCatalog {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
         // Blob ids are random, so every pack's inserts touch pages all over
-        // the blob index: keep the hot part of it in memory (32 MiB).
-        conn.pragma_update(None, "cache_size", -32768)
+        // the blob index: keep the hot part of it in memory (16 MiB).
+        conn.pragma_update(None, "cache_size", -16384)
             .map_err(open_err)?;
         migrate(&mut conn)?;
         Ok(Self {
