@@ -34,29 +34,4 @@ mkdir -p "$RUN"
 export OUT_CSV=$RUN/results.csv OUT_MD=$RUN/results-peers.md
 PEER_PLUGINS="$root/bench/ferry.peer.sh" bash "$shared/peers.sh"
 
-# The disk's durable write time for as many bytes as Ferry stored initially.
-mib=$(python3 - "$OUT_CSV" <<'PY'
-import csv, statistics, sys
-rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["peer"] == "ferry" and r["step"] == "backup-initial"]
-print(max(1, round(statistics.median(int(r["repo_bytes"]) for r in rows) / 2**20)) if rows else 1024)
-PY
-)
-sync
-t0=$(date +%s.%N)
-dd if=/dev/zero of="$RUN/dd.bin" bs=1M count="$mib" conv=fdatasync status=none
-t1=$(date +%s.%N)
-rm -f "$RUN/dd.bin"
-dd_s=$(echo "$t1 - $t0" | bc -l)
-
-out=bench/results/$(date +%Y-%m-%d)-$BACKEND.md
-{
-  echo "# Ferry beside its peers ($BACKEND pool), $(date +%Y-%m-%d)"
-  echo
-  echo "\`bench/run.sh\` with REPEAT=$REPEAT, PEERS=\"$PEERS\"; Ferry $(git rev-parse --short HEAD)."
-  echo "Ratios are Ferry ÷ peer: below 1 means Ferry is faster or leaner."
-  echo
-  python3 bench/ratios.py "$OUT_CSV" "$dd_s" "$mib"
-  echo
-  sed -n '/^## Versions/,$p' "$OUT_MD"
-} > "$out"
-echo "wrote $out"
+bash bench/report.sh "$RUN"

@@ -62,7 +62,7 @@ fn decompress(data: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
 /// The compressed form of `plaintext`, if it saves enough to be worth it.
 /// Large chunks are judged on a sample first, so incompressible data costs
 /// one small attempt; a chunk no larger than the sample is compressed once.
-fn compressed(plaintext: &[u8]) -> Option<Vec<u8>> {
+pub fn compressed(plaintext: &[u8]) -> Option<Vec<u8>> {
     if plaintext.len() < 512 {
         return None;
     }

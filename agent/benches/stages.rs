@@ -1,0 +1,110 @@
+//! Each stage of the backup pipeline alone, beside the machine's raw limits
+//! (memcpy, BLAKE3 unkeyed, sequential read, fsync'd write), so it shows
+//! which stage bounds the pipeline. `cargo bench -p ferry-agent`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ferry_agent::blob_codec::{compressed, seal_chunk};
+use ferry_agent::chunker::{ChunkBuffer, ChunkerParams};
+use ferry_crypto::TenantKeys;
+use ferry_proto::{BlobId, BlobKind};
+
+const DATA: usize = 64 << 20;
+const CHUNK: usize = 1 << 20;
+
+/// Like the benchmark's "mixed" set: a third text-like, the rest random.
+fn mixed_data(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let words: Vec<&[u8]> = [&b"ledger "[..], b"balance ", b"transfer ", b"account\n", b"settled. "].to_vec();
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if out.len() % (3 * CHUNK) < CHUNK {
+            out.extend_from_slice(words[(x % 5) as usize]);
+        } else {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn stages(c: &mut Criterion) {
+    let keys = TenantKeys::generate();
+    let (gear, gear_ls) = keys.gear_tables();
+    let params = ChunkerParams::new(gear, gear_ls);
+    let data = mixed_data(DATA);
+    let sealer = keys.sealer().unwrap();
+
+    let mut g = c.benchmark_group("stage");
+    g.sample_size(10).throughput(Throughput::Bytes(DATA as u64));
+    g.bench_function("chunk (keyed FastCDC)", |b| {
+        let mut buffer = ChunkBuffer::new(&params);
+        b.iter(|| {
+            let mut n = 0usize;
+            buffer.chunk_reader(&data[..], DATA as u64, |c| -> Result<(), ()> {
+                n += c.len();
+                Ok(())
+            })
+            .unwrap();
+            black_box(n)
+        })
+    });
+    g.bench_function("hash (keyed BLAKE3)", |b| {
+        b.iter(|| data.chunks(CHUNK).map(|c| keys.chunk_id(c)[0]).fold(0u8, |a, x| a ^ x))
+    });
+    g.bench_function("compress (zstd 1, sampled)", |b| {
+        b.iter(|| data.chunks(CHUNK).map(|c| compressed(c).map_or(0, |z| z.len())).sum::<usize>())
+    });
+    g.bench_function("encrypt (age payload)", |b| {
+        b.iter(|| data.chunks(CHUNK).map(|c| sealer.seal(c).len()).sum::<usize>())
+    });
+    g.bench_function("seal (compress + encrypt)", |b| {
+        b.iter(|| {
+            data.chunks(CHUNK)
+                .map(|c| seal_chunk(&sealer, BlobId::default(), BlobKind::Data, c).data.len())
+                .sum::<usize>()
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("limit");
+    g.sample_size(10).throughput(Throughput::Bytes(DATA as u64));
+    let mut target = vec![0u8; DATA];
+    g.bench_function("memcpy", |b| b.iter(|| target.copy_from_slice(black_box(&data))));
+    g.bench_function("BLAKE3 unkeyed", |b| b.iter(|| blake3::hash(black_box(&data))));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("read.bin");
+    std::fs::write(&file, &data).unwrap();
+    g.bench_function("sequential read (page cache)", |b| {
+        let mut buf = vec![0u8; 1 << 20];
+        b.iter(|| {
+            let mut f = std::fs::File::open(&file).unwrap();
+            let mut n = 0;
+            loop {
+                match f.read(&mut buf).unwrap() {
+                    0 => break n,
+                    k => n += k,
+                }
+            }
+        })
+    });
+    g.bench_function("durable write (write + fsync)", |b| {
+        let path = dir.path().join("write.bin");
+        b.iter(|| {
+            let mut f = std::fs::File::create(&path).unwrap();
+            f.write_all(&data).unwrap();
+            f.sync_all().unwrap();
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, stages);
+criterion_main!(benches);

@@ -1,0 +1,58 @@
+//! The hub's write path alone: encoding a pack, and the packer storing
+//! blobs durably (pack fsynced, catalog committed). `cargo bench -p ferry-hub`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ferry_hub::blobstore::{BlobStore, LocalDirStore};
+use ferry_hub::catalog::{Catalog, SqliteCatalog};
+use ferry_hub::pack::{PackBlob, encode_pack};
+use ferry_hub::packer::{Packer, PackerConfig};
+use ferry_proto::{BlobId, BlobKind};
+
+const BLOB: usize = 1 << 20;
+const BLOBS: usize = 16;
+
+fn blobs(seed: u64) -> Vec<PackBlob> {
+    (0..BLOBS as u64)
+        .map(|i| {
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&(seed * 1000 + i).to_le_bytes());
+            PackBlob {
+                id: BlobId(id),
+                kind: BlobKind::Data,
+                flags: 0,
+                header_id: BlobId([7; 32]),
+                data: vec![(i as u8) ^ 0x5a; BLOB],
+            }
+        })
+        .collect()
+}
+
+fn packs(c: &mut Criterion) {
+    let mut g = c.benchmark_group("hub");
+    g.sample_size(10).throughput(Throughput::Bytes((BLOB * BLOBS) as u64));
+    let sample = blobs(0);
+    g.bench_function("encode pack (16 MiB)", |b| b.iter(|| encode_pack(&sample).unwrap().0.len()));
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap());
+    let tenant = catalog.create_tenant("bench").unwrap();
+    let store: Arc<dyn BlobStore> = Arc::new(LocalDirStore::open(dir.path().join("pool")).unwrap());
+    let packer = runtime.block_on(async { Packer::start(store, catalog, "local".into(), PackerConfig::default()) });
+    let mut seed = 1;
+    g.bench_function("store durably (pack + fsync + catalog, 16 MiB)", |b| {
+        b.iter(|| {
+            seed += 1;
+            let batch = blobs(seed);
+            runtime.block_on(packer.store(tenant, batch)).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, packs);
+criterion_main!(benches);
