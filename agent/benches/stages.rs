@@ -19,7 +19,14 @@ const CHUNK: usize = 1 << 20;
 /// Like the benchmark's "mixed" set: a third text-like, the rest random.
 fn mixed_data(len: usize) -> Vec<u8> {
     let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-    let words: Vec<&[u8]> = [&b"ledger "[..], b"balance ", b"transfer ", b"account\n", b"settled. "].to_vec();
+    let words: Vec<&[u8]> = [
+        &b"ledger "[..],
+        b"balance ",
+        b"transfer ",
+        b"account\n",
+        b"settled. ",
+    ]
+    .to_vec();
     let mut out = Vec::with_capacity(len);
     while out.len() < len {
         x ^= x << 13;
@@ -48,27 +55,44 @@ fn stages(c: &mut Criterion) {
         let mut buffer = ChunkBuffer::new(&params);
         b.iter(|| {
             let mut n = 0usize;
-            buffer.chunk_reader(&data[..], DATA as u64, |c| -> Result<(), ()> {
-                n += c.len();
-                Ok(())
-            })
-            .unwrap();
+            buffer
+                .chunk_reader(&data[..], DATA as u64, |c| -> Result<(), ()> {
+                    n += c.len();
+                    Ok(())
+                })
+                .unwrap();
             black_box(n)
         })
     });
     g.bench_function("hash (keyed BLAKE3)", |b| {
-        b.iter(|| data.chunks(CHUNK).map(|c| keys.chunk_id(c)[0]).fold(0u8, |a, x| a ^ x))
+        b.iter(|| {
+            data.chunks(CHUNK)
+                .map(|c| keys.chunk_id(c)[0])
+                .fold(0u8, |a, x| a ^ x)
+        })
     });
     g.bench_function("compress (zstd 1, sampled)", |b| {
-        b.iter(|| data.chunks(CHUNK).map(|c| compressed(c).map_or(0, |z| z.len())).sum::<usize>())
+        b.iter(|| {
+            data.chunks(CHUNK)
+                .map(|c| compressed(c).map_or(0, |z| z.len()))
+                .sum::<usize>()
+        })
     });
     g.bench_function("encrypt (age payload)", |b| {
-        b.iter(|| data.chunks(CHUNK).map(|c| sealer.seal(c).len()).sum::<usize>())
+        b.iter(|| {
+            data.chunks(CHUNK)
+                .map(|c| sealer.seal(c).len())
+                .sum::<usize>()
+        })
     });
     g.bench_function("seal (compress + encrypt)", |b| {
         b.iter(|| {
             data.chunks(CHUNK)
-                .map(|c| seal_chunk(&sealer, BlobId::default(), BlobKind::Data, c).data.len())
+                .map(|c| {
+                    seal_chunk(&sealer, BlobId::default(), BlobKind::Data, c)
+                        .data
+                        .len()
+                })
                 .sum::<usize>()
         })
     });
@@ -77,8 +101,12 @@ fn stages(c: &mut Criterion) {
     let mut g = c.benchmark_group("limit");
     g.sample_size(10).throughput(Throughput::Bytes(DATA as u64));
     let mut target = vec![0u8; DATA];
-    g.bench_function("memcpy", |b| b.iter(|| target.copy_from_slice(black_box(&data))));
-    g.bench_function("BLAKE3 unkeyed", |b| b.iter(|| blake3::hash(black_box(&data))));
+    g.bench_function("memcpy", |b| {
+        b.iter(|| target.copy_from_slice(black_box(&data)))
+    });
+    g.bench_function("BLAKE3 unkeyed", |b| {
+        b.iter(|| blake3::hash(black_box(&data)))
+    });
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("read.bin");
     std::fs::write(&file, &data).unwrap();

@@ -33,16 +33,21 @@ fn blobs(seed: u64) -> Vec<PackBlob> {
 
 fn packs(c: &mut Criterion) {
     let mut g = c.benchmark_group("hub");
-    g.sample_size(10).throughput(Throughput::Bytes((BLOB * BLOBS) as u64));
+    g.sample_size(10)
+        .throughput(Throughput::Bytes((BLOB * BLOBS) as u64));
     let sample = blobs(0);
-    g.bench_function("encode pack (16 MiB)", |b| b.iter(|| encode_pack(&sample).unwrap().0.len()));
+    g.bench_function("encode pack (16 MiB)", |b| {
+        b.iter(|| encode_pack(&sample).unwrap().0.len())
+    });
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let catalog: Arc<dyn Catalog> = Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap());
+    let catalog: Arc<dyn Catalog> =
+        Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap());
     let tenant = catalog.create_tenant("bench").unwrap();
     let store: Arc<dyn BlobStore> = Arc::new(LocalDirStore::open(dir.path().join("pool")).unwrap());
-    let packer = runtime.block_on(async { Packer::start(store, catalog, "local".into(), PackerConfig::default()) });
+    let packer = runtime
+        .block_on(async { Packer::start(store, catalog, "local".into(), PackerConfig::default()) });
     let mut seed = 1;
     g.bench_function("store durably (pack + fsync + catalog, 16 MiB)", |b| {
         b.iter(|| {

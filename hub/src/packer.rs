@@ -42,6 +42,9 @@ pub struct PackerConfig {
     /// Requests that may wait for the packer before `store` blocks
     /// (backpressure on uploads).
     pub queue_depth: usize,
+    /// Groups being written at once. Each pays fsync latency (pack, its
+    /// directory, the catalog); overlapping them keeps the disk busy.
+    pub concurrent_groups: usize,
 }
 
 impl Default for PackerConfig {
@@ -50,6 +53,7 @@ impl Default for PackerConfig {
             max_pack_bytes: 16 << 20,
             max_wait: Duration::from_millis(2),
             queue_depth: 64,
+            concurrent_groups: 3,
         }
     }
 }
@@ -245,19 +249,29 @@ struct Worker {
 
 impl Worker {
     async fn run(self, mut rx: mpsc::Receiver<Request>) {
+        let worker = Arc::new(self);
+        let limit = worker.config.concurrent_groups.max(1);
+        let mut writing = tokio::task::JoinSet::new();
         let mut carried: Option<Request> = None;
         loop {
             let first = match carried.take() {
                 Some(r) => r,
                 None => match rx.recv().await {
                     Some(r) => r,
-                    None => return,
+                    None => break,
                 },
             };
-            let (group, next) = self.gather(first, &mut rx).await;
+            let (group, next) = worker.gather(first, &mut rx).await;
             carried = next;
-            self.commit_group(group).await;
+            while writing.len() >= limit {
+                let _ = writing.join_next().await;
+            }
+            let worker = worker.clone();
+            // A blob in two groups written at once is stored twice; the
+            // catalog keeps the first location and the other copy is garbage.
+            writing.spawn(async move { worker.commit_group(group).await });
         }
+        while writing.join_next().await.is_some() {}
     }
 
     /// Collects requests after `first` until the group is full, `max_wait`
