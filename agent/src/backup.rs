@@ -589,6 +589,7 @@ async fn upload_stage(
             .into_inner();
         let mut acked = Vec::new();
         while let Some(ack) = stream.message().await.map_err(hub("UploadBlobs"))? {
+            tracing::debug!(batch = ack.batch, stored = ack.stored, "batch acknowledged");
             acked.push(ack.batch);
         }
         Ok::<_, BackupError>(acked)
