@@ -54,7 +54,10 @@ fn hub_killed_mid_backup_then_rerun_sends_only_the_rest() {
     let status = agent.wait().unwrap();
     let log = log_reader.join().unwrap();
     assert!(!status.success(), "backup must fail when its hub dies");
-    assert!(log.contains("error: hub"), "error should name the hub: {log}");
+    assert!(
+        log.contains("error: hub"),
+        "error should name the hub: {log}"
+    );
     let stored_before = hub.pool_bytes();
     assert!(stored_before > 0);
 
