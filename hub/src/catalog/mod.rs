@@ -179,7 +179,9 @@ pub struct NewCommit {
     pub site: SiteId,
     pub time_unix_ms: i64,
     pub kind: CommitKind,
-    /// Every blob the commit references (the hub needs them for GC).
+    /// The chunks of the commit's encrypted manifest, in order. (The data
+    /// chunks it references are checked at commit time but not kept yet;
+    /// GC will need them.)
     pub manifest: Vec<BlobId>,
     /// Opaque bytes from the agent (encrypted).
     pub body: Vec<u8>,
