@@ -33,6 +33,7 @@ use crate::blob_codec::{SealedBlob, seal_chunk};
 use crate::chunker::{ChunkBuffer, ChunkReadError, ChunkerParams};
 use crate::client::HubClient;
 use crate::journal::{Journal, JournalError};
+use crate::prefetch::{Item, walk_ahead};
 use crate::progress::Progress;
 use crate::source::{Content, EntryKind, Skipped, Source, SourceEntry, SourceError};
 
@@ -171,8 +172,11 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
         tokio::task::spawn_blocking(move || {
             let mut journal = Journal::open(&journal_path)?;
             journal.begin_scan()?;
+            // The walker reads the journal through its own connection.
+            let walker_journal = trust_journal.then(|| journal_path.clone());
             let scanned = scan_source(
-                &*source,
+                source,
+                walker_journal,
                 &keys,
                 &journal,
                 trust_journal,
@@ -308,7 +312,8 @@ impl<'a> Bundler<'a> {
 
 /// Stage 1: walk, chunk, hash; emits chunk jobs and returns the manifest ids.
 fn scan_source(
-    source: &dyn Source,
+    source: Arc<dyn Source>,
+    walker_journal: Option<PathBuf>,
     keys: &TenantKeys,
     journal: &Journal,
     trust_journal: bool,
@@ -333,7 +338,8 @@ fn scan_source(
         Ok(id)
     };
 
-    let mut on_entry = |mut entry: SourceEntry| -> Result<(), BackupError> {
+    let mut on_entry = |item: Item| -> Result<(), BackupError> {
+        let mut entry = item.entry;
         let mut out = ManifestEntry {
             path: entry.path.clone(),
             uid: entry.uid,
@@ -359,10 +365,26 @@ fn scan_source(
                         true => journal.unchanged(&entry.path, &entry.stamp)?,
                         false => None,
                     };
-                    let ids = match known {
-                        Some(ids) => ids,
-                        None => match read_file(
-                            source,
+                    let prefetched = item.prefetched.and_then(|answer| answer.recv().ok());
+                    let ids = match (known, prefetched) {
+                        (Some(ids), _) => ids,
+                        // Read ahead, and unchanged while it was read: one chunk.
+                        (None, Some(Ok(p)))
+                            if p.stamp_after == Some(entry.stamp)
+                                && p.data.len() as u64 == entry.stamp.size =>
+                        {
+                            report.files_read += 1;
+                            report.bytes_read += entry.stamp.size;
+                            progress.add_read(entry.stamp.size);
+                            match p.data.is_empty() {
+                                true => Vec::new(),
+                                false => vec![send(BlobKind::Data, p.data)?],
+                            }
+                        }
+                        // Not read ahead, or it changed or failed meanwhile:
+                        // read here, with retries, as for any file.
+                        (None, _) => match read_file(
+                            &*source,
                             &mut content,
                             &mut entry,
                             &send,
@@ -404,14 +426,20 @@ fn scan_source(
         }
         Ok(())
     };
-    // The walk only knows SourceError; keep the pipeline's own error aside.
+    // Entries arrive in walk order; stop at the first pipeline error.
     let mut failure = None;
-    let walked = source.scan(&mut |entry| {
-        on_entry(entry).map_err(|e| {
+    let (items, walker) = walk_ahead(source.clone(), walker_journal);
+    for item in items.iter() {
+        if let Err(e) = on_entry(item) {
             failure = Some(e);
-            SourceError::Stopped("backup pipeline failed".into())
-        })
-    });
+            break;
+        }
+    }
+    // Dropping the queue stops a walker that is still going.
+    drop(items);
+    let walked = walker
+        .join()
+        .map_err(|_| BackupError::Task("the source walker panicked".into()))?;
     if let Some(e) = failure {
         return Err(e);
     }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod journal;
+pub mod prefetch;
 pub mod progress;
 pub mod restore;
 pub mod source;
