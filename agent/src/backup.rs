@@ -60,7 +60,7 @@ const UPLOAD_BATCH_BYTES: usize = 4 << 20;
 const READ_ATTEMPTS: usize = 3;
 /// Past this many ids, the in-run duplicate filter starts over (the hub's
 /// answer stays correct; only a few duplicates may be sealed twice).
-const SEEN_LIMIT: usize = 2_000_000;
+const SEEN_LIMIT: usize = 1 << 18;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -236,7 +236,7 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
             body: Vec::new(),
             files: report.files,
             bytes: report.bytes,
-            data_chunks: scanned.referenced.iter().map(|id| id.0.to_vec()).collect(),
+            data_chunk_ids: packed_ids(scanned.referenced),
         })
         .await
         .map_err(|status| {
@@ -259,6 +259,15 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
     job.progress.finish();
     tracing::info!(bucket = %job.bucket, seq = report.seq, "snapshot committed");
     Ok(report)
+}
+
+/// Ids back to back in one buffer (the list is freed once it is built).
+fn packed_ids(ids: Vec<BlobId>) -> Vec<u8> {
+    let mut packed = Vec::with_capacity(ids.len() * ferry_proto::ID_LEN);
+    for id in ids {
+        packed.extend_from_slice(id.as_bytes());
+    }
+    packed
 }
 
 fn flatten<T>(

@@ -21,7 +21,7 @@ use ferry_proto::v1::{
     FetchedBlob, FindMissingRequest, FindMissingResponse, ListCommitsRequest, ListCommitsResponse,
     OpenSessionRequest, OpenSessionResponse,
 };
-use ferry_proto::{BlobId, BlobKind, FLAG_ZSTD};
+use ferry_proto::{BlobId, BlobKind, FLAG_ZSTD, ID_LEN};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::Stream;
@@ -41,9 +41,6 @@ const MAX_HEADER_BYTES: usize = 64 << 10;
 const MAX_BLOB_BYTES: usize = (4 << 20) + (64 << 10);
 /// Most ids in one FindMissing or FetchBlobs call.
 const MAX_IDS_PER_CALL: usize = 10_000;
-/// Most chunk ids one commit may reference; 2 Mi ids fill about 70 MB, near
-/// the message limit. Larger snapshots need a streamed commit.
-const MAX_IDS_PER_COMMIT: usize = 2 << 20;
 /// Batches of one upload stream being stored at once (they group into one pack).
 const STORES_PER_STREAM: usize = 3;
 
@@ -414,19 +411,26 @@ impl Ingest for IngestService {
             )));
         }
         let manifest = ids_from("CommitRequest.manifest", &req.manifest, MAX_IDS_PER_CALL)?;
-        let referenced = ids_from(
-            "CommitRequest.data_chunks",
-            &req.data_chunks,
-            MAX_IDS_PER_COMMIT,
-        )?;
+        let packed = req.data_chunk_ids;
+        if packed.len() % ID_LEN != 0 {
+            return Err(Status::invalid_argument(format!(
+                "CommitRequest.data_chunk_ids: {} bytes is not a whole number of {ID_LEN}-byte ids",
+                packed.len()
+            )));
+        }
         // Never journal a commit that points at blobs the hub does not hold.
-        let check: Vec<BlobId> = manifest.iter().chain(&referenced).copied().collect();
+        // Checked a slice at a time, so no second copy of a huge list is made.
         let tenant = site.tenant;
+        let check_manifest = manifest.clone();
         let missing = hub
             .catalog(move |c| {
-                let mut missing = Vec::new();
-                for part in check.chunks(MAX_IDS_PER_CALL) {
-                    missing.extend(c.missing_blobs(tenant, part)?);
+                let mut missing = c.missing_blobs(tenant, &check_manifest)?;
+                for part in packed.chunks(MAX_IDS_PER_CALL * ID_LEN) {
+                    let ids: Vec<BlobId> = part
+                        .chunks_exact(ID_LEN)
+                        .filter_map(|id| <[u8; ID_LEN]>::try_from(id).ok().map(BlobId))
+                        .collect();
+                    missing.extend(c.missing_blobs(tenant, &ids)?);
                 }
                 Ok(missing)
             })
@@ -723,7 +727,7 @@ mod tests {
                         body: b"body".to_vec(),
                         files: 1,
                         bytes: 1,
-                        data_chunks: chunks.iter().map(|i| i.0.to_vec()).collect(),
+                        data_chunk_ids: chunks.iter().flat_map(|i| i.0).collect(),
                     },
                 ))
                 .await
