@@ -412,7 +412,7 @@ impl Ingest for IngestService {
         }
         let manifest = ids_from("CommitRequest.manifest", &req.manifest, MAX_IDS_PER_CALL)?;
         let packed = req.data_chunk_ids;
-        if packed.len() % ID_LEN != 0 {
+        if !packed.len().is_multiple_of(ID_LEN) {
             return Err(Status::invalid_argument(format!(
                 "CommitRequest.data_chunk_ids: {} bytes is not a whole number of {ID_LEN}-byte ids",
                 packed.len()
