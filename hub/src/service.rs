@@ -794,4 +794,35 @@ mod tests {
         let ack = hub.upload("alpha", sa, &[(w, b"the real data")]).await;
         assert_eq!((ack.stored, ack.already_present), (0, 1));
     }
+
+    #[tokio::test]
+    async fn a_commit_with_a_torn_id_list_is_refused_and_journals_nothing() {
+        let mut hub = hub().await;
+        let session = hub.open("alpha").await;
+        let stored = id(3);
+        hub.upload("alpha", session, &[(stored, b"data")]).await;
+        let mut torn: Vec<u8> = stored.0.to_vec();
+        torn.push(0);
+        let refused = hub
+            .ingest
+            .commit(authed(
+                "alpha",
+                CommitRequest {
+                    session_id: session,
+                    kind: "snapshot".to_owned(),
+                    data_chunk_ids: torn,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(
+            refused.message().contains("data_chunk_ids"),
+            "{}",
+            refused.message()
+        );
+        // The same session then commits properly, as sequence 1.
+        assert_eq!(hub.commit("alpha", session, &[stored]).await.unwrap(), 1);
+    }
 }
