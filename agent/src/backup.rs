@@ -33,7 +33,7 @@ use crate::blob_codec::{SealedBlob, seal_chunk};
 use crate::chunker::{ChunkBuffer, ChunkReadError, ChunkerParams};
 use crate::client::HubClient;
 use crate::journal::{Journal, JournalError};
-use crate::prefetch::{Item, walk_ahead};
+use crate::prefetch::{Item, WalkError, walk_ahead};
 use crate::progress::Progress;
 use crate::source::{Content, EntryKind, Skipped, Source, SourceEntry, SourceError};
 
@@ -172,14 +172,14 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
         tokio::task::spawn_blocking(move || {
             let mut journal = Journal::open(&journal_path)?;
             journal.begin_scan()?;
-            // The walker reads the journal through its own connection.
+            // The walker reads the journal (through its own connection) only
+            // when it is trusted; otherwise every file counts as changed.
             let walker_journal = trust_journal.then(|| journal_path.clone());
             let scanned = scan_source(
                 source,
                 walker_journal,
                 &keys,
                 &journal,
-                trust_journal,
                 &chunk_tx,
                 &progress,
             )?;
@@ -325,7 +325,6 @@ fn scan_source(
     walker_journal: Option<PathBuf>,
     keys: &TenantKeys,
     journal: &Journal,
-    trust_journal: bool,
     chunks: &mpsc::Sender<Vec<ChunkJob>>,
     progress: &Progress,
 ) -> Result<Scanned, BackupError> {
@@ -370,10 +369,7 @@ fn scan_source(
                 if let Some(first) = entry.link_key.and_then(|k| first_link.get(&k)) {
                     out.hardlink_to = first.clone();
                 } else {
-                    let known = match trust_journal {
-                        true => journal.unchanged(&entry.path, &entry.stamp)?,
-                        false => None,
-                    };
+                    let known = item.known?;
                     let prefetched = item.prefetched.and_then(|answer| answer.recv().ok());
                     let ids = match (known, prefetched) {
                         (Some(ids), _) => ids,
@@ -452,7 +448,10 @@ fn scan_source(
     if let Some(e) = failure {
         return Err(e);
     }
-    let skipped = walked?;
+    let skipped = walked.map_err(|e| match e {
+        WalkError::Source(e) => BackupError::Source(e),
+        WalkError::Journal(e) => BackupError::Journal(e),
+    })?;
     manifest.push(&encoded, |c| {
         send(BlobKind::Manifest, c).map(|id| manifest_ids.push(id))
     })?;

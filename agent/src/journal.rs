@@ -73,6 +73,9 @@ impl Journal {
             move |source| JournalError::Sqlite { path, op, source }
         };
         let conn = Connection::open(path).map_err(err("open"))?;
+        // A backup reads through one connection while it writes through another.
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err("set busy timeout"))?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err("set WAL mode"))?;
         conn.pragma_update(None, "synchronous", "NORMAL")

@@ -1,5 +1,5 @@
-//! Walks a source one step ahead of the scan and reads its small files on a
-//! few threads meanwhile. Reading many small files one after another waits
+//! Walks a source one step ahead of the scan, looks each file up in the
+//! journal, and reads the small changed ones on a few threads meanwhile. Reading many small files one after another waits
 //! on the disk for each; with several reads in flight the disk's queue stays
 //! full. Entries still reach the scan in walk order, and a prefetched file
 //! comes with the stamp it had after reading, so a torn read is detected
@@ -11,7 +11,9 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::journal::{FileStamp, Journal};
+use ferry_proto::BlobId;
+
+use crate::journal::{FileStamp, Journal, JournalError};
 use crate::source::{Content, EntryKind, Skipped, Source, SourceEntry, SourceError};
 
 /// Files up to this size are prefetched (each is one chunk: below the minimum).
@@ -30,7 +32,19 @@ pub struct Prefetched {
 /// One walked entry; small changed files come with their content on the way.
 pub struct Item {
     pub entry: SourceEntry,
+    /// For a file: its chunk list if the journal has it unchanged. Looked up
+    /// here, off the scan thread, so the scan asks the journal once per file.
+    pub known: Result<Option<Vec<BlobId>>, JournalError>,
     pub prefetched: Option<Receiver<Result<Prefetched, String>>>,
+}
+
+/// Why the walk stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 struct Job {
@@ -39,14 +53,12 @@ struct Job {
 }
 
 /// Starts the walk. `journal` (when given) is consulted so unchanged files
-/// are not read. The walker's result arrives once the items are drained.
+/// are not read; without it every file counts as changed. The walker's
+/// result arrives once the items are drained.
 pub fn walk_ahead(
     source: Arc<dyn Source>,
     journal: Option<PathBuf>,
-) -> (
-    Receiver<Item>,
-    JoinHandle<Result<Vec<Skipped>, SourceError>>,
-) {
+) -> (Receiver<Item>, JoinHandle<Result<Vec<Skipped>, WalkError>>) {
     let (items_tx, items) = sync_channel(LOOKAHEAD);
     let walker = std::thread::spawn(move || {
         let (jobs_tx, jobs) = sync_channel::<Job>(LOOKAHEAD);
@@ -58,15 +70,19 @@ pub fn walk_ahead(
             })
             .collect();
         // Its own connection: the scan thread writes through another.
-        let journal = journal.and_then(|p| Journal::open(&p).ok());
+        let journal = match journal.map(|p| Journal::open(&p)).transpose() {
+            Ok(j) => j,
+            Err(e) => return Err(WalkError::Journal(e)),
+        };
         let walked = source.scan(&mut |entry| {
+            let known = match (&journal, entry.kind) {
+                (Some(j), EntryKind::File) => j.unchanged(&entry.path, &entry.stamp),
+                _ => Ok(None),
+            };
             let wanted = entry.kind == EntryKind::File
                 && entry.stamp.size <= PREFETCH_MAX
                 && entry.link_key.is_none()
-                && match &journal {
-                    Some(j) => matches!(j.unchanged(&entry.path, &entry.stamp), Ok(None)),
-                    None => true,
-                };
+                && matches!(known, Ok(None));
             let prefetched = if wanted {
                 let (reply, answer) = sync_channel(1);
                 jobs_tx
@@ -80,14 +96,18 @@ pub fn walk_ahead(
                 None
             };
             items_tx
-                .send(Item { entry, prefetched })
+                .send(Item {
+                    entry,
+                    known,
+                    prefetched,
+                })
                 .map_err(|_| SourceError::Stopped("scan stopped".into()))
         });
         drop(jobs_tx);
         for reader in readers {
             let _ = reader.join();
         }
-        walked
+        Ok(walked?)
     });
     (items, walker)
 }
@@ -179,12 +199,22 @@ mod tests {
         let (items, walker) = walk_ahead(source, Some(journal_path));
         let ahead: Vec<_> = items
             .iter()
-            .map(|i| (i.entry.path, i.prefetched.is_some()))
+            .map(|i| {
+                (
+                    i.entry.path,
+                    i.known.unwrap().is_some(),
+                    i.prefetched.is_some(),
+                )
+            })
             .collect();
         walker.join().unwrap().unwrap();
+        // "kept" comes with its chunk list and is not read; "new" is read ahead.
         assert_eq!(
             ahead,
-            vec![(b"kept".to_vec(), false), (b"new".to_vec(), true)]
+            vec![
+                (b"kept".to_vec(), true, false),
+                (b"new".to_vec(), false, true)
+            ]
         );
     }
 }
