@@ -15,3 +15,12 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust 1.94 or newer" >&2; exit 1; }
+
+# Garage: the S3 server the tests start on loopback. Built once (about 11
+# minutes on 2 cores) and kept in ~/.cargo/bin, where reruns find it.
+GARAGE_VERSION=2.5.0
+garage_bin=${GARAGE:-$HOME/.cargo/bin/garage}
+if ! "$garage_bin" --version 2>/dev/null | grep -qE "[:v ]$GARAGE_VERSION( |$)"; then
+  echo "setup: building garage $GARAGE_VERSION (cargo install, about 11 minutes)" >&2
+  cargo install garage --version "$GARAGE_VERSION" --locked --quiet
+fi

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
+/// Name under which the default local pool is recorded in the catalog.
+pub const DEFAULT_POOL: &str = "local";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -18,7 +20,29 @@ pub struct HubConfig {
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     /// Directory of the local pool (pack files); default `<data-dir>/pool`.
+    /// Used only when no `[[pool]]` is configured.
     pub pool_dir: Option<PathBuf>,
+    /// Pools, oldest first: new packs go to the last one; packs already
+    /// written stay where they are. None configured: one local pool.
+    #[serde(default, rename = "pool")]
+    pub pools: Vec<PoolConfig>,
+}
+
+/// One pool: a directory or an S3 bucket (exactly one of `dir` and `s3`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PoolConfig {
+    /// The name packs are recorded under in the catalog; never rename a pool
+    /// that holds packs.
+    pub name: String,
+    pub dir: Option<PathBuf>,
+    pub s3: Option<ferry_s3::S3Location>,
+}
+
+/// Where a pool keeps its packs.
+pub enum PoolKind<'a> {
+    Dir(PathBuf),
+    S3(&'a ferry_s3::S3Location),
 }
 
 fn default_listen() -> SocketAddr {
@@ -36,6 +60,7 @@ impl Default for HubConfig {
             listen: default_listen(),
             data_dir: default_data_dir(),
             pool_dir: None,
+            pools: Vec::new(),
         }
     }
 }
@@ -50,6 +75,12 @@ pub enum HubConfigError {
     },
     #[error("config {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("config {path}: field `{field}`: {reason}")]
+    Invalid {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
 }
 
 impl HubConfig {
@@ -65,6 +96,43 @@ impl HubConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         config.data_dir = base.join(&config.data_dir);
         config.pool_dir = config.pool_dir.map(|p| base.join(p));
+        let invalid = |field: String, reason: &str| HubConfigError::Invalid {
+            path: path.to_path_buf(),
+            field,
+            reason: reason.to_owned(),
+        };
+        if config.pool_dir.is_some() && !config.pools.is_empty() {
+            return Err(invalid(
+                "pool-dir".into(),
+                "use either pool-dir or [[pool]] tables, not both",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, pool) in config.pools.iter_mut().enumerate() {
+            if let Err(e) = crate::catalog::validate_name("name", &pool.name) {
+                return Err(invalid(format!("pool[{i}].name"), &e.to_string()));
+            }
+            if !names.insert(pool.name.clone()) {
+                return Err(invalid(
+                    format!("pool[{i}].name"),
+                    "two pools have this name",
+                ));
+            }
+            match (&pool.dir, &mut pool.s3) {
+                (Some(dir), None) => pool.dir = Some(base.join(dir)),
+                (None, Some(s3)) => {
+                    s3.resolve_paths(base);
+                    s3.validate()
+                        .map_err(|e| invalid(format!("pool[{i}].s3"), &e.to_string()))?;
+                }
+                _ => {
+                    return Err(invalid(
+                        format!("pool[{i}]"),
+                        "give exactly one of `dir` and `s3`",
+                    ));
+                }
+            }
+        }
         Ok(config)
     }
 
@@ -76,6 +144,24 @@ impl HubConfig {
         self.pool_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("pool"))
+    }
+
+    /// The pools to open, oldest first, with the embedded default (one
+    /// local pool named [`DEFAULT_POOL`]) when none is configured.
+    pub fn pool_list(&self) -> Vec<(&str, PoolKind<'_>)> {
+        if self.pools.is_empty() {
+            return vec![(DEFAULT_POOL, PoolKind::Dir(self.pool_path()))];
+        }
+        self.pools
+            .iter()
+            .map(|p| match (&p.dir, &p.s3) {
+                (_, Some(s3)) => (p.name.as_str(), PoolKind::S3(s3)),
+                (dir, None) => (
+                    p.name.as_str(),
+                    PoolKind::Dir(dir.clone().unwrap_or_else(|| self.pool_path())),
+                ),
+            })
+            .collect()
     }
 }
 

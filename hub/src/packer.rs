@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::blobstore::{BlobStore, BlobStoreError};
+use crate::blobstore::{BlobStore, BlobStoreError, Pools};
 use crate::catalog::{BlobLocation, Catalog, CatalogError, PackRecord, TenantId};
 use crate::pack::{PackBlob, PackError, encode_pack, pack_object_name};
 
@@ -110,6 +110,8 @@ pub enum PackerError {
         #[source]
         source: Arc<BlobStoreError>,
     },
+    #[error("pack {pack} is recorded in pool {pool}, which is not configured")]
+    UnknownPool { pool: String, pack: String },
     #[error("blob {id} in pack {pack} in pool {pool}: bytes do not match its id")]
     CorruptBlob {
         id: BlobId,
@@ -219,6 +221,21 @@ impl Packer {
 ///
 /// `Read` if the pool cannot return the range, `CorruptBlob` if a session
 /// header's bytes do not match its id.
+pub async fn read_located(pools: &Pools, loc: &BlobLocation) -> Result<Vec<u8>, PackerError> {
+    let store = pools
+        .get(&loc.pool)
+        .ok_or_else(|| PackerError::UnknownPool {
+            pool: loc.pool.clone(),
+            pack: loc.pack.clone(),
+        })?;
+    read_blob(store.as_ref(), loc).await
+}
+
+/// Reads one blob from `store` at `loc`, checking it against its id.
+///
+/// # Errors
+///
+/// As [`read_located`], which finds the store by the pool's name.
 pub async fn read_blob(store: &dyn BlobStore, loc: &BlobLocation) -> Result<Vec<u8>, PackerError> {
     let object = pack_object_name(&loc.pack);
     let data = store

@@ -10,23 +10,28 @@ use ferry_proto::v1::journal_server::JournalServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::blobstore::BlobStore;
-use crate::blobstore::local::LocalDirStore;
+use crate::blobstore::{BlobStore, LocalDirStore, Pools, S3Store};
 use crate::catalog::Catalog;
 use crate::catalog::sqlite::SqliteCatalog;
-use crate::config::HubConfig;
+use crate::config::{HubConfig, PoolKind};
 use crate::packer::{Packer, PackerConfig};
 use crate::service::{HubState, IngestService, JournalService};
-
-/// Name under which the local pool is recorded in the catalog.
-pub const LOCAL_POOL: &str = "local";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("catalog: {0}")]
     Catalog(#[from] crate::catalog::CatalogError),
-    #[error("pool: {0}")]
-    Pool(#[from] crate::blobstore::BlobStoreError),
+    #[error("pool {name}: {source}")]
+    Pool {
+        name: String,
+        #[source]
+        source: crate::blobstore::BlobStoreError,
+    },
+    #[error(
+        "pool {name} holds {packs} packs in the catalog but is not configured; \
+         a pool that holds packs must stay in the config"
+    )]
+    PoolMissing { name: String, packs: u64 },
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -47,6 +52,44 @@ pub fn open_catalog(config: &HubConfig) -> Result<Arc<dyn Catalog>, ServeError> 
     Ok(Arc::new(SqliteCatalog::open(config.catalog_path())?))
 }
 
+/// Opens every configured pool and checks that each pool the catalog has
+/// packs in is among them: a hub that silently lost a pool would answer
+/// "missing" for data that exists.
+///
+/// # Errors
+/// A pool cannot be opened (missing bucket, refused credentials), or the
+/// catalog names a pool that is not configured.
+pub async fn open_pools(config: &HubConfig, catalog: &dyn Catalog) -> Result<Pools, ServeError> {
+    let mut opened: Vec<(String, Arc<dyn BlobStore>)> = Vec::new();
+    for (name, kind) in config.pool_list() {
+        let failed = |source| ServeError::Pool {
+            name: name.to_owned(),
+            source,
+        };
+        let store: Arc<dyn BlobStore> = match kind {
+            PoolKind::Dir(path) => Arc::new(LocalDirStore::open(path).map_err(failed)?),
+            PoolKind::S3(location) => {
+                Arc::new(S3Store::open(location.clone()).await.map_err(failed)?)
+            }
+        };
+        tracing::info!(pool = name, "pool open");
+        opened.push((name.to_owned(), store));
+    }
+    for (name, packs) in catalog.packs_per_pool()? {
+        if !opened.iter().any(|(n, _)| *n == name) {
+            return Err(ServeError::PoolMissing { name, packs });
+        }
+    }
+    // Names were checked unique by the config; the list is never empty.
+    Pools::new(opened).ok_or_else(|| ServeError::Pool {
+        name: String::new(),
+        source: crate::blobstore::BlobStoreError::InvalidName {
+            name: String::new(),
+            reason: "no pools, or two with one name",
+        },
+    })
+}
+
 /// Serves until `shutdown` resolves. `ready` receives the bound address
 /// (useful with port 0).
 pub async fn serve(
@@ -56,14 +99,16 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     let catalog = open_catalog(config)?;
-    let store: Arc<dyn BlobStore> = Arc::new(LocalDirStore::open(config.pool_path())?);
+    let pools = Arc::new(open_pools(config, catalog.as_ref()).await?);
+    let (newest, store) = pools.newest();
+    tracing::info!(pool = newest, "new packs go to this pool");
     let packer = Packer::start(
         store.clone(),
         catalog.clone(),
-        LOCAL_POOL.to_string(),
+        newest.to_owned(),
         PackerConfig::default(),
     );
-    let state = HubState::new(catalog, store, packer);
+    let state = HubState::new(catalog, pools, packer);
 
     let listener = TcpListener::bind(listen)
         .await

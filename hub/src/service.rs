@@ -28,10 +28,10 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::blobstore::BlobStore;
+use crate::blobstore::Pools;
 use crate::catalog::{Bucket, Catalog, CatalogError, CommitKind, NewCommit, Session, Site};
 use crate::pack::PackBlob;
-use crate::packer::{Packer, read_blob};
+use crate::packer::{Packer, read_located};
 
 /// How long an upload session's lease lasts; renewed by activity.
 const LEASE_SECS: i64 = 3600;
@@ -46,16 +46,16 @@ const STORES_PER_STREAM: usize = 3;
 
 pub struct HubState {
     pub catalog: Arc<dyn Catalog>,
-    pub store: Arc<dyn BlobStore>,
+    pub pools: Arc<Pools>,
     pub packer: Packer,
     tokens: RwLock<HashMap<[u8; 32], Site>>,
 }
 
 impl HubState {
-    pub fn new(catalog: Arc<dyn Catalog>, store: Arc<dyn BlobStore>, packer: Packer) -> Arc<Self> {
+    pub fn new(catalog: Arc<dyn Catalog>, pools: Arc<Pools>, packer: Packer) -> Arc<Self> {
         Arc::new(Self {
             catalog,
-            store,
+            pools,
             packer,
             tokens: RwLock::default(),
         })
@@ -526,7 +526,7 @@ impl Journal for JournalService {
             for id in ids {
                 let item = match locations.get(&id) {
                     None => Err(Status::not_found(format!("blob {id} is not stored"))),
-                    Some(loc) => read_blob(&*hub.store, loc)
+                    Some(loc) => read_located(&hub.pools, loc)
                         .await
                         .map(|data| FetchedBlob {
                             id: id.0.to_vec(),
@@ -556,7 +556,7 @@ mod tests {
     //! loopback port.
 
     use super::*;
-    use crate::blobstore::LocalDirStore;
+    use crate::blobstore::{BlobStore, LocalDirStore};
     use crate::catalog::SqliteCatalog;
     use crate::packer::PackerConfig;
     use ferry_proto::v1::Blob;
@@ -595,7 +595,7 @@ mod tests {
             "local".to_owned(),
             PackerConfig::default(),
         );
-        let state = HubState::new(catalog, store, packer);
+        let state = HubState::new(catalog, Arc::new(Pools::one("local", store)), packer);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod garage;
 pub mod tree;
 
 use std::path::{Path, PathBuf};
@@ -30,11 +31,22 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct Hub {
     pub data_dir: PathBuf,
     pub addr: String,
+    config: Option<PathBuf>,
     child: Option<Child>,
 }
 
 impl Hub {
     pub fn start(data_dir: &Path) -> Hub {
+        Self::try_start(data_dir, None).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts a hub with a config file (pools); `--data-dir` still overrides it.
+    pub fn start_with_config(data_dir: &Path, config: &Path) -> Hub {
+        Self::try_start(data_dir, Some(config)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts a hub, or returns its log if it exits before becoming ready.
+    pub fn try_start(data_dir: &Path, config: Option<&Path>) -> Result<Hub, String> {
         let ready = data_dir.with_extension("ready");
         let _ = std::fs::remove_file(&ready);
         let log = std::fs::OpenOptions::new()
@@ -42,7 +54,11 @@ impl Hub {
             .append(true)
             .open(data_dir.with_extension("log"))
             .unwrap();
-        let child = Command::new(bin("ferry-hub"))
+        let mut command = Command::new(bin("ferry-hub"));
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .arg("--data-dir")
             .arg(data_dir)
             .args(["serve", "--listen", "127.0.0.1:0", "--ready-file"])
@@ -56,14 +72,22 @@ impl Hub {
             if let Ok(addr) = std::fs::read_to_string(&ready) {
                 break addr;
             }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log =
+                    std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default();
+                return Err(format!(
+                    "ferry-hub exited ({status}) before it was ready:\n{log}"
+                ));
+            }
             assert!(Instant::now() < deadline, "ferry-hub did not become ready");
             std::thread::sleep(Duration::from_millis(20));
         };
-        Hub {
+        Ok(Hub {
             data_dir: data_dir.to_path_buf(),
             addr,
+            config: config.map(Path::to_path_buf),
             child: Some(child),
-        }
+        })
     }
 
     pub fn url(&self) -> String {
@@ -72,7 +96,16 @@ impl Hub {
 
     /// Runs a `ferry-hub` admin command on this hub's data dir.
     pub fn cli(&self, args: &[&str]) -> Output {
-        hub_cli(&self.data_dir, args)
+        let mut command = Command::new(bin("ferry-hub"));
+        if let Some(config) = &self.config {
+            command.arg("--config").arg(config);
+        }
+        command
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .output()
+            .expect("run ferry-hub")
     }
 
     /// Adds a site to an existing tenant, its token written to `token_file`.
@@ -115,15 +148,6 @@ impl Drop for Hub {
     fn drop(&mut self) {
         self.kill9();
     }
-}
-
-pub fn hub_cli(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(bin("ferry-hub"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .output()
-        .expect("run ferry-hub")
 }
 
 /// A site with its agent: tenant `acme`, bucket `acme/<bucket>`.

@@ -1,8 +1,9 @@
 //! Blob stores: the hub's storage pools.
 //!
 //! A [`BlobStore`] holds named, immutable objects (packs, journal segments).
-//! Implementations: [`local::LocalDirStore`] (a directory); an S3 store will
-//! follow. Every implementation must pass [`conformance::run_all`].
+//! Implementations: [`local::LocalDirStore`] (a directory) and
+//! [`s3::S3Store`] (an S3 bucket). Every implementation must pass
+//! [`conformance::run_all`]; [`pools::Pools`] holds a hub's pools by name.
 //!
 //! # Contract
 //!
@@ -25,12 +26,16 @@
 
 pub mod conformance;
 pub mod local;
+pub mod pools;
+pub mod s3;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
 pub use local::LocalDirStore;
+pub use pools::Pools;
+pub use s3::S3Store;
 
 /// A boxed, sendable future: the return type of every [`BlobStore`] method.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -268,8 +268,10 @@ pub fn record_and_locate_blobs(cat: &dyn Catalog) {
     assert!(cat.missing_blobs(t, &[]).unwrap().is_empty());
 
     let (record, entries) = fake_pack(t, &ids);
+    let before = packs_in(cat, &record.pool);
     assert_eq!(cat.record_pack(&record, &entries).unwrap(), ids.len());
     assert!(cat.list_packs().unwrap().contains(&record));
+    assert_eq!(packs_in(cat, &record.pool), before + 1);
 
     let query = [absent, ids[3], ids[0], absent, ids[3]];
     assert_eq!(cat.missing_blobs(t, &query).unwrap(), [absent]);
@@ -290,6 +292,14 @@ pub fn record_and_locate_blobs(cat: &dyn Catalog) {
         );
     }
     assert!(cat.blob_locations(t, &[absent]).unwrap().is_empty());
+}
+
+fn packs_in(cat: &dyn Catalog, pool: &str) -> u64 {
+    let per_pool = cat.packs_per_pool().unwrap();
+    per_pool
+        .iter()
+        .find(|(p, _)| p == pool)
+        .map_or(0, |(_, n)| *n)
 }
 
 /// A blob stored twice keeps the location of the first pack.

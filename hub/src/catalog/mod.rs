@@ -451,6 +451,13 @@ pub trait Catalog: Send + Sync {
     /// Storage errors, or `Corrupt` if a stored row cannot be decoded.
     fn list_packs(&self) -> Result<Vec<PackRecord>, CatalogError>;
 
+    /// Each pool that holds packs, with how many, by pool name.
+    ///
+    /// # Errors
+    ///
+    /// `Storage`.
+    fn packs_per_pool(&self) -> Result<Vec<(String, u64)>, CatalogError>;
+
     // --- journal ---
 
     /// Appends a commit to `bucket`'s journal and returns its sequence number

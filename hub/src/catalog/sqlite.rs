@@ -900,6 +900,20 @@ impl Catalog for SqliteCatalog {
         Ok(stored)
     }
 
+    fn packs_per_pool(&self) -> Result<Vec<(String, u64)>, CatalogError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT pool, COUNT(*) FROM packs GROUP BY pool ORDER BY pool")
+            .map_err(sql("count packs per pool"))?;
+        stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(sql("count packs per pool"))?
+            .map(|row| {
+                row.map(|(pool, n)| (pool, u64::try_from(n).unwrap_or(0)))
+                    .map_err(sql("count packs per pool"))
+            })
+            .collect()
+    }
+
     fn list_packs(&self) -> Result<Vec<PackRecord>, CatalogError> {
         let conn = self.conn();
         let mut stmt = conn

@@ -1,0 +1,216 @@
+//! Where an S3 bucket is and how to reach it: the settings block shared by
+//! the hub's S3 pools and the agent's bucket sources and restore targets,
+//! and the one place that turns it into a client.
+//!
+//! Credentials never appear in these settings: they come from the standard
+//! AWS chain (environment variables, the shared credentials file and its
+//! profiles, instance metadata), so `profile` names which one to use.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::profile::ProfileFileCredentialsProvider;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
+use aws_sdk_s3::config::Region;
+use serde::Deserialize;
+
+pub use aws_sdk_s3;
+
+/// Attempts per request (the first and its retries, with exponential backoff).
+const MAX_ATTEMPTS: u32 = 6;
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// One attempt of one request; a pack of 16 MiB goes well within it.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// An S3 bucket and how to reach it (a TOML table in hub and agent configs).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct S3Location {
+    /// Endpoint URL of an S3-compatible server, e.g. "http://127.0.0.1:3900";
+    /// AWS itself when absent.
+    pub endpoint: Option<String>,
+    /// Region; from `AWS_REGION` or the profile when absent.
+    pub region: Option<String>,
+    pub bucket: String,
+    /// Key prefix inside the bucket ("" for the whole bucket).
+    #[serde(default)]
+    pub prefix: String,
+    /// Path-style addressing (`endpoint/bucket/key`); defaults to on when an
+    /// endpoint is given, since self-hosted servers rarely have bucket DNS.
+    pub path_style: Option<bool>,
+    /// Profile of the shared AWS config and credentials files.
+    pub profile: Option<String>,
+    /// A credentials file in the AWS shared-credentials format to take the
+    /// keys from (its `profile`, or `default`), instead of the standard chain.
+    /// Lets one process reach several servers with different keys.
+    pub credentials_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum S3ConfigError {
+    #[error("S3 bucket {bucket:?}: no region: set `region`, AWS_REGION or the profile's region")]
+    NoRegion { bucket: String },
+    #[error("S3 bucket {bucket:?}: {reason}")]
+    Invalid { bucket: String, reason: String },
+}
+
+impl S3Location {
+    /// Checks what can be checked without a connection.
+    ///
+    /// # Errors
+    /// An empty bucket name, an endpoint that is not http(s), or a prefix
+    /// that starts with '/'.
+    pub fn validate(&self) -> Result<(), S3ConfigError> {
+        let invalid = |reason: &str| S3ConfigError::Invalid {
+            bucket: self.bucket.clone(),
+            reason: reason.into(),
+        };
+        if self.bucket.is_empty() {
+            return Err(invalid("empty bucket name"));
+        }
+        if let Some(endpoint) = &self.endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(invalid("endpoint must start with http:// or https://"));
+        }
+        if self.prefix.starts_with('/') {
+            return Err(invalid("prefix must not start with '/'"));
+        }
+        Ok(())
+    }
+
+    /// Makes a relative `credentials-file` relative to `base` (the config's directory).
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        if let Some(file) = &self.credentials_file {
+            self.credentials_file = Some(base.join(file));
+        }
+    }
+
+    /// `key` under this location's prefix.
+    pub fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// A client for this location, with retries and timeouts set.
+    ///
+    /// # Errors
+    /// Invalid settings, or no region from any source.
+    pub async fn client(&self) -> Result<aws_sdk_s3::Client, S3ConfigError> {
+        self.validate()?;
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(profile) = &self.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(file) = &self.credentials_file {
+            if !file.is_file() {
+                return Err(S3ConfigError::Invalid {
+                    bucket: self.bucket.clone(),
+                    reason: format!("credentials-file {} does not exist", file.display()),
+                });
+            }
+            let files = EnvConfigFiles::builder()
+                .with_file(EnvConfigFileKind::Credentials, file)
+                .build();
+            let mut provider = ProfileFileCredentialsProvider::builder().profile_files(files);
+            if let Some(profile) = &self.profile {
+                provider = provider.profile_name(profile);
+            }
+            loader = loader.credentials_provider(provider.build());
+        }
+        if let Some(region) = &self.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        let shared = loader.load().await;
+        if shared.region().is_none() {
+            return Err(S3ConfigError::NoRegion {
+                bucket: self.bucket.clone(),
+            });
+        }
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(INITIAL_BACKOFF),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            );
+        if let Some(endpoint) = &self.endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        config = config.force_path_style(self.path_style.unwrap_or(self.endpoint.is_some()));
+        tracing::debug!(
+            bucket = %self.bucket,
+            endpoint = self.endpoint.as_deref().unwrap_or("aws"),
+            "S3 client ready"
+        );
+        Ok(aws_sdk_s3::Client::from_conf(config.build()))
+    }
+}
+
+/// The full cause chain of an SDK error on one line ("service error: NoSuchBucket: ..."),
+/// which the SDK's own `Display` leaves out. Holds no credentials: the SDK
+/// never puts them in errors.
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_validate() {
+        let loc: S3Location = toml::from_str(
+            "endpoint = \"http://127.0.0.1:3900\"\nregion = \"garage\"\nbucket = \"b\"\nprefix = \"p/\"\n",
+        )
+        .unwrap();
+        assert!(loc.validate().is_ok());
+        assert_eq!(loc.key("x"), "p/x");
+        let err = toml::from_str::<S3Location>("bucket = \"b\"\nsecret-key = \"s\"\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        for (bad, why) in [
+            (
+                S3Location {
+                    bucket: String::new(),
+                    ..loc.clone()
+                },
+                "empty",
+            ),
+            (
+                S3Location {
+                    endpoint: Some("127.0.0.1:3900".into()),
+                    ..loc.clone()
+                },
+                "http",
+            ),
+            (
+                S3Location {
+                    prefix: "/x".into(),
+                    ..loc.clone()
+                },
+                "prefix",
+            ),
+        ] {
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
+    }
+}
