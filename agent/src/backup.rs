@@ -21,7 +21,8 @@ use ferry_crypto::{SealError, SessionSealer, TenantKeys};
 use ferry_proto::manifest::{MANIFEST_MAGIC, encode_entry};
 use ferry_proto::status::MISSING_CHUNKS;
 use ferry_proto::v1::{
-    BlobBatch, CommitRequest, EntryType, FindMissingRequest, ManifestEntry, OpenSessionRequest,
+    BlobBatch, CommitRequest, EntryType, FindMissingRequest, ManifestEntry, ObjectMeta,
+    OpenSessionRequest,
 };
 use ferry_proto::{BlobId, BlobKind};
 use serde::Serialize;
@@ -364,15 +365,19 @@ fn scan_source(
                 out.symlink_target = entry.target.clone();
                 report.symlinks += 1;
             }
-            EntryKind::File => {
-                out.r#type = EntryType::File as i32;
+            EntryKind::File | EntryKind::Object => {
+                let is_object = entry.kind == EntryKind::Object;
+                out.r#type = match is_object {
+                    true => EntryType::Object,
+                    false => EntryType::File,
+                } as i32;
                 if let Some(first) = entry.link_key.and_then(|k| first_link.get(&k)) {
                     out.hardlink_to = first.clone();
                 } else {
                     let known = item.known?;
                     let prefetched = item.prefetched.and_then(|answer| answer.recv().ok());
-                    let ids = match (known, prefetched) {
-                        (Some(ids), _) => ids,
+                    let (ids, object) = match (known, prefetched) {
+                        (Some(known), _) => (known.ids, known.object),
                         // Read ahead, and unchanged while it was read: one chunk.
                         (None, Some(Ok(p)))
                             if p.stamp_after == Some(entry.stamp)
@@ -381,10 +386,11 @@ fn scan_source(
                             report.files_read += 1;
                             report.bytes_read += entry.stamp.size;
                             progress.add_read(entry.stamp.size);
-                            match p.data.is_empty() {
+                            let ids = match p.data.is_empty() {
                                 true => Vec::new(),
                                 false => vec![send(BlobKind::Data, p.data)?],
-                            }
+                            };
+                            (ids, p.object)
                         }
                         // Not read ahead, or it changed or failed meanwhile:
                         // read here, with retries, as for any file.
@@ -396,7 +402,7 @@ fn scan_source(
                             &mut report,
                             progress,
                         )? {
-                            Ok(ids) => ids,
+                            Ok(read) => read,
                             Err(reason) => {
                                 skipped_files.push(Skipped {
                                     path: entry.path,
@@ -406,9 +412,12 @@ fn scan_source(
                             }
                         },
                     };
-                    journal.record(&entry.path, &entry.stamp, &ids)?;
+                    // An object keeps the identity of the version read.
+                    let object = object.or(entry.object.take());
+                    journal.record(&entry.path, &entry.stamp, &ids, object.as_deref())?;
                     referenced.extend_from_slice(&ids);
                     out.chunks = ids.iter().map(|id| id.0.to_vec()).collect();
+                    out.object = object.map(|o| *o);
                     if let Some(key) = entry.link_key {
                         first_link.insert(key, entry.path.clone());
                     }
@@ -470,6 +479,9 @@ fn scan_source(
     })
 }
 
+/// A file's or object's chunk ids, and an object's metadata.
+type ReadResult = (Vec<BlobId>, Option<Box<ObjectMeta>>);
+
 /// Reads and chunks one file, retrying while it changes under us. The outer
 /// error stops the backup; the inner one skips (and reports) this file.
 fn read_file(
@@ -479,10 +491,15 @@ fn read_file(
     send: &dyn Fn(BlobKind, Vec<u8>) -> Result<BlobId, BackupError>,
     report: &mut BackupReport,
     progress: &Progress,
-) -> Result<Result<Vec<BlobId>, String>, BackupError> {
+) -> Result<Result<ReadResult, String>, BackupError> {
     for _ in 0..READ_ATTEMPTS {
-        let reader = match source.open(entry)? {
-            Content::Reader(r) => r,
+        let (reader, version) = match source.open(entry)? {
+            Content::Reader(r) => (r, None),
+            Content::Object {
+                reader,
+                stamp,
+                meta,
+            } => (reader, Some((stamp, meta))),
             Content::Vanished => return Ok(Err("vanished during the backup".into())),
         };
         let mut ids = Vec::new();
@@ -497,9 +514,18 @@ fn read_file(
         };
         report.files_read += 1;
         report.bytes_read += len;
-        match source.stamp_now(entry)? {
+        let (now, object) = match version {
+            // One version was read whole: what was read is that version,
+            // even if it is newer than the listing said.
+            Some((stamp, meta)) => {
+                entry.stamp = stamp;
+                (Some(stamp), Some(meta))
+            }
+            None => (source.stamp_now(entry)?, None),
+        };
+        match now {
             None => return Ok(Err("vanished while being read".into())),
-            Some(now) if now == entry.stamp && len == now.size => return Ok(Ok(ids)),
+            Some(now) if now == entry.stamp && len == now.size => return Ok(Ok((ids, object))),
             // Changed while we read it: what we read may be torn. Try again
             // with the new stamp rather than store a mix of two versions.
             Some(now) => entry.stamp = now,
@@ -718,6 +744,7 @@ mod tests {
             gid: 0,
             target: Vec::new(),
             link_key: None,
+            object: None,
         }
     }
 
@@ -748,7 +775,7 @@ mod tests {
         }
     }
 
-    fn read(source: &Shifty) -> (Result<Vec<BlobId>, String>, BackupReport, usize) {
+    fn read(source: &Shifty) -> (Result<ReadResult, String>, BackupReport, usize) {
         let keys = TenantKeys::generate();
         let (gear, gear_ls) = keys.gear_tables();
         let params = ChunkerParams::new(gear, gear_ls);
@@ -779,7 +806,7 @@ mod tests {
             vanished: false,
             looks: AtomicI64::new(0),
         });
-        assert_eq!(out.unwrap().len(), 1);
+        assert_eq!(out.unwrap().0.len(), 1);
         assert_eq!((report.files_read, report.bytes_read, sent), (1, 5, 1));
     }
 

@@ -15,8 +15,13 @@ use serde::Serialize;
 use crate::backup::{BackupError, BackupJob, run_backup};
 use crate::client::HubClient;
 use crate::config::AgentConfig;
+use crate::config::SourceKind;
 use crate::progress::Progress;
+use crate::restore::RestoreTarget;
 use crate::restore::{RestoreJob, Which, list_commits, run_restore};
+use crate::restore_bucket::BucketTarget;
+use crate::source::Source;
+use crate::source::bucket::BucketSource;
 use crate::source::dir::DirSource;
 
 const EXIT_PARTIAL: u8 = 3;
@@ -66,13 +71,21 @@ enum Command {
     },
     /// List the snapshots of a bucket.
     Snapshots(BucketArg),
-    /// Restore a snapshot into a new or empty directory.
+    /// Restore a snapshot into a new or empty directory, or into a bucket.
     Restore {
         #[command(flatten)]
         bucket: BucketArg,
         /// Directory to restore into (created if missing; must be empty).
+        #[arg(
+            long,
+            required_unless_present = "to_target",
+            conflicts_with = "to_target"
+        )]
+        to: Option<PathBuf>,
+        /// A `[[target]]` bucket of the config to restore into (must be empty
+        /// under its prefix); keys, bytes and metadata come back as they were.
         #[arg(long)]
-        to: PathBuf,
+        to_target: Option<String>,
         /// Snapshot sequence number (from `snapshots`); default: the latest.
         #[arg(long, conflicts_with = "at")]
         snapshot: Option<u64>,
@@ -163,6 +176,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restore {
             bucket,
             to,
+            to_target,
             snapshot,
             at,
         } => {
@@ -171,7 +185,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 (None, Some(at)) => Which::At(parse_time(&at)?),
                 (None, None) => Which::Latest,
             };
-            restore(&cli.config, &bucket, which, &to, cli.json).await
+            let to = match (to, to_target) {
+                (Some(dir), _) => To::Dir(dir),
+                (None, Some(name)) => To::Target(name),
+                (None, None) => bail!("say where to restore: --to DIR or --to-target NAME"),
+            };
+            restore(&cli.config, &bucket, which, to, cli.json).await
         }
     }
 }
@@ -252,10 +271,18 @@ async fn backup(config_path: &Path, source: Option<&str>, json: bool) -> Result<
     let source = ctx.config.source(source)?;
     std::fs::create_dir_all(&ctx.config.state_dir)
         .with_context(|| format!("creating state dir {}", ctx.config.state_dir.display()))?;
+    let source_impl: Arc<dyn Source> = match source.kind() {
+        SourceKind::Dir(path) => Arc::new(DirSource::new(path)),
+        SourceKind::Bucket(location) => Arc::new(
+            BucketSource::open(location.clone())
+                .await
+                .with_context(|| format!("source {}", source.name))?,
+        ),
+    };
     let job = |trust_journal| BackupJob {
         client: ctx.client.clone(),
         keys: ctx.keys.clone(),
-        source: Arc::new(DirSource::new(&source.path)),
+        source: source_impl.clone(),
         journal_path: ctx.config.journal_path(source),
         bucket: source.bucket.clone(),
         progress: Progress::new(json, "backup"),
@@ -342,11 +369,17 @@ async fn snapshots(config_path: &Path, arg: &BucketArg, json: bool) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where `restore` writes, as given on the command line.
+enum To {
+    Dir(PathBuf),
+    Target(String),
+}
+
 async fn restore(
     config_path: &Path,
     arg: &BucketArg,
     which: Which,
-    to: &Path,
+    to: To,
     json: bool,
 ) -> Result<ExitCode> {
     let ctx = connect(config_path).await?;
@@ -357,12 +390,26 @@ async fn restore(
         );
     }
     let bucket = bucket_of(&ctx.config, arg)?;
+    let (target, shown) = match to {
+        To::Dir(dir) => {
+            let shown = dir.display().to_string();
+            (RestoreTarget::Dir(dir), shown)
+        }
+        To::Target(name) => {
+            let location = ctx.config.target(&name)?.s3.clone();
+            let target = BucketTarget::open(location)
+                .await
+                .with_context(|| format!("target {name}"))?;
+            let shown = target.describe();
+            (RestoreTarget::Bucket(Arc::new(target)), shown)
+        }
+    };
     let report = run_restore(RestoreJob {
         client: ctx.client.clone(),
         keys: ctx.keys.clone(),
         bucket,
         which,
-        target: to.to_path_buf(),
+        target,
         progress: Progress::new(json, "restore"),
     })
     .await?;
@@ -373,7 +420,7 @@ async fn restore(
             "restored snapshot {} of {} into {}: {} files ({} hard links), {} dirs, {} symlinks, {} bytes",
             report.seq,
             report.bucket,
-            to.display(),
+            shown,
             report.files,
             report.hardlinks,
             report.dirs,

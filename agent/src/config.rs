@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ferry_s3::S3Location;
 use serde::Deserialize;
 
 /// Environment variable that may hold the site token instead of a file.
@@ -23,6 +24,9 @@ pub struct AgentConfig {
     /// What this agent protects.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
+    /// Buckets a restore may write into (`restore --to-target NAME`).
+    #[serde(default, rename = "target")]
+    pub targets: Vec<TargetConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -30,10 +34,35 @@ pub struct AgentConfig {
 pub struct SourceConfig {
     /// A short name for the CLI and the journal file.
     pub name: String,
-    /// Directory to protect.
-    pub path: PathBuf,
+    /// Directory to protect (or `s3`).
+    pub path: Option<PathBuf>,
+    /// S3 bucket (and prefix) to protect (or `path`).
+    pub s3: Option<S3Location>,
     /// Hub bucket, "tenant/bucket".
     pub bucket: String,
+}
+
+/// What a source is.
+pub enum SourceKind<'a> {
+    Dir(&'a Path),
+    Bucket(&'a S3Location),
+}
+
+impl SourceConfig {
+    pub fn kind(&self) -> SourceKind<'_> {
+        match (&self.path, &self.s3) {
+            (_, Some(s3)) => SourceKind::Bucket(s3),
+            // `parse` made sure one of the two is set.
+            (path, None) => SourceKind::Dir(path.as_deref().unwrap_or(Path::new("."))),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TargetConfig {
+    pub name: String,
+    pub s3: S3Location,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,13 +103,28 @@ impl AgentConfig {
         config.key_file = base.join(&config.key_file);
         config.state_dir = base.join(&config.state_dir);
         config.token_file = config.token_file.map(|t| base.join(t));
+        for (i, t) in config.targets.iter_mut().enumerate() {
+            t.s3.resolve_paths(base);
+            t.s3.validate().map_err(|e| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: format!("target[{i}].s3"),
+                reason: e.to_string(),
+            })?;
+        }
         for (i, s) in config.sources.iter_mut().enumerate() {
-            s.path = base.join(&s.path);
             let invalid = |field: &str, reason: &str| ConfigError::Invalid {
                 path: path.to_path_buf(),
                 field: format!("source[{i}].{field}"),
                 reason: reason.to_string(),
             };
+            match (&mut s.path, &mut s.s3) {
+                (Some(dir), None) => *dir = base.join(&*dir),
+                (None, Some(s3)) => {
+                    s3.resolve_paths(base);
+                    s3.validate().map_err(|e| invalid("s3", &e.to_string()))?;
+                }
+                _ => return Err(invalid("path", "give exactly one of `path` and `s3`")),
+            }
             if s.name.is_empty()
                 || !s
                     .name
@@ -94,6 +138,17 @@ impl AgentConfig {
             }
         }
         Ok(config)
+    }
+
+    pub fn target(&self, name: &str) -> Result<&TargetConfig, ConfigError> {
+        self.targets
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| ConfigError::Invalid {
+                path: PathBuf::from("(config)"),
+                field: "target".into(),
+                reason: format!("no [[target]] named {name:?}"),
+            })
     }
 
     pub fn source(&self, name: Option<&str>) -> Result<&SourceConfig, ConfigError> {
@@ -166,8 +221,53 @@ bucket = "acme/docs"
 "#;
         let c = AgentConfig::parse(Path::new("/etc/ferry/agent.toml"), text).unwrap();
         assert_eq!(c.key_file, Path::new("/etc/ferry/tenant.key"));
-        assert_eq!(c.sources[0].path, Path::new("/etc/ferry/data"));
+        assert!(
+            matches!(c.sources[0].kind(), SourceKind::Dir(p) if p == Path::new("/etc/ferry/data"))
+        );
         assert_eq!(c.source(None).unwrap().name, "docs");
+    }
+
+    #[test]
+    fn bucket_sources_and_targets() {
+        let text = r#"
+hub = "http://127.0.0.1:7420"
+key-file = "tenant.key"
+state-dir = "state"
+[[source]]
+name = "photos"
+bucket = "acme/photos"
+s3 = { endpoint = "http://127.0.0.1:3900", region = "garage", bucket = "photos", credentials-file = "s3.credentials" }
+[[target]]
+name = "dr"
+s3 = { bucket = "photos-dr", prefix = "restored/" }
+"#;
+        let c = AgentConfig::parse(Path::new("/etc/ferry/agent.toml"), text).unwrap();
+        let SourceKind::Bucket(s3) = c.sources[0].kind() else {
+            panic!("a bucket source")
+        };
+        assert_eq!(
+            s3.credentials_file.as_deref(),
+            Some(Path::new("/etc/ferry/s3.credentials"))
+        );
+        assert_eq!(c.target("dr").unwrap().s3.prefix, "restored/");
+        assert!(c.target("nope").unwrap_err().to_string().contains("nope"));
+
+        let both = text.replace(
+            "bucket = \"acme/photos\"",
+            "bucket = \"acme/photos\"\npath = \"d\"",
+        );
+        let err = AgentConfig::parse(Path::new("/a.toml"), &both)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("source[0].path") && err.contains("exactly one"),
+            "{err}"
+        );
+        let inline = text.replace("credentials-file", "secret-access-key");
+        let err = AgentConfig::parse(Path::new("/a.toml"), &inline)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field"), "{err}");
     }
 
     #[test]

@@ -2,13 +2,21 @@
 //! SQLite. A rescan looks each path up here; a file whose size, mtime,
 //! ctime, inode and mode are unchanged reuses its chunk list unread.
 //!
+//! For a bucket source the same index is the object index: the path is the
+//! key, the stamp holds size, last-modified and a tag of etag and version id
+//! (see `source::bucket`), and `meta` the object's metadata (etag, version
+//! id, content type, user metadata), so an unchanged object is neither read
+//! nor asked for its metadata again.
+//!
 //! A backup writes what it saw into `files_next`; only after the hub has
 //! committed the snapshot does `promote` make it the index. A crash or a
 //! failed backup therefore leaves the last committed index in force.
 
 use std::path::{Path, PathBuf};
 
+use ferry_proto::v1::ObjectMeta;
 use ferry_proto::{BlobId, ID_LEN};
+use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,14 +28,20 @@ pub enum JournalError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error(
-        "journal {path}: row for {file:?} has a chunk list of {len} bytes (not a multiple of 32)"
-    )]
+    #[error("journal {path}: row for {file:?}: {reason}")]
     Corrupt {
         path: PathBuf,
         file: String,
-        len: usize,
+        reason: String,
     },
+}
+
+/// What the index knows of an unchanged entry.
+#[derive(Debug, PartialEq)]
+pub struct Known {
+    pub ids: Vec<BlobId>,
+    /// Objects only.
+    pub object: Option<Box<ObjectMeta>>,
 }
 
 /// What identifies an unchanged file without reading it.
@@ -53,7 +67,8 @@ CREATE TABLE IF NOT EXISTS files (
     ctime_ns INTEGER NOT NULL,
     inode INTEGER NOT NULL,
     mode INTEGER NOT NULL,
-    chunks BLOB NOT NULL
+    chunks BLOB NOT NULL,
+    meta BLOB
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS files_next (
     path BLOB PRIMARY KEY,
@@ -62,7 +77,8 @@ CREATE TABLE IF NOT EXISTS files_next (
     ctime_ns INTEGER NOT NULL,
     inode INTEGER NOT NULL,
     mode INTEGER NOT NULL,
-    chunks BLOB NOT NULL
+    chunks BLOB NOT NULL,
+    meta BLOB
 ) WITHOUT ROWID;
 ";
 
@@ -81,6 +97,23 @@ impl Journal {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err("set synchronous"))?;
         conn.execute_batch(SCHEMA).map_err(err("create schema"))?;
+        // Journals written before objects existed lack the `meta` column.
+        for table in ["files", "files_next"] {
+            let has_meta: bool = conn
+                .query_row(
+                    &format!(
+                        "SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = 'meta'"
+                    ),
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n > 0)
+                .map_err(err("read schema"))?;
+            if !has_meta {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN meta BLOB"))
+                    .map_err(err("add meta column"))?;
+            }
+        }
         Ok(Self {
             conn,
             path: path.to_path_buf(),
@@ -104,15 +137,12 @@ impl Journal {
     }
 
     /// The chunk list recorded for `path` if its stamp is unchanged.
-    pub fn unchanged(
-        &self,
-        path: &[u8],
-        stamp: &FileStamp,
-    ) -> Result<Option<Vec<BlobId>>, JournalError> {
-        let row: Option<(i64, i64, i64, i64, i64, Vec<u8>)> = self
+    pub fn unchanged(&self, path: &[u8], stamp: &FileStamp) -> Result<Option<Known>, JournalError> {
+        type Row = (i64, i64, i64, i64, i64, Vec<u8>, Option<Vec<u8>>);
+        let row: Option<Row> = self
             .conn
             .prepare_cached(
-                "SELECT size, mtime_ns, ctime_ns, inode, mode, chunks FROM files WHERE path = ?1",
+                "SELECT size, mtime_ns, ctime_ns, inode, mode, chunks, meta FROM files WHERE path = ?1",
             )
             .and_then(|mut st| {
                 st.query_row([path], |r| {
@@ -123,12 +153,13 @@ impl Journal {
                         r.get(3)?,
                         r.get(4)?,
                         r.get(5)?,
+                        r.get(6)?,
                     ))
                 })
                 .optional()
             })
             .map_err(self.err("look up file"))?;
-        let Some((size, mtime, ctime, inode, mode, chunks)) = row else {
+        let Some((size, mtime, ctime, inode, mode, chunks, meta)) = row else {
             return Ok(None);
         };
         let same = size as u64 == stamp.size
@@ -139,13 +170,22 @@ impl Journal {
         if !same {
             return Ok(None);
         }
-        decode_chunks(&chunks)
-            .map(Some)
-            .ok_or_else(|| JournalError::Corrupt {
-                path: self.path.clone(),
-                file: String::from_utf8_lossy(path).into_owned(),
-                len: chunks.len(),
-            })
+        let corrupt = |reason: String| JournalError::Corrupt {
+            path: self.path.clone(),
+            file: String::from_utf8_lossy(path).into_owned(),
+            reason,
+        };
+        let ids = decode_chunks(&chunks).ok_or_else(|| {
+            corrupt(format!(
+                "chunk list of {} bytes (not a multiple of 32)",
+                chunks.len()
+            ))
+        })?;
+        let object = meta
+            .map(|m| ObjectMeta::decode(m.as_slice()).map(Box::new))
+            .transpose()
+            .map_err(|e| corrupt(format!("object metadata: {e}")))?;
+        Ok(Some(Known { ids, object }))
     }
 
     /// Records what this scan saw of a file.
@@ -154,6 +194,7 @@ impl Journal {
         path: &[u8],
         stamp: &FileStamp,
         chunks: &[BlobId],
+        object: Option<&ObjectMeta>,
     ) -> Result<(), JournalError> {
         let mut blob = Vec::with_capacity(chunks.len() * ID_LEN);
         for c in chunks {
@@ -161,8 +202,8 @@ impl Journal {
         }
         self.conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO files_next (path, size, mtime_ns, ctime_ns, inode, mode, chunks)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO files_next (path, size, mtime_ns, ctime_ns, inode, mode, chunks, meta)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -172,7 +213,8 @@ impl Journal {
                     stamp.ctime_ns,
                     stamp.inode as i64,
                     stamp.mode as i64,
-                    blob
+                    blob,
+                    object.map(Message::encode_to_vec)
                 ])
             })
             .map_err(self.err("record file"))?;
@@ -238,7 +280,13 @@ mod tests {
         let mut j = Journal::open(&dir.path().join("j.db")).unwrap();
         let ids = vec![BlobId([1; 32]), BlobId([2; 32])];
         j.begin_scan().unwrap();
-        j.record(b"a", &stamp(5), &ids).unwrap();
+        j.record(b"a", &stamp(5), &ids, None).unwrap();
+        let meta = ObjectMeta {
+            etag: "\"e1\"".into(),
+            content_type: "text/plain".into(),
+            ..Default::default()
+        };
+        j.record(b"obj", &stamp(1), &[], Some(&meta)).unwrap();
         j.end_scan().unwrap();
         assert_eq!(
             j.unchanged(b"a", &stamp(5)).unwrap(),
@@ -246,13 +294,17 @@ mod tests {
             "not promoted yet"
         );
         j.promote().unwrap();
-        assert_eq!(j.unchanged(b"a", &stamp(5)).unwrap(), Some(ids));
+        assert_eq!(j.unchanged(b"a", &stamp(5)).unwrap().unwrap().ids, ids);
+        assert_eq!(
+            j.unchanged(b"obj", &stamp(1)).unwrap().unwrap().object,
+            Some(Box::new(meta))
+        );
         assert_eq!(j.unchanged(b"a", &stamp(6)).unwrap(), None);
         // A scan that is never promoted leaves the index as it was.
         j.begin_scan().unwrap();
         j.end_scan().unwrap();
         drop(j);
         let j = Journal::open(&dir.path().join("j.db")).unwrap();
-        assert_eq!(j.file_count().unwrap(), 1);
+        assert_eq!(j.file_count().unwrap(), 2);
     }
 }

@@ -1,4 +1,4 @@
-//! Ferry agent: protects sources (a directory now, S3 buckets later) by
+//! Ferry agent: protects sources (directories and S3 buckets) by
 //! chunking, deduplicating, encrypting and shipping them to a hub, and
 //! restores them.
 
@@ -12,4 +12,5 @@ pub mod journal;
 pub mod prefetch;
 pub mod progress;
 pub mod restore;
+pub mod restore_bucket;
 pub mod source;

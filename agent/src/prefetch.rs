@@ -11,9 +11,9 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use ferry_proto::BlobId;
+use ferry_proto::v1::ObjectMeta;
 
-use crate::journal::{FileStamp, Journal, JournalError};
+use crate::journal::{FileStamp, Journal, JournalError, Known};
 use crate::source::{Content, EntryKind, Skipped, Source, SourceEntry, SourceError};
 
 /// Files up to this size are prefetched (each is one chunk: below the minimum).
@@ -27,14 +27,16 @@ const LOOKAHEAD: usize = 256;
 pub struct Prefetched {
     pub data: Vec<u8>,
     pub stamp_after: Option<FileStamp>,
+    /// Objects: the metadata of the version read.
+    pub object: Option<Box<ObjectMeta>>,
 }
 
 /// One walked entry; small changed files come with their content on the way.
 pub struct Item {
     pub entry: SourceEntry,
-    /// For a file: its chunk list if the journal has it unchanged. Looked up
-    /// here, off the scan thread, so the scan asks the journal once per file.
-    pub known: Result<Option<Vec<BlobId>>, JournalError>,
+    /// For a file or object: what the journal holds if it is unchanged. Looked
+    /// up here, off the scan thread, so the scan asks the journal once per file.
+    pub known: Result<Option<Known>, JournalError>,
     pub prefetched: Option<Receiver<Result<Prefetched, String>>>,
 }
 
@@ -75,11 +77,12 @@ pub fn walk_ahead(
             Err(e) => return Err(WalkError::Journal(e)),
         };
         let walked = source.scan(&mut |entry| {
-            let known = match (&journal, entry.kind) {
-                (Some(j), EntryKind::File) => j.unchanged(&entry.path, &entry.stamp),
+            let has_content = matches!(entry.kind, EntryKind::File | EntryKind::Object);
+            let known = match &journal {
+                Some(j) if has_content => j.unchanged(&entry.path, &entry.stamp),
                 _ => Ok(None),
             };
-            let wanted = entry.kind == EntryKind::File
+            let wanted = has_content
                 && entry.stamp.size <= PREFETCH_MAX
                 && entry.link_key.is_none()
                 && matches!(known, Ok(None));
@@ -126,8 +129,13 @@ fn read_jobs(source: &dyn Source, jobs: &Mutex<Receiver<Job>>) {
 }
 
 fn read_small(source: &dyn Source, entry: &SourceEntry) -> Result<Prefetched, String> {
-    let mut reader = match source.open(entry) {
-        Ok(Content::Reader(r)) => r,
+    let (mut reader, version) = match source.open(entry) {
+        Ok(Content::Reader(r)) => (r, None),
+        Ok(Content::Object {
+            reader,
+            stamp,
+            meta,
+        }) => (reader, Some((stamp, meta))),
         Ok(Content::Vanished) => return Err("vanished during the backup".into()),
         Err(e) => return Err(e.to_string()),
     };
@@ -137,8 +145,15 @@ fn read_small(source: &dyn Source, entry: &SourceEntry) -> Result<Prefetched, St
         .take(PREFETCH_MAX + 1)
         .read_to_end(&mut data)
         .map_err(|e| format!("read error: {e}"))?;
-    let stamp_after = source.stamp_now(entry).map_err(|e| e.to_string())?;
-    Ok(Prefetched { data, stamp_after })
+    let (stamp_after, object) = match version {
+        Some((stamp, meta)) => (Some(stamp), Some(meta)),
+        None => (source.stamp_now(entry).map_err(|e| e.to_string())?, None),
+    };
+    Ok(Prefetched {
+        data,
+        stamp_after,
+        object,
+    })
 }
 
 #[cfg(test)]
@@ -191,7 +206,7 @@ mod tests {
         journal.begin_scan().unwrap();
         let kept = std::fs::symlink_metadata(data.join("kept")).unwrap();
         journal
-            .record(b"kept", &crate::source::dir::stamp_of(&kept), &[])
+            .record(b"kept", &crate::source::dir::stamp_of(&kept), &[], None)
             .unwrap();
         journal.end_scan().unwrap();
         journal.promote().unwrap();

@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use crate::blob_codec::{OpenChunkError, open_chunk};
 use crate::client::HubClient;
 use crate::progress::Progress;
+use crate::restore_bucket::{BucketTarget, write_bucket};
 
 /// Chunk ids asked for in one FetchBlobs call.
 const FETCH_BATCH: usize = 256;
@@ -155,6 +156,16 @@ pub struct RestoreReport {
     pub hardlinks: u64,
     pub bytes: u64,
     pub chunks: u64,
+    /// Entries with no form in the target (directories or links restored into a bucket).
+    pub skipped: u64,
+}
+
+/// Where a restore writes.
+pub enum RestoreTarget {
+    /// A new or empty directory.
+    Dir(PathBuf),
+    /// An S3 bucket, empty under its prefix.
+    Bucket(Arc<BucketTarget>),
 }
 
 /// Fetches blobs by id and turns them into verified plaintexts.
@@ -266,7 +277,7 @@ pub struct RestoreJob {
     pub keys: Arc<TenantKeys>,
     pub bucket: String,
     pub which: Which,
-    pub target: PathBuf,
+    pub target: RestoreTarget,
     pub progress: Progress,
 }
 
@@ -274,7 +285,9 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
     if !job.keys.can_decrypt() {
         return Err(RestoreError::WriteOnlyKey);
     }
-    prepare_target(&job.target)?;
+    if let RestoreTarget::Dir(dir) = &job.target {
+        prepare_target(dir)?;
+    }
     let commit = pick(
         list_commits(&job.client, &job.bucket).await?,
         &job.bucket,
@@ -299,12 +312,16 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
     let planner = tokio::spawn(plan(fetcher.clone(), manifest, entry_tx, id_tx));
     let fetch = tokio::spawn(fetch_stage(fetcher, id_rx, plain_tx));
     let writer = {
-        let target = job.target.clone();
         let runtime = tokio::runtime::Handle::current();
         let progress = job.progress.clone();
-        tokio::task::spawn_blocking(move || {
-            write_tree(&target, entry_rx, plain_rx, &runtime, &progress)
-        })
+        match job.target {
+            RestoreTarget::Dir(dir) => tokio::task::spawn_blocking(move || {
+                write_tree(&dir, entry_rx, plain_rx, &runtime, &progress)
+            }),
+            RestoreTarget::Bucket(bucket) => tokio::task::spawn_blocking(move || {
+                write_bucket(&bucket, entry_rx, plain_rx, &runtime, &progress)
+            }),
+        }
     };
     let planned = flatten(planner.await);
     let fetched = flatten(fetch.await);
@@ -439,6 +456,12 @@ fn write_tree(
         move |source| RestoreError::Write { path, source }
     };
     while let Some(entry) = entries.blocking_recv() {
+        if entry.r#type == EntryType::Object as i32 {
+            return Err(RestoreError::Target {
+                path: target.to_path_buf(),
+                reason: "this is a bucket snapshot: restore it into a bucket (--to-target)".into(),
+            });
+        }
         let parent = match entry.path.iter().rposition(|b| *b == b'/') {
             Some(i) => &entry.path[..i],
             None => &[][..],

@@ -45,6 +45,25 @@ pub fn cmp_paths(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     a.split(|c| *c == b'/').cmp(b.split(|c| *c == b'/'))
 }
 
+/// Longest object key accepted (S3's limit).
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Checks an object key: 1 to [`MAX_KEY_BYTES`] bytes of UTF-8 (S3's rule).
+/// Keys are names in a flat namespace, so `a//b` or `../x` are fine here;
+/// only a restore into a directory needs more (see [`check_relative_path`]).
+pub fn check_object_key(key: &[u8]) -> Result<(), &'static str> {
+    if key.is_empty() {
+        return Err("empty object key");
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err("object key longer than 1024 bytes");
+    }
+    if std::str::from_utf8(key).is_err() {
+        return Err("object key is not UTF-8");
+    }
+    Ok(())
+}
+
 /// Checks a relative path: non-empty, '/'-separated, no empty, `.` or `..`
 /// component, no NUL. Restores write only below their target because of this.
 pub fn check_relative_path(path: &[u8]) -> Result<(), &'static str> {
@@ -73,6 +92,8 @@ pub struct ManifestDecoder {
     magic_seen: bool,
     index: u64,
     last_path: Option<Vec<u8>>,
+    /// Set by the first entry: whether this manifest holds objects.
+    objects: Option<bool>,
 }
 
 impl ManifestDecoder {
@@ -133,6 +154,7 @@ impl ManifestDecoder {
         })?;
         self.pos += header + len;
         self.check(&entry)?;
+        self.objects = Some(entry.r#type == EntryType::Object as i32);
         self.index += 1;
         self.last_path = Some(entry.path.clone());
         Ok(Some(entry))
@@ -155,13 +177,30 @@ impl ManifestDecoder {
             path: String::from_utf8_lossy(&entry.path).into_owned(),
             reason,
         };
-        check_relative_path(&entry.path).map_err(invalid)?;
-        if let Some(last) = &self.last_path
-            && cmp_paths(&entry.path, last).is_le()
-        {
-            return Err(invalid("entries are not sorted by path, or a path repeats"));
+        let is_object = entry.r#type == EntryType::Object as i32;
+        if self.objects.is_some_and(|objects| objects != is_object) {
+            return Err(invalid("a manifest mixes objects with files"));
+        }
+        if is_object {
+            check_object_key(&entry.path).map_err(invalid)?;
+        } else {
+            check_relative_path(&entry.path).map_err(invalid)?;
+        }
+        if let Some(last) = &self.last_path {
+            let order = match is_object {
+                true => entry.path.as_slice().cmp(last),
+                false => cmp_paths(&entry.path, last),
+            };
+            if order.is_le() {
+                return Err(invalid("entries are not sorted by path, or a path repeats"));
+            }
         }
         match EntryType::try_from(entry.r#type) {
+            Ok(EntryType::Object) => {
+                if entry.chunks.iter().any(|c| c.len() != ID_LEN) {
+                    return Err(invalid("a chunk id is not 32 bytes"));
+                }
+            }
             Ok(EntryType::File) => {
                 if entry.chunks.iter().any(|c| c.len() != ID_LEN) {
                     return Err(invalid("a chunk id is not 32 bytes"));
@@ -238,6 +277,37 @@ mod tests {
             let err = decode_all(&encode(&[file(bad, 0)]), 100).unwrap_err();
             assert!(matches!(err, ManifestError::Invalid { .. }), "{bad}: {err}");
         }
+    }
+
+    fn object(key: &str) -> ManifestEntry {
+        ManifestEntry {
+            r#type: EntryType::Object as i32,
+            ..file(key, 1)
+        }
+    }
+
+    #[test]
+    fn objects_sort_by_key_bytes_and_keep_any_utf8_key() {
+        // Byte order: "a-c" < "a/" < "a/b"; tree order would put "a/b" first.
+        let entries = vec![
+            object("/leading"),
+            object("a-c"),
+            object("a/"),
+            object("a//b"),
+            object("a/b"),
+            object("caf\u{e9}/../x"),
+        ];
+        assert_eq!(decode_all(&encode(&entries), 3).unwrap(), entries);
+        let err = decode_all(&encode(&[object("a/b"), object("a-c")]), 100).unwrap_err();
+        assert!(err.to_string().contains("not sorted"), "{err}");
+        let mixed = decode_all(&encode(&[file("a", 0), object("b")]), 100).unwrap_err();
+        assert!(mixed.to_string().contains("mixes"), "{mixed}");
+        let mut not_utf8 = object("x");
+        not_utf8.path = vec![0xff, b'x'];
+        let err = decode_all(&encode(&[not_utf8]), 100).unwrap_err();
+        assert!(err.to_string().contains("UTF-8"), "{err}");
+        let long = object(&"k".repeat(MAX_KEY_BYTES + 1));
+        assert!(decode_all(&encode(&[long]), 100).is_err());
     }
 
     #[test]

@@ -34,7 +34,7 @@ fn collect(source: &dyn Source) -> Result<Vec<SourceEntry>, SourceError> {
 
 fn read_all(source: &dyn Source, entry: &SourceEntry) -> Vec<u8> {
     match source.open(entry) {
-        Ok(Content::Reader(mut r)) => {
+        Ok(Content::Reader(mut r) | Content::Object { reader: mut r, .. }) => {
             let mut out = Vec::new();
             r.read_to_end(&mut out).expect("read");
             out
@@ -44,12 +44,18 @@ fn read_all(source: &dyn Source, entry: &SourceEntry) -> Vec<u8> {
     }
 }
 
-/// Every fixture file is found once, with its content and size, in tree order.
-pub fn scan_finds_every_file_in_tree_order(source: &dyn Source) {
+/// Every fixture file is found once, with its content and size, in
+/// manifest order (tree order for files, key byte order for objects).
+pub fn scan_finds_every_file_in_order(source: &dyn Source) {
     let seen = collect(source).expect("scan");
+    type InOrder = fn(&[u8], &[u8]) -> bool;
+    let (kind, in_order): (_, InOrder) = match source.holds_objects() {
+        true => (EntryKind::Object, |a, b| a < b),
+        false => (EntryKind::File, |a, b| cmp_paths(a, b).is_lt()),
+    };
     for pair in seen.windows(2) {
         assert!(
-            cmp_paths(&pair[0].path, &pair[1].path).is_lt(),
+            in_order(&pair[0].path, &pair[1].path),
             "{}: out of order: {:?} then {:?}",
             source.describe(),
             String::from_utf8_lossy(&pair[0].path),
@@ -65,7 +71,7 @@ pub fn scan_finds_every_file_in_tree_order(source: &dyn Source) {
             source.describe(),
             found.len()
         );
-        assert_eq!(found[0].kind, EntryKind::File);
+        assert_eq!(found[0].kind, kind);
         assert_eq!(found[0].stamp.size, content.len() as u64, "{path}");
         assert_eq!(read_all(source, found[0]), *content, "{path}");
     }
@@ -89,14 +95,35 @@ pub fn visitor_can_stop_the_scan(source: &dyn Source) {
 /// The stamp of an untouched entry is stable between scan and `stamp_now`.
 pub fn stamps_are_stable(source: &dyn Source) {
     for entry in collect(source).expect("scan") {
-        if entry.kind == EntryKind::File {
+        if matches!(entry.kind, EntryKind::File | EntryKind::Object) {
             assert_eq!(source.stamp_now(&entry).expect("stamp"), Some(entry.stamp));
         }
     }
 }
 
+/// After `open`, the content's version is the scanned one: an object read
+/// as a whole version carries the stamp the scan gave it.
+pub fn open_reads_the_scanned_version(source: &dyn Source) {
+    for entry in collect(source).expect("scan") {
+        if let Ok(Content::Object { stamp, meta, .. }) = source.open(&entry) {
+            assert_eq!(
+                stamp,
+                entry.stamp,
+                "{}",
+                String::from_utf8_lossy(&entry.path)
+            );
+            let listed = entry
+                .object
+                .as_ref()
+                .expect("an object entry carries its etag");
+            assert_eq!(meta.etag, listed.etag);
+        }
+    }
+}
+
 pub fn run_all(source: &dyn Source) {
-    scan_finds_every_file_in_tree_order(source);
+    open_reads_the_scanned_version(source);
+    scan_finds_every_file_in_order(source);
     visitor_can_stop_the_scan(source);
     stamps_are_stable(source);
 }

@@ -55,6 +55,7 @@ fn entry_from(path: Vec<u8>, kind: EntryKind, meta: &Metadata, target: Vec<u8>) 
         gid: meta.gid(),
         target,
         link_key,
+        object: None,
     }
 }
 

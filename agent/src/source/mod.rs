@@ -1,10 +1,14 @@
-//! Sources: what an agent protects. A directory tree now; an S3 bucket later.
-//! Every implementation runs the suite in [`conformance`].
+//! Sources: what an agent protects: a directory tree ([`dir`]) or the
+//! objects of an S3 bucket ([`bucket`]). Every implementation runs the suite
+//! in [`conformance`].
 
+pub mod bucket;
 pub mod conformance;
 pub mod dir;
 
 use std::io::Read;
+
+use ferry_proto::v1::ObjectMeta;
 
 use crate::journal::FileStamp;
 
@@ -14,10 +18,12 @@ pub enum EntryKind {
     File,
     Dir,
     Symlink,
+    /// An object of a bucket: a file with a key for a path and S3 metadata.
+    Object,
 }
 
 /// One entry found by a scan.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SourceEntry {
     /// Path relative to the source root, '/'-separated raw bytes.
     pub path: Vec<u8>,
@@ -29,6 +35,8 @@ pub struct SourceEntry {
     pub target: Vec<u8>,
     /// (device, inode) when the file has more than one link, for hard links.
     pub link_key: Option<(u64, u64)>,
+    /// Objects: the etag and version id the listing gave.
+    pub object: Option<Box<ObjectMeta>>,
 }
 
 /// Something a scan met and could not store, reported to the operator.
@@ -56,6 +64,13 @@ pub enum SourceError {
 pub enum Content {
     /// The entry's bytes, to be read to the end.
     Reader(Box<dyn Read + Send>),
+    /// An object's bytes, read as one version: `stamp` and `meta` are that
+    /// version's, so no later look is needed to tell a torn read.
+    Object {
+        reader: Box<dyn Read + Send>,
+        stamp: FileStamp,
+        meta: Box<ObjectMeta>,
+    },
     /// The entry disappeared since the scan saw it.
     Vanished,
 }
@@ -63,14 +78,22 @@ pub enum Content {
 /// A protected source.
 ///
 /// # Contract
-/// - `scan` visits every entry once, in tree order (`ferry_proto::manifest::cmp_paths`),
-///   a directory before its children. Entries it cannot read are reported in the
-///   returned list, never silently dropped.
+/// - `scan` visits every entry once, in manifest order: tree order
+///   (`ferry_proto::manifest::cmp_paths`, a directory before its children) for
+///   files, key byte order for objects (a source holds one kind or the other).
+///   Entries it cannot read are reported in the returned list, never silently
+///   dropped. A scan that cannot finish fails: a partial scan is never taken
+///   as the source's content, so nothing is deleted because a listing broke.
 /// - `open` gives an entry's current content; `stamp_now` the entry's stamp now,
 ///   so a caller can tell that content changed while it was being read.
 pub trait Source: Send + Sync {
     /// A name for logs and errors.
     fn describe(&self) -> String;
+
+    /// True for a source of objects (entries sorted by key bytes).
+    fn holds_objects(&self) -> bool {
+        false
+    }
 
     /// Walks the source. `visit` may stop the walk by returning an error.
     ///
