@@ -145,6 +145,25 @@ pub struct BackupJob {
     pub trust_journal: bool,
 }
 
+/// Runs a backup that trusts the journal for unchanged files; if the hub
+/// refuses the commit because it lacks chunks the journal says it holds (a
+/// hub restored from an older state, say), runs it again reading everything:
+/// the hub is the truth. `job(trust_journal)` makes each attempt's job.
+///
+/// # Errors
+/// As [`run_backup`].
+pub async fn run_backup_rechecked(
+    job: impl Fn(bool) -> BackupJob,
+) -> Result<BackupReport, BackupError> {
+    match run_backup(job(true)).await {
+        Err(BackupError::MissingChunks(reason)) => {
+            tracing::warn!(%reason, "hub lacks chunks of unchanged files; reading every file again");
+            run_backup(job(false)).await
+        }
+        other => other,
+    }
+}
+
 pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
     let sealer = Arc::new(job.keys.sealer()?);
     let opened = job

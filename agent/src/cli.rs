@@ -12,10 +12,13 @@ use clap::{Args, Parser, Subcommand};
 use ferry_crypto::TenantKeys;
 use serde::Serialize;
 
-use crate::backup::{BackupError, BackupJob, run_backup};
+use crate::backup::{BackupJob, run_backup_rechecked};
 use crate::client::HubClient;
 use crate::config::AgentConfig;
 use crate::config::SourceKind;
+use crate::daemon;
+use crate::events::queue::QueueWriter;
+use crate::events::webhook::{self, Route};
 use crate::progress::Progress;
 use crate::restore::RestoreTarget;
 use crate::restore::{RestoreJob, Which, list_commits, run_restore};
@@ -71,6 +74,14 @@ enum Command {
     },
     /// List the snapshots of a bucket.
     Snapshots(BucketArg),
+    /// Run as a service: serve the S3 event webhook and keep every bucket
+    /// source's snapshots current (a full listing first, then event-driven
+    /// snapshots) until SIGINT or SIGTERM.
+    Run {
+        /// Write the webhook's bound address into this file once listening.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
     /// Restore a snapshot into a new or empty directory, or into a bucket.
     Restore {
         #[command(flatten)]
@@ -173,6 +184,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Key(cmd) => key_command(cmd, cli.json),
         Command::Backup { source } => backup(&cli.config, source.as_deref(), cli.json).await,
         Command::Snapshots(bucket) => snapshots(&cli.config, &bucket, cli.json).await,
+        Command::Run { ready_file } => run_service(&cli.config, ready_file).await,
         Command::Restore {
             bucket,
             to,
@@ -288,14 +300,7 @@ async fn backup(config_path: &Path, source: Option<&str>, json: bool) -> Result<
         progress: Progress::new(json, "backup"),
         trust_journal,
     };
-    let report = match run_backup(job(true)).await {
-        Err(BackupError::MissingChunks(reason)) => {
-            // The hub is the truth: read everything again rather than trust the journal.
-            tracing::warn!(%reason, "hub lacks chunks of unchanged files; reading every file again");
-            run_backup(job(false)).await?
-        }
-        other => other?,
-    };
+    let report = run_backup_rechecked(job).await?;
     if json {
         print_json(&report)?;
     } else {
@@ -429,4 +434,91 @@ async fn restore(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn run_service(config_path: &Path, ready_file: Option<PathBuf>) -> Result<ExitCode> {
+    let ctx = connect(config_path).await?;
+    std::fs::create_dir_all(&ctx.config.state_dir)
+        .with_context(|| format!("creating state dir {}", ctx.config.state_dir.display()))?;
+    let config = Arc::new(ctx.config);
+    let queue_path = config.state_dir.join("events.db");
+    let shared = daemon::Shared {
+        client: ctx.client,
+        keys: ctx.keys,
+        config: config.clone(),
+        queue_path: queue_path.clone(),
+        reconcile_interval: config.run.reconcile_interval(),
+        settle: config.run.settle(),
+    };
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let mut routes = Vec::new();
+    let mut loops = tokio::task::JoinSet::new();
+    for (index, source) in config.sources.iter().enumerate() {
+        let SourceKind::Bucket(location) = source.kind() else {
+            tracing::warn!(source = %source.name, "run keeps bucket sources only; back up directories with `backup`");
+            continue;
+        };
+        let wake = Arc::new(tokio::sync::Notify::new());
+        routes.push(Route {
+            source: source.name.clone(),
+            bucket: location.bucket.clone(),
+            prefix: location.prefix.clone(),
+            wake: wake.clone(),
+        });
+        loops.spawn(daemon::follow_bucket(
+            shared.clone(),
+            index,
+            wake,
+            stop.clone(),
+        ));
+    }
+    let server = match &config.webhook {
+        Some(webhook) => {
+            let token = match &webhook.token_file {
+                Some(file) => Some(
+                    std::fs::read_to_string(file)
+                        .with_context(|| format!("webhook token file {}", file.display()))?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            let queue = QueueWriter::start(&queue_path, webhook.max_pending)?;
+            let (bound, serve) = webhook::bind(webhook.listen, routes, queue, token)
+                .await
+                .with_context(|| format!("webhook listen address {}", webhook.listen))?;
+            tracing::info!(address = %bound, "webhook listening");
+            if let Some(path) = &ready_file {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, bound.to_string())
+                    .and_then(|()| std::fs::rename(&tmp, path))
+                    .with_context(|| format!("writing ready file {}", path.display()))?;
+            }
+            Some(tokio::spawn(serve))
+        }
+        None => None,
+    };
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    if let Some(server) = server {
+        server.abort();
+    }
+    while loops.join_next().await.is_some() {}
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -27,6 +27,68 @@ pub struct AgentConfig {
     /// Buckets a restore may write into (`restore --to-target NAME`).
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
+    /// The S3 event webhook of `ferry-agent run`.
+    pub webhook: Option<WebhookConfig>,
+    /// How `ferry-agent run` schedules bucket snapshots.
+    #[serde(default)]
+    pub run: RunConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebhookConfig {
+    /// Address to listen on, e.g. "127.0.0.1:9120".
+    pub listen: std::net::SocketAddr,
+    /// File holding the bearer token senders must present; none: no check
+    /// (then listen on loopback or a private network only).
+    pub token_file: Option<PathBuf>,
+    /// Events queued but not yet in a snapshot before the webhook answers 503.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: u64,
+}
+
+fn default_max_pending() -> u64 {
+    1_000_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RunConfig {
+    /// How often a bucket is listed in full even when events keep coming
+    /// (a safety net for events a sender lost), e.g. "24h".
+    #[serde(default = "default_reconcile_interval")]
+    pub reconcile_interval: String,
+    /// How long events gather before a snapshot takes them, e.g. "1s".
+    #[serde(default = "default_settle")]
+    pub settle: String,
+}
+
+fn default_reconcile_interval() -> String {
+    "24h".into()
+}
+
+fn default_settle() -> String {
+    "1s".into()
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            reconcile_interval: default_reconcile_interval(),
+            settle: default_settle(),
+        }
+    }
+}
+
+impl RunConfig {
+    pub fn reconcile_interval(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.reconcile_interval)
+            .unwrap_or(std::time::Duration::from_secs(86_400))
+    }
+
+    pub fn settle(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.settle).unwrap_or(std::time::Duration::from_secs(1))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +165,19 @@ impl AgentConfig {
         config.key_file = base.join(&config.key_file);
         config.state_dir = base.join(&config.state_dir);
         config.token_file = config.token_file.map(|t| base.join(t));
+        for (field, value) in [
+            ("run.reconcile-interval", &config.run.reconcile_interval),
+            ("run.settle", &config.run.settle),
+        ] {
+            humantime::parse_duration(value).map_err(|e| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: field.into(),
+                reason: format!("{value:?}: {e} (write e.g. \"30s\", \"24h\")"),
+            })?;
+        }
+        if let Some(webhook) = &mut config.webhook {
+            webhook.token_file = webhook.token_file.take().map(|t| base.join(t));
+        }
         for (i, t) in config.targets.iter_mut().enumerate() {
             t.s3.resolve_paths(base);
             t.s3.validate().map_err(|e| ConfigError::Invalid {

@@ -241,6 +241,50 @@ impl Journal {
             .map_err(self.err("promote scan"))
     }
 
+    /// Calls `visit` for every row of the committed index, in path byte
+    /// order, streaming (the index may hold millions of rows).
+    ///
+    /// # Errors
+    /// A journal error, or the first error `visit` returns.
+    pub fn for_each_indexed<E: From<JournalError>>(
+        &self,
+        visit: &mut dyn FnMut(Vec<u8>, FileStamp, Option<Box<ObjectMeta>>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT path, size, mtime_ns, ctime_ns, inode, mode, meta FROM files ORDER BY path",
+            )
+            .map_err(self.err("list index"))?;
+        let mut rows = stmt.query([]).map_err(self.err("list index"))?;
+        while let Some(row) = rows.next().map_err(self.err("list index"))? {
+            let read = |row: &rusqlite::Row<'_>| -> rusqlite::Result<_> {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    FileStamp {
+                        size: row.get::<_, i64>(1)? as u64,
+                        mtime_ns: row.get(2)?,
+                        ctime_ns: row.get(3)?,
+                        inode: row.get::<_, i64>(4)? as u64,
+                        mode: row.get::<_, i64>(5)? as u32,
+                    },
+                    row.get::<_, Option<Vec<u8>>>(6)?,
+                ))
+            };
+            let (path, stamp, meta) = read(row).map_err(self.err("list index"))?;
+            let meta = meta
+                .map(|m| ObjectMeta::decode(m.as_slice()).map(Box::new))
+                .transpose()
+                .map_err(|e| JournalError::Corrupt {
+                    path: self.path.clone(),
+                    file: String::from_utf8_lossy(&path).into_owned(),
+                    reason: format!("object metadata: {e}"),
+                })?;
+            visit(path, stamp, meta)?;
+        }
+        Ok(())
+    }
+
     pub fn file_count(&self) -> Result<u64, JournalError> {
         self.conn
             .query_row("SELECT COUNT(*) FROM files", [], |r| r.get::<_, i64>(0))

@@ -8,6 +8,8 @@ pub mod chunker;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod daemon;
+pub mod events;
 pub mod journal;
 pub mod prefetch;
 pub mod progress;

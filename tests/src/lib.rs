@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod garage;
+pub mod http;
 pub mod tree;
 
 use std::path::{Path, PathBuf};

@@ -68,6 +68,35 @@ impl BucketSource {
         })
     }
 
+    /// The current stamp and etag of `key` (relative to the prefix), or
+    /// `None` if there is no such object.
+    ///
+    /// # Errors
+    /// The request fails for another reason than "not found".
+    pub async fn head(&self, key: &str) -> Result<Option<(FileStamp, String)>, SourceError> {
+        let answer = self
+            .client
+            .head_object()
+            .bucket(&self.location.bucket)
+            .key(self.location.key(key))
+            .send()
+            .await;
+        match answer {
+            Ok(head) => {
+                let etag = head.e_tag().unwrap_or_default().to_owned();
+                let stamp = object_stamp(
+                    size_of(head.content_length()),
+                    head.last_modified(),
+                    &etag,
+                    "",
+                );
+                Ok(Some((stamp, etag)))
+            }
+            Err(e) if http_status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(self.err("head", key.as_bytes(), describe(&e))),
+        }
+    }
+
     fn err(&self, op: &'static str, key: &[u8], reason: String) -> SourceError {
         failure(&self.location, op, &String::from_utf8_lossy(key), reason)
     }
@@ -254,22 +283,10 @@ impl Source for BucketSource {
     }
 
     fn stamp_now(&self, entry: &SourceEntry) -> Result<Option<FileStamp>, SourceError> {
-        let answer = self.runtime.block_on(
-            self.client
-                .head_object()
-                .bucket(&self.location.bucket)
-                .key(self.key_of(entry))
-                .send(),
-        );
-        match answer {
-            Ok(head) => Ok(Some(object_stamp(
-                size_of(head.content_length()),
-                head.last_modified(),
-                head.e_tag().unwrap_or_default(),
-                "",
-            ))),
-            Err(e) if http_status(&e) == Some(404) => Ok(None),
-            Err(e) => Err(self.err("head", &entry.path, describe(&e))),
-        }
+        let key = String::from_utf8_lossy(&entry.path);
+        Ok(self
+            .runtime
+            .block_on(self.head(&key))?
+            .map(|(stamp, _)| stamp))
     }
 }

@@ -58,6 +58,8 @@ pub enum SourceError {
     },
     #[error("scan stopped: {0}")]
     Stopped(String),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 /// What content reading found.
