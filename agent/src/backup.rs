@@ -528,6 +528,17 @@ fn read_file(
         });
         let len = match read {
             Ok(len) => len,
+            // An object that cannot be read means the store is failing, not
+            // that one file is bad: stop rather than commit a snapshot
+            // without it (the run loop retries with backoff).
+            Err(ChunkReadError::Read(e)) if entry.kind == EntryKind::Object => {
+                return Err(BackupError::Source(SourceError::Io {
+                    root: source.describe(),
+                    op: "read object",
+                    path: String::from_utf8_lossy(&entry.path).into_owned(),
+                    source: e,
+                }));
+            }
             Err(ChunkReadError::Read(e)) => return Ok(Err(format!("read error: {e}"))),
             Err(ChunkReadError::Emit(e)) => return Err(e),
         };
