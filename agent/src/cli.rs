@@ -97,6 +97,10 @@ enum Command {
         /// under its prefix); keys, bytes and metadata come back as they were.
         #[arg(long)]
         to_target: Option<String>,
+        /// With --to-target: write into a non-empty bucket, replacing objects
+        /// with the snapshot's keys (e.g. to finish a restore that failed).
+        #[arg(long, requires = "to_target")]
+        overwrite: bool,
         /// Snapshot sequence number (from `snapshots`); default: the latest.
         #[arg(long, conflicts_with = "at")]
         snapshot: Option<u64>,
@@ -189,6 +193,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             bucket,
             to,
             to_target,
+            overwrite,
             snapshot,
             at,
         } => {
@@ -199,7 +204,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             let to = match (to, to_target) {
                 (Some(dir), _) => To::Dir(dir),
-                (None, Some(name)) => To::Target(name),
+                (None, Some(name)) => To::Target { name, overwrite },
                 (None, None) => bail!("say where to restore: --to DIR or --to-target NAME"),
             };
             restore(&cli.config, &bucket, which, to, cli.json).await
@@ -377,7 +382,7 @@ async fn snapshots(config_path: &Path, arg: &BucketArg, json: bool) -> Result<Ex
 /// Where `restore` writes, as given on the command line.
 enum To {
     Dir(PathBuf),
-    Target(String),
+    Target { name: String, overwrite: bool },
 }
 
 async fn restore(
@@ -400,9 +405,9 @@ async fn restore(
             let shown = dir.display().to_string();
             (RestoreTarget::Dir(dir), shown)
         }
-        To::Target(name) => {
+        To::Target { name, overwrite } => {
             let location = ctx.config.target(&name)?.s3.clone();
-            let target = BucketTarget::open(location)
+            let target = BucketTarget::open(location, overwrite)
                 .await
                 .with_context(|| format!("target {name}"))?;
             let shown = target.describe();

@@ -38,12 +38,14 @@ fn target_err(location: &S3Location, reason: String) -> RestoreError {
 }
 
 impl BucketTarget {
-    /// Connects and checks that the bucket exists and holds nothing under the
-    /// prefix: a restore never mixes with or overwrites objects already there.
+    /// Connects and checks that the bucket exists and, unless `overwrite`,
+    /// holds nothing under the prefix: a restore does not mix with objects
+    /// already there unless asked to (to finish a restore that failed part
+    /// way, for one: its objects are written again whole).
     ///
     /// # Errors
     /// Unreachable, missing or refused bucket, or objects under the prefix.
-    pub async fn open(location: S3Location) -> Result<Self, RestoreError> {
+    pub async fn open(location: S3Location, overwrite: bool) -> Result<Self, RestoreError> {
         let client = location
             .client()
             .await
@@ -56,10 +58,12 @@ impl BucketTarget {
             .send()
             .await
             .map_err(|e| target_err(&location, describe(&e)))?;
-        if !listed.contents().is_empty() {
+        if !overwrite && !listed.contents().is_empty() {
             return Err(target_err(
                 &location,
-                "holds objects under this prefix; restore into an empty bucket or prefix".into(),
+                "holds objects under this prefix; restore into an empty bucket or prefix, \
+                 or pass --overwrite to replace what has the snapshot's keys"
+                    .into(),
             ));
         }
         Ok(Self { client, location })
@@ -206,11 +210,12 @@ async fn put_object(
         .body(ByteStream::from(body))
         .send()
         .await
-        .map(drop)
         .map_err(|e| RestoreError::Target {
             path: format!("s3://{bucket}/{key}").into(),
             reason: describe(&e),
-        })
+        })?;
+    tracing::debug!(bucket, key, "object written");
+    Ok(())
 }
 
 async fn put_multipart(

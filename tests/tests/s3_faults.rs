@@ -58,10 +58,20 @@ fn write_agent_config(site: &Site, hub: &Hub, source_s3: &str, target_s3: &str) 
 /// Runs a backup and calls `fault` once the hub has acknowledged a batch;
 /// returns whether the backup succeeded and its log.
 fn backup_with_fault_after_first_ack(site: &Site, fault: impl FnOnce()) -> (bool, String) {
+    agent_with_fault_after(site, &["--json", "backup"], "batch acknowledged", fault)
+}
+
+/// Runs the agent with `args` and calls `fault` once its debug log shows `mark`.
+fn agent_with_fault_after(
+    site: &Site,
+    args: &[&str],
+    mark: &'static str,
+    fault: impl FnOnce(),
+) -> (bool, String) {
     let mut agent = Command::new(bin("ferry-agent"))
         .arg("--config")
         .arg(&site.config)
-        .args(["--json", "backup"])
+        .args(args)
         .env("FERRY_LOG", "ferry_agent=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -72,7 +82,7 @@ fn backup_with_fault_after_first_ack(site: &Site, fault: impl FnOnce()) -> (bool
     let reader = std::thread::spawn(move || {
         let mut log = String::new();
         for line in lines.lines().map_while(Result::ok) {
-            if line.contains("batch acknowledged") {
+            if line.contains(mark) {
                 let _ = acked_tx.send(());
             }
             log.push_str(&line);
@@ -82,7 +92,7 @@ fn backup_with_fault_after_first_ack(site: &Site, fault: impl FnOnce()) -> (bool
     });
     acked_rx
         .recv_timeout(Duration::from_secs(60))
-        .expect("the hub acknowledged no batch");
+        .unwrap_or_else(|_| panic!("the agent never logged {mark:?}"));
     fault();
     let status = agent.wait().unwrap();
     (status.success(), reader.join().unwrap())
@@ -147,13 +157,47 @@ fn source_bucket_stopped_mid_backup_then_rerun_sends_only_the_rest() {
         rerun["chunks_deduplicated"].as_u64().unwrap() > 0,
         "chunks the hub acknowledged before the stop are not sent again: {rerun}"
     );
+
+    // The target's server stopped in the middle of a restore: a clear error;
+    // the rerun refuses the now non-empty target unless told to overwrite,
+    // then completes.
+    let (ok, log) = agent_with_fault_after(
+        &site,
+        &["--json", "restore", "--to-target", "dr"],
+        "object written",
+        || garage.stop(),
+    );
+    assert!(!ok, "the restore must fail while its target is down");
+    assert!(
+        log.contains("s3://restored/"),
+        "the error names the target: {log}"
+    );
+    garage.resume();
+    let refused = site.agent(&["restore", "--to-target", "dr"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--overwrite"));
     let restored: serde_json::Value = serde_json::from_str(&check(
-        &site.agent(&["--json", "restore", "--to-target", "dr"]),
+        &site.agent(&["--json", "restore", "--to-target", "dr", "--overwrite"]),
         "restore",
     ))
     .unwrap();
     assert_eq!(restored["files"], OBJECTS);
     assert_eq!(restored["bytes"], OBJECTS * (2 << 20));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = location(&garage, "restored").client().await.unwrap();
+        for i in 0..OBJECTS {
+            let got = client
+                .get_object()
+                .bucket("restored")
+                .key(format!("data/{i:03}.bin"))
+                .send()
+                .await
+                .unwrap();
+            let bytes = got.body.collect().await.unwrap().to_vec();
+            assert!(bytes == noise(2 << 20, i + 1), "object {i} differs");
+        }
+    });
 }
 
 #[test]
