@@ -18,8 +18,10 @@ use crate::source::{Content, EntryKind, Skipped, Source, SourceEntry, SourceErro
 
 /// Files up to this size are prefetched (each is one chunk: below the minimum).
 pub const PREFETCH_MAX: u64 = 64 << 10;
-/// Reader threads.
+/// Reader threads: a disk's queue stays full with a few; an object store
+/// answers each GET after a round trip, so more are kept in flight.
 const READERS: usize = 4;
+const OBJECT_READERS: usize = 16;
 /// Entries walked ahead of the scan (bounds prefetched memory to 16 MiB).
 const LOOKAHEAD: usize = 256;
 
@@ -65,7 +67,11 @@ pub fn walk_ahead(
     let walker = std::thread::spawn(move || {
         let (jobs_tx, jobs) = sync_channel::<Job>(LOOKAHEAD);
         let jobs = Arc::new(Mutex::new(jobs));
-        let readers: Vec<_> = (0..READERS)
+        let count = match source.holds_objects() {
+            true => OBJECT_READERS,
+            false => READERS,
+        };
+        let readers: Vec<_> = (0..count)
             .map(|_| {
                 let (source, jobs) = (source.clone(), jobs.clone());
                 std::thread::spawn(move || read_jobs(&*source, &jobs))
