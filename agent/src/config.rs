@@ -303,6 +303,25 @@ bucket = "acme/docs"
     }
 
     #[test]
+    fn the_deployed_examples_parse_with_their_commented_sections() {
+        let example = include_str!("../../deploy/agent.toml");
+        AgentConfig::parse(Path::new("/etc/ferry/agent.toml"), example).unwrap();
+        // Uncommenting every optional table must give a valid config too.
+        let uncommented: String = example
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| r.starts_with('[') || r.contains(" = "))
+                    .unwrap_or(l)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = AgentConfig::parse(Path::new("/etc/ferry/agent.toml"), &uncommented).unwrap();
+        assert_eq!(c.sources.len(), 2);
+        assert!(c.webhook.is_some() && c.target("dr").is_ok());
+    }
+
+    #[test]
     fn bucket_sources_and_targets() {
         let text = r#"
 hub = "http://127.0.0.1:7420"

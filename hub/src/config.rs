@@ -170,6 +170,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_deployed_example_parses_with_its_pools_uncommented() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        let example = include_str!("../../deploy/hub.toml");
+        std::fs::write(&path, example).unwrap();
+        assert!(HubConfig::load(&path).unwrap().pools.is_empty());
+        let uncommented: String = example
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| {
+                        r.starts_with('[') || r.contains(" = ") && !r.starts_with("pool-dir")
+                    })
+                    .unwrap_or(l)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&path, uncommented).unwrap();
+        let c = HubConfig::load(&path).unwrap();
+        let names: Vec<_> = c
+            .pool_list()
+            .into_iter()
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        assert_eq!(names, ["local", "garage"]);
+    }
+
+    #[test]
     fn defaults_and_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hub.toml");
