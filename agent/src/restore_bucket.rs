@@ -9,9 +9,8 @@ use std::collections::{HashMap, VecDeque};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use ferry_proto::v1::{EntryType, ManifestEntry, ObjectMeta};
-use ferry_s3::{S3Location, describe};
+use ferry_s3::{MultipartUpload, S3Location, describe};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -226,66 +225,37 @@ async fn put_multipart(
     plains: &mut mpsc::Receiver<Plain>,
     progress: &Progress,
 ) -> Result<(), RestoreError> {
-    let bucket = &target.location.bucket;
-    let created = target
-        .client
-        .create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .set_content_type(non_empty(&meta.content_type))
-        .set_content_encoding(non_empty(&meta.content_encoding))
-        .set_content_disposition(non_empty(&meta.content_disposition))
-        .set_content_language(non_empty(&meta.content_language))
-        .set_cache_control(non_empty(&meta.cache_control))
-        .set_metadata(user_metadata(meta))
-        .send()
-        .await
-        .map_err(|e| target.err(key, describe(&e)))?;
-    let upload_id = created
-        .upload_id()
-        .ok_or_else(|| target.err(key, "no upload id in the answer".into()))?
-        .to_owned();
-    let uploaded = upload_parts(target, key, &upload_id, entry, plains, progress).await;
+    let mut upload = MultipartUpload::start(&target.client, &target.location.bucket, key, |b| {
+        b.set_content_type(non_empty(&meta.content_type))
+            .set_content_encoding(non_empty(&meta.content_encoding))
+            .set_content_disposition(non_empty(&meta.content_disposition))
+            .set_content_language(non_empty(&meta.content_language))
+            .set_cache_control(non_empty(&meta.cache_control))
+            .set_metadata(user_metadata(meta))
+    })
+    .await
+    .map_err(|e| target.err(key, e))?;
+    let uploaded = upload_parts(target, key, &mut upload, entry, plains, progress).await;
     let completed = match uploaded {
-        Ok(parts) => target
-            .client
-            .complete_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(&upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| target.err(key, describe(&e))),
+        Ok(()) => upload.complete().await.map_err(|e| target.err(key, e)),
         Err(e) => Err(e),
     };
     if completed.is_err() {
-        let _ = target
-            .client
-            .abort_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(&upload_id)
-            .send()
-            .await;
+        upload.abort().await;
     }
     completed
 }
 
+/// Pours the entry's chunks into parts; checks the size before the last
+/// part goes up, so a wrong object never completes.
 async fn upload_parts(
     target: &BucketTarget,
     key: &str,
-    upload_id: &str,
+    upload: &mut MultipartUpload,
     entry: &ManifestEntry,
     plains: &mut mpsc::Receiver<Plain>,
     progress: &Progress,
-) -> Result<Vec<CompletedPart>, RestoreError> {
-    let mut parts = Vec::new();
+) -> Result<(), RestoreError> {
     let mut part: Vec<u8> = Vec::with_capacity(PART_SIZE);
     let mut total = 0u64;
     let chunks = entry.chunks.len();
@@ -297,34 +267,15 @@ async fn upload_parts(
         total += plain.len() as u64;
         part.extend_from_slice(&plain);
         let last = index + 1 == chunks;
-        // Verify the size before the last part goes up: a wrong object must never complete.
         if last {
             check_size(target, key, entry, total)?;
         }
         while part.len() >= PART_SIZE || (last && !part.is_empty()) {
             let take = part.len().min(PART_SIZE);
             let body: Vec<u8> = part.drain(..take).collect();
-            let number = i32::try_from(parts.len() + 1)
-                .map_err(|_| target.err(key, "too many parts".into()))?;
             progress.add_read(body.len() as u64);
-            let answer = target
-                .client
-                .upload_part()
-                .bucket(&target.location.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .body(ByteStream::from(body))
-                .send()
-                .await
-                .map_err(|e| target.err(key, describe(&e)))?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(answer.e_tag().map(str::to_owned))
-                    .build(),
-            );
+            upload.part(body).await.map_err(|e| target.err(key, e))?;
         }
     }
-    Ok(parts)
+    Ok(())
 }

@@ -18,6 +18,10 @@ use aws_sdk_s3::config::Region;
 use serde::Deserialize;
 
 pub use aws_sdk_s3;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
 /// Attempts per request (the first and its retries, with exponential backoff).
 const MAX_ATTEMPTS: u32 = 6;
@@ -152,6 +156,136 @@ impl S3Location {
             "S3 client ready"
         );
         Ok(aws_sdk_s3::Client::from_conf(config.build()))
+    }
+}
+
+/// The HTTP status of a failed request, when the server answered at all.
+pub fn http_status<E>(
+    err: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}
+
+/// Checks that `location`'s bucket exists and the credentials may use it,
+/// so a misconfigured pool, source or target fails at start with a reason
+/// an operator can act on.
+///
+/// # Errors
+/// The reason, in words.
+pub async fn check_bucket(client: &Client, location: &S3Location) -> Result<(), String> {
+    client
+        .head_bucket()
+        .bucket(&location.bucket)
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| match http_status(&e) {
+            Some(404) => "bucket does not exist".to_owned(),
+            Some(403) => "access denied (check the credentials and their grants)".to_owned(),
+            _ => describe(&e),
+        })
+}
+
+/// A multipart upload under way: parts go up one by one (each but the last
+/// at least 5 MiB), and the object appears only when `complete` succeeds.
+/// Dropped without `complete`, call `abort` so the parts do not linger.
+pub struct MultipartUpload {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    parts: Vec<CompletedPart>,
+}
+
+impl MultipartUpload {
+    /// Starts an upload; `headers` may set content type and metadata.
+    ///
+    /// # Errors
+    /// The request fails (described).
+    pub async fn start(
+        client: &Client,
+        bucket: &str,
+        key: &str,
+        headers: impl FnOnce(CreateMultipartUploadFluentBuilder) -> CreateMultipartUploadFluentBuilder,
+    ) -> Result<Self, String> {
+        let created = headers(client.create_multipart_upload().bucket(bucket).key(key))
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or("no upload id in the answer")?
+            .to_owned();
+        Ok(Self {
+            client: client.clone(),
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            upload_id,
+            parts: Vec::new(),
+        })
+    }
+
+    /// Uploads the next part.
+    ///
+    /// # Errors
+    /// The request fails (described), or there are more than 10,000 parts.
+    pub async fn part(&mut self, body: Vec<u8>) -> Result<(), String> {
+        let number = i32::try_from(self.parts.len() + 1).map_err(|_| "too many parts")?;
+        let answer = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .part_number(number)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        self.parts.push(
+            CompletedPart::builder()
+                .part_number(number)
+                .set_e_tag(answer.e_tag().map(str::to_owned))
+                .build(),
+        );
+        Ok(())
+    }
+
+    /// Makes the object appear, whole.
+    ///
+    /// # Errors
+    /// The request fails (described); then `abort`.
+    pub async fn complete(&mut self) -> Result<(), String> {
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(std::mem::take(&mut self.parts)))
+                    .build(),
+            )
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| describe(&e))
+    }
+
+    /// Best effort: removes the uploaded parts (a bucket lifecycle rule
+    /// catches what a failed abort leaves).
+    pub async fn abort(self) {
+        let aborted = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await;
+        if let Err(e) = aborted {
+            tracing::warn!(key = %self.key, error = %describe(&e), "could not abort a failed multipart upload");
+        }
     }
 }
 

@@ -205,6 +205,19 @@ admin_token = "{admin}"
         self.dir.path().join("credentials")
     }
 
+    /// `bucket` (under `prefix`) on this server, with the test key.
+    pub fn location(&self, bucket: &str, prefix: &str) -> ferry_s3::S3Location {
+        ferry_s3::S3Location {
+            endpoint: Some(self.endpoint()),
+            region: Some(REGION.into()),
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            path_style: None,
+            profile: None,
+            credentials_file: Some(self.credentials_file()),
+        }
+    }
+
     /// A TOML `s3` table for `bucket` on this server.
     pub fn s3_toml(&self, bucket: &str, prefix: &str) -> String {
         format!(

@@ -230,6 +230,52 @@ impl Site {
         serde_json::from_str(&out).unwrap()
     }
 
+    /// Runs a backup and calls `fault` once the hub has acknowledged a batch;
+    /// returns whether the backup succeeded and its log.
+    pub fn backup_with_fault_after_first_ack(&self, fault: impl FnOnce()) -> (bool, String) {
+        self.run_with_fault_after(&["--json", "backup"], "batch acknowledged", fault)
+    }
+
+    /// Runs the agent with `args` at debug level and calls `fault` as soon as
+    /// its log shows `mark`; returns whether it succeeded and its log.
+    pub fn run_with_fault_after(
+        &self,
+        args: &[&str],
+        mark: &'static str,
+        fault: impl FnOnce(),
+    ) -> (bool, String) {
+        let mut agent = Command::new(bin("ferry-agent"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("FERRY_SITE_TOKEN")
+            .env("FERRY_LOG", "ferry_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ferry-agent");
+        let lines = std::io::BufReader::new(agent.stderr.take().expect("piped stderr"));
+        let (marked_tx, marked_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut log = String::new();
+            for line in lines.lines().map_while(Result::ok) {
+                if line.contains(mark) {
+                    let _ = marked_tx.send(());
+                }
+                log.push_str(&line);
+                log.push('\n');
+            }
+            log
+        });
+        marked_rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the agent never logged {mark:?}"));
+        fault();
+        let status = agent.wait().expect("wait for ferry-agent");
+        (status.success(), reader.join().expect("log reader"))
+    }
+
     pub fn restore(&self, to: &Path, extra: &[&str]) -> serde_json::Value {
         let mut args = vec!["--json", "restore", "--to", to.to_str().unwrap()];
         args.extend_from_slice(extra);

@@ -9,23 +9,10 @@ use std::collections::BTreeMap;
 use ferry_agent::source::Source;
 use ferry_agent::source::bucket::BucketSource;
 use ferry_agent::source::conformance;
-use ferry_s3::S3Location;
 use ferry_s3::aws_sdk_s3::Client;
 use ferry_s3::aws_sdk_s3::primitives::ByteStream;
-use ferry_tests::garage::{Garage, REGION};
+use ferry_tests::garage::Garage;
 use ferry_tests::{Hub, Site, check, noise};
-
-fn location(garage: &Garage, bucket: &str, prefix: &str) -> S3Location {
-    S3Location {
-        endpoint: Some(garage.endpoint()),
-        region: Some(REGION.into()),
-        bucket: bucket.into(),
-        prefix: prefix.into(),
-        path_style: None,
-        profile: None,
-        credentials_file: Some(garage.credentials_file()),
-    }
-}
 
 /// An object as the test compares it.
 #[derive(Debug, PartialEq)]
@@ -101,7 +88,7 @@ async fn snapshot_of(client: &Client, bucket: &str, prefix: &str) -> BTreeMap<St
 async fn bucket_source_conforms() {
     let garage = Garage::start();
     garage.create_bucket("fixture");
-    let client = location(&garage, "fixture", "").client().await.unwrap();
+    let client = garage.location("fixture", "").client().await.unwrap();
     for (path, content) in conformance::FIXTURE {
         put(
             &client,
@@ -115,7 +102,7 @@ async fn bucket_source_conforms() {
     }
     // Outside the prefix: must not be seen.
     put(&client, "fixture", "without/x", b"x".to_vec(), None, &[]).await;
-    let source = BucketSource::open(location(&garage, "fixture", "within/"))
+    let source = BucketSource::open(garage.location("fixture", "within/"))
         .await
         .unwrap();
     assert!(source.holds_objects());
@@ -123,7 +110,7 @@ async fn bucket_source_conforms() {
         .await
         .unwrap();
 
-    let missing = BucketSource::open(location(&garage, "no-such-bucket", ""))
+    let missing = BucketSource::open(garage.location("no-such-bucket", ""))
         .await
         .err()
         .unwrap()
@@ -157,7 +144,7 @@ async fn a_bucket_is_backed_up_reconciled_and_restored_into_other_buckets() {
     for b in ["photos", "photos-dr", "hub-packs"] {
         garage.create_bucket(b);
     }
-    let client = location(&garage, "photos", "").client().await.unwrap();
+    let client = garage.location("photos", "").client().await.unwrap();
     // Keys that are no valid paths, a folder marker, metadata, an empty
     // object and one large enough to be restored in parts.
     put(

@@ -10,26 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_agent::events::queue::QueueReader;
-use ferry_s3::S3Location;
 use ferry_s3::aws_sdk_s3::Client;
 use ferry_s3::aws_sdk_s3::primitives::ByteStream;
-use ferry_tests::garage::{Garage, REGION};
+use ferry_tests::garage::Garage;
 use ferry_tests::http::request;
 use ferry_tests::{Hub, Site, bin, check};
 
 const TOKEN: &str = "webhook-secret-token";
-
-fn location(garage: &Garage, bucket: &str) -> S3Location {
-    S3Location {
-        endpoint: Some(garage.endpoint()),
-        region: Some(REGION.into()),
-        bucket: bucket.into(),
-        prefix: String::new(),
-        path_style: None,
-        profile: None,
-        credentials_file: Some(garage.credentials_file()),
-    }
-}
 
 /// A MinIO-style notification body (`s3:` event names, top-level EventName and Key).
 fn minio_body(records: &[(&str, &str, u64, &str)]) -> String {
@@ -174,7 +161,7 @@ async fn events_drive_snapshots_and_survive_a_kill() {
     for b in ["photos", "photos-dr", "hub-packs"] {
         garage.create_bucket(b);
     }
-    let client = location(&garage, "photos").client().await.unwrap();
+    let client = garage.location("photos", "").client().await.unwrap();
     put(&client, "a.txt", b"first object").await;
     put(&client, "dir/b.bin", &ferry_tests::noise(100_000, 5)).await;
 

@@ -3,8 +3,6 @@
 //! SIGKILL mid-backup, wrong tokens, write-only keys, corrupt key files and
 //! configs, and a tampered pack.
 
-use std::time::Duration;
-
 use ferry_tests::tree::{assert_same, describe};
 use ferry_tests::{Hub, Site, check, copy_tree, quick_dataset};
 
@@ -24,36 +22,8 @@ fn hub_killed_mid_backup_then_rerun_sends_only_the_rest() {
 
     // Start a backup and SIGKILL the hub as soon as it has acknowledged a
     // batch (durable and catalogued), while most of the data is still to come.
-    let mut agent = std::process::Command::new(ferry_tests::bin("ferry-agent"))
-        .arg("--config")
-        .arg(&site.config)
-        .args(["--json", "backup"])
-        .env("FERRY_LOG", "ferry_agent=debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr_lines = std::io::BufReader::new(agent.stderr.take().unwrap());
-    let (acked_tx, acked_rx) = std::sync::mpsc::channel();
-    let log_reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        let mut log = String::new();
-        for line in stderr_lines.lines().map_while(Result::ok) {
-            if line.contains("batch acknowledged") {
-                let _ = acked_tx.send(());
-            }
-            log.push_str(&line);
-            log.push('\n');
-        }
-        log
-    });
-    acked_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the hub acknowledged no batch");
-    hub.kill9();
-    let status = agent.wait().unwrap();
-    let log = log_reader.join().unwrap();
-    assert!(!status.success(), "backup must fail when its hub dies");
+    let (ok, log) = site.backup_with_fault_after_first_ack(|| hub.kill9());
+    assert!(!ok, "backup must fail when its hub dies");
     assert!(
         log.contains("error: hub"),
         "error should name the hub: {log}"

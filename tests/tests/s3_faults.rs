@@ -4,34 +4,17 @@
 //! gives a clear error and commits nothing; the rerun after the server is
 //! back resends nothing the hub had acknowledged, and nothing is lost.
 
-use std::io::BufRead;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
-use ferry_s3::S3Location;
 use ferry_s3::aws_sdk_s3::primitives::ByteStream;
-use ferry_tests::garage::{Garage, REGION};
-use ferry_tests::{Hub, Site, bin, check, noise};
+use ferry_tests::garage::Garage;
+use ferry_tests::{Hub, Site, check, noise};
 
 const OBJECTS: u64 = 24;
-
-fn location(garage: &Garage, bucket: &str) -> S3Location {
-    S3Location {
-        endpoint: Some(garage.endpoint()),
-        region: Some(REGION.into()),
-        bucket: bucket.into(),
-        prefix: String::new(),
-        path_style: None,
-        profile: None,
-        credentials_file: Some(garage.credentials_file()),
-    }
-}
 
 /// Fills `bucket` with OBJECTS objects of 2 MiB each.
 fn fill(garage: &Garage, bucket: &str) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = location(garage, bucket).client().await.unwrap();
+        let client = garage.location(bucket, "").client().await.unwrap();
         for i in 0..OBJECTS {
             client
                 .put_object()
@@ -53,49 +36,6 @@ fn write_agent_config(site: &Site, hub: &Hub, source_s3: &str, target_s3: &str) 
         site.bucket,
     );
     std::fs::write(&site.config, text).unwrap();
-}
-
-/// Runs a backup and calls `fault` once the hub has acknowledged a batch;
-/// returns whether the backup succeeded and its log.
-fn backup_with_fault_after_first_ack(site: &Site, fault: impl FnOnce()) -> (bool, String) {
-    agent_with_fault_after(site, &["--json", "backup"], "batch acknowledged", fault)
-}
-
-/// Runs the agent with `args` and calls `fault` once its debug log shows `mark`.
-fn agent_with_fault_after(
-    site: &Site,
-    args: &[&str],
-    mark: &'static str,
-    fault: impl FnOnce(),
-) -> (bool, String) {
-    let mut agent = Command::new(bin("ferry-agent"))
-        .arg("--config")
-        .arg(&site.config)
-        .args(args)
-        .env("FERRY_LOG", "ferry_agent=debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = std::io::BufReader::new(agent.stderr.take().unwrap());
-    let (acked_tx, acked_rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        for line in lines.lines().map_while(Result::ok) {
-            if line.contains(mark) {
-                let _ = acked_tx.send(());
-            }
-            log.push_str(&line);
-            log.push('\n');
-        }
-        log
-    });
-    acked_rx
-        .recv_timeout(Duration::from_secs(60))
-        .unwrap_or_else(|_| panic!("the agent never logged {mark:?}"));
-    fault();
-    let status = agent.wait().unwrap();
-    (status.success(), reader.join().unwrap())
 }
 
 fn snapshot_count(site: &Site) -> usize {
@@ -141,7 +81,7 @@ fn source_bucket_stopped_mid_backup_then_rerun_sends_only_the_rest() {
         &garage.s3_toml("data", ""),
         &garage.s3_toml("restored", ""),
     );
-    let (ok, log) = backup_with_fault_after_first_ack(&site, || garage.stop());
+    let (ok, log) = site.backup_with_fault_after_first_ack(|| garage.stop());
     assert!(!ok, "the backup must fail while its bucket is unreachable");
     assert!(
         log.contains("s3://data/"),
@@ -161,8 +101,7 @@ fn source_bucket_stopped_mid_backup_then_rerun_sends_only_the_rest() {
     // The target's server stopped in the middle of a restore: a clear error;
     // the rerun refuses the now non-empty target unless told to overwrite,
     // then completes.
-    let (ok, log) = agent_with_fault_after(
-        &site,
+    let (ok, log) = site.run_with_fault_after(
         &["--json", "restore", "--to-target", "dr"],
         "object written",
         || garage.stop(),
@@ -185,7 +124,7 @@ fn source_bucket_stopped_mid_backup_then_rerun_sends_only_the_rest() {
     assert_eq!(restored["bytes"], OBJECTS * (2 << 20));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = location(&garage, "restored").client().await.unwrap();
+        let client = garage.location("restored", "").client().await.unwrap();
         for i in 0..OBJECTS {
             let got = client
                 .get_object()
@@ -223,7 +162,7 @@ fn hub_pool_stopped_mid_backup_fails_clearly_and_the_rerun_completes() {
     let hub = Hub::start_with_config(&work.path().join("hub"), &config);
     let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "files");
 
-    let (ok, log) = backup_with_fault_after_first_ack(&site, || garage.stop());
+    let (ok, log) = site.backup_with_fault_after_first_ack(|| garage.stop());
     assert!(!ok, "the backup must fail while the hub's pool is down");
     assert!(
         log.contains("pool garage"),

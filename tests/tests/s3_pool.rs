@@ -6,34 +6,21 @@
 use std::path::Path;
 
 use ferry_hub::blobstore::{BlobStore, S3Store, conformance};
-use ferry_s3::S3Location;
-use ferry_tests::garage::{Garage, REGION};
+use ferry_tests::garage::Garage;
 use ferry_tests::tree::{assert_same, describe};
 use ferry_tests::{Hub, Site, noise};
-
-fn location(garage: &Garage, bucket: &str, prefix: &str) -> S3Location {
-    S3Location {
-        endpoint: Some(garage.endpoint()),
-        region: Some(REGION.into()),
-        bucket: bucket.into(),
-        prefix: prefix.into(),
-        path_style: None,
-        profile: None,
-        credentials_file: Some(garage.credentials_file()),
-    }
-}
 
 #[tokio::test]
 async fn s3_store_conforms_and_uploads_large_objects_in_parts() {
     let garage = Garage::start();
     garage.create_bucket("packs");
-    let store = S3Store::open(location(&garage, "packs", "pool-a/"))
+    let store = S3Store::open(garage.location("packs", "pool-a/"))
         .await
         .unwrap();
     conformance::run_all(&store).await;
 
     // Under another prefix of the same bucket nothing of pool-a is visible.
-    let other = S3Store::open(location(&garage, "packs", "pool-b/"))
+    let other = S3Store::open(garage.location("packs", "pool-b/"))
         .await
         .unwrap();
     assert!(other.list("").await.unwrap().is_empty());
@@ -55,7 +42,7 @@ async fn s3_store_conforms_and_uploads_large_objects_in_parts() {
 async fn a_missing_bucket_or_a_wrong_key_is_a_clear_error() {
     let garage = Garage::start();
     garage.create_bucket("real");
-    let err = S3Store::open(location(&garage, "no-such-bucket", ""))
+    let err = S3Store::open(garage.location("no-such-bucket", ""))
         .await
         .unwrap_err()
         .to_string();
@@ -70,7 +57,7 @@ async fn a_missing_bucket_or_a_wrong_key_is_a_clear_error() {
         "[default]\naws_access_key_id = GK0000000000000000000000\naws_secret_access_key = 00\n",
     )
     .unwrap();
-    let mut bad_key = location(&garage, "real", "");
+    let mut bad_key = garage.location("real", "");
     bad_key.credentials_file = Some(wrong);
     let err = S3Store::open(bad_key).await.unwrap_err().to_string();
     assert!(err.contains("real"), "{err}");
@@ -129,7 +116,7 @@ fn a_hub_adds_an_s3_pool_and_reads_from_both() {
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let in_s3 = rt.block_on(async {
-        let store = S3Store::open(location(&garage, "hub-packs", "ferry/"))
+        let store = S3Store::open(garage.location("hub-packs", "ferry/"))
             .await
             .unwrap();
         store.list("packs/").await.unwrap()

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::journal::{FileStamp, Journal};
 use crate::source::bucket::BucketSource;
-use crate::source::{Content, EntryKind, Skipped, Source, SourceEntry, SourceError};
+use crate::source::{Content, Skipped, Source, SourceEntry, SourceError};
 
 /// HEAD requests in flight at once.
 const HEADS_IN_FLIGHT: usize = 32;
@@ -62,19 +62,6 @@ impl EventOverlay {
             current,
         })
     }
-
-    fn entry(path: Vec<u8>, stamp: FileStamp, object: Box<ObjectMeta>) -> SourceEntry {
-        SourceEntry {
-            path,
-            kind: EntryKind::Object,
-            stamp,
-            uid: 0,
-            gid: 0,
-            target: Vec::new(),
-            link_key: None,
-            object: Some(object),
-        }
-    }
 }
 
 impl Source for EventOverlay {
@@ -105,7 +92,7 @@ impl Source for EventOverlay {
             if let Some((key, found)) = changed.next_if(|(k, _)| k.as_bytes() == path.as_slice()) {
                 return emit_changed(visit, key, found);
             }
-            visit(Self::entry(path, stamp, meta.unwrap_or_default()))
+            visit(SourceEntry::object(path, stamp, meta.unwrap_or_default()))
         })?;
         for (key, found) in changed {
             emit_changed(visit, key, found)?;
@@ -129,7 +116,7 @@ fn emit_changed(
     found: &Option<(FileStamp, String)>,
 ) -> Result<(), SourceError> {
     match found {
-        Some((stamp, etag)) => visit(EventOverlay::entry(
+        Some((stamp, etag)) => visit(SourceEntry::object(
             key.as_bytes().to_vec(),
             *stamp,
             Box::new(ObjectMeta {

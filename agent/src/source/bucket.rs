@@ -17,15 +17,14 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::DateTime;
 use ferry_proto::manifest::check_object_key;
 use ferry_proto::v1::{MetaPair, ObjectMeta};
-use ferry_s3::{S3Location, describe};
+use ferry_s3::{S3Location, check_bucket, describe, http_status};
 use tokio::runtime::Handle;
 use tokio_util::io::SyncIoBridge;
 
-use super::{Content, EntryKind, Skipped, Source, SourceEntry, SourceError};
+use super::{Content, Skipped, Source, SourceEntry, SourceError};
 use crate::journal::FileStamp;
 
 /// Mode recorded for objects (a regular file, rw-r--r--), for restores into a directory.
@@ -48,19 +47,9 @@ impl BucketSource {
             .client()
             .await
             .map_err(|e| failure(&location, "connect", "", e.to_string()))?;
-        client
-            .head_bucket()
-            .bucket(&location.bucket)
-            .send()
+        check_bucket(&client, &location)
             .await
-            .map_err(|e| {
-                let reason = match http_status(&e) {
-                    Some(404) => "bucket does not exist".to_owned(),
-                    Some(403) => "access denied (check the credentials and their grants)".into(),
-                    _ => describe(&e),
-                };
-                failure(&location, "open bucket", "", reason)
-            })?;
+            .map_err(|reason| failure(&location, "open bucket", "", reason))?;
         Ok(Self {
             client,
             location,
@@ -113,10 +102,6 @@ fn failure(location: &S3Location, op: &'static str, key: &str, reason: String) -
         path: key.to_owned(),
         source: std::io::Error::other(reason),
     }
-}
-
-fn http_status<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
-    err.raw_response().map(|r| r.status().as_u16())
 }
 
 /// A 64-bit tag of an object version's identity.
@@ -212,19 +197,11 @@ impl Source for BucketSource {
                 }
                 let etag = object.e_tag().unwrap_or_default();
                 let stamp = object_stamp(size_of(object.size()), object.last_modified(), etag, "");
-                visit(SourceEntry {
-                    path,
-                    kind: EntryKind::Object,
-                    stamp,
-                    uid: 0,
-                    gid: 0,
-                    target: Vec::new(),
-                    link_key: None,
-                    object: Some(Box::new(ObjectMeta {
-                        etag: etag.to_owned(),
-                        ..Default::default()
-                    })),
-                })?;
+                let meta = ObjectMeta {
+                    etag: etag.to_owned(),
+                    ..Default::default()
+                };
+                visit(SourceEntry::object(path, stamp, Box::new(meta)))?;
             }
             match page.next_continuation_token() {
                 Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_owned()),

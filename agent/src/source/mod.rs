@@ -39,6 +39,22 @@ pub struct SourceEntry {
     pub object: Option<Box<ObjectMeta>>,
 }
 
+impl SourceEntry {
+    /// An object of a bucket, with the identity (etag) it was found with.
+    pub fn object(path: Vec<u8>, stamp: FileStamp, meta: Box<ObjectMeta>) -> Self {
+        Self {
+            path,
+            kind: EntryKind::Object,
+            stamp,
+            uid: 0,
+            gid: 0,
+            target: Vec::new(),
+            link_key: None,
+            object: Some(meta),
+        }
+    }
+}
+
 /// Something a scan met and could not store, reported to the operator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skipped {

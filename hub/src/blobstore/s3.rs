@@ -9,10 +9,8 @@
 //! and names are content hashes, so a second PUT of a name writes the same bytes.
 
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use ferry_s3::{S3Location, describe};
+use ferry_s3::{MultipartUpload, S3Location, check_bucket, describe, http_status};
 
 use super::{BlobStore, BlobStoreError, BoxFuture, validate_name};
 
@@ -44,20 +42,9 @@ impl S3Store {
             .client()
             .await
             .map_err(|e| backend("connect to", &location.bucket, e))?;
-        client
-            .head_bucket()
-            .bucket(&location.bucket)
-            .send()
+        check_bucket(&client, &location)
             .await
-            .map_err(|e| {
-                let status = http_status(&e);
-                let reason = match status {
-                    Some(404) => "bucket does not exist".to_string(),
-                    Some(403) => "access denied (check the credentials and their grants)".into(),
-                    _ => describe(&e),
-                };
-                backend("open bucket", &location.bucket, reason)
-            })?;
+            .map_err(|reason| backend("open bucket", &location.bucket, reason))?;
         Ok(Self {
             client,
             location,
@@ -85,92 +72,23 @@ impl S3Store {
         name: &str,
         data: Vec<u8>,
     ) -> Result<(), BlobStoreError> {
-        let bucket = &self.location.bucket;
-        let upload = self
-            .client
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .send()
+        let mut upload = MultipartUpload::start(&self.client, &self.location.bucket, key, |b| b)
             .await
-            .map_err(|e| backend("start multipart upload of", name, describe(&e)))?;
-        let upload_id = upload
-            .upload_id()
-            .ok_or_else(|| {
-                backend(
-                    "start multipart upload of",
-                    name,
-                    "no upload id in the answer",
-                )
-            })?
-            .to_owned();
-        let parts = self.upload_parts(key, name, &upload_id, &data).await;
-        let completed = match parts {
-            Ok(parts) => self
-                .client
-                .complete_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map(drop)
-                .map_err(|e| backend("complete multipart upload of", name, describe(&e))),
-            Err(e) => Err(e),
-        };
-        if completed.is_err() {
-            // Best effort: leftover parts cost space until the bucket's
-            // lifecycle rule or a later abort removes them.
-            let aborted = self
-                .client
-                .abort_multipart_upload()
-                .bucket(bucket)
-                .key(key)
-                .upload_id(&upload_id)
-                .send()
-                .await;
-            if let Err(e) = aborted {
-                tracing::warn!(object = name, error = %describe(&e), "could not abort a failed multipart upload");
+            .map_err(|e| backend("start multipart upload of", name, e))?;
+        let mut sent = Ok(());
+        for piece in data.chunks(self.part_size) {
+            sent = upload.part(piece.to_vec()).await;
+            if sent.is_err() {
+                break;
             }
         }
-        completed
-    }
-
-    async fn upload_parts(
-        &self,
-        key: &str,
-        name: &str,
-        upload_id: &str,
-        data: &[u8],
-    ) -> Result<Vec<CompletedPart>, BlobStoreError> {
-        let mut parts = Vec::new();
-        for (index, piece) in data.chunks(self.part_size).enumerate() {
-            let number = i32::try_from(index + 1)
-                .map_err(|_| backend("upload part of", name, "too many parts"))?;
-            let answer = self
-                .client
-                .upload_part()
-                .bucket(&self.location.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .body(ByteStream::from(piece.to_vec()))
-                .send()
-                .await
-                .map_err(|e| backend("upload part of", name, describe(&e)))?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(answer.e_tag().map(str::to_owned))
-                    .build(),
-            );
+        match sent.and(upload.complete().await) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                upload.abort().await;
+                Err(backend("multipart upload of", name, e))
+            }
         }
-        Ok(parts)
     }
 
     async fn read(&self, name: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>, BlobStoreError> {
@@ -230,11 +148,6 @@ fn backend(
         name: name.to_owned(),
         source: source.into(),
     }
-}
-
-/// The HTTP status of a failed request, when the server answered at all.
-fn http_status<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
-    err.raw_response().map(|r| r.status().as_u16())
 }
 
 impl BlobStore for S3Store {
