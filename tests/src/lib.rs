@@ -46,6 +46,19 @@ impl Hub {
         Self::try_start(data_dir, Some(config)).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Starts a hub whose only pool is `bucket` on `garage`, with its config
+    /// and data dir under `dir`.
+    pub fn start_on_s3(dir: &Path, garage: &garage::Garage, bucket: &str) -> Hub {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = dir.join("hub.toml");
+        let pool = format!(
+            "[[pool]]\nname = \"garage\"\ns3 = {}\n",
+            garage.s3_toml(bucket, "")
+        );
+        std::fs::write(&config, pool).unwrap();
+        Self::start_with_config(&dir.join("hub"), &config)
+    }
+
     /// Starts a hub, or returns its log if it exits before becoming ready.
     pub fn try_start(data_dir: &Path, config: Option<&Path>) -> Result<Hub, String> {
         let ready = data_dir.with_extension("ready");

@@ -205,16 +205,7 @@ async fn a_bucket_is_backed_up_reconciled_and_restored_into_other_buckets() {
     let original = snapshot_of(&client, "photos", "").await;
 
     let work = tempfile::tempdir().unwrap();
-    let hub_config = work.path().join("hub.toml");
-    std::fs::write(
-        &hub_config,
-        format!(
-            "[[pool]]\nname = \"garage\"\ns3 = {}\n",
-            garage.s3_toml("hub-packs", "")
-        ),
-    )
-    .unwrap();
-    let hub = Hub::start_with_config(&work.path().join("hub"), &hub_config);
+    let hub = Hub::start_on_s3(work.path(), &garage, "hub-packs");
     let empty = work.path().join("unused");
     std::fs::create_dir_all(&empty).unwrap();
     let site = Site::create(&hub, &work.path().join("site"), &empty, "site-a", "photos");
