@@ -2,14 +2,16 @@
 //!
 //! Storage layering, bottom up:
 //! - [`pack`]: the pack file format (opaque ciphertext blobs plus an index).
-//! - [`blobstore`]: where pack objects live (a local directory today, S3 later).
+//! - [`blobstore`]: where pack objects live (a local directory or an S3 bucket).
 //! - [`catalog`]: the index over the pools plus the namespace and the journal.
 //! - [`packer`]: group commit of uploaded blobs into durable, catalogued packs.
+//! - [`fetch`]: blobs read back for restores, neighbours in one ranged read.
 
 pub mod blobstore;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod fetch;
 pub mod pack;
 pub mod packer;
 pub mod server;

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::blobstore::{BlobStore, BlobStoreError, Pools};
+use crate::blobstore::{BlobStore, BlobStoreError};
 use crate::catalog::{BlobLocation, Catalog, CatalogError, PackRecord, TenantId};
 use crate::pack::{PackBlob, PackError, encode_pack, pack_object_name};
 
@@ -110,6 +110,9 @@ pub enum PackerError {
         #[source]
         source: Arc<BlobStoreError>,
     },
+    /// One failure reported for every blob of a read that failed whole.
+    #[error(transparent)]
+    Shared(Arc<PackerError>),
     #[error("pack {pack} is recorded in pool {pool}, which is not configured")]
     UnknownPool { pool: String, pack: String },
     #[error("blob {id} in pack {pack} in pool {pool}: bytes do not match its id")]
@@ -213,29 +216,12 @@ impl Packer {
     }
 }
 
-/// Reads one blob with a ranged read of its pack. Session headers, whose id
-/// is the plain BLAKE3 of their bytes, are verified; other blobs are keyed
-/// hashes the hub cannot check.
+/// Reads one blob from `store` at `loc` with a ranged read of its pack,
+/// checked with [`check_blob`] (restores read through [`crate::fetch`]).
 ///
 /// # Errors
 ///
-/// `Read` if the pool cannot return the range, `CorruptBlob` if a session
-/// header's bytes do not match its id.
-pub async fn read_located(pools: &Pools, loc: &BlobLocation) -> Result<Vec<u8>, PackerError> {
-    let store = pools
-        .get(&loc.pool)
-        .ok_or_else(|| PackerError::UnknownPool {
-            pool: loc.pool.clone(),
-            pack: loc.pack.clone(),
-        })?;
-    read_blob(store.as_ref(), loc).await
-}
-
-/// Reads one blob from `store` at `loc`, checking it against its id.
-///
-/// # Errors
-///
-/// As [`read_located`], which finds the store by the pool's name.
+/// `Read` if the pool cannot return the range, `CorruptBlob` from the check.
 pub async fn read_blob(store: &dyn BlobStore, loc: &BlobLocation) -> Result<Vec<u8>, PackerError> {
     let object = pack_object_name(&loc.pack);
     let data = store
@@ -247,14 +233,28 @@ pub async fn read_blob(store: &dyn BlobStore, loc: &BlobLocation) -> Result<Vec<
             pack: loc.pack.clone(),
             source: Arc::new(e),
         })?;
-    if loc.kind == BlobKind::SessionHeader && BlobId::of_public(&data) != loc.id {
-        return Err(PackerError::CorruptBlob {
+    check_blob(loc, &data)?;
+    Ok(data)
+}
+
+/// Checks blob bytes read at `loc`: a session header, whose id is the plain
+/// BLAKE3 of its bytes, must match it; other blobs are keyed hashes the hub
+/// cannot check (the agent does); every blob must have its recorded length.
+///
+/// # Errors
+///
+/// `CorruptBlob` naming the blob, pack and pool.
+pub fn check_blob(loc: &BlobLocation, data: &[u8]) -> Result<(), PackerError> {
+    let corrupt = data.len() != loc.length as usize
+        || (loc.kind == BlobKind::SessionHeader && BlobId::of_public(data) != loc.id);
+    match corrupt {
+        true => Err(PackerError::CorruptBlob {
             id: loc.id,
             pool: loc.pool.clone(),
             pack: loc.pack.clone(),
-        });
+        }),
+        false => Ok(()),
     }
-    Ok(data)
 }
 
 struct Worker {

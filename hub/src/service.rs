@@ -30,8 +30,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::blobstore::Pools;
 use crate::catalog::{Bucket, Catalog, CatalogError, CommitKind, NewCommit, Session, Site};
+use crate::fetch;
 use crate::pack::PackBlob;
-use crate::packer::{Packer, read_located};
+use crate::packer::Packer;
 
 /// How long an upload session's lease lasts; renewed by activity.
 const LEASE_SECS: i64 = 3600;
@@ -521,31 +522,28 @@ impl Journal for JournalService {
             .into_iter()
             .map(|l| (l.id, l))
             .collect();
+        let planned = fetch::plan(ids.into_iter().map(|id| (id, locations.get(&id).cloned())));
         let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
-            for id in ids {
-                let item = match locations.get(&id) {
-                    None => Err(Status::not_found(format!("blob {id} is not stored"))),
-                    Some(loc) => read_located(&hub.pools, loc)
-                        .await
-                        .map(|data| FetchedBlob {
-                            id: id.0.to_vec(),
-                            kind: loc.kind as u32,
-                            flags: u32::from(loc.flags),
-                            header_id: loc.header_id.0.to_vec(),
-                            data,
-                        })
-                        .map_err(|e| {
-                            tracing::error!(blob = %id, pack = %loc.pack, error = %e, "reading blob");
-                            Status::data_loss(format!("blob {id}: {e}"))
-                        }),
-                };
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    break;
+        let pools = hub.pools.clone();
+        tokio::spawn(fetch::run(pools, planned, async move |fetched| {
+            let item = match fetched {
+                Ok((loc, data)) => Ok(FetchedBlob {
+                    id: loc.id.0.to_vec(),
+                    kind: loc.kind as u32,
+                    flags: u32::from(loc.flags),
+                    header_id: loc.header_id.0.to_vec(),
+                    data,
+                }),
+                Err((id, fetch::FetchError::Missing)) => {
+                    Err(Status::not_found(format!("blob {id} is not stored")))
                 }
-            }
-        });
+                Err((id, e)) => {
+                    tracing::error!(blob = %id, error = %e, "reading blob");
+                    Err(Status::data_loss(format!("blob {id}: {e}")))
+                }
+            };
+            tx.send(item).await.is_ok()
+        }));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
