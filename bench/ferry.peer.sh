@@ -7,6 +7,10 @@
 # The hub is a separate process: after each step a "ferry-hub" row records
 # its CPU time (from /proc/PID/stat) and peak RSS (VmHWM, reset before the
 # step through /proc/PID/clear_refs), beside the agent's "ferry" row.
+# BACKEND=s3: the hub keeps its packs in an S3 pool under
+# s3://$S3_BUCKET/repo-ferry/ (credentials from the AWS_* env vars, as
+# `source $GARAGE_DIR/env` sets them); its catalog stays local under
+# $REPO/hub, so the repo size is the prefix's `rclone size` plus `du` of $REPO.
 
 FERRY_BIN=${FERRY_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/release}
 
@@ -14,12 +18,22 @@ setup_ferry() {
   local cfg=$REPO/agent.toml
   mkdir -p "$REPO" "$RUN/cache/ferry"
   rm -f "$REPO/hub.ready"
-  "$FERRY_BIN/ferry-hub" --data-dir "$REPO/hub" serve --listen 127.0.0.1:0 \
+  local hub=("$FERRY_BIN/ferry-hub")
+  if [ "$BACKEND" = s3 ]; then
+    cat > "$REPO/hub.toml" <<TOML
+[[pool]]
+name = "garage"
+s3 = { endpoint = "$S3_ENDPOINT", region = "${AWS_REGION:-garage}", bucket = "$S3_BUCKET", prefix = "repo-$PEER/" }
+TOML
+    hub+=(--config "$REPO/hub.toml")
+    REPO_BYTES_CMD="echo \$(( \$(rclone size 'benchs3:$S3_BUCKET/repo-$PEER' --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"bytes\"])') + \$(du -sb '$REPO' | cut -f1) ))"
+  fi
+  hub+=(--data-dir "$REPO/hub")
+  "${hub[@]}" serve --listen 127.0.0.1:0 \
     --ready-file "$REPO/hub.ready" > "$RUN/logs/ferry.hub.log" 2>&1 &
   FERRY_HUB_PID=$!
   for _ in $(seq 1 200); do [ -f "$REPO/hub.ready" ] && break; sleep 0.05; done
-  [ -f "$REPO/hub.ready" ] || { echo "ferry-hub did not start" >&2; return 1; }
-  local hub=("$FERRY_BIN/ferry-hub" --data-dir "$REPO/hub")
+  [ -f "$REPO/hub.ready" ] || { echo "ferry-hub did not start:" >&2; tail -5 "$RUN/logs/ferry.hub.log" >&2; return 1; }
   {
     "${hub[@]}" tenant add bench
     "${hub[@]}" site add --tenant bench agent --token-file "$RUN/cache/ferry/site.token"

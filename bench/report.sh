@@ -16,13 +16,17 @@ rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["peer"] == "ferry" and
 print(max(1, round(statistics.median(int(r["repo_bytes"]) for r in rows) / 2**20)) if rows else 1024)
 PY
 )
-head -c "$((mib << 20))" /dev/urandom > "$RUN/dd.src"
-sync
-t0=$(date +%s.%N)
-dd if="$RUN/dd.src" of="$RUN/dd.bin" bs=1M conv=fdatasync status=none
-t1=$(date +%s.%N)
-rm -f "$RUN/dd.src" "$RUN/dd.bin"
-dd_s=$(echo "$t1 - $t0" | bc -l)
+if [ "$BACKEND" = s3 ]; then
+  dd_s=0   # no disk baseline: the packs go to Garage (which does not fsync)
+else
+  head -c "$((mib << 20))" /dev/urandom > "$RUN/dd.src"
+  sync
+  t0=$(date +%s.%N)
+  dd if="$RUN/dd.src" of="$RUN/dd.bin" bs=1M conv=fdatasync status=none
+  t1=$(date +%s.%N)
+  rm -f "$RUN/dd.src" "$RUN/dd.bin"
+  dd_s=$(echo "$t1 - $t0" | bc -l)
+fi
 
 out=bench/results/$(date +%Y-%m-%d)-$BACKEND.md
 repeat=$(python3 -c 'import csv,sys; print(len({r["rep"] for r in csv.DictReader(open(sys.argv[1]))}))' "$OUT_CSV")
@@ -30,11 +34,19 @@ peers=$(python3 -c 'import csv,sys; print(" ".join(dict.fromkeys(r["peer"] for r
 {
   echo "# Ferry beside its peers ($BACKEND pool), $(date +%Y-%m-%d)"
   echo
-  echo "\`bench/run.sh\`: $repeat repeat(s) of peers \"$peers\"; Ferry $(git rev-parse --short HEAD)."
+  echo "\`bench/run.sh\`: $repeat repeat(s) of peers \"$peers\"; Ferry $(git rev-parse --short HEAD)${FERRY_BIN:+ (binaries in $FERRY_BIN built $(date -r "$FERRY_BIN/ferry-agent" '+%F %T %Z' 2>/dev/null))}."
   echo "Ratios are Ferry ÷ peer (time = wall + final sync, medians): below 1 means Ferry is faster or leaner."
   echo
   python3 bench/ratios.py "$OUT_CSV" "$dd_s" "$mib"
   echo
+  if [ "$BACKEND" = s3 ]; then
+    echo "S3: one throwaway single-node Garage ($(garage --version 2>/dev/null | head -1 || echo garage)) on loopback,"
+    echo "started by bench/run.sh on the same 2 cores as the clients (zstd-1 block compression, sqlite metadata,"
+    echo "no fsync). Ferry's hub keeps its packs in an S3 pool under \`bench/repo-ferry/\` and its SQLite catalog"
+    echo "in a local data dir; Ferry's repo size is both (rclone size of the prefix + du of the hub dir)."
+    echo "restic uses its \`s3:\` backend under \`bench/repo-restic/\`, its cache local as usual."
+    echo
+  fi
   sed -n '/^## Versions/,$p' "$OUT_MD"
 } > "$out"
 echo "wrote $out"
