@@ -19,7 +19,7 @@ use crate::pack::pack_object_name;
 use crate::packer::{PackerError, check_blob};
 
 /// Largest single read (bounds memory: `READS_IN_FLIGHT` of these at most).
-const MAX_SPAN: u64 = 8 << 20;
+const MAX_SPAN: u64 = 4 << 20;
 /// Bytes of other blobs a read may step over to join two wanted ones.
 const MAX_GAP: u64 = 256 << 10;
 /// Pack reads running at once.
@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn a_read_never_grows_past_the_span_limit() {
-        let chunk = 3 << 20;
+        let chunk = 3 << 19;
         let planned = plan((0..4u8).map(|i| {
             let l = loc(i, "a", u64::from(i) * u64::from(chunk), chunk);
             (l.id, Some(l))

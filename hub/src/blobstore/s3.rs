@@ -117,7 +117,9 @@ impl S3Store {
             .collect()
             .await
             .map_err(|e| backend("read body of", name, describe(&e)))?
-            .to_vec();
+            .into_bytes();
+        // One contiguous buffer: the Vec takes it over without a copy.
+        let body = Vec::from(body);
         if let Some((_, len)) = range
             && body.len() as u64 != len
         {
