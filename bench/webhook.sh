@@ -241,6 +241,19 @@ ENV
 done
 done
 uptime > "$WORK/loadavg.after"
+# The disk's commit latency where events.db lives: 4 KiB append + fsync.
+fsync_probe=$(python3 - "$STATE_DIR" <<'PY'
+import os, sys, time
+path = os.path.join(sys.argv[1], "fsync.probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+lat = []
+for _ in range(500):
+    t = time.perf_counter(); os.write(fd, b"x" * 4096); os.fsync(fd); lat.append(time.perf_counter() - t)
+os.close(fd); os.unlink(path)
+lat.sort()
+print(f"p50 {lat[250] * 1e3:.2f} ms, p99 {lat[495] * 1e3:.2f} ms, max {lat[-1] * 1e3:.1f} ms ({500 / sum(lat):.0f} fsyncs/s one at a time)")
+PY
+)
 
 # The report.
 mkdir -p "$(dirname "$OUT")"
@@ -323,6 +336,7 @@ body=$(cat "$OUT")
   echo
   echo "- $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo) RAM, Linux $(uname -r)"
   echo "- work dir on $(df -T "$WORK" | awk 'NR == 2 {print $2 " (" $1 ")"}'), agent state dir (events.db) on $(df -T "$STATE_DIR" | awk 'NR == 2 {print $2 " (" $1 ")"}')"
+  echo "- 4 KiB write + fsync in the state dir, 500 in a row after the runs: $fsync_probe"
   echo "- load before: $(sed 's/.*load average/load average/' "$WORK/loadavg.before"); after: $(sed 's/.*load average/load average/' "$WORK/loadavg.after")"
   echo
   echo "## Versions"

@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS events (
     event_time TEXT NOT NULL,
     UNIQUE (source, key, version_id, sequencer)
 );
+-- What a snapshot takes and then clears, oldest first, without sorting the backlog.
+CREATE INDEX IF NOT EXISTS events_by_source ON events (source, id);
 CREATE TABLE IF NOT EXISTS gaps (
     source TEXT PRIMARY KEY,
     reason TEXT NOT NULL
