@@ -14,8 +14,6 @@ pub struct Garage {
     dir: tempfile::TempDir,
     child: Option<Child>,
     pub s3_port: u16,
-    rpc_port: u16,
-    admin_port: u16,
     pub key_id: String,
     secret: String,
 }
@@ -97,8 +95,6 @@ admin_token = "{admin}"
             dir,
             child: Some(child),
             s3_port,
-            rpc_port,
-            admin_port,
             key_id: String::new(),
             secret: String::new(),
         };
@@ -227,16 +223,6 @@ admin_token = "{admin}"
         )
     }
 
-    /// Environment for a child process using the standard AWS variables.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID", self.key_id.clone()),
-            ("AWS_SECRET_ACCESS_KEY", self.secret.clone()),
-            ("AWS_REGION", REGION.to_owned()),
-            ("AWS_ENDPOINT_URL", self.endpoint()),
-        ]
-    }
-
     /// Stops the server (SIGKILL) but keeps its data; `resume` starts it again
     /// on the same ports.
     pub fn stop(&mut self) {
@@ -270,15 +256,31 @@ admin_token = "{admin}"
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
-
-    /// Ports in use, for tests that need to avoid them.
-    pub fn ports(&self) -> [u16; 3] {
-        [self.s3_port, self.rpc_port, self.admin_port]
-    }
 }
 
 impl Drop for Garage {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// PUTs `data` under `key`, with a content type and user metadata if given.
+pub async fn put_object(
+    client: &ferry_s3::aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    data: Vec<u8>,
+    content_type: Option<&str>,
+    user: &[(&str, &str)],
+) {
+    let mut request = client
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ferry_s3::aws_sdk_s3::primitives::ByteStream::from(data))
+        .set_content_type(content_type.map(str::to_owned));
+    for (k, v) in user {
+        request = request.metadata(*k, *v);
+    }
+    request.send().await.expect("put object");
 }

@@ -10,8 +10,7 @@ use ferry_agent::source::Source;
 use ferry_agent::source::bucket::BucketSource;
 use ferry_agent::source::conformance;
 use ferry_s3::aws_sdk_s3::Client;
-use ferry_s3::aws_sdk_s3::primitives::ByteStream;
-use ferry_tests::garage::Garage;
+use ferry_tests::garage::{Garage, put_object};
 use ferry_tests::{Hub, Site, check, noise};
 
 /// An object as the test compares it.
@@ -21,28 +20,6 @@ struct Object {
     size: usize,
     content_type: Option<String>,
     user: BTreeMap<String, String>,
-}
-
-async fn put(
-    client: &Client,
-    bucket: &str,
-    key: &str,
-    data: Vec<u8>,
-    content_type: Option<&str>,
-    user: &[(&str, &str)],
-) {
-    let mut request = client
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(ByteStream::from(data));
-    if let Some(ct) = content_type {
-        request = request.content_type(ct);
-    }
-    for (k, v) in user {
-        request = request.metadata(*k, *v);
-    }
-    request.send().await.unwrap();
 }
 
 /// Every object under `prefix`, by key relative to it.
@@ -90,7 +67,7 @@ async fn bucket_source_conforms() {
     garage.create_bucket("fixture");
     let client = garage.location("fixture", "").client().await.unwrap();
     for (path, content) in conformance::FIXTURE {
-        put(
+        put_object(
             &client,
             "fixture",
             &format!("within/{path}"),
@@ -101,7 +78,7 @@ async fn bucket_source_conforms() {
         .await;
     }
     // Outside the prefix: must not be seen.
-    put(&client, "fixture", "without/x", b"x".to_vec(), None, &[]).await;
+    put_object(&client, "fixture", "without/x", b"x".to_vec(), None, &[]).await;
     let source = BucketSource::open(garage.location("fixture", "within/"))
         .await
         .unwrap();
@@ -147,7 +124,7 @@ async fn a_bucket_is_backed_up_reconciled_and_restored_into_other_buckets() {
     let client = garage.location("photos", "").client().await.unwrap();
     // Keys that are no valid paths, a folder marker, metadata, an empty
     // object and one large enough to be restored in parts.
-    put(
+    put_object(
         &client,
         "photos",
         "2024/beach.jpg",
@@ -156,7 +133,7 @@ async fn a_bucket_is_backed_up_reconciled_and_restored_into_other_buckets() {
         &[("camera", "x100"), ("album", "summer")],
     )
     .await;
-    put(
+    put_object(
         &client,
         "photos",
         "2024/",
@@ -165,7 +142,7 @@ async fn a_bucket_is_backed_up_reconciled_and_restored_into_other_buckets() {
         &[],
     )
     .await;
-    put(
+    put_object(
         &client,
         "photos",
         "2024//double",
@@ -174,7 +151,7 @@ async fn a_bucket_is_backed_up_reconciled_and_restored_into_other_buckets() {
         &[],
     )
     .await;
-    put(
+    put_object(
         &client,
         "photos",
         "/leading",
@@ -183,7 +160,7 @@ async fn a_bucket_is_backed_up_reconciled_and_restored_into_other_buckets() {
         &[],
     )
     .await;
-    put(
+    put_object(
         &client,
         "photos",
         "notes/../up.txt",
@@ -192,7 +169,7 @@ async fn a_bucket_is_backed_up_reconciled_and_restored_into_other_buckets() {
         &[],
     )
     .await;
-    put(
+    put_object(
         &client,
         "photos",
         "raw/big.bin",
@@ -201,7 +178,7 @@ async fn a_bucket_is_backed_up_reconciled_and_restored_into_other_buckets() {
         &[("origin", "scanner")],
     )
     .await;
-    put(&client, "photos", "z-empty", Vec::new(), None, &[]).await;
+    put_object(&client, "photos", "z-empty", Vec::new(), None, &[]).await;
     let original = snapshot_of(&client, "photos", "").await;
 
     let work = tempfile::tempdir().unwrap();
@@ -236,7 +213,7 @@ async fn a_bucket_is_backed_up_reconciled_and_restored_into_other_buckets() {
 
     // A reconcile finds exactly what changed: one object replaced (same
     // size), one deleted, one added; the rest is not read again.
-    put(
+    put_object(
         &client,
         "photos",
         "2024/beach.jpg",
@@ -252,7 +229,7 @@ async fn a_bucket_is_backed_up_reconciled_and_restored_into_other_buckets() {
         .send()
         .await
         .unwrap();
-    put(
+    put_object(
         &client,
         "photos",
         "2025/new.txt",

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use ferry_agent::events::queue::QueueReader;
 use ferry_s3::aws_sdk_s3::Client;
-use ferry_s3::aws_sdk_s3::primitives::ByteStream;
-use ferry_tests::garage::Garage;
+use ferry_tests::garage::{Garage, put_object};
 use ferry_tests::http::request;
 use ferry_tests::{Hub, Site, bin, check};
 
@@ -145,14 +144,7 @@ fn write_config(
 }
 
 async fn put(client: &Client, key: &str, data: &[u8]) {
-    client
-        .put_object()
-        .bucket("photos")
-        .key(key)
-        .body(ByteStream::from(data.to_vec()))
-        .send()
-        .await
-        .unwrap();
+    put_object(client, "photos", key, data.to_vec(), None, &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,7 @@
 //! gives a clear error and commits nothing; the rerun after the server is
 //! back resends nothing the hub had acknowledged, and nothing is lost.
 
-use ferry_s3::aws_sdk_s3::primitives::ByteStream;
-use ferry_tests::garage::Garage;
+use ferry_tests::garage::{Garage, put_object};
 use ferry_tests::{Hub, Site, check, noise};
 
 const OBJECTS: u64 = 24;
@@ -16,14 +15,8 @@ fn fill(garage: &Garage, bucket: &str) {
     rt.block_on(async {
         let client = garage.location(bucket, "").client().await.unwrap();
         for i in 0..OBJECTS {
-            client
-                .put_object()
-                .bucket(bucket)
-                .key(format!("data/{i:03}.bin"))
-                .body(ByteStream::from(noise(2 << 20, i + 1)))
-                .send()
-                .await
-                .unwrap();
+            let key = format!("data/{i:03}.bin");
+            put_object(&client, bucket, &key, noise(2 << 20, i + 1), None, &[]).await;
         }
     });
 }

@@ -96,7 +96,6 @@ struct Write {
 #[derive(Clone)]
 pub struct QueueWriter {
     tx: mpsc::Sender<Write>,
-    path: PathBuf,
 }
 
 impl QueueWriter {
@@ -112,10 +111,7 @@ impl QueueWriter {
             .name("event-queue".into())
             .spawn(move || write_loop(conn, &owned, rx, max_pending))
             .map_err(|e| QueueError::Thread(e.to_string()))?;
-        Ok(Self {
-            tx,
-            path: path.to_path_buf(),
-        })
+        Ok(Self { tx })
     }
 
     /// Appends `events`; returns how many were new once they are durable.
@@ -154,10 +150,6 @@ impl QueueWriter {
             .await
             .map_err(|_| QueueError::Closed)?;
         answer.await.map_err(|_| QueueError::Closed)?.map(drop)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 

@@ -39,10 +39,6 @@ impl Pools {
     pub fn newest(&self) -> (&str, &Arc<dyn BlobStore>) {
         (&self.newest.0, &self.newest.1)
     }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_name.keys().map(String::as_str)
-    }
 }
 
 #[cfg(test)]
