@@ -211,6 +211,11 @@ async fn events_drive_snapshots_and_survive_a_kill() {
         ]),
     );
     assert_eq!(answer.status, 200, "{}", answer.body);
+    let counts: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(
+        counts,
+        serde_json::json!({"queued": 3, "duplicates": 0, "ignored": 0})
+    );
     let second = tokio::task::block_in_place(|| wait_for_snapshots(&site, 2, &log));
     assert_eq!(second["files"], 2, "{second}");
     let restored = check(

@@ -76,6 +76,16 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// The 200 answer, written out directly: it is sent once per request.
+fn accepted(queued: usize, duplicates: usize, ignored: usize) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!(r#"{{"queued":{queued},"duplicates":{duplicates},"ignored":{ignored}}}"#),
+    )
+        .into_response()
+}
+
 async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(expected) = &hook.expected_auth {
         let given = headers
@@ -136,20 +146,14 @@ async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Bytes)
         s
     };
     if total == 0 {
-        return reply(
-            StatusCode::OK,
-            serde_json::json!({"queued": 0, "duplicates": 0, "ignored": ignored}),
-        );
+        return accepted(0, 0, ignored);
     }
     match hook.queue.append(queued).await {
         Ok(new) => {
             for route in hook.routes.iter().filter(|r| sources.contains(&r.source)) {
                 route.wake.notify_one();
             }
-            reply(
-                StatusCode::OK,
-                serde_json::json!({"queued": new, "duplicates": total - new, "ignored": ignored}),
-            )
+            accepted(new, total - new, ignored)
         }
         Err(QueueError::Full { pending }) => {
             // The sender may give up on these: make the next snapshot list in full.
