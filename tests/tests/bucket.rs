@@ -98,7 +98,15 @@ async fn bucket_source_conforms() {
     );
 }
 
-fn agent_config(site: &Site, hub: &Hub, garage: &Garage, extra_targets: &[(&str, &str, &str)]) {
+/// `extra_targets`: (name, bucket, prefix) on `garage`; `other_site`: a
+/// target named "site-b" on another server (endpoint and credentials).
+fn agent_config(
+    site: &Site,
+    hub: &Hub,
+    garage: &Garage,
+    extra_targets: &[(&str, &str, &str)],
+    other_site: Option<(&Garage, &str)>,
+) {
     let mut text = format!(
         "hub = \"{}\"\ntoken-file = \"site.token\"\nkey-file = \"{}\"\nstate-dir = \"state\"\n\n[[source]]\nname = \"photos\"\nbucket = \"{}\"\ns3 = {}\n",
         hub.url(),
@@ -110,6 +118,12 @@ fn agent_config(site: &Site, hub: &Hub, garage: &Garage, extra_targets: &[(&str,
         text.push_str(&format!(
             "\n[[target]]\nname = \"{name}\"\ns3 = {}\n",
             garage.s3_toml(bucket, prefix)
+        ));
+    }
+    if let Some((other, bucket)) = other_site {
+        text.push_str(&format!(
+            "\n[[target]]\nname = \"site-b\"\ns3 = {}\n",
+            other.s3_toml(bucket, "")
         ));
     }
     std::fs::write(&site.config, text).unwrap();
@@ -180,6 +194,9 @@ async fn a_bucket_is_backed_up_reconciled_and_restored_into_other_buckets() {
     .await;
     put_object(&client, "photos", "z-empty", Vec::new(), None, &[]).await;
     let original = snapshot_of(&client, "photos", "").await;
+    // Another site's S3 server: other endpoint, other credentials.
+    let site_b = Garage::start();
+    site_b.create_bucket("photos-replica");
 
     let work = tempfile::tempdir().unwrap();
     let hub = Hub::start_on_s3(work.path(), &garage, "hub-packs");
@@ -191,6 +208,7 @@ async fn a_bucket_is_backed_up_reconciled_and_restored_into_other_buckets() {
         &hub,
         &garage,
         &[("dr", "photos-dr", ""), ("v1", "photos-dr", "v1/")],
+        Some((&site_b, "photos-replica")),
     );
 
     let config = site.config.clone();
@@ -259,6 +277,21 @@ async fn a_bucket_is_backed_up_reconciled_and_restored_into_other_buckets() {
     let mut latest = snapshot_of(&client, "photos-dr", "").await;
     latest.retain(|k, _| !k.starts_with("v1/"));
     assert_eq!(latest, changed);
+
+    // The same snapshot into the other site's server.
+    check(
+        &run(&["restore", "--to-target", "site-b"]).await.unwrap(),
+        "restore into site b",
+    );
+    let site_b_client = site_b
+        .location("photos-replica", "")
+        .client()
+        .await
+        .unwrap();
+    assert_eq!(
+        snapshot_of(&site_b_client, "photos-replica", "").await,
+        changed
+    );
 
     // A non-empty target is refused, naming it.
     let refused = run(&["restore", "--to-target", "dr"]).await.unwrap();
