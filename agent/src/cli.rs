@@ -465,7 +465,7 @@ async fn run_service(config_path: &Path, ready_file: Option<PathBuf>) -> Result<
         };
         let wake = Arc::new(tokio::sync::Notify::new());
         routes.push(Route {
-            source: source.name.clone(),
+            source: source.name.as_str().into(),
             bucket: location.bucket.clone(),
             prefix: location.prefix.clone(),
             wake: wake.clone(),

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
@@ -44,7 +45,8 @@ pub enum QueueError {
 /// with the key relative to that source's prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueuedEvent {
-    pub source: String,
+    /// Shared with the route: no copy per event.
+    pub source: Arc<str>,
     pub event: ObjectEvent,
 }
 
@@ -224,7 +226,7 @@ fn commit_group(conn: &mut Connection, group: &[Write]) -> rusqlite::Result<Vec<
             for q in &write.events {
                 let e = &q.event;
                 new += insert.execute(params![
-                    q.source,
+                    &*q.source,
                     e.key,
                     i64::from(e.kind == EventKind::Removed),
                     e.version_id,

@@ -28,7 +28,7 @@ const RETRY_AFTER_SECS: u32 = 1;
 /// Which source takes events of a bucket (and key prefix).
 #[derive(Clone, Debug)]
 pub struct Route {
-    pub source: String,
+    pub source: Arc<str>,
     pub bucket: String,
     pub prefix: String,
     /// Wakes the source's backup loop.
@@ -118,18 +118,21 @@ async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Bytes)
     };
     let mut queued = Vec::with_capacity(events.len());
     let mut ignored = 0usize;
+    // Which routes took events, to wake their loops.
+    let mut woken = vec![false; hook.routes.len()];
     for mut event in events {
-        let route = hook
-            .routes
-            .iter()
-            .find(|r| r.bucket == event.bucket && event.key.starts_with(r.prefix.as_str()));
+        let route =
+            hook.routes.iter().enumerate().find(|(_, r)| {
+                r.bucket == event.bucket && event.key.starts_with(r.prefix.as_str())
+            });
         match route {
-            Some(route) => {
+            Some((index, route)) => {
                 event.key.drain(..route.prefix.len());
                 if event.key.is_empty() {
                     ignored += 1;
                     continue;
                 }
+                woken[index] = true;
                 queued.push(QueuedEvent {
                     source: route.source.clone(),
                     event,
@@ -139,24 +142,25 @@ async fn receive(State(hook): State<Arc<Hook>>, headers: HeaderMap, body: Bytes)
         }
     }
     let total = queued.len();
-    let sources: Vec<String> = {
-        let mut s: Vec<String> = queued.iter().map(|q| q.source.clone()).collect();
-        s.sort_unstable();
-        s.dedup();
-        s
+    let routes = || {
+        hook.routes
+            .iter()
+            .zip(&woken)
+            .filter_map(|(route, woken)| woken.then_some(route))
     };
     if total == 0 {
         return accepted(0, 0, ignored);
     }
     match hook.queue.append(queued).await {
         Ok(new) => {
-            for route in hook.routes.iter().filter(|r| sources.contains(&r.source)) {
+            for route in routes() {
                 route.wake.notify_one();
             }
             accepted(new, total - new, ignored)
         }
         Err(QueueError::Full { pending }) => {
             // The sender may give up on these: make the next snapshot list in full.
+            let sources = routes().map(|r| r.source.to_string()).collect();
             if let Err(e) = hook.queue.mark_gap(sources, "event queue was full").await {
                 tracing::error!(error = %e, "webhook: cannot record an event gap");
             }
