@@ -34,7 +34,7 @@ peers=$(python3 -c 'import csv,sys; print(" ".join(dict.fromkeys(r["peer"] for r
 {
   echo "# Ferry beside its peers ($BACKEND pool), $(date +%Y-%m-%d)"
   echo
-  echo "\`bench/run.sh\`: $repeat repeat(s) of peers \"$peers\"; Ferry $(git rev-parse --short HEAD)${FERRY_BIN:+ (binaries in $FERRY_BIN built $(date -r "$FERRY_BIN/ferry-agent" '+%F %T %Z' 2>/dev/null))}."
+  echo "\`bench/run.sh\`: $repeat repeat(s) of peers \"$peers\"; Ferry ${FERRY_COMMIT:-$(git rev-parse --short HEAD)}${FERRY_BIN:+ (binaries in $FERRY_BIN built $(date -r "$FERRY_BIN/ferry-agent" '+%F %T %Z' 2>/dev/null))}."
   echo "Ratios are Ferry ÷ peer (time = wall + final sync, medians): below 1 means Ferry is faster or leaner."
   echo
   python3 bench/ratios.py "$OUT_CSV" "$dd_s" "$mib"

@@ -10,7 +10,8 @@
 #                                      every repo in a throwaway Garage this
 #                                      script starts (bench/garage.sh) and stops
 # Knobs: REPEAT, PEERS (include ferry), DATA, RUN, MIXED_SIZE, SMALL_FILES,
-#   BACKEND (local | s3), FERRY_BUILD (0 = use the binaries in FERRY_BIN as built).
+#   BACKEND (local | s3), FERRY_BUILD (0 = use the binaries in FERRY_BIN as built),
+#   FERRY_COMMIT (what those binaries were built from; default HEAD).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -32,6 +33,8 @@ if [ "${FERRY_BUILD:-1}" != 0 ]; then
   cargo build --release --locked --bins -p ferry-agent -p ferry-hub
 fi
 export FERRY_BIN=${FERRY_BIN:-${CARGO_TARGET_DIR:-$root/target}/release}
+# The commit the binaries were built from (the tree may move on during the run).
+export FERRY_COMMIT=${FERRY_COMMIT:-$(git rev-parse --short HEAD)}
 case " $PEERS " in *" rustic "*) RUSTIC=1 bash "$shared/install-peers.sh" ;; *) bash "$shared/install-peers.sh" ;; esac
 
 if [ ! -f "$DATA/small.manifest" ] || [ ! -f "$DATA/edit.manifest" ]; then
