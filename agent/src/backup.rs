@@ -39,11 +39,11 @@ use crate::progress::Progress;
 use crate::source::{Content, EntryKind, Skipped, Source, SourceEntry, SourceError};
 
 /// Bundles of chunks in flight between scan and dedup, and a bundle's bounds.
-const CHUNK_QUEUE: usize = 4;
+const CHUNK_QUEUE: usize = 8;
 const BUNDLE_BYTES: usize = 1 << 20;
 const BUNDLE_JOBS: usize = 256;
 /// Sealed blobs in flight between seal and upload (also bounds sealing parallelism).
-const SEALED_QUEUE: usize = 4;
+const SEALED_QUEUE: usize = 8;
 /// Batches sent but not yet acknowledged, beyond those the hub is storing.
 const BATCH_QUEUE: usize = 1;
 /// Upper bounds of one dedup query.
