@@ -22,8 +22,10 @@ use crate::packer::{PackerError, check_blob};
 const MAX_SPAN: u64 = 4 << 20;
 /// Bytes of other blobs a read may step over to join two wanted ones.
 const MAX_GAP: u64 = 256 << 10;
-/// Pack reads running at once.
-const READS_IN_FLIGHT: usize = 4;
+/// Pack reads running at once. An S3 read waits on its round trip more than
+/// on bytes: on Garage, 8 took a 1 GiB restore from 4.5-4.6 s to 3.7-4.2 s
+/// (hub peak RSS 56 -> 73 MiB).
+const READS_IN_FLIGHT: usize = 8;
 
 /// One ranged read of a pack and the wanted blobs in it, in request order.
 #[derive(Debug, PartialEq)]
