@@ -6,7 +6,7 @@
 # after 1,000 objects were replaced. Writes bench/results/<date>-reconcile.md.
 #
 # Knobs: N (1000000), MANY (/tmp/benchdata-many-$N), RUN (/tmp/bench-reconcile),
-#   FERRY_BUILD (1), FERRY_BIN, STEP_TIMEOUT (3600), UPLOAD_TRANSFERS (64).
+#   FERRY_BUILD (1), FERRY_BIN, STEP_TIMEOUT (3600), UPLOAD_TRANSFERS (64), OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -46,24 +46,16 @@ up_end=$(date +%s.%N)
 UPLOAD_S=$(python3 -c "print(round($up_end - $up_start, 1))")
 
 # Hub (local pool) and agent with the bucket as its source; AWS_* from Garage's env.
-H=$RUN/hub
-"$FERRY_BIN/ferry-hub" --data-dir "$H" serve --listen 127.0.0.1:0 --ready-file "$RUN/hub.ready" 2> "$RUN/logs/hub.log" &
-HUB_PID=$!
-for _ in $(seq 100); do [ -s "$RUN/hub.ready" ] && break; sleep 0.1; done
-"$FERRY_BIN/ferry-hub" --data-dir "$H" tenant add bench > /dev/null
-"$FERRY_BIN/ferry-hub" --data-dir "$H" site add --tenant bench site-a --token-file "$RUN/site.token" > /dev/null
-"$FERRY_BIN/ferry-hub" --data-dir "$H" bucket add bench/many --source site-a > /dev/null
-"$FERRY_BIN/ferry-agent" key generate --out "$RUN/tenant.key" > /dev/null
-cat > "$RUN/agent.toml" <<TOML
-hub = "http://$(cat "$RUN/hub.ready")"
-token-file = "site.token"
-key-file = "tenant.key"
-state-dir = "state"
+# shellcheck source=bench/hub.sh
+source bench/hub.sh
+ferry_hub_up "$RUN" many
+{ ferry_agent_head "$RUN"; cat <<TOML
 [[source]]
 name = "many"
 bucket = "bench/many"
 s3 = { endpoint = "$S3_ENDPOINT", region = "$AWS_REGION", bucket = "$S3_BUCKET" }
 TOML
+} > "$RUN/agent.toml"
 
 hub_hwm() { awk '/VmHWM/ {print int($2/1024)}' "/proc/$HUB_PID/status"; }
 hub_cpu() { awk '{print ($14+$15)/100}' "/proc/$HUB_PID/stat"; }
@@ -100,7 +92,7 @@ PY
 rclone copy "$RUN/changed" "garage:$S3_BUCKET/" --transfers 32 --s3-no-check-bucket --no-check-dest
 step reconcile-1000-changed
 
-out=bench/results/$(date +%F)-reconcile.md
+out=${OUT:-bench/results/$(date +%F)-reconcile.md}
 {
   echo "# Bucket reconcile at scale: $N objects of 0-4 KiB in Garage"
   echo

@@ -26,24 +26,16 @@ fi
 rm -rf "$RUN"; mkdir -p "$RUN"
 HUB_PID=
 trap '[ -n "$HUB_PID" ] && kill "$HUB_PID" 2>/dev/null; true' EXIT
-"$FERRY_BIN/ferry-hub" --data-dir "$RUN/hub" serve --listen 127.0.0.1:0 --ready-file "$RUN/hub.ready" 2> "$RUN/hub.log" &
-HUB_PID=$!
-for _ in $(seq 100); do [ -s "$RUN/hub.ready" ] && break; sleep 0.1; done
-hub=("$FERRY_BIN/ferry-hub" --data-dir "$RUN/hub")
-"${hub[@]}" tenant add bench > /dev/null
-"${hub[@]}" site add --tenant bench site --token-file "$RUN/site.token" > /dev/null
-"${hub[@]}" bucket add bench/many --source site > /dev/null
-"$FERRY_BIN/ferry-agent" key generate --out "$RUN/tenant.key" > /dev/null
-cat > "$RUN/agent.toml" <<TOML
-hub = "http://$(cat "$RUN/hub.ready")"
-token-file = "site.token"
-key-file = "tenant.key"
-state-dir = "state"
+# shellcheck source=bench/hub.sh
+source bench/hub.sh
+ferry_hub_up "$RUN" many
+{ ferry_agent_head "$RUN"; cat <<TOML
 [[source]]
 name = "many"
 path = "$MANY"
 bucket = "bench/many"
 TOML
+} > "$RUN/agent.toml"
 export RESTIC_REPOSITORY=$RUN/restic RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$RUN/restic-cache
 restic init --repository-version 2 > /dev/null
 
