@@ -52,6 +52,8 @@ rm -rf "$RUN"; mkdir -p "$RUN/logs"
 export RCLONE_CONFIG=$RUN/rclone.conf; : > "$RCLONE_CONFIG"   # remotes come from the env
 # shellcheck source=bench/garage.sh
 source bench/garage.sh
+# shellcheck source=bench/hub.sh
+source bench/hub.sh
 garage_up
 GARAGE_PID=$(cat "$GARAGE_DIR/garage.pid")
 HUB_PID=
@@ -114,7 +116,7 @@ verify_row() { echo "$1,$2,verify,0,0,0,0,0,0,0,0,0,$3" >> "$CSV"; echo "  $1 $2
 # ------------------------------------------------------------------ Ferry --
 run_ferry() {
   local pool=$1 dir=$RUN/ferry-$1 prefix=hub-ferry-$1/
-  local hub=("$FERRY_BIN/ferry-hub")
+  local hub_args=()
   mkdir -p "$dir"
   if [ "$pool" = s3 ]; then
     cat > "$dir/hub.toml" <<TOML
@@ -122,29 +124,15 @@ run_ferry() {
 name = "garage"
 s3 = { endpoint = "$S3_ENDPOINT", region = "$AWS_REGION", bucket = "$S3_BUCKET", prefix = "$prefix" }
 TOML
-    hub+=(--config "$dir/hub.toml")
+    hub_args=(--config "$dir/hub.toml")
     REPO_BYTES_CMD="echo \$(( \$(rclone size 'garage:$S3_BUCKET/$prefix' --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"bytes\"])') + \$(du -sb '$dir/hub' | cut -f1) ))"
   else
     REPO_BYTES_CMD="du -sb '$dir/hub' | cut -f1"
   fi
-  hub+=(--data-dir "$dir/hub")
-  "${hub[@]}" serve --listen 127.0.0.1:0 --ready-file "$dir/hub.ready" > "$RUN/logs/ferry-$pool.hub.log" 2>&1 &
-  HUB_PID=$!
-  for _ in $(seq 1 200); do [ -f "$dir/hub.ready" ] && break; sleep 0.05; done
-  [ -f "$dir/hub.ready" ] || { echo "ferry-hub did not start:" >&2; tail -5 "$RUN/logs/ferry-$pool.hub.log" >&2; return 1; }
-  {
-    "${hub[@]}" tenant add bench
-    "${hub[@]}" site add --tenant bench agent --token-file "$dir/site.token"
-    "${hub[@]}" bucket add bench/b --source agent
-    "$FERRY_BIN/ferry-agent" key generate --out "$dir/tenant.key"
-  } > "$RUN/logs/ferry-$pool.init.log" 2>&1
+  ferry_hub_up "$dir" b "${hub_args[@]}"
   rclone mkdir "garage:dr-$pool"
   # No credentials-file: the keys come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY.
-  cat > "$dir/agent.toml" <<TOML
-hub = "http://$(cat "$dir/hub.ready")"
-token-file = "$dir/site.token"
-key-file = "$dir/tenant.key"
-state-dir = "$dir/state"
+  { ferry_agent_head "$dir"; cat <<TOML
 
 [[source]]
 name = "b"
@@ -155,6 +143,7 @@ s3 = { endpoint = "$S3_ENDPOINT", region = "$AWS_REGION", bucket = "src" }
 name = "dr"
 s3 = { endpoint = "$S3_ENDPOINT", region = "$AWS_REGION", bucket = "dr-$pool" }
 TOML
+  } > "$dir/agent.toml"
   local agent=("$FERRY_BIN/ferry-agent" --config "$dir/agent.toml" --json)
   echo "== ferry, hub pool $pool"
   measure ferry "$pool" backup-initial -- "${agent[@]}" backup --source b
