@@ -9,11 +9,12 @@ use ferry_crypto::{OpenError, SessionOpener, SessionSealer, TenantKeys};
 use ferry_proto::{BlobId, BlobKind, FLAG_ZSTD};
 
 use crate::chunker::MAX_CHUNK;
+use crate::compressibility::looks_incompressible;
 
-/// zstd level: fast; the disk, not the CPU, should bound a backup.
-const ZSTD_LEVEL: i32 = 1;
-/// Bytes compressed first to decide whether the whole chunk is worth it.
-const SAMPLE: usize = 64 << 10;
+/// zstd level: zstd's own default. Against level 1 it stores text-like
+/// data about 10 % smaller, for about 16 % more time on that data only
+/// (incompressible chunks never reach zstd).
+const ZSTD_LEVEL: i32 = 3;
 /// Keep the compressed form only if it saves at least this share.
 const MIN_SAVING: f64 = 0.03;
 
@@ -60,21 +61,14 @@ fn decompress(data: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
 }
 
 /// The compressed form of `plaintext`, if it saves enough to be worth it.
-/// Large chunks are judged on a sample first, so incompressible data costs
-/// one small attempt; a chunk no larger than the sample is compressed once.
+/// Data that looks random (already compressed or encrypted) is not tried.
 pub fn compressed(plaintext: &[u8]) -> Option<Vec<u8>> {
-    if plaintext.len() < 512 {
+    if plaintext.len() < 512 || looks_incompressible(plaintext) {
         return None;
     }
-    let saves = |from: usize, to: usize| (to as f64) < from as f64 * (1.0 - MIN_SAVING);
-    if plaintext.len() > SAMPLE {
-        let sample = compress(&plaintext[..SAMPLE]).ok()?;
-        if !saves(SAMPLE, sample.len()) {
-            return None;
-        }
-    }
     let packed = compress(plaintext).ok()?;
-    saves(plaintext.len(), packed.len()).then_some(packed)
+    let saves = (packed.len() as f64) < plaintext.len() as f64 * (1.0 - MIN_SAVING);
+    saves.then_some(packed)
 }
 
 /// Compresses if it helps, then encrypts.

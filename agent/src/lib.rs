@@ -7,6 +7,7 @@ pub mod blob_codec;
 pub mod chunker;
 pub mod cli;
 pub mod client;
+pub mod compressibility;
 pub mod config;
 pub mod daemon;
 pub mod events;

@@ -103,6 +103,11 @@ CREATE TABLE commits (
 CREATE INDEX commits_by_time ON commits (bucket_id, time_ms);
 "#];
 
+/// Log pages (4 KiB each) after which a commit checkpoints the WAL.
+const WAL_CHECKPOINT_PAGES: i64 = 256;
+/// Bytes the WAL file is cut back to after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 1 << 20;
+
 /// A [`Catalog`] in a SQLite database file.
 #[derive(Debug)]
 pub struct SqliteCatalog {
@@ -145,6 +150,13 @@ impl SqliteCatalog {
         // Blob ids are random, so every pack's inserts touch pages all over
         // the blob index: keep the hot part of it in memory (16 MiB).
         conn.pragma_update(None, "cache_size", -16384)
+            .map_err(open_err)?;
+        // Checkpoint every 1 MiB of log (SQLite's default is 4 MiB) and cut
+        // the log file back to that size afterwards, so the WAL beside the
+        // catalog stays small on disk instead of keeping its high-water mark.
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(open_err)?;
         migrate(&mut conn)?;
         Ok(Self {
@@ -1092,6 +1104,32 @@ mod tests {
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+        assert_eq!(get("wal_autocheckpoint"), WAL_CHECKPOINT_PAGES);
+        assert_eq!(get("journal_size_limit"), WAL_SIZE_LIMIT);
+    }
+
+    #[test]
+    fn the_wal_stays_small_however_much_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        let cat = SqliteCatalog::open(&path).unwrap();
+        let (tenant, _, _) = conformance::namespace(&cat);
+        // 40,000 blob rows in 400 packs: over 4 MiB of log at SQLite's
+        // defaults, which would keep the WAL file at least that large.
+        for _ in 0..400 {
+            let ids: Vec<BlobId> = (0..100).map(|_| BlobId(rand::random())).collect();
+            conformance::store_blobs(&cat, tenant, &ids);
+        }
+        let wal = std::fs::metadata(dir.path().join("catalog.db-wal"))
+            .unwrap()
+            .len();
+        // A checkpoint's worth, plus at most one pack's transaction past it.
+        assert!(wal <= 2 * WAL_SIZE_LIMIT as u64, "WAL is {wal} bytes");
+        let db = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            db > 2 * WAL_SIZE_LIMIT as u64,
+            "rows reached the database: {db} bytes"
+        );
     }
 
     #[test]
