@@ -13,7 +13,7 @@
 //! the journal takes the scan's results only after the commit: a crash at
 //! any point leaves a state a rerun completes, resending nothing the hub has.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -49,6 +49,8 @@ const BATCH_QUEUE: usize = 1;
 /// Upper bounds of one dedup query.
 const DEDUP_BATCH_IDS: usize = 4096;
 const DEDUP_BATCH_BYTES: usize = 8 << 20;
+/// Dedup queries asked before the oldest is answered.
+const DEDUP_IN_FLIGHT: usize = 2;
 /// How long a dedup query waits for more ids after the first.
 const DEDUP_BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(3);
 /// Upper bounds of the chunks one sealing task takes.
@@ -575,72 +577,121 @@ async fn dedup_stage(
     sealer: Arc<SessionSealer>,
     sealed: mpsc::Sender<JoinHandle<Vec<SealedBlob>>>,
 ) -> Result<u64, BackupError> {
-    let mut ingest = client.ingest;
     let mut seen: HashSet<BlobId> = HashSet::new();
     let mut deduplicated = 0u64;
-    while let Some(mut batch) = chunks.recv().await {
-        // Gather a batch: a query per tiny file would cost a round trip each.
-        let bytes_of = |jobs: &[ChunkJob]| jobs.iter().map(|j| j.data.len()).sum::<usize>();
-        let mut bytes = bytes_of(&batch);
-        let deadline = tokio::time::Instant::now() + DEDUP_BATCH_WAIT;
-        while batch.len() < DEDUP_BATCH_IDS && bytes < DEDUP_BATCH_BYTES {
-            match tokio::time::timeout_at(deadline, chunks.recv()).await {
-                Ok(Some(more)) => {
-                    bytes += bytes_of(&more);
-                    batch.extend(more);
+    // Queries asked and not yet answered, oldest first: answers are used in
+    // order, so the upload order follows the scan order.
+    let mut asked: VecDeque<(Vec<ChunkJob>, DedupQuery)> = VecDeque::new();
+    let mut input_open = true;
+    while input_open || !asked.is_empty() {
+        let can_ask = input_open && asked.len() < DEDUP_IN_FLIGHT;
+        tokio::select! {
+            // Prefer handing out an answer to asking again.
+            biased;
+            answer = async {
+                match asked.front_mut() {
+                    Some((_, query)) => query.await,
+                    None => std::future::pending().await,
                 }
-                Ok(None) | Err(_) => break,
+            }, if !asked.is_empty() => {
+                let missing = flatten(answer)?;
+                if let Some((batch, _)) = asked.pop_front() {
+                    deduplicated += seal_missing(batch, &missing, &sealer, &sealed).await?;
+                }
             }
-        }
-        if seen.len() > SEEN_LIMIT {
-            seen.clear();
-        }
-        let before = batch.len();
-        batch.retain(|job| seen.insert(job.id));
-        deduplicated += (before - batch.len()) as u64;
-        if batch.is_empty() {
-            continue;
-        }
-        let missing = ingest
-            .find_missing(FindMissingRequest {
-                session_id,
-                ids: batch.iter().map(|j| j.id.0.to_vec()).collect(),
-            })
-            .await
-            .map_err(hub("FindMissing"))?
-            .into_inner()
-            .missing;
-        let mut wanted = vec![false; batch.len()];
-        for index in missing {
-            let slot = wanted
-                .get_mut(index as usize)
-                .ok_or_else(|| BackupError::Protocol {
-                    call: "FindMissing",
-                    reason: format!("index {index} out of range for {} ids", batch.len()),
-                })?;
-            *slot = true;
-        }
-        // Small chunks are sealed in groups, so a task's overhead is paid
-        // per megabyte, not per tiny file.
-        let mut group: Vec<ChunkJob> = Vec::new();
-        let mut group_bytes = 0;
-        for (job, wanted) in batch.into_iter().zip(wanted) {
-            if !wanted {
-                deduplicated += 1;
-                continue;
+            first = chunks.recv(), if can_ask => {
+                let Some(first) = first else {
+                    input_open = false;
+                    continue;
+                };
+                let mut batch = gather(first, &mut chunks).await;
+                if seen.len() > SEEN_LIMIT {
+                    seen.clear();
+                }
+                let before = batch.len();
+                batch.retain(|job| seen.insert(job.id));
+                deduplicated += (before - batch.len()) as u64;
+                if batch.is_empty() {
+                    continue;
+                }
+                let mut ingest = client.ingest.clone();
+                let ids = batch.iter().map(|j| j.id.0.to_vec()).collect();
+                let query = tokio::spawn(async move {
+                    Ok(ingest
+                        .find_missing(FindMissingRequest { session_id, ids })
+                        .await
+                        .map_err(hub("FindMissing"))?
+                        .into_inner()
+                        .missing)
+                });
+                asked.push_back((batch, query));
             }
-            group_bytes += job.data.len();
-            group.push(job);
-            if group_bytes >= SEAL_GROUP_BYTES || group.len() >= SEAL_GROUP_CHUNKS {
-                seal_group(&sealer, std::mem::take(&mut group), &sealed).await?;
-                group_bytes = 0;
-            }
-        }
-        if !group.is_empty() {
-            seal_group(&sealer, group, &sealed).await?;
         }
     }
     Ok(deduplicated)
+}
+
+/// A FindMissing call in flight: the indices of the ids the hub lacks.
+type DedupQuery = JoinHandle<Result<Vec<u32>, BackupError>>;
+
+/// `first` and whatever more arrives within [`DEDUP_BATCH_WAIT`], up to
+/// one query's bounds: a query per tiny file would cost a round trip each.
+async fn gather(first: Vec<ChunkJob>, chunks: &mut mpsc::Receiver<Vec<ChunkJob>>) -> Vec<ChunkJob> {
+    let bytes_of = |jobs: &[ChunkJob]| jobs.iter().map(|j| j.data.len()).sum::<usize>();
+    let mut batch = first;
+    let mut bytes = bytes_of(&batch);
+    let deadline = tokio::time::Instant::now() + DEDUP_BATCH_WAIT;
+    while batch.len() < DEDUP_BATCH_IDS && bytes < DEDUP_BATCH_BYTES {
+        match tokio::time::timeout_at(deadline, chunks.recv()).await {
+            Ok(Some(more)) => {
+                bytes += bytes_of(&more);
+                batch.extend(more);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Seals the chunks of `batch` the hub said it lacks (by index); returns
+/// how many it already had.
+async fn seal_missing(
+    batch: Vec<ChunkJob>,
+    missing: &[u32],
+    sealer: &Arc<SessionSealer>,
+    sealed: &mpsc::Sender<JoinHandle<Vec<SealedBlob>>>,
+) -> Result<u64, BackupError> {
+    let mut wanted = vec![false; batch.len()];
+    for &index in missing {
+        let slot = wanted
+            .get_mut(index as usize)
+            .ok_or_else(|| BackupError::Protocol {
+                call: "FindMissing",
+                reason: format!("index {index} out of range for {} ids", batch.len()),
+            })?;
+        *slot = true;
+    }
+    // Small chunks are sealed in groups, so a task's overhead is paid per
+    // megabyte, not per tiny file.
+    let mut present = 0;
+    let mut group: Vec<ChunkJob> = Vec::new();
+    let mut group_bytes = 0;
+    for (job, wanted) in batch.into_iter().zip(wanted) {
+        if !wanted {
+            present += 1;
+            continue;
+        }
+        group_bytes += job.data.len();
+        group.push(job);
+        if group_bytes >= SEAL_GROUP_BYTES || group.len() >= SEAL_GROUP_CHUNKS {
+            seal_group(sealer, std::mem::take(&mut group), sealed).await?;
+            group_bytes = 0;
+        }
+    }
+    if !group.is_empty() {
+        seal_group(sealer, group, sealed).await?;
+    }
+    Ok(present)
 }
 
 async fn seal_group(
@@ -671,7 +722,7 @@ async fn upload_stage(
     session_id: u64,
     progress: Progress,
 ) -> Result<Uploaded, BackupError> {
-    let mut ingest = client.ingest;
+    let mut ingest = client.bulk;
     let (batch_tx, batch_rx) = mpsc::channel::<BlobBatch>(BATCH_QUEUE);
     let acks = tokio::spawn(async move {
         let mut stream = ingest

@@ -11,10 +11,14 @@ use ferry_proto::{BlobId, BlobKind, FLAG_ZSTD};
 use crate::chunker::MAX_CHUNK;
 use crate::compressibility::looks_incompressible;
 
-/// zstd level: zstd's own default. Against level 1 it stores text-like
-/// data about 10 % smaller, for about 16 % more time on that data only
-/// (incompressible chunks never reach zstd).
-const ZSTD_LEVEL: i32 = 3;
+/// zstd level for chunks of at least [`LARGE_CHUNK`] bytes: zstd's own
+/// default. On text-like chunks of about 1 MiB it stores 10 % less than
+/// level 1 for about 16 % more time.
+const LARGE_LEVEL: i32 = 3;
+/// zstd level for smaller chunks (small files): there level 3 saves only
+/// about 1 % over level 1, for 20 % more time.
+const SMALL_LEVEL: i32 = 1;
+const LARGE_CHUNK: usize = 64 << 10;
 /// Keep the compressed form only if it saves at least this share.
 const MIN_SAVING: f64 = 0.03;
 
@@ -27,22 +31,30 @@ pub struct SealedBlob {
     pub data: Vec<u8>,
 }
 
+type Compressor = zstd::bulk::Compressor<'static>;
+
 thread_local! {
     // A zstd context costs more to set up than compressing a small file;
-    // each sealing thread keeps one.
-    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+    // each sealing thread keeps one per level.
+    static SMALL_COMPRESSOR: RefCell<Option<Compressor>> = const { RefCell::new(None) };
+    static LARGE_COMPRESSOR: RefCell<Option<Compressor>> = const { RefCell::new(None) };
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
 fn compress(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    COMPRESSOR.with(|cell| {
+    let (context, level) = if data.len() >= LARGE_CHUNK {
+        (&LARGE_COMPRESSOR, LARGE_LEVEL)
+    } else {
+        (&SMALL_COMPRESSOR, SMALL_LEVEL)
+    };
+    context.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
-            *slot = Some(zstd::bulk::Compressor::new(ZSTD_LEVEL)?);
+            *slot = Some(Compressor::new(level)?);
         }
         match slot.as_mut() {
             Some(c) => c.compress(data),
-            None => zstd::bulk::compress(data, ZSTD_LEVEL),
+            None => zstd::bulk::compress(data, level),
         }
     })
 }

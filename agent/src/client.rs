@@ -45,11 +45,15 @@ impl Interceptor for TokenAuth {
 
 pub type Authed = InterceptedService<Channel, TokenAuth>;
 
-/// Both services over one HTTP/2 connection.
+/// The hub's services over two HTTP/2 connections: one for requests and
+/// answers, one for bulk uploads. On a shared connection a dedup query
+/// waits behind megabytes of blob frames already queued on the socket.
 #[derive(Clone)]
 pub struct HubClient {
     pub ingest: IngestClient<Authed>,
     pub journal: JournalClient<Authed>,
+    /// For `UploadBlobs` only.
+    pub bulk: IngestClient<Authed>,
 }
 
 impl HubClient {
@@ -58,26 +62,34 @@ impl HubClient {
             url: url.to_string(),
             reason: e.to_string(),
         })?;
-        let channel = endpoint
+        let endpoint = endpoint
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_frame_size(MAX_FRAME)
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect {
-                url: url.to_string(),
-                source,
-            })?;
+            .max_frame_size(MAX_FRAME);
+        let connect_err = |source| ClientError::Connect {
+            url: url.to_string(),
+            source,
+        };
+        let channel = endpoint.connect().await.map_err(connect_err)?;
+        let bulk_channel = endpoint.connect().await.map_err(connect_err)?;
         let value = MetadataValue::try_from(format!("Bearer {}", token.trim()))
             .map_err(|_| ClientError::BadToken)?;
         let auth = TokenAuth { value };
-        let ingest = IngestClient::with_interceptor(channel.clone(), auth.clone())
+        let ingest_on = |channel: Channel| {
+            IngestClient::with_interceptor(channel, auth.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        };
+        let ingest = ingest_on(channel.clone());
+        let bulk = ingest_on(bulk_channel);
+        let journal = JournalClient::with_interceptor(channel, auth.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let journal = JournalClient::with_interceptor(channel, auth)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        Ok(Self { ingest, journal })
+        Ok(Self {
+            ingest,
+            journal,
+            bulk,
+        })
     }
 }

@@ -6,32 +6,46 @@
 //! matches could still find repeats in them, but that is rare in practice,
 //! and repeats the size of a chunk are deduplicated anyway.
 
-/// Bytes looked at: enough for a stable estimate, small next to a chunk.
-pub const SAMPLE: usize = 64 << 10;
+/// Bytes looked at: windows spread over the data, so a chunk is judged
+/// by more than its start, at a cost independent of its size.
+const WINDOWS: usize = 8;
+const WINDOW: usize = 512;
 /// Below this many bytes the estimate is too noisy to trust.
 const MIN_SAMPLE: usize = 1024;
 /// Bits per byte above which a sample counts as incompressible: an entropy
 /// coder could save at most 2.5 %, under the share worth keeping.
 const RANDOM_BITS: f64 = 7.8;
 
-/// True when the first [`SAMPLE`] bytes of `data` look random.
+/// True when `data` looks random, judged on a sample of it.
 pub fn looks_incompressible(data: &[u8]) -> bool {
-    let sample = &data[..data.len().min(SAMPLE)];
-    if sample.len() < MIN_SAMPLE {
+    if data.len() < MIN_SAMPLE {
         return false;
     }
-    entropy_bits_per_byte(sample) > RANDOM_BITS
+    let counts = if data.len() <= WINDOWS * WINDOW {
+        histogram(data)
+    } else {
+        // Window starts from 0 to len - WINDOW, evenly spaced.
+        let step = (data.len() - WINDOW) / (WINDOWS - 1);
+        let mut counts = [0u32; 256];
+        for i in 0..WINDOWS {
+            let window = &data[i * step..i * step + WINDOW];
+            for (total, add) in counts.iter_mut().zip(histogram(window)) {
+                *total += add;
+            }
+        }
+        counts
+    };
+    entropy_bits_per_byte(&counts) > RANDOM_BITS
 }
 
 /// Order-0 entropy of `bytes` in bits per byte, with the Miller-Madow
 /// correction for the bias of a finite sample (which reads low: 4 KiB of
 /// random bytes measure about 7.95 bits, not 8).
-fn entropy_bits_per_byte(bytes: &[u8]) -> f64 {
-    let counts = histogram(bytes);
-    let n = bytes.len() as f64;
+fn entropy_bits_per_byte(counts: &[u32; 256]) -> f64 {
+    let n = f64::from(counts.iter().sum::<u32>());
     let mut bits = 0.0;
     let mut seen = 0u32;
-    for &count in &counts {
+    for &count in counts {
         if count > 0 {
             seen += 1;
             let p = f64::from(count) / n;
@@ -80,7 +94,7 @@ mod tests {
 
     #[test]
     fn random_bytes_of_any_size_look_incompressible() {
-        for len in [MIN_SAMPLE, 1500, 4096, 16 << 10, SAMPLE, 4 << 20] {
+        for len in [MIN_SAMPLE, 1500, 4096, 4097, 16 << 10, 64 << 10, 4 << 20] {
             assert!(looks_incompressible(&noise(len, len as u64)), "{len} bytes");
         }
     }
@@ -105,12 +119,15 @@ mod tests {
     }
 
     #[test]
-    fn only_the_sample_is_judged() {
-        let mut data = noise(SAMPLE, 9);
-        data.extend(std::iter::repeat_n(b'a', 1 << 20));
-        assert!(looks_incompressible(&data));
-        let mut data = vec![b'a'; SAMPLE];
-        data.extend(noise(1 << 20, 11));
+    fn a_chunk_is_judged_by_its_whole_length() {
+        // Random at the start, text after: mostly text, worth compressing.
+        let text = b"the quick brown fox jumps over the lazy dog. ".repeat(30_000);
+        let mut data = noise(64 << 10, 9);
+        data.extend_from_slice(&text);
         assert!(!looks_incompressible(&data));
+        // And the other way round.
+        let mut data = text[..64 << 10].to_vec();
+        data.extend(noise(1 << 20, 11));
+        assert!(looks_incompressible(&data));
     }
 }

@@ -8,7 +8,7 @@ use ferry_proto::transport::{CONNECTION_WINDOW, MAX_FRAME, MAX_MESSAGE_BYTES, ST
 use ferry_proto::v1::ingest_server::IngestServer;
 use ferry_proto::v1::journal_server::JournalServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::blobstore::{BlobStore, LocalDirStore, Pools, S3Store};
 use crate::catalog::Catalog;
@@ -134,8 +134,11 @@ pub async fn serve(
                 source,
             })?;
     }
+    // The builder's own tcp_nodelay applies only to listeners it binds; set
+    // it on each accepted connection, or a small answer written after a
+    // large one waits out Nagle and the peer's delayed ACK (40 ms here).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
@@ -149,7 +152,7 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     tracing::info!("ferry-hub stopped");
     Ok(())

@@ -109,9 +109,14 @@ const WAL_CHECKPOINT_PAGES: i64 = 256;
 const WAL_SIZE_LIMIT: i64 = 1 << 20;
 
 /// A [`Catalog`] in a SQLite database file.
+///
+/// Two connections: writes go through `conn`; lookups that only read (the
+/// dedup query, blob locations, authentication) go through `reader`, so in
+/// WAL mode they never wait behind a pack's insert and its fsync.
 #[derive(Debug)]
 pub struct SqliteCatalog {
     conn: Mutex<Connection>,
+    reader: Mutex<Connection>,
     path: PathBuf,
 }
 
@@ -159,8 +164,18 @@ impl SqliteCatalog {
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(open_err)?;
         migrate(&mut conn)?;
+        // Opened after the migration, so it never sees an old schema.
+        let reader = Connection::open(&path).map_err(open_err)?;
+        reader.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        reader
+            .pragma_update(None, "query_only", true)
+            .map_err(open_err)?;
+        reader
+            .pragma_update(None, "cache_size", -16384)
+            .map_err(open_err)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
             path,
         })
     }
@@ -174,6 +189,12 @@ impl SqliteCatalog {
         // A panic while holding the lock rolled its transaction back on
         // unwind (Transaction's Drop), so the connection is still sound.
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The read-only connection. Each statement (or read transaction) on it
+    /// sees every write committed before it began.
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -499,7 +520,7 @@ impl Catalog for SqliteCatalog {
     }
 
     fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>, CatalogError> {
-        self.conn()
+        self.reader()
             .query_row(
                 "SELECT id, name FROM tenants WHERE name = ?1",
                 [name],
@@ -564,7 +585,7 @@ impl Catalog for SqliteCatalog {
     }
 
     fn site_by_token_hash(&self, token_hash: &[u8; 32]) -> Result<Option<Site>, CatalogError> {
-        self.conn()
+        self.reader()
             .query_row(
                 &format!("SELECT {SITE_COLUMNS} FROM sites WHERE token_hash = ?1"),
                 [&token_hash[..]],
@@ -575,7 +596,7 @@ impl Catalog for SqliteCatalog {
     }
 
     fn site(&self, id: SiteId) -> Result<Option<Site>, CatalogError> {
-        self.conn()
+        self.reader()
             .query_row(
                 &format!("SELECT {SITE_COLUMNS} FROM sites WHERE id = ?1"),
                 [id.0],
@@ -586,7 +607,7 @@ impl Catalog for SqliteCatalog {
     }
 
     fn list_sites(&self, tenant: TenantId) -> Result<Vec<Site>, CatalogError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {SITE_COLUMNS} FROM sites WHERE tenant_id = ?1 ORDER BY name"
@@ -639,7 +660,7 @@ impl Catalog for SqliteCatalog {
     }
 
     fn bucket_by_name(&self, tenant: TenantId, name: &str) -> Result<Option<Bucket>, CatalogError> {
-        self.conn()
+        self.reader()
             .query_row(
                 &format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE tenant_id = ?1 AND name = ?2"),
                 params![tenant.0, name],
@@ -650,7 +671,7 @@ impl Catalog for SqliteCatalog {
     }
 
     fn bucket(&self, id: BucketId) -> Result<Option<Bucket>, CatalogError> {
-        self.conn()
+        self.reader()
             .query_row(
                 &format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE id = ?1"),
                 [id.0],
@@ -661,7 +682,7 @@ impl Catalog for SqliteCatalog {
     }
 
     fn list_buckets(&self, tenant: TenantId) -> Result<Vec<Bucket>, CatalogError> {
-        let conn = self.conn();
+        let conn = self.reader();
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT {BUCKET_COLUMNS} FROM buckets WHERE tenant_id = ?1 ORDER BY name"
@@ -700,7 +721,7 @@ impl Catalog for SqliteCatalog {
 
     fn session(&self, id: SessionId) -> Result<Option<Session>, CatalogError> {
         let raw = self
-            .conn()
+            .reader()
             .query_row(
                 "SELECT site_id, bucket_id, header_id, lease_until, closed FROM sessions WHERE id = ?1",
                 [id.0],
@@ -777,7 +798,7 @@ impl Catalog for SqliteCatalog {
     }
 
     fn missing_blobs(&self, tenant: TenantId, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError> {
-        let mut conn = self.conn();
+        let mut conn = self.reader();
         // One read transaction: every batch sees the same snapshot.
         let tx = conn.transaction().map_err(sql("begin read transaction"))?;
         missing_ids(&tx, tenant, ids)
@@ -788,7 +809,7 @@ impl Catalog for SqliteCatalog {
         tenant: TenantId,
         ids: &[BlobId],
     ) -> Result<Vec<BlobLocation>, CatalogError> {
-        let mut conn = self.conn();
+        let mut conn = self.reader();
         let tx = conn.transaction().map_err(sql("begin read transaction"))?;
         let mut found = HashMap::with_capacity(ids.len());
         for_each_in_batches(
@@ -1024,7 +1045,7 @@ impl Catalog for SqliteCatalog {
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         query_commits(
-            &self.conn(),
+            &self.reader(),
             "list commits",
             "bucket_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
             params![bucket.0, after, limit],
@@ -1036,7 +1057,7 @@ impl Catalog for SqliteCatalog {
             return Ok(None);
         };
         let found = query_commits(
-            &self.conn(),
+            &self.reader(),
             "read commit",
             "bucket_id = ?1 AND seq = ?2",
             params![bucket.0, seq],
@@ -1050,7 +1071,7 @@ impl Catalog for SqliteCatalog {
         time_unix_ms: i64,
     ) -> Result<Option<Commit>, CatalogError> {
         let found = query_commits(
-            &self.conn(),
+            &self.reader(),
             "find commit by time",
             "bucket_id = ?1 AND time_ms <= ?2 ORDER BY seq DESC LIMIT 1",
             params![bucket.0, time_unix_ms],
@@ -1106,6 +1127,59 @@ mod tests {
         assert_eq!(mode, "wal");
         assert_eq!(get("wal_autocheckpoint"), WAL_CHECKPOINT_PAGES);
         assert_eq!(get("journal_size_limit"), WAL_SIZE_LIMIT);
+    }
+
+    #[test]
+    fn lookups_do_not_wait_for_a_write_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap());
+        let (tenant, _, _) = conformance::namespace(&*cat);
+        let stored = BlobId(rand::random());
+        conformance::store_blobs(&*cat, tenant, &[stored]);
+        let pending = BlobId(rand::random());
+        let (record, entries) = conformance::fake_pack(tenant, &[pending]);
+
+        // A pack being recorded: the writer's lock held, its insert not committed.
+        let mut conn = cat.conn();
+        let tx = write_tx(&mut conn).unwrap();
+        tx.execute(
+            "INSERT INTO packs (name, pool, size, hash) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                record.name,
+                record.pool,
+                record.size as i64,
+                &record.hash[..]
+            ],
+        )
+        .unwrap();
+        let pack_id = tx.last_insert_rowid();
+        let e = &entries[0].1;
+        tx.execute(
+            "INSERT INTO blobs (tenant_id, id, kind, flags, header_id, pack_id, pack_offset, length) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![tenant.0, &pending.0[..], e.kind as u8, e.flags, &e.header_id.0[..], pack_id, e.offset as i64, e.length],
+        )
+        .unwrap();
+
+        let lookup = {
+            let cat = cat.clone();
+            std::thread::spawn(move || cat.missing_blobs(tenant, &[stored, pending]).unwrap())
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !lookup.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(lookup.is_finished(), "the lookup waited for the writer");
+        // It saw the last committed state: the pending blob is still missing.
+        assert_eq!(lookup.join().unwrap(), vec![pending]);
+
+        tx.commit().unwrap();
+        drop(conn);
+        assert!(
+            cat.missing_blobs(tenant, &[stored, pending])
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
