@@ -159,15 +159,23 @@ pub fn pack_object_name(name: &str) -> String {
     format!("packs/{fan}/{name}.pack")
 }
 
-/// Encodes `blobs`, in order, into one pack. Returns the pack bytes and its
-/// index entries.
+/// A pack as encoded: its bytes, its index entries, and the BLAKE3 of the
+/// whole file (which names it).
+#[derive(Debug)]
+pub struct EncodedPack {
+    pub bytes: Vec<u8>,
+    pub entries: Vec<PackEntry>,
+    pub hash: [u8; 32],
+}
+
+/// Encodes `blobs`, in order, into one pack.
 ///
 /// # Errors
 ///
 /// [`PackError::BlobTooLarge`] if a blob exceeds `u32::MAX` bytes and
 /// [`PackError::TooManyBlobs`] if the index would not fit the footer's
 /// `index_len`.
-pub fn encode_pack(blobs: &[PackBlob]) -> Result<(Vec<u8>, Vec<PackEntry>), PackError> {
+pub fn encode_pack(blobs: &[PackBlob]) -> Result<EncodedPack, PackError> {
     let index_len = blobs
         .len()
         .checked_mul(ENTRY_LEN)
@@ -208,13 +216,23 @@ pub fn encode_pack(blobs: &[PackBlob]) -> Result<(Vec<u8>, Vec<PackEntry>), Pack
         out.extend_from_slice(&e.length.to_le_bytes());
     }
 
-    let content_hash = blake3::hash(&out);
+    // One pass over the content serves both hashes: the footer's (of the
+    // content) and the name's (of the whole file, the footer included).
+    let mut file_hasher = blake3::Hasher::new();
+    file_hasher.update(&out);
+    let content_hash = file_hasher.finalize();
+    let footer_start = out.len();
     // index_len was checked against u32 above.
     let index_len = index_len as u32;
     out.extend_from_slice(&index_len.to_le_bytes());
     out.extend_from_slice(content_hash.as_bytes());
     out.extend_from_slice(FOOTER_MAGIC);
-    Ok((out, entries))
+    file_hasher.update(&out[footer_start..]);
+    Ok(EncodedPack {
+        bytes: out,
+        entries,
+        hash: *file_hasher.finalize().as_bytes(),
+    })
 }
 
 /// Parses and fully verifies a whole pack: magic, footer, the BLAKE3 of the
@@ -450,7 +468,12 @@ mod tests {
 
     fn small_pack() -> (Vec<PackBlob>, Vec<u8>, Vec<PackEntry>) {
         let blobs = vec![blob(1, 5), blob(2, 0), blob(3, 9)];
-        let (bytes, entries) = encode_pack(&blobs).unwrap();
+        let EncodedPack {
+            bytes,
+            entries,
+            hash,
+        } = encode_pack(&blobs).unwrap();
+        assert_eq!(hash, *blake3::hash(&bytes).as_bytes());
         (blobs, bytes, entries)
     }
 
@@ -472,7 +495,7 @@ mod tests {
 
     #[test]
     fn empty_pack_round_trips() {
-        let (bytes, entries) = encode_pack(&[]).unwrap();
+        let EncodedPack { bytes, entries, .. } = encode_pack(&[]).unwrap();
         assert_eq!(bytes.len(), MIN_PACK_LEN);
         assert!(entries.is_empty());
         assert!(parse_pack(&bytes).unwrap().is_empty());

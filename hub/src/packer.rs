@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::blobstore::{BlobStore, BlobStoreError};
 use crate::catalog::{BlobLocation, Catalog, CatalogError, PackRecord, TenantId};
-use crate::pack::{PackBlob, PackError, encode_pack, pack_object_name};
+use crate::pack::{EncodedPack, PackBlob, PackError, encode_pack, pack_object_name};
 
 /// How the packer groups uploads.
 #[derive(Clone, Debug)]
@@ -404,13 +404,13 @@ impl Worker {
 
         // Encoding copies and hashes up to max_pack_bytes: keep it off the
         // async workers.
-        let (bytes, entries, hash) = blocking("encode pack", move || {
-            let (bytes, entries) = encode_pack(&pack_blobs)?;
-            let hash = *blake3::hash(&bytes).as_bytes();
-            Ok::<_, PackError>((bytes, entries, hash))
-        })
-        .await?
-        .map_err(|source| PackerError::Encode { source })?;
+        let EncodedPack {
+            bytes,
+            entries,
+            hash,
+        } = blocking("encode pack", move || encode_pack(&pack_blobs))
+            .await?
+            .map_err(|source| PackerError::Encode { source })?;
 
         let record = PackRecord {
             name: hex::encode(hash),
