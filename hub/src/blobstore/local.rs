@@ -11,8 +11,7 @@
 //! (`packs/xx/<name>.pack`) never need that.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -152,7 +151,9 @@ fn put_blocking(root: &Path, path: &Path, data: &[u8]) -> Result<(), BlobStoreEr
 
     let tmp = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
     let result = (|| {
-        let file = write_new_file(&tmp, data).map_err(io_err("write temp file", &tmp))?;
+        // Past the page cache where possible: see ferry_direct.
+        let file = ferry_direct::write_new_file(&tmp, 0o666, data)
+            .map_err(io_err("write temp file", &tmp))?;
         file.sync_all().map_err(io_err("fsync temp file", &tmp))?;
         fs::rename(&tmp, path).map_err(io_err("rename temp file to", path))?;
         sync_dir(dir)
@@ -162,52 +163,6 @@ fn put_blocking(root: &Path, path: &Path, data: &[u8]) -> Result<(), BlobStoreEr
         let _ = fs::remove_file(&tmp);
     }
     result
-}
-
-/// Alignment of O_DIRECT writes: buffer address, file offset and length.
-const DIRECT_ALIGN: usize = 4096;
-/// Bytes staged and written per O_DIRECT write.
-const DIRECT_PIECE: usize = 1 << 20;
-
-/// Writes `data` as the content of the new file `path`, past the page cache
-/// (O_DIRECT) where the file system allows it. Packs are written once and
-/// fsynced at once: here a buffered write of 800 MiB plus its fdatasync took
-/// 3.0 s and half the hub's CPU (the kernel copying into the page cache),
-/// a direct one 0.6 s. Falls back to a buffered write where O_DIRECT is
-/// refused (EINVAL: tmpfs, some network file systems).
-fn write_new_file(path: &Path, data: &[u8]) -> io::Result<File> {
-    match write_direct(path, data) {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            let _ = fs::remove_file(path);
-            let mut file = File::create_new(path)?;
-            file.write_all(data)?;
-            Ok(file)
-        }
-        other => other,
-    }
-}
-
-fn write_direct(path: &Path, data: &[u8]) -> io::Result<File> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)?;
-    // An aligned window in a plain buffer: no unsafe allocation needed.
-    let mut staging = vec![0u8; DIRECT_PIECE + DIRECT_ALIGN];
-    let start = staging.as_ptr().align_offset(DIRECT_ALIGN);
-    let staged = staging
-        .get_mut(start..start + DIRECT_PIECE)
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
-    for piece in data.chunks(DIRECT_PIECE) {
-        // The last piece is padded to the alignment, then cut back below.
-        let padded = piece.len().div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
-        staged[..piece.len()].copy_from_slice(piece);
-        staged[piece.len()..padded].fill(0);
-        file.write_all(&staged[..padded])?;
-    }
-    file.set_len(data.len() as u64)?;
-    Ok(file)
 }
 
 /// Creates `dir` and any missing ancestors below `root`, fsyncing each parent
