@@ -128,13 +128,13 @@ pub fn open_chunk(
     opener: &SessionOpener,
     id: BlobId,
     flags: u8,
-    data: &[u8],
+    data: Vec<u8>,
 ) -> Result<Vec<u8>, OpenChunkError> {
     if flags & !FLAG_ZSTD != 0 {
         return Err(OpenChunkError::Flags { id, flags });
     }
     let decrypted = opener
-        .open(data)
+        .open_owned(data)
         .map_err(|source| OpenChunkError::Decrypt { id, source })?;
     let plaintext = if flags & FLAG_ZSTD != 0 {
         // Bounded: a hostile blob cannot inflate past the largest chunk.
@@ -174,7 +174,7 @@ mod tests {
             let id = BlobId(keys.chunk_id(plain));
             let sealed = seal_chunk(&sealer, id, BlobKind::Data, plain);
             assert_eq!(sealed.flags & FLAG_ZSTD != 0, compressed);
-            let back = open_chunk(&keys, &opener, id, sealed.flags, &sealed.data).unwrap();
+            let back = open_chunk(&keys, &opener, id, sealed.flags, sealed.data).unwrap();
             assert_eq!(back, plain);
         }
     }
@@ -188,13 +188,13 @@ mod tests {
         let mut sealed = seal_chunk(&sealer, id, BlobKind::Data, b"data");
         let other = BlobId(keys.chunk_id(b"other"));
         assert!(matches!(
-            open_chunk(&keys, &opener, other, sealed.flags, &sealed.data),
+            open_chunk(&keys, &opener, other, sealed.flags, sealed.data.clone()),
             Err(OpenChunkError::Mismatch { .. })
         ));
         let last = sealed.data.len() - 1;
         sealed.data[last] ^= 1;
         assert!(matches!(
-            open_chunk(&keys, &opener, id, sealed.flags, &sealed.data),
+            open_chunk(&keys, &opener, id, sealed.flags, sealed.data),
             Err(OpenChunkError::Decrypt { .. })
         ));
     }

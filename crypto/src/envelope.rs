@@ -108,6 +108,11 @@ impl SessionOpener {
     /// Decrypts one payload (`nonce ‖ STREAM pieces`). Any tampering, truncation,
     /// trailing bytes or wrong session gives an error.
     pub fn open(&self, payload: &[u8]) -> Result<Vec<u8>, OpenError> {
+        self.open_owned(payload.to_vec())
+    }
+
+    /// Like [`Self::open`], decrypting in the payload's own buffer.
+    pub fn open_owned(&self, payload: Vec<u8>) -> Result<Vec<u8>, OpenError> {
         Ok(stream::open(&self.file_key, payload)?)
     }
 }

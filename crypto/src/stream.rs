@@ -79,7 +79,9 @@ pub(crate) fn seal(file_key: &FileKey, plaintext: &[u8]) -> Vec<u8> {
 }
 
 /// Decrypts one age payload, enforcing the STREAM rules; never panics on bad input.
-pub(crate) fn open(file_key: &FileKey, payload: &[u8]) -> Result<Vec<u8>, StreamError> {
+/// Decrypts a payload in its own buffer: each piece's plaintext is written
+/// over the bytes before it, so no second buffer and no extra copy.
+pub(crate) fn open(file_key: &FileKey, mut payload: Vec<u8>) -> Result<Vec<u8>, StreamError> {
     if payload.len() < NONCE_LEN {
         return Err(StreamError::Malformed(format!(
             "{} bytes is shorter than the {NONCE_LEN}-byte nonce",
@@ -87,6 +89,7 @@ pub(crate) fn open(file_key: &FileKey, payload: &[u8]) -> Result<Vec<u8>, Stream
         )));
     }
     let (nonce, sealed) = payload.split_at(NONCE_LEN);
+    let sealed_len = sealed.len();
     if sealed.is_empty() {
         return Err(StreamError::Malformed(
             "truncated: no ciphertext after the nonce (even an empty chunk has a final piece)"
@@ -111,20 +114,29 @@ pub(crate) fn open(file_key: &FileKey, payload: &[u8]) -> Result<Vec<u8>, Stream
             "an empty final piece after a full one (trailing bytes?)".to_string(),
         ));
     }
-    let mut out = Vec::with_capacity(sealed.len());
-    for (i, piece) in sealed.chunks(SEALED_PIECE_LEN).enumerate() {
+    // Plaintext bytes written so far, at the front of `payload`.
+    let mut written = 0;
+    for i in 0..piece_count {
         let last = i + 1 == piece_count;
+        let start = NONCE_LEN + i * SEALED_PIECE_LEN;
+        let end = (start + SEALED_PIECE_LEN).min(NONCE_LEN + sealed_len);
         // Checked above, but stay panic-free even if that logic changes.
-        if piece.len() < TAG_LEN {
+        if end - start < TAG_LEN {
             return Err(StreamError::Auth(i as u64));
         }
-        let start = out.len();
-        out.extend_from_slice(piece);
-        let plain_len = cipher
-            .open_in_place(piece_nonce(i as u64, last), Aad::empty(), &mut out[start..])
+        let in_out = payload
+            .get_mut(written..end)
+            .ok_or(StreamError::Auth(i as u64))?;
+        written += cipher
+            .open_within(
+                piece_nonce(i as u64, last),
+                Aad::empty(),
+                in_out,
+                start - written..,
+            )
             .map_err(|_| StreamError::Auth(i as u64))?
             .len();
-        out.truncate(start + plain_len);
     }
-    Ok(out)
+    payload.truncate(written);
+    Ok(payload)
 }
