@@ -161,15 +161,7 @@ mod tests {
         let sealer = keys.sealer().unwrap();
         let opener = keys.opener(sealer.header()).unwrap();
         let text = b"hello world, hello world, hello world ".repeat(1000);
-        let mut x = 0x2545_f491_4f6c_dd1d_u64;
-        let noise: Vec<u8> = (0..100_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect();
+        let noise = crate::test_bytes::noise(100_000, 0x2545_f491_4f6c_dd1d);
         for (plain, compressed) in [(&text[..], true), (&noise[..], false), (&b""[..], false)] {
             let id = BlobId(keys.chunk_id(plain));
             let sealed = seal_chunk(&sealer, id, BlobKind::Data, plain);

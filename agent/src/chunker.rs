@@ -198,6 +198,7 @@ impl ChunkBuffer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_bytes::noise;
 
     fn params(seed: u64) -> ChunkerParams {
         let mut gear = Box::new([0u64; 256]);
@@ -213,18 +214,6 @@ mod tests {
             *ls = g << 1;
         }
         ChunkerParams::new(gear, gear_ls)
-    }
-
-    fn random(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 24) as u8
-            })
-            .collect()
     }
 
     fn chunks_of(p: &ChunkerParams, data: &[u8], piece: usize) -> Vec<Vec<u8>> {
@@ -248,7 +237,7 @@ mod tests {
     #[test]
     fn sizes_and_reassembly() {
         let p = params(1);
-        let data = random(20 << 20, 9);
+        let data = noise(20 << 20, 9);
         let chunks = chunks_of(&p, &data, 1 << 20);
         assert_eq!(chunks.concat(), data);
         for c in &chunks[..chunks.len() - 1] {
@@ -260,7 +249,7 @@ mod tests {
     #[test]
     fn boundaries_do_not_depend_on_read_sizes() {
         let p = params(2);
-        let data = random(9 << 20, 3);
+        let data = noise(9 << 20, 3);
         let a = chunks_of(&p, &data, 4096);
         let b = chunks_of(&p, &data, 3 << 20);
         assert_eq!(a, b);
@@ -280,7 +269,7 @@ mod tests {
 
     #[test]
     fn boundaries_depend_on_the_key() {
-        let data = random(12 << 20, 4);
+        let data = noise(12 << 20, 4);
         let a: Vec<usize> = chunks_of(&params(5), &data, 1 << 20)
             .iter()
             .map(Vec::len)
@@ -295,7 +284,7 @@ mod tests {
     #[test]
     fn an_insertion_shifts_few_chunks() {
         let p = params(7);
-        let data = random(16 << 20, 5);
+        let data = noise(16 << 20, 5);
         let mut edited = data.clone();
         edited.splice(8 << 20..8 << 20, b"inserted bytes".iter().copied());
         let a = chunks_of(&p, &data, 1 << 20);

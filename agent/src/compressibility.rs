@@ -79,18 +79,7 @@ fn histogram(bytes: &[u8]) -> [u32; 256] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x >> 32) as u8
-            })
-            .collect()
-    }
+    use crate::test_bytes::noise;
 
     #[test]
     fn random_bytes_of_any_size_look_incompressible() {

@@ -17,3 +17,5 @@ pub mod progress;
 pub mod restore;
 pub mod restore_bucket;
 pub mod source;
+#[cfg(test)]
+mod test_bytes;
