@@ -11,9 +11,11 @@
 //! (`packs/xx/<name>.pack`) never need that.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use ferry_direct::DirectReader;
 
 use super::{BlobStore, BlobStoreError, BoxFuture, validate_name};
 
@@ -185,13 +187,19 @@ fn create_dirs_durably(root: &Path, dir: &Path) -> Result<(), BlobStoreError> {
 /// (a name that is only a prefix of other names) is not an object, as on S3.
 fn open_object(name: &str, path: &Path) -> Result<(File, u64), BlobStoreError> {
     let file = File::open(path).map_err(|e| not_found_or(e, name, "open", path))?;
+    let size = object_size(name, path, &file)?;
+    Ok((file, size))
+}
+
+/// The size of the open object; a directory is not an object.
+fn object_size(name: &str, path: &Path, file: &File) -> Result<u64, BlobStoreError> {
     let meta = file.metadata().map_err(io_err("stat", path))?;
     if !meta.is_file() {
         return Err(BlobStoreError::NotFound {
             name: name.to_owned(),
         });
     }
-    Ok((file, meta.len()))
+    Ok(meta.len())
 }
 
 fn get_range_blocking(
@@ -200,7 +208,9 @@ fn get_range_blocking(
     offset: u64,
     len: u64,
 ) -> Result<Vec<u8>, BlobStoreError> {
-    let (mut file, size) = open_object(name, path)?;
+    // Past the page cache where possible, as packs are written (ferry_direct).
+    let reader = DirectReader::open(path).map_err(|e| not_found_or(e, name, "open", path))?;
+    let size = object_size(name, path, reader.file())?;
     let out_of_range = || BlobStoreError::OutOfRange {
         name: name.to_owned(),
         offset,
@@ -211,18 +221,14 @@ fn get_range_blocking(
         return Err(out_of_range());
     }
     let len_usize = usize::try_from(len).map_err(|_| out_of_range())?;
-    file.seek(SeekFrom::Start(offset))
-        .map_err(io_err("seek", path))?;
-    let mut buf = vec![0u8; len_usize];
-    file.read_exact(&mut buf).map_err(|e| {
+    reader.read_exact_at(offset, len_usize).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             // The file shrank between the size check and the read.
             out_of_range()
         } else {
             io_err("read", path)(e)
         }
-    })?;
-    Ok(buf)
+    })
 }
 
 /// Appends to `out` the names of the files under `dir` (whose object-name
