@@ -8,10 +8,9 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -567,11 +566,6 @@ fn partial_name(path: &Path) -> PathBuf {
 /// Files at least this large are written past the page cache.
 const DIRECT_MIN_BYTES: u64 = 1 << 20;
 
-enum FileWriter {
-    Direct(DirectWriter),
-    Buffered(File),
-}
-
 /// Writes one file's chunks in order and checks the size the manifest gives.
 fn write_file(
     path: &Path,
@@ -588,36 +582,22 @@ fn write_file(
     // restore into the page cache was most of the restore's system time.
     // Small ones stay buffered, where a direct write per file would wait on
     // the disk for each.
-    let mut file = if entry.size >= DIRECT_MIN_BYTES {
-        FileWriter::Direct(DirectWriter::create_new(path, 0o600).map_err(werr)?)
-    } else {
-        FileWriter::Buffered(
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(werr)?,
-        )
-    };
+    let mut file = match entry.size >= DIRECT_MIN_BYTES {
+        true => DirectWriter::create_new(path, 0o600),
+        false => DirectWriter::create_new_buffered(path, 0o600),
+    }
+    .map_err(werr)?;
     let mut written = 0u64;
     for _ in &entry.chunks {
         let task = plains.blocking_recv().ok_or(RestoreError::Aborted)?;
         let plain = runtime
             .block_on(task)
             .map_err(|e| RestoreError::Task(e.to_string()))??;
-        match &mut file {
-            FileWriter::Direct(w) => w.write_all(&plain),
-            FileWriter::Buffered(f) => f.write_all(&plain),
-        }
-        .map_err(werr)?;
+        file.write_all(&plain).map_err(werr)?;
         written += plain.len() as u64;
         progress.add_read(plain.len() as u64);
     }
-    let file = match file {
-        FileWriter::Direct(w) => w.finish().map_err(werr)?,
-        FileWriter::Buffered(f) => f,
-    };
+    let file = file.finish().map_err(werr)?;
     if written != entry.size {
         return Err(RestoreError::Target {
             path: path.to_path_buf(),

@@ -78,9 +78,9 @@ pub(crate) fn seal(file_key: &FileKey, plaintext: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Decrypts one age payload, enforcing the STREAM rules; never panics on bad input.
-/// Decrypts a payload in its own buffer: each piece's plaintext is written
-/// over the bytes before it, so no second buffer and no extra copy.
+/// Decrypts one age payload, enforcing the STREAM rules; never panics on bad
+/// input. Works in the payload's own buffer: each piece's plaintext is
+/// written over the bytes before it, so no second buffer and no extra copy.
 pub(crate) fn open(file_key: &FileKey, mut payload: Vec<u8>) -> Result<Vec<u8>, StreamError> {
     if payload.len() < NONCE_LEN {
         return Err(StreamError::Malformed(format!(

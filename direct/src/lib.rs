@@ -46,9 +46,8 @@ struct Staging {
 
 impl Staging {
     fn new() -> Self {
-        // An aligned window in an ordinary allocation: no unsafe needed.
         let buffer = vec![0u8; PIECE + ALIGN];
-        let start = buffer.as_ptr().align_offset(ALIGN).min(ALIGN);
+        let start = aligned_start(&buffer);
         Self {
             buffer,
             start,
@@ -86,9 +85,16 @@ impl DirectWriter {
         })
     }
 
-    /// Whether writes still bypass the page cache.
-    pub fn is_direct(&self) -> bool {
-        self.staging.is_some()
+    /// Creates `path` like [`Self::create_new`], for ordinary buffered
+    /// writes: for small files, where a direct write would wait on the disk
+    /// each time.
+    pub fn create_new_buffered(path: &Path, mode: u32) -> io::Result<Self> {
+        Ok(Self {
+            file: create_buffered(path, mode)?,
+            path: path.to_path_buf(),
+            staging: None,
+            len: 0,
+        })
     }
 
     /// Appends `data`.
@@ -197,7 +203,7 @@ impl DirectReader {
             .ok_or_else(too_far)?;
         let span = usize::try_from(end - start).map_err(|_| too_far())?;
         let mut buf = vec![0u8; span + ALIGN];
-        let window_start = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+        let window_start = aligned_start(&buf);
         let lead = (offset - start) as usize;
         let mut filled = 0;
         // Up to the aligned end; the file may end sooner (in its last block).
@@ -219,6 +225,12 @@ impl DirectReader {
         buf.truncate(len);
         Ok(buf)
     }
+}
+
+/// Where an aligned window starts in `buffer`, which has [`ALIGN`] bytes to
+/// spare: an aligned window in an ordinary allocation, no unsafe needed.
+fn aligned_start(buffer: &[u8]) -> usize {
+    buffer.as_ptr().align_offset(ALIGN).min(ALIGN)
 }
 
 fn create_buffered(path: &Path, mode: u32) -> io::Result<File> {
@@ -262,9 +274,19 @@ mod tests {
         .enumerate()
         {
             let data = pattern(len);
-            for piece in [1000, 4096, PIECE, 5 << 20] {
-                let path = dir.path().join(format!("f{n}-{piece}"));
-                let mut writer = DirectWriter::create_new(&path, 0o640).unwrap();
+            for (piece, direct) in [
+                (1000, true),
+                (4096, true),
+                (PIECE, true),
+                (5 << 20, true),
+                (1000, false),
+            ] {
+                let path = dir.path().join(format!("f{n}-{piece}-{direct}"));
+                let mut writer = match direct {
+                    true => DirectWriter::create_new(&path, 0o640),
+                    false => DirectWriter::create_new_buffered(&path, 0o640),
+                }
+                .unwrap();
                 for part in data.chunks(piece) {
                     writer.write_all(part).unwrap();
                 }

@@ -103,6 +103,8 @@ CREATE TABLE commits (
 CREATE INDEX commits_by_time ON commits (bucket_id, time_ms);
 "#];
 
+/// Page cache per connection (negative: KiB), 16 MiB.
+const CACHE_SIZE: i64 = -16384;
 /// Log pages (4 KiB each) after which a commit checkpoints the WAL.
 const WAL_CHECKPOINT_PAGES: i64 = 256;
 /// Bytes the WAL file is cut back to after a checkpoint.
@@ -154,7 +156,7 @@ impl SqliteCatalog {
             .map_err(open_err)?;
         // Blob ids are random, so every pack's inserts touch pages all over
         // the blob index: keep the hot part of it in memory (16 MiB).
-        conn.pragma_update(None, "cache_size", -16384)
+        conn.pragma_update(None, "cache_size", CACHE_SIZE)
             .map_err(open_err)?;
         // Checkpoint every 1 MiB of log (SQLite's default is 4 MiB) and cut
         // the log file back to that size afterwards, so the WAL beside the
@@ -171,7 +173,7 @@ impl SqliteCatalog {
             .pragma_update(None, "query_only", true)
             .map_err(open_err)?;
         reader
-            .pragma_update(None, "cache_size", -16384)
+            .pragma_update(None, "cache_size", CACHE_SIZE)
             .map_err(open_err)?;
         Ok(Self {
             conn: Mutex::new(conn),
