@@ -14,6 +14,7 @@
 //! any point leaves a state a rerun completes, resending nothing the hub has.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -33,9 +34,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::blob_codec::{SealedBlob, seal_chunk};
 use crate::chunker::{ChunkBuffer, ChunkReadError, ChunkerParams};
 use crate::client::HubClient;
-use crate::journal::{Journal, JournalError};
+use crate::journal::{FileStamp, Journal, JournalError};
 use crate::prefetch::{Item, WalkError, walk_ahead};
 use crate::progress::Progress;
+use crate::source::dir::stamp_of;
 use crate::source::{Content, EntryKind, Skipped, Source, SourceEntry, SourceError};
 
 /// Bundles of chunks in flight between scan and dedup, and a bundle's bounds.
@@ -500,6 +502,16 @@ fn scan_source(
     })
 }
 
+/// What tells, once a file is read, whether it changed meanwhile.
+enum ReadVersion {
+    /// The open file's own stamp.
+    File(std::fs::File),
+    /// The source's stamp for the path, looked up again.
+    LookAgain,
+    /// Objects are read as one version, this one.
+    Object(FileStamp, Box<ObjectMeta>),
+}
+
 /// A file's or object's chunk ids, and an object's metadata.
 type ReadResult = (Vec<BlobId>, Option<Box<ObjectMeta>>);
 
@@ -514,20 +526,29 @@ fn read_file(
     progress: &Progress,
 ) -> Result<Result<ReadResult, String>, BackupError> {
     for _ in 0..READ_ATTEMPTS {
-        let (reader, version) = match source.open(entry)? {
-            Content::Reader(r) => (r, None),
+        let mut ids = Vec::new();
+        let mut chunk = |reader: &mut dyn Read, size: u64| {
+            chunker.chunk_reader(reader, size, |chunk| {
+                progress.add_read(chunk.len() as u64);
+                send(BlobKind::Data, chunk).map(|id| ids.push(id))
+            })
+        };
+        // How to tell, after reading, which version was read.
+        let (read, after) = match source.open(entry)? {
+            Content::File(mut file) => {
+                (chunk(&mut file, entry.stamp.size), ReadVersion::File(file))
+            }
+            Content::Reader(mut r) => (chunk(&mut r, entry.stamp.size), ReadVersion::LookAgain),
             Content::Object {
-                reader,
+                mut reader,
                 stamp,
                 meta,
-            } => (reader, Some((stamp, meta))),
+            } => (
+                chunk(&mut reader, entry.stamp.size),
+                ReadVersion::Object(stamp, meta),
+            ),
             Content::Vanished => return Ok(Err("vanished during the backup".into())),
         };
-        let mut ids = Vec::new();
-        let read = chunker.chunk_reader(reader, entry.stamp.size, |chunk| {
-            progress.add_read(chunk.len() as u64);
-            send(BlobKind::Data, chunk).map(|id| ids.push(id))
-        });
         let len = match read {
             Ok(len) => len,
             // An object that cannot be read means the store is failing, not
@@ -546,14 +567,18 @@ fn read_file(
         };
         report.files_read += 1;
         report.bytes_read += len;
-        let (now, object) = match version {
+        let (now, object) = match after {
+            ReadVersion::File(file) => match file.metadata() {
+                Ok(meta) => (Some(stamp_of(&meta)), None),
+                Err(e) => return Ok(Err(format!("stat after reading: {e}"))),
+            },
+            ReadVersion::LookAgain => (source.stamp_now(entry)?, None),
             // One version was read whole: what was read is that version,
             // even if it is newer than the listing said.
-            Some((stamp, meta)) => {
+            ReadVersion::Object(stamp, meta) => {
                 entry.stamp = stamp;
                 (Some(stamp), Some(meta))
             }
-            None => (source.stamp_now(entry)?, None),
         };
         match now {
             None => return Ok(Err("vanished while being read".into())),
@@ -857,6 +882,13 @@ mod tests {
     }
 
     fn read(source: &Shifty) -> (Result<ReadResult, String>, BackupReport, usize) {
+        read_entry(source, &mut entry())
+    }
+
+    fn read_entry(
+        source: &dyn Source,
+        e: &mut SourceEntry,
+    ) -> (Result<ReadResult, String>, BackupReport, usize) {
         let keys = TenantKeys::generate();
         let (gear, gear_ls) = keys.gear_tables();
         let params = ChunkerParams::new(gear, gear_ls);
@@ -866,12 +898,11 @@ mod tests {
             Ok(BlobId(keys.chunk_id(&data)))
         };
         let mut report = BackupReport::default();
-        let mut e = entry();
         let mut chunker = ChunkBuffer::new(&params);
         let out = read_file(
             source,
             &mut chunker,
-            &mut e,
+            e,
             &send,
             &mut report,
             &Progress::hidden(),
@@ -916,5 +947,33 @@ mod tests {
         });
         assert!(out.unwrap_err().contains("vanished"));
         assert_eq!(sent, 0);
+    }
+
+    #[test]
+    fn a_file_that_grew_since_the_listing_is_read_again_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, b"first line\n").unwrap();
+        let source = crate::source::dir::DirSource::new(dir.path());
+        let mut listed = Vec::new();
+        source
+            .scan(&mut |e| {
+                listed.push(e);
+                Ok(())
+            })
+            .unwrap();
+        let mut e = listed.remove(0);
+        let old = e.stamp;
+        std::fs::write(&path, b"first line\nsecond line\n").unwrap();
+
+        let (out, report, _) = read_entry(&source, &mut e);
+        assert_eq!(out.unwrap().0.len(), 1);
+        assert_eq!(
+            e.stamp.size, 23,
+            "the entry carries the stamp of what was read"
+        );
+        assert_ne!(e.stamp, old);
+        // Read once under the old stamp, which no longer held, then again.
+        assert_eq!((report.files_read, report.bytes_read), (2, 46));
     }
 }

@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use ferry_proto::v1::ObjectMeta;
 
 use crate::journal::{FileStamp, Journal, JournalError, Known};
+use crate::source::dir::stamp_of;
 use crate::source::{Content, EntryKind, Skipped, Source, SourceEntry, SourceError};
 
 /// Files up to this size are prefetched (each is one chunk: below the minimum).
@@ -135,31 +136,56 @@ fn read_jobs(source: &dyn Source, jobs: &Mutex<Receiver<Job>>) {
 }
 
 fn read_small(source: &dyn Source, entry: &SourceEntry) -> Result<Prefetched, String> {
-    let (mut reader, version) = match source.open(entry) {
-        Ok(Content::Reader(r)) => (r, None),
+    let read_error = |e: std::io::Error| format!("read error: {e}");
+    let mut data = Vec::with_capacity(entry.stamp.size as usize + 1);
+    match source.open(entry) {
+        Ok(Content::File(file)) => {
+            // The listed size and no more: one read, no probe for the end.
+            // A file that grew meanwhile has a new stamp, and is read again.
+            (&file)
+                .take(entry.stamp.size)
+                .read_to_end(&mut data)
+                .map_err(read_error)?;
+            let after = file.metadata().map_err(read_error)?;
+            Ok(Prefetched {
+                data,
+                stamp_after: Some(stamp_of(&after)),
+                object: None,
+            })
+        }
+        Ok(Content::Reader(reader)) => {
+            read_limited(reader, &mut data)?;
+            Ok(Prefetched {
+                data,
+                stamp_after: source.stamp_now(entry).map_err(|e| e.to_string())?,
+                object: None,
+            })
+        }
         Ok(Content::Object {
             reader,
             stamp,
             meta,
-        }) => (reader, Some((stamp, meta))),
-        Ok(Content::Vanished) => return Err("vanished during the backup".into()),
-        Err(e) => return Err(e.to_string()),
-    };
-    let mut data = Vec::with_capacity(entry.stamp.size as usize + 1);
-    // One byte past the limit tells a file that grew from one that did not.
-    (&mut reader)
+        }) => {
+            read_limited(reader, &mut data)?;
+            Ok(Prefetched {
+                data,
+                stamp_after: Some(stamp),
+                object: Some(meta),
+            })
+        }
+        Ok(Content::Vanished) => Err("vanished during the backup".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Reads to the end, or one byte past the prefetch limit: that byte tells a
+/// stream that grew from one that did not.
+fn read_limited(reader: impl Read, data: &mut Vec<u8>) -> Result<(), String> {
+    reader
         .take(PREFETCH_MAX + 1)
-        .read_to_end(&mut data)
-        .map_err(|e| format!("read error: {e}"))?;
-    let (stamp_after, object) = match version {
-        Some((stamp, meta)) => (Some(stamp), Some(meta)),
-        None => (source.stamp_now(entry).map_err(|e| e.to_string())?, None),
-    };
-    Ok(Prefetched {
-        data,
-        stamp_after,
-        object,
-    })
+        .read_to_end(data)
+        .map(drop)
+        .map_err(|e| format!("read error: {e}"))
 }
 
 #[cfg(test)]
@@ -237,5 +263,51 @@ mod tests {
                 (b"new".to_vec(), false, true)
             ]
         );
+    }
+
+    /// The file's only entry, as a scan lists it.
+    fn listed(source: &dyn Source) -> SourceEntry {
+        let mut entries = Vec::new();
+        source
+            .scan(&mut |e| {
+                entries.push(e);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(entries.len(), 1);
+        entries.remove(0)
+    }
+
+    #[test]
+    fn a_file_that_changed_after_listing_comes_with_its_new_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, b"first line\n").unwrap();
+        let source = DirSource::new(dir.path());
+        let entry = listed(&source);
+
+        let unchanged = read_small(&source, &entry).unwrap();
+        assert_eq!(unchanged.stamp_after, Some(entry.stamp));
+        assert_eq!(unchanged.data, b"first line\n");
+
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"second line\n"))
+            .unwrap();
+        let grown = read_small(&source, &entry).unwrap();
+        let after = grown.stamp_after.unwrap();
+        assert_ne!(
+            after, entry.stamp,
+            "the new stamp tells the scan to read again"
+        );
+        assert_eq!(after.size, 23);
+        assert_eq!(grown.data, b"first line\n", "no more than the listed size");
+
+        std::fs::remove_file(&path).unwrap();
+        match read_small(&source, &entry) {
+            Err(reason) => assert!(reason.contains("vanished"), "{reason}"),
+            Ok(_) => panic!("a removed file was read"),
+        }
     }
 }

@@ -74,6 +74,7 @@ impl From<StreamError> for OpenError {
 /// Seals chunks for one upload session. Send + Sync: share it across threads.
 pub struct SessionSealer {
     file_key: FileKey,
+    nonces: stream::NonceSequence,
     header: Vec<u8>,
 }
 
@@ -86,7 +87,7 @@ impl SessionSealer {
     /// Encrypts one chunk as an age payload under the session file key:
     /// `nonce ‖ STREAM pieces`. `header() ‖ seal(x)` is a valid age file.
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
-        stream::seal(&self.file_key, plaintext)
+        stream::seal(&self.file_key, &self.nonces, plaintext)
     }
 }
 
@@ -150,7 +151,11 @@ impl TenantKeys {
         }
         let header =
             header::write(&stanzas, &file_key).map_err(|e| SealError::Mac(e.to_string()))?;
-        Ok(SessionSealer { file_key, header })
+        Ok(SessionSealer {
+            file_key,
+            nonces: stream::NonceSequence::random(),
+            header,
+        })
     }
 
     /// Opens a session header (exactly the bytes of [`SessionSealer::header`]).
@@ -206,5 +211,20 @@ mod tests {
             keys.opener(&header).err(),
             Some(OpenError::HeaderTrailingBytes(1))
         );
+    }
+
+    #[test]
+    fn no_two_payloads_share_a_nonce() {
+        let keys = TenantKeys::generate();
+        let (first, second) = (keys.sealer().unwrap(), keys.sealer().unwrap());
+        let nonce = |payload: Vec<u8>| payload[..stream::NONCE_LEN].to_vec();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100 {
+            assert!(seen.insert(nonce(first.seal(b"same"))));
+            assert!(seen.insert(nonce(second.seal(b"same"))));
+        }
+        // And each still opens.
+        let opener = keys.opener(first.header()).unwrap();
+        assert_eq!(opener.open(&first.seal(b"same")).unwrap(), b"same");
     }
 }

@@ -3,6 +3,8 @@
 //! Each piece's AEAD nonce is an 11-byte big-endian counter and a last-piece flag
 //! byte, so pieces cannot be reordered, dropped or truncated without detection.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use age_core::format::FileKey;
 use age_core::primitives::hkdf;
 use age_core::secrecy::ExposeSecret;
@@ -15,7 +17,7 @@ use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 pub(crate) const PIECE_LEN: usize = 64 * 1024;
 /// Poly1305 tag appended to each piece.
 pub(crate) const TAG_LEN: usize = 16;
-/// Random nonce at the start of every payload.
+/// Nonce at the start of every payload: the salt of its key, unique per file key.
 pub(crate) const NONCE_LEN: usize = 16;
 const SEALED_PIECE_LEN: usize = PIECE_LEN + TAG_LEN;
 
@@ -50,10 +52,39 @@ fn piece_nonce(counter: u64, last: bool) -> Nonce {
     Nonce::assume_unique_for_key(nonce)
 }
 
+/// A payload nonce never used before under `file_key`'s session: a random
+/// prefix drawn once per session, then a count of the payloads sealed.
+/// age asks only that no two payloads under one file key share a nonce;
+/// a counter guarantees what 16 random bytes make merely likely, without a
+/// `getrandom` call per chunk.
+pub(crate) struct NonceSequence {
+    prefix: [u8; NONCE_LEN - 8],
+    next: AtomicU64,
+}
+
+impl NonceSequence {
+    pub(crate) fn random() -> Self {
+        let mut prefix = [0u8; NONCE_LEN - 8];
+        OsRng.fill_bytes(&mut prefix);
+        Self {
+            prefix,
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> [u8; NONCE_LEN] {
+        let count = self.next.fetch_add(1, Ordering::Relaxed);
+        // 2^64 payloads under one session key will not be sealed.
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[..NONCE_LEN - 8].copy_from_slice(&self.prefix);
+        nonce[NONCE_LEN - 8..].copy_from_slice(&count.to_be_bytes());
+        nonce
+    }
+}
+
 /// Encrypts `plaintext` as one age payload. An empty plaintext is one empty final piece.
-pub(crate) fn seal(file_key: &FileKey, plaintext: &[u8]) -> Vec<u8> {
-    let mut nonce = [0u8; NONCE_LEN];
-    OsRng.fill_bytes(&mut nonce);
+pub(crate) fn seal(file_key: &FileKey, nonces: &NonceSequence, plaintext: &[u8]) -> Vec<u8> {
+    let nonce = nonces.next();
     let cipher = payload_cipher(file_key, &nonce);
 
     let pieces: Vec<&[u8]> = if plaintext.is_empty() {

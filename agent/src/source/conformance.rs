@@ -39,6 +39,11 @@ fn read_all(source: &dyn Source, entry: &SourceEntry) -> Vec<u8> {
             r.read_to_end(&mut out).expect("read");
             out
         }
+        Ok(Content::File(mut f)) => {
+            let mut out = Vec::new();
+            f.read_to_end(&mut out).expect("read");
+            out
+        }
         Ok(Content::Vanished) => panic!("{}: vanished", String::from_utf8_lossy(&entry.path)),
         Err(e) => panic!("open: {e}"),
     }

@@ -146,7 +146,7 @@ impl Source for DirSource {
     fn open(&self, entry: &SourceEntry) -> Result<Content, SourceError> {
         let full = self.full_path(&entry.path);
         match File::open(&full) {
-            Ok(f) => Ok(Content::Reader(Box::new(f))),
+            Ok(f) => Ok(Content::File(f)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Content::Vanished),
             Err(e) => Err(self.io_err("open", &full, e)),
         }

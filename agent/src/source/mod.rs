@@ -80,6 +80,10 @@ pub enum SourceError {
 
 /// What content reading found.
 pub enum Content {
+    /// A file opened on a filesystem. Its stamp after reading comes from
+    /// the open descriptor: no second path lookup, and a file renamed over
+    /// meanwhile still yields the one version that was read.
+    File(std::fs::File),
     /// The entry's bytes, to be read to the end.
     Reader(Box<dyn Read + Send>),
     /// An object's bytes, read as one version: `stamp` and `meta` are that
