@@ -26,12 +26,10 @@ use super::{
 /// How long a statement waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Ids per `IN (...)` query: well under SQLite's bound-parameter limit.
-const BATCH: usize = 500;
-
 /// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
 /// Append only: never edit a released entry.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tenants (
     id   INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL UNIQUE
@@ -101,7 +99,36 @@ CREATE TABLE commits (
     PRIMARY KEY (bucket_id, seq)
 ) STRICT;
 CREATE INDEX commits_by_time ON commits (bucket_id, time_ms);
-"#];
+"#,
+    r#"
+-- Session headers by number: every blob of a session names the same one,
+-- and a 32-byte id on each row made the blob rows half again as large.
+CREATE TABLE headers (
+    id        INTEGER PRIMARY KEY,
+    header_id BLOB NOT NULL UNIQUE
+) STRICT;
+INSERT INTO headers (header_id) SELECT DISTINCT header_id FROM blobs;
+
+-- No index by pack: nothing looks blobs up by pack yet, and each index
+-- costs every stored blob a second B-tree insert. What needs one adds it.
+CREATE TABLE blobs_v2 (
+    tenant_id   INTEGER NOT NULL REFERENCES tenants(id),
+    id          BLOB NOT NULL,
+    kind        INTEGER NOT NULL,
+    flags       INTEGER NOT NULL,
+    header      INTEGER NOT NULL REFERENCES headers(id),
+    pack_id     INTEGER NOT NULL REFERENCES packs(id),
+    pack_offset INTEGER NOT NULL,
+    length      INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+) STRICT, WITHOUT ROWID;
+INSERT INTO blobs_v2
+    SELECT b.tenant_id, b.id, b.kind, b.flags, h.id, b.pack_id, b.pack_offset, b.length
+    FROM blobs b JOIN headers h ON h.header_id = b.header_id;
+DROP TABLE blobs;
+ALTER TABLE blobs_v2 RENAME TO blobs;
+"#,
+];
 
 /// Page cache per connection (negative: KiB), 16 MiB.
 const CACHE_SIZE: i64 = -16384;
@@ -285,7 +312,7 @@ fn manifest_ids(bytes: &[u8]) -> Result<Vec<BlobId>, CatalogError> {
 /// `<select> IN (?, ?, ...)` over `ids` in batches, handing each row to
 /// `row_fn`. `select` ends in `WHERE <tenant column> = ? AND <id column>`: the
 /// first parameter is `tenant`, the rest a batch of ids.
-fn for_each_in_batches(
+fn for_each_found(
     conn: &Connection,
     op: &'static str,
     select: &str,
@@ -293,22 +320,28 @@ fn for_each_in_batches(
     ids: &[BlobId],
     mut row_fn: impl FnMut(&rusqlite::Row<'_>) -> Result<(), CatalogError>,
 ) -> Result<(), CatalogError> {
-    for batch in ids.chunks(BATCH) {
-        let placeholders = vec!["?"; batch.len()].join(",");
-        let mut stmt = conn
-            .prepare_cached(&format!("{select} IN ({placeholders})"))
-            .map_err(sql(op))?;
-        let params = std::iter::once(ToSqlOutput::Borrowed(ValueRef::Integer(tenant.0))).chain(
-            batch
-                .iter()
-                .map(|id| ToSqlOutput::Borrowed(ValueRef::Blob(&id.0))),
-        );
-        let mut rows = stmt.query(params_from_iter(params)).map_err(sql(op))?;
-        while let Some(row) = rows.next().map_err(sql(op))? {
+    // One point lookup per id: about a third cheaper than `IN (...)` lists,
+    // which SQLite first copies into a temporary index.
+    let mut stmt = conn
+        .prepare_cached(&format!("{select} = ?2"))
+        .map_err(sql(op))?;
+    for id in ids {
+        let mut rows = stmt.query(params![tenant.0, &id.0[..]]).map_err(sql(op))?;
+        if let Some(row) = rows.next().map_err(sql(op))? {
             row_fn(row)?;
         }
     }
     Ok(())
+}
+
+/// The number of a session header in `headers`, added if new.
+fn header_number(conn: &Connection, header_id: &BlobId) -> Result<i64, CatalogError> {
+    conn.prepare_cached(
+        "INSERT INTO headers (header_id) VALUES (?1) \
+         ON CONFLICT (header_id) DO UPDATE SET header_id = excluded.header_id RETURNING id",
+    )
+    .and_then(|mut stmt| stmt.query_row([&header_id.0[..]], |r| r.get(0)))
+    .map_err(sql("record session header"))
 }
 
 /// The ids among `ids` that `tenant` has stored.
@@ -318,10 +351,10 @@ fn stored_ids(
     ids: &[BlobId],
 ) -> Result<HashSet<BlobId>, CatalogError> {
     let mut found = HashSet::with_capacity(ids.len());
-    for_each_in_batches(
+    for_each_found(
         conn,
         "look up blobs",
-        "SELECT id FROM blobs WHERE tenant_id = ? AND id",
+        "SELECT id FROM blobs WHERE tenant_id = ?1 AND id",
         tenant,
         ids,
         |row| {
@@ -814,11 +847,12 @@ impl Catalog for SqliteCatalog {
         let mut conn = self.reader();
         let tx = conn.transaction().map_err(sql("begin read transaction"))?;
         let mut found = HashMap::with_capacity(ids.len());
-        for_each_in_batches(
+        for_each_found(
             &tx,
             "look up blob locations",
-            "SELECT b.id, b.kind, b.flags, b.header_id, p.pool, p.name, b.pack_offset, b.length \
-             FROM blobs b JOIN packs p ON p.id = b.pack_id WHERE b.tenant_id = ? AND b.id",
+            "SELECT b.id, b.kind, b.flags, h.header_id, p.pool, p.name, b.pack_offset, b.length \
+             FROM blobs b JOIN packs p ON p.id = b.pack_id JOIN headers h ON h.id = b.header \
+             WHERE b.tenant_id = ?1 AND b.id",
             tenant,
             ids,
             |row| {
@@ -843,7 +877,7 @@ impl Catalog for SqliteCatalog {
                         detail: format!("unknown kind {kind} for blob {id}"),
                     })?,
                     flags: from_i64("blobs.flags", flags)?,
-                    header_id: blob_id("blobs.header_id", &header)?,
+                    header_id: blob_id("headers.header_id", &header)?,
                     pool,
                     pack,
                     offset: from_i64("blobs.pack_offset", offset)?,
@@ -912,18 +946,28 @@ impl Catalog for SqliteCatalog {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO blobs \
-                     (tenant_id, id, kind, flags, header_id, pack_id, pack_offset, length) \
+                     (tenant_id, id, kind, flags, header, pack_id, pack_offset, length) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .map_err(sql("insert blob"))?;
+            // A pack's blobs come from a few sessions, most often one.
+            let mut headers: Vec<(BlobId, i64)> = Vec::new();
             for (tenant, e) in entries {
+                let header = match headers.iter().find(|(id, _)| *id == e.header_id) {
+                    Some(&(_, number)) => number,
+                    None => {
+                        let number = header_number(&tx, &e.header_id)?;
+                        headers.push((e.header_id, number));
+                        number
+                    }
+                };
                 stored += insert
                     .execute(params![
                         tenant.0,
                         &e.id.0[..],
                         e.kind as u8,
                         e.flags,
-                        &e.header_id.0[..],
+                        header,
                         pack_id,
                         to_i64("pack entry offset", e.offset)?,
                         e.length,
@@ -1156,10 +1200,20 @@ mod tests {
         .unwrap();
         let pack_id = tx.last_insert_rowid();
         let e = &entries[0].1;
+        let header = header_number(&tx, &e.header_id).unwrap();
         tx.execute(
-            "INSERT INTO blobs (tenant_id, id, kind, flags, header_id, pack_id, pack_offset, length) \
+            "INSERT INTO blobs (tenant_id, id, kind, flags, header, pack_id, pack_offset, length) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![tenant.0, &pending.0[..], e.kind as u8, e.flags, &e.header_id.0[..], pack_id, e.offset as i64, e.length],
+            params![
+                tenant.0,
+                &pending.0[..],
+                e.kind as u8,
+                e.flags,
+                header,
+                pack_id,
+                e.offset as i64,
+                e.length
+            ],
         )
         .unwrap();
 
@@ -1209,6 +1263,58 @@ mod tests {
     }
 
     #[test]
+    fn a_first_version_catalog_is_migrated_with_its_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        // A catalog as the first schema left it: blob rows carry their
+        // session header's id themselves.
+        let (header_a, header_b) = (BlobId([0xa; 32]), BlobId([0xb; 32]));
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL) STRICT;
+                 INSERT INTO schema_version VALUES (1, 1);
+                 INSERT INTO tenants (name) VALUES ('t');
+                 INSERT INTO packs (name, pool, size, hash) VALUES ('p1', 'main', 300, x'00');",
+            )
+            .unwrap();
+            for (i, header) in [header_a, header_a, header_b].iter().enumerate() {
+                conn.execute(
+                    "INSERT INTO blobs (tenant_id, id, kind, flags, header_id, pack_id, pack_offset, length) \
+                     VALUES (1, ?1, 1, 1, ?2, 1, ?3, 100)",
+                    params![&[i as u8; 32][..], &header.0[..], i as i64 * 100],
+                )
+                .unwrap();
+            }
+        }
+        let cat = SqliteCatalog::open(&path).unwrap();
+        let ids: Vec<BlobId> = (0..3u8).map(|i| BlobId([i; 32])).collect();
+        let found = cat.blob_locations(TenantId(1), &ids).unwrap();
+        let seen: Vec<_> = found
+            .iter()
+            .map(|l| (l.id, l.header_id, l.offset, l.flags, l.pack.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (ids[0], header_a, 0, 1, "p1"),
+                (ids[1], header_a, 100, 1, "p1"),
+                (ids[2], header_b, 200, 1, "p1"),
+            ]
+        );
+        let headers: i64 = cat
+            .conn()
+            .query_row("SELECT COUNT(*) FROM headers", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(headers, 2, "one row per distinct session header");
+        // And new packs go on being recorded beside the migrated rows.
+        let more = [BlobId([9; 32])];
+        conformance::store_blobs(&cat, TenantId(1), &more);
+        assert!(cat.missing_blobs(TenantId(1), &more).unwrap().is_empty());
+    }
+
+    #[test]
     fn newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.db");
@@ -1234,7 +1340,7 @@ mod tests {
         let err = cat.commits(bucket, 0, 10).unwrap_err();
         assert!(matches!(err, CatalogError::Corrupt { .. }), "{err:?}");
         cat.conn()
-            .execute("UPDATE blobs SET header_id = x'00'", [])
+            .execute("UPDATE headers SET header_id = x'00'", [])
             .unwrap();
         let ids: Vec<BlobId> = {
             let conn = cat.conn();
@@ -1249,7 +1355,7 @@ mod tests {
             matches!(
                 err,
                 CatalogError::Corrupt {
-                    what: "blobs.header_id",
+                    what: "headers.header_id",
                     ..
                 }
             ),
