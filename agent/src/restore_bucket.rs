@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use ferry_proto::v1::{EntryType, ManifestEntry, ObjectMeta};
-use ferry_s3::{MultipartUpload, S3Location, describe};
+use ferry_s3::{MultipartUpload, S3Location, describe, put_object};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -122,9 +122,9 @@ pub fn write_bucket(
                     join(task)?;
                 }
             }
-            let put = put_object(
+            let put = put_whole_object(
                 target.client.clone(),
-                target.location.bucket.clone(),
+                target.location.clone(),
                 key,
                 meta,
                 body,
@@ -189,16 +189,16 @@ fn non_empty(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_owned())
 }
 
-async fn put_object(
+async fn put_whole_object(
     client: Client,
-    bucket: String,
+    location: S3Location,
     key: String,
     meta: ObjectMeta,
     body: Vec<u8>,
 ) -> Result<(), RestoreError> {
-    client
+    let request = client
         .put_object()
-        .bucket(&bucket)
+        .bucket(&location.bucket)
         .key(&key)
         .set_content_type(non_empty(&meta.content_type))
         .set_content_encoding(non_empty(&meta.content_encoding))
@@ -206,14 +206,14 @@ async fn put_object(
         .set_content_language(non_empty(&meta.content_language))
         .set_cache_control(non_empty(&meta.cache_control))
         .set_metadata(user_metadata(&meta))
-        .body(ByteStream::from(body))
-        .send()
+        .body(ByteStream::from(body));
+    put_object(request, &location)
         .await
         .map_err(|e| RestoreError::Target {
-            path: format!("s3://{bucket}/{key}").into(),
+            path: format!("s3://{}/{key}", location.bucket).into(),
             reason: describe(&e),
         })?;
-    tracing::debug!(bucket, key, "object written");
+    tracing::debug!(bucket = location.bucket, key, "object written");
     Ok(())
 }
 
@@ -225,7 +225,7 @@ async fn put_multipart(
     plains: &mut mpsc::Receiver<Plain>,
     progress: &Progress,
 ) -> Result<(), RestoreError> {
-    let mut upload = MultipartUpload::start(&target.client, &target.location.bucket, key, |b| {
+    let mut upload = MultipartUpload::start(&target.client, &target.location, key, |b| {
         b.set_content_type(non_empty(&meta.content_type))
             .set_content_encoding(non_empty(&meta.content_encoding))
             .set_content_disposition(non_empty(&meta.content_disposition))

@@ -19,7 +19,11 @@ use serde::Deserialize;
 
 pub use aws_sdk_s3;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::create_multipart_upload::builders::CreateMultipartUploadFluentBuilder;
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
+use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
@@ -52,6 +56,27 @@ pub struct S3Location {
     /// keys from (its `profile`, or `default`), instead of the standard chain.
     /// Lets one process reach several servers with different keys.
     pub credentials_file: Option<PathBuf>,
+    /// Whether uploads put a SHA-256 of their body into the request's
+    /// signature. Absent: only where nothing else keeps the body from being
+    /// altered on the way, i.e. plain HTTP to a host that is not this one.
+    /// Over HTTPS, TLS authenticates the body; on loopback it crosses no
+    /// network. Either way the body still carries a CRC32 the server checks.
+    pub sign_payload: Option<bool>,
+}
+
+/// True when the host of `authority[/path]` (after `http://`) is this
+/// machine: `localhost`, 127.0.0.0/8 or `[::1]`.
+fn is_loopback_authority(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = match host_port.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +116,21 @@ impl S3Location {
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
         if let Some(file) = &self.credentials_file {
             self.credentials_file = Some(base.join(file));
+        }
+    }
+
+    /// Whether uploads sign their body (see `sign_payload`).
+    pub fn signs_payload(&self) -> bool {
+        if let Some(sign) = self.sign_payload {
+            return sign;
+        }
+        match self.endpoint.as_deref() {
+            // AWS, over HTTPS.
+            None => false,
+            Some(endpoint) => match endpoint.strip_prefix("http://") {
+                None => false,
+                Some(rest) => !is_loopback_authority(rest),
+            },
         }
     }
 
@@ -186,6 +226,21 @@ pub async fn check_bucket(client: &Client, location: &S3Location) -> Result<(), 
         })
 }
 
+/// Sends a PutObject, its body signed or not as `location` says
+/// ([`S3Location::signs_payload`]).
+///
+/// # Errors
+/// As the request's.
+pub async fn put_object(
+    request: PutObjectFluentBuilder,
+    location: &S3Location,
+) -> Result<PutObjectOutput, SdkError<PutObjectError, HttpResponse>> {
+    match location.signs_payload() {
+        true => request.send().await,
+        false => request.customize().disable_payload_signing().send().await,
+    }
+}
+
 /// A multipart upload under way: parts go up one by one (each but the last
 /// at least 5 MiB), and the object appears only when `complete` succeeds.
 /// Dropped without `complete`, call `abort` so the parts do not linger.
@@ -194,6 +249,7 @@ pub struct MultipartUpload {
     bucket: String,
     key: String,
     upload_id: String,
+    sign_payload: bool,
     parts: Vec<CompletedPart>,
 }
 
@@ -204,10 +260,11 @@ impl MultipartUpload {
     /// The request fails (described).
     pub async fn start(
         client: &Client,
-        bucket: &str,
+        location: &S3Location,
         key: &str,
         headers: impl FnOnce(CreateMultipartUploadFluentBuilder) -> CreateMultipartUploadFluentBuilder,
     ) -> Result<Self, String> {
+        let bucket = &location.bucket;
         let created = headers(client.create_multipart_upload().bucket(bucket).key(key))
             .send()
             .await
@@ -221,6 +278,7 @@ impl MultipartUpload {
             bucket: bucket.to_owned(),
             key: key.to_owned(),
             upload_id,
+            sign_payload: location.signs_payload(),
             parts: Vec::new(),
         })
     }
@@ -231,17 +289,19 @@ impl MultipartUpload {
     /// The request fails (described), or there are more than 10,000 parts.
     pub async fn part(&mut self, body: Vec<u8>) -> Result<(), String> {
         let number = i32::try_from(self.parts.len() + 1).map_err(|_| "too many parts")?;
-        let answer = self
+        let request = self
             .client
             .upload_part()
             .bucket(&self.bucket)
             .key(&self.key)
             .upload_id(&self.upload_id)
             .part_number(number)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| describe(&e))?;
+            .body(ByteStream::from(body));
+        let answer = match self.sign_payload {
+            true => request.send().await,
+            false => request.customize().disable_payload_signing().send().await,
+        }
+        .map_err(|e| describe(&e))?;
         self.parts.push(
             CompletedPart::builder()
                 .part_number(number)
@@ -346,5 +406,42 @@ mod tests {
             let err = bad.validate().unwrap_err().to_string();
             assert!(err.contains(why), "{err}");
         }
+    }
+
+    #[test]
+    fn bodies_are_signed_only_where_nothing_else_protects_them() {
+        let at = |endpoint: Option<&str>, sign: Option<bool>| S3Location {
+            endpoint: endpoint.map(str::to_owned),
+            region: None,
+            bucket: "b".into(),
+            prefix: String::new(),
+            path_style: None,
+            profile: None,
+            credentials_file: None,
+            sign_payload: sign,
+        };
+        for (endpoint, signed) in [
+            (None, false),
+            (Some("https://s3.example.net"), false),
+            (Some("https://10.0.0.5:9000/"), false),
+            (Some("http://127.0.0.1:3900"), false),
+            (Some("http://127.8.9.10"), false),
+            (Some("http://localhost:3900/"), false),
+            (Some("http://LOCALHOST"), false),
+            (Some("http://[::1]:3900"), false),
+            (Some("http://user@127.0.0.1:3900"), false),
+            (Some("http://10.0.0.5:9000"), true),
+            (Some("http://garage.internal:3900"), true),
+            (Some("http://[fd00::1]:3900"), true),
+            (Some("http://127.0.0.1.evil.example"), true),
+            (Some("http://localhost.evil.example:3900"), true),
+        ] {
+            assert_eq!(at(endpoint, None).signs_payload(), signed, "{endpoint:?}");
+        }
+        // The setting wins either way.
+        assert!(at(Some("https://s3.example.net"), Some(true)).signs_payload());
+        assert!(!at(Some("http://10.0.0.5:9000"), Some(false)).signs_payload());
+        let parsed: S3Location = toml::from_str("bucket = \"b\"\nsign-payload = true\n").unwrap();
+        assert_eq!(parsed.sign_payload, Some(true));
     }
 }

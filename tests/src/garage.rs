@@ -211,6 +211,7 @@ admin_token = "{admin}"
             path_style: None,
             profile: None,
             credentials_file: Some(self.credentials_file()),
+            sign_payload: None,
         }
     }
 

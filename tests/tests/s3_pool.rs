@@ -39,6 +39,42 @@ async fn s3_store_conforms_and_uploads_large_objects_in_parts() {
 }
 
 #[tokio::test]
+async fn bodies_go_up_signed_or_checksummed_and_a_corrupt_one_is_refused() {
+    let garage = Garage::start();
+    garage.create_bucket("packs");
+    // Loopback: unsigned by default (the conformance run above took that
+    // path); signed when the pool says so.
+    let mut signed = garage.location("packs", "signed/");
+    assert!(!signed.signs_payload());
+    signed.sign_payload = Some(true);
+    let store = S3Store::open(signed).await.unwrap();
+    let data = noise(3 << 20, 5);
+    store.put("a/pack", data.clone()).await.unwrap();
+    assert_eq!(store.get("a/pack").await.unwrap(), data);
+
+    // Unsigned, the body still carries a CRC32 the server checks: a body
+    // that does not match it is refused, not stored.
+    let location = garage.location("packs", "");
+    let client = location.client().await.unwrap();
+    let request = client
+        .put_object()
+        .bucket("packs")
+        .key("corrupt")
+        .checksum_crc32("AAAAAA==")
+        .body(noise(1 << 20, 6).into());
+    let refused = ferry_s3::put_object(request, &location).await;
+    let err = ferry_s3::describe(&refused.expect_err("a body with a wrong checksum was stored"));
+    assert!(err.to_lowercase().contains("checksum"), "{err}");
+    let listed = S3Store::open(location)
+        .await
+        .unwrap()
+        .list("")
+        .await
+        .unwrap();
+    assert!(!listed.iter().any(|k| k == "corrupt"), "{listed:?}");
+}
+
+#[tokio::test]
 async fn a_missing_bucket_or_a_wrong_key_is_a_clear_error() {
     let garage = Garage::start();
     garage.create_bucket("real");

@@ -10,7 +10,7 @@
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use ferry_s3::{MultipartUpload, S3Location, check_bucket, describe, http_status};
+use ferry_s3::{MultipartUpload, S3Location, check_bucket, describe, http_status, put_object};
 
 use super::{BlobStore, BlobStoreError, BoxFuture, validate_name};
 
@@ -72,7 +72,7 @@ impl S3Store {
         name: &str,
         data: Vec<u8>,
     ) -> Result<(), BlobStoreError> {
-        let mut upload = MultipartUpload::start(&self.client, &self.location.bucket, key, |b| b)
+        let mut upload = MultipartUpload::start(&self.client, &self.location, key, |b| b)
             .await
             .map_err(|e| backend("start multipart upload of", name, e))?;
         let mut sent = Ok(());
@@ -163,12 +163,13 @@ impl BlobStore for S3Store {
             if data.len() > self.multipart_threshold {
                 return self.put_multipart(&key, name, data).await;
             }
-            self.client
+            let request = self
+                .client
                 .put_object()
                 .bucket(&self.location.bucket)
                 .key(&key)
-                .body(ByteStream::from(data))
-                .send()
+                .body(ByteStream::from(data));
+            put_object(request, &self.location)
                 .await
                 .map(drop)
                 .map_err(|e| backend("put", name, describe(&e)))

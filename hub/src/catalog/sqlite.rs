@@ -13,10 +13,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use ferry_proto::{BlobId, BlobKind, ID_LEN};
-use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{
-    Connection, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter,
-};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::{
     BlobLocation, Bucket, BucketId, Catalog, CatalogError, Commit, CommitKind, NewCommit,
