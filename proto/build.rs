@@ -10,6 +10,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={file}");
     }
     let descriptors = protox::compile(files, ["."])?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // Blob bodies as `Bytes`: decoded as slices of the received frame and
+    // sent from slices of a pack read, not copied into a Vec of their own.
+    tonic_prost_build::configure()
+        .bytes(".ferry.v1.Blob.data")
+        .bytes(".ferry.v1.FetchedBlob.data")
+        .compile_fds(descriptors)?;
     Ok(())
 }

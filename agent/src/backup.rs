@@ -797,7 +797,7 @@ async fn upload_stage(
                 id: blob.id.0.to_vec(),
                 kind: blob.kind as u32,
                 flags: u32::from(blob.flags),
-                data: blob.data,
+                data: blob.data.into(),
             });
         }
     }

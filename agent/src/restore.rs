@@ -232,7 +232,18 @@ impl Fetcher {
         ids: Vec<BlobId>,
         out: &mpsc::Sender<JoinHandle<Result<Vec<u8>, RestoreError>>>,
     ) -> Result<(), RestoreError> {
-        let mut stream = self.fetch(&ids).await?;
+        let stream = self.fetch(&ids).await?;
+        self.drain_into(ids, stream, out).await
+    }
+
+    /// Reads the answer to a fetch of `ids`; sends one decrypt task per id,
+    /// in order.
+    async fn drain_into(
+        &self,
+        ids: Vec<BlobId>,
+        mut stream: FetchStream,
+        out: &mpsc::Sender<JoinHandle<Result<Vec<u8>, RestoreError>>>,
+    ) -> Result<(), RestoreError> {
         for id in ids {
             let blob = stream.expect(id).await?;
             let header_id = BlobId::from_slice("FetchedBlob.header_id", &blob.header_id)?;
@@ -240,7 +251,8 @@ impl Fetcher {
             let keys = self.keys.clone();
             let flags = u8::try_from(blob.flags).unwrap_or(u8::MAX);
             let task = tokio::task::spawn_blocking(move || {
-                open_chunk(&keys, &opener, id, flags, blob.data).map_err(RestoreError::from)
+                open_chunk(&keys, &opener, id, flags, Vec::from(blob.data))
+                    .map_err(RestoreError::from)
             });
             out.send(task).await.map_err(|_| RestoreError::Aborted)?;
         }
@@ -416,17 +428,41 @@ async fn fetch_stage(
     mut ids: mpsc::Receiver<BlobId>,
     out: mpsc::Sender<JoinHandle<Result<Vec<u8>, RestoreError>>>,
 ) -> Result<(), RestoreError> {
-    while let Some(first) = ids.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < FETCH_BATCH {
-            match ids.try_recv() {
-                Ok(id) => batch.push(id),
-                Err(_) => break,
+    // The call after the one being read is already asked for: the hub
+    // starts reading its packs meanwhile, so no call waits on a round trip
+    // and a first pack read of its own.
+    let mut next: Option<(Vec<BlobId>, FetchStream)> = None;
+    loop {
+        let (batch, stream) = match next.take() {
+            Some(asked) => asked,
+            None => {
+                let Some(first) = ids.recv().await else {
+                    return Ok(());
+                };
+                let batch = gather_ready(first, &mut ids);
+                let stream = fetcher.fetch(&batch).await?;
+                (batch, stream)
             }
+        };
+        if let Ok(first) = ids.try_recv() {
+            let following = gather_ready(first, &mut ids);
+            let stream = fetcher.fetch(&following).await?;
+            next = Some((following, stream));
         }
-        fetcher.fetch_into(batch, &out).await?;
+        fetcher.drain_into(batch, stream, &out).await?;
     }
-    Ok(())
+}
+
+/// `first` and the ids already waiting, up to one call's worth.
+fn gather_ready(first: BlobId, ids: &mut mpsc::Receiver<BlobId>) -> Vec<BlobId> {
+    let mut batch = vec![first];
+    while batch.len() < FETCH_BATCH {
+        match ids.try_recv() {
+            Ok(id) => batch.push(id),
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 struct DirMeta {

@@ -25,7 +25,7 @@ fn blobs(seed: u64) -> Vec<PackBlob> {
                 kind: BlobKind::Data,
                 flags: 0,
                 header_id: BlobId([7; 32]),
-                data: vec![(i as u8) ^ 0x5a; BLOB],
+                data: vec![(i as u8) ^ 0x5a; BLOB].into(),
             }
         })
         .collect()

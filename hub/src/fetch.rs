@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use ferry_proto::BlobId;
 use tokio::task::JoinHandle;
 
@@ -76,7 +77,7 @@ pub fn plan(wanted: impl IntoIterator<Item = (BlobId, Option<BlobLocation>)>) ->
 }
 
 /// A blob read and checked, or why not.
-pub type Fetched = Result<(BlobLocation, Vec<u8>), (BlobId, FetchError)>;
+pub type Fetched = Result<(BlobLocation, Bytes), (BlobId, FetchError)>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -121,12 +122,17 @@ async fn read_span(pools: Arc<Pools>, span: Span) -> Vec<Fetched> {
             });
         }
     };
+    // Each blob is a slice of the one read, not a copy of its own.
+    let bytes = Bytes::from(bytes);
     span.blobs
         .into_iter()
         .map(|loc| {
             let from = usize::try_from(loc.offset - span.start).unwrap_or(usize::MAX);
             let to = from.saturating_add(loc.length as usize);
-            let data = bytes.get(from..to).map(<[u8]>::to_vec).unwrap_or_default();
+            let data = match to <= bytes.len() {
+                true => bytes.slice(from..to),
+                false => Bytes::new(),
+            };
             match check_blob(&loc, &data) {
                 Ok(()) => Ok((loc, data)),
                 Err(e) => Err((loc.id, FetchError::Read(e))),

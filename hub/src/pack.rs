@@ -25,6 +25,7 @@
 
 use std::fmt;
 
+use bytes::Bytes;
 use ferry_proto::{BlobId, BlobKind, ID_LEN};
 
 /// First bytes of every pack.
@@ -48,8 +49,8 @@ pub struct PackBlob {
     pub flags: u8,
     /// The session header whose file key encrypts this blob.
     pub header_id: BlobId,
-    /// The ciphertext, opaque to the hub.
-    pub data: Vec<u8>,
+    /// The ciphertext, opaque to the hub: a slice of the message it came in.
+    pub data: Bytes,
 }
 
 impl fmt::Debug for PackBlob {

@@ -504,7 +504,7 @@ mod tests {
             kind: BlobKind::Data,
             flags: 0,
             header_id: BlobId([0xAA; 32]),
-            data: vec![seed; len],
+            data: vec![seed; len].into(),
         }
     }
 
@@ -583,7 +583,7 @@ mod tests {
             kind: BlobKind::SessionHeader,
             flags: 0,
             header_id: BlobId::of_public(&header_bytes),
-            data: header_bytes,
+            data: header_bytes.into(),
         };
         let blobs = vec![header, blob(4, 1000), blob(5, 0)];
         p.store(f.a, blobs.clone()).await.unwrap();
@@ -634,7 +634,7 @@ mod tests {
         };
         // The same id for two tenants in one group: one copy each, one pack.
         let mut b_copy = blob(1, 10);
-        b_copy.data = vec![0xB1; 12];
+        b_copy.data = vec![0xB1; 12].into();
         let (ra, rb) = tokio::join!(
             p.store(f.a, vec![blob(1, 10)]),
             p.store(f.b, vec![b_copy.clone()])
@@ -658,7 +658,7 @@ mod tests {
         // B uploading under an id first (say, to poison A's dedup) does not
         // make it present for A: A stores its own copy and reads it back.
         let mut poison = blob(2, 20);
-        poison.data = b"not what A will upload".to_vec();
+        poison.data = bytes::Bytes::from_static(b"not what A will upload");
         assert_eq!(p.store(f.b, vec![poison.clone()]).await.unwrap(), stored(1));
         let id = [poison.id];
         assert_eq!(f.catalog.missing_blobs(f.a, &id).unwrap(), id);

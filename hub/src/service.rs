@@ -287,7 +287,7 @@ impl Ingest for IngestService {
                     kind: BlobKind::SessionHeader,
                     flags: 0,
                     header_id: BlobId::default(),
-                    data: req.header,
+                    data: req.header.into(),
                 }],
             )
             .await
@@ -674,7 +674,7 @@ mod tests {
                         id: id.0.to_vec(),
                         kind: BlobKind::Data as u32,
                         flags: 0,
-                        data: data.to_vec(),
+                        data: data.to_vec().into(),
                     })
                     .collect(),
             };
@@ -704,7 +704,7 @@ mod tests {
                 .into_inner();
             let mut out = Vec::new();
             while let Some(blob) = stream.next().await {
-                out.push(blob?.data);
+                out.push(blob?.data.to_vec());
             }
             Ok(out)
         }
