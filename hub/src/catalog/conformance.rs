@@ -504,7 +504,8 @@ pub fn record_pack_needs_known_tenants(cat: &dyn Catalog) {
     );
 }
 
-fn new_commit(site: SiteId, time_unix_ms: i64, manifest: Vec<BlobId>) -> NewCommit {
+/// A commit by `site` at `time_unix_ms` whose manifest is `manifest`.
+pub fn new_commit(site: SiteId, time_unix_ms: i64, manifest: Vec<BlobId>) -> NewCommit {
     NewCommit {
         site,
         time_unix_ms,

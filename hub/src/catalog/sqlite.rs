@@ -334,6 +334,28 @@ fn for_each_found(
     Ok(())
 }
 
+/// Moves the log into the database and empties it, so that between backups
+/// the catalog is one file, no larger than its rows. Skipped (until the
+/// next snapshot) while a reader still uses the log: writers must not wait
+/// on a long read for it.
+fn fold_wal(conn: &Connection) {
+    let folded = conn.busy_timeout(Duration::ZERO).and_then(|()| {
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        })
+    });
+    if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
+        tracing::warn!(error = %e, "catalog: cannot restore the busy timeout");
+    }
+    match folded {
+        Ok(0) => {}
+        Ok(_) => {
+            tracing::debug!("catalog: a reader holds the log; it is folded after a later snapshot")
+        }
+        Err(e) => tracing::warn!(error = %e, "catalog: folding the log failed"),
+    }
+}
+
 /// The number of a session header in `headers`, added if new.
 fn header_number(conn: &Connection, header_id: &BlobId) -> Result<i64, CatalogError> {
     conn.prepare_cached(
@@ -1077,6 +1099,7 @@ impl Catalog for SqliteCatalog {
         )
         .map_err(sql("insert commit"))?;
         tx.commit().map_err(sql("commit journal append"))?;
+        fold_wal(&conn);
         from_i64("commits.seq", seq)
     }
 
@@ -1310,6 +1333,30 @@ mod tests {
         let more = [BlobId([9; 32])];
         conformance::store_blobs(&cat, TenantId(1), &more);
         assert!(cat.missing_blobs(TenantId(1), &more).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_committed_snapshot_leaves_the_log_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.db");
+        let cat = SqliteCatalog::open(&path).unwrap();
+        let (tenant, site, bucket) = conformance::namespace(&cat);
+        let ids: Vec<BlobId> = (0..2000).map(|_| BlobId(rand::random())).collect();
+        conformance::store_blobs(&cat, tenant, &ids);
+        let wal = || {
+            std::fs::metadata(dir.path().join("catalog.db-wal"))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        assert!(wal() > 0, "the pack's rows are in the log");
+        cat.append_commit(bucket, &conformance::new_commit(site, 1, ids.clone()))
+            .unwrap();
+        assert_eq!(wal(), 0);
+        // Everything is still there, read through a fresh connection.
+        drop(cat);
+        let cat = SqliteCatalog::open(&path).unwrap();
+        assert!(cat.missing_blobs(tenant, &ids).unwrap().is_empty());
+        assert_eq!(cat.commits(bucket, 0, 10).unwrap().len(), 1);
     }
 
     #[test]
