@@ -59,8 +59,8 @@ pub struct Journal {
     path: PathBuf,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS files (
+/// Columns of `files` (the index) and `files_next` (a scan's rows).
+const COLUMNS: &str = "(
     path BLOB PRIMARY KEY,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
@@ -69,18 +69,7 @@ CREATE TABLE IF NOT EXISTS files (
     mode INTEGER NOT NULL,
     chunks BLOB NOT NULL,
     meta BLOB
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS files_next (
-    path BLOB PRIMARY KEY,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    ctime_ns INTEGER NOT NULL,
-    inode INTEGER NOT NULL,
-    mode INTEGER NOT NULL,
-    chunks BLOB NOT NULL,
-    meta BLOB
-) WITHOUT ROWID;
-";
+) WITHOUT ROWID";
 
 impl Journal {
     pub fn open(path: &Path) -> Result<Self, JournalError> {
@@ -96,7 +85,11 @@ impl Journal {
             .map_err(err("set WAL mode"))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(err("set synchronous"))?;
-        conn.execute_batch(SCHEMA).map_err(err("create schema"))?;
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS files {COLUMNS};
+             CREATE TABLE IF NOT EXISTS files_next {COLUMNS};"
+        ))
+        .map_err(err("create schema"))?;
         // Journals written before objects existed lack the `meta` column.
         for table in ["files", "files_next"] {
             let has_meta: bool = conn
@@ -230,14 +223,21 @@ impl Journal {
 
     /// The hub has committed the snapshot: the scan becomes the index.
     pub fn promote(&mut self) -> Result<(), JournalError> {
+        // The scan's table becomes the index by name: no row is copied, and
+        // the old index's pages go to the free list.
         self.conn
-            .execute_batch(
+            .execute_batch(&format!(
                 "BEGIN IMMEDIATE;
-                 DELETE FROM files;
-                 INSERT INTO files SELECT * FROM files_next;
-                 DELETE FROM files_next;
-                 COMMIT;",
-            )
+                 DROP TABLE files;
+                 ALTER TABLE files_next RENAME TO files;
+                 CREATE TABLE files_next {COLUMNS};
+                 COMMIT;"
+            ))
+            .map_err(|e| {
+                // Leave no half-done transaction open on the connection.
+                let _ = self.conn.execute_batch("ROLLBACK");
+                e
+            })
             .map_err(self.err("promote scan"))
     }
 
