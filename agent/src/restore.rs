@@ -33,6 +33,8 @@ use crate::restore_bucket::{BucketTarget, write_bucket};
 
 /// Chunk ids asked for in one FetchBlobs call.
 const FETCH_BATCH: usize = 256;
+/// Blobs of a call still to read when the next call is asked for.
+const ASK_AHEAD: usize = 16;
 /// Decrypted chunks waiting for the writer (also bounds decrypt parallelism).
 const PLAIN_QUEUE: usize = 8;
 const ID_QUEUE: usize = 4096;
@@ -232,31 +234,29 @@ impl Fetcher {
         ids: Vec<BlobId>,
         out: &mpsc::Sender<JoinHandle<Result<Vec<u8>, RestoreError>>>,
     ) -> Result<(), RestoreError> {
-        let stream = self.fetch(&ids).await?;
-        self.drain_into(ids, stream, out).await
-    }
-
-    /// Reads the answer to a fetch of `ids`; sends one decrypt task per id,
-    /// in order.
-    async fn drain_into(
-        &self,
-        ids: Vec<BlobId>,
-        mut stream: FetchStream,
-        out: &mpsc::Sender<JoinHandle<Result<Vec<u8>, RestoreError>>>,
-    ) -> Result<(), RestoreError> {
+        let mut stream = self.fetch(&ids).await?;
         for id in ids {
-            let blob = stream.expect(id).await?;
-            let header_id = BlobId::from_slice("FetchedBlob.header_id", &blob.header_id)?;
-            let opener = self.opener(header_id).await?;
-            let keys = self.keys.clone();
-            let flags = u8::try_from(blob.flags).unwrap_or(u8::MAX);
-            let task = tokio::task::spawn_blocking(move || {
-                open_chunk(&keys, &opener, id, flags, Vec::from(blob.data))
-                    .map_err(RestoreError::from)
-            });
-            out.send(task).await.map_err(|_| RestoreError::Aborted)?;
+            self.deliver(id, &mut stream, out).await?;
         }
         Ok(())
+    }
+
+    /// Reads blob `id` from `stream`; sends the task that decrypts it.
+    async fn deliver(
+        &self,
+        id: BlobId,
+        stream: &mut FetchStream,
+        out: &mpsc::Sender<JoinHandle<Result<Vec<u8>, RestoreError>>>,
+    ) -> Result<(), RestoreError> {
+        let blob = stream.expect(id).await?;
+        let header_id = BlobId::from_slice("FetchedBlob.header_id", &blob.header_id)?;
+        let opener = self.opener(header_id).await?;
+        let keys = self.keys.clone();
+        let flags = u8::try_from(blob.flags).unwrap_or(u8::MAX);
+        let task = tokio::task::spawn_blocking(move || {
+            open_chunk(&keys, &opener, id, flags, Vec::from(blob.data)).map_err(RestoreError::from)
+        });
+        out.send(task).await.map_err(|_| RestoreError::Aborted)
     }
 }
 
@@ -428,12 +428,13 @@ async fn fetch_stage(
     mut ids: mpsc::Receiver<BlobId>,
     out: mpsc::Sender<JoinHandle<Result<Vec<u8>, RestoreError>>>,
 ) -> Result<(), RestoreError> {
-    // The call after the one being read is already asked for: the hub
-    // starts reading its packs meanwhile, so no call waits on a round trip
-    // and a first pack read of its own.
+    // The next call is asked for while the last few blobs of the current
+    // one are read: the hub starts on its packs meanwhile, so no call waits
+    // a round trip and a first pack read of its own. Not earlier: the hub
+    // would then hold both calls' reads in memory at once.
     let mut next: Option<(Vec<BlobId>, FetchStream)> = None;
     loop {
-        let (batch, stream) = match next.take() {
+        let (batch, mut stream) = match next.take() {
             Some(asked) => asked,
             None => {
                 let Some(first) = ids.recv().await else {
@@ -444,12 +445,18 @@ async fn fetch_stage(
                 (batch, stream)
             }
         };
-        if let Ok(first) = ids.try_recv() {
-            let following = gather_ready(first, &mut ids);
-            let stream = fetcher.fetch(&following).await?;
-            next = Some((following, stream));
+        let count = batch.len();
+        for (read, id) in batch.into_iter().enumerate() {
+            if next.is_none()
+                && count - read <= ASK_AHEAD
+                && let Ok(first) = ids.try_recv()
+            {
+                let following = gather_ready(first, &mut ids);
+                let stream = fetcher.fetch(&following).await?;
+                next = Some((following, stream));
+            }
+            fetcher.deliver(id, &mut stream, &out).await?;
         }
-        fetcher.drain_into(batch, stream, &out).await?;
     }
 }
 

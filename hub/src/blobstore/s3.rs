@@ -112,14 +112,19 @@ impl S3Store {
             .content_range()
             .and_then(|r| r.rsplit('/').next())
             .and_then(|t| t.parse::<u64>().ok());
-        let body = answer
-            .body
-            .collect()
-            .await
-            .map_err(|e| backend("read body of", name, describe(&e)))?
-            .into_bytes();
-        // One contiguous buffer: the Vec takes it over without a copy.
-        let body = Vec::from(body);
+        // Straight into one buffer of the expected size as the pieces
+        // arrive: gathering them first and then joining them held the
+        // object twice (the hub's peak memory on a restore).
+        let expected = range.map_or(0, |(_, len)| len);
+        let mut body = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
+        let mut stream = answer.body;
+        while let Some(piece) = stream.next().await {
+            let piece = piece.map_err(|e| backend("read body of", name, describe(&e)))?;
+            if range.is_some() && (body.len() + piece.len()) as u64 > expected {
+                return Err(out_of_range(name, range, total));
+            }
+            body.extend_from_slice(&piece);
+        }
         if let Some((_, len)) = range
             && body.len() as u64 != len
         {
