@@ -233,10 +233,9 @@ impl Journal {
                  CREATE TABLE files_next {COLUMNS};
                  COMMIT;"
             ))
-            .map_err(|e| {
+            .inspect_err(|_| {
                 // Leave no half-done transaction open on the connection.
                 let _ = self.conn.execute_batch("ROLLBACK");
-                e
             })
             .map_err(self.err("promote scan"))
     }
