@@ -255,7 +255,8 @@ mod tests {
 
     #[test]
     fn a_read_never_grows_past_the_span_limit() {
-        let chunk = 3 << 19;
+        // Four blobs of 3/8 of the limit: two fit in a read, three do not.
+        let chunk = u32::try_from(MAX_SPAN * 3 / 8).unwrap();
         let planned = plan((0..4u8).map(|i| {
             let l = loc(i, "a", u64::from(i) * u64::from(chunk), chunk);
             (l.id, Some(l))
