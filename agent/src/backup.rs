@@ -955,14 +955,7 @@ mod tests {
         let path = dir.path().join("log");
         std::fs::write(&path, b"first line\n").unwrap();
         let source = crate::source::dir::DirSource::new(dir.path());
-        let mut listed = Vec::new();
-        source
-            .scan(&mut |e| {
-                listed.push(e);
-                Ok(())
-            })
-            .unwrap();
-        let mut e = listed.remove(0);
+        let mut e = crate::source::scan_all(&source).remove(0);
         let old = e.stamp;
         std::fs::write(&path, b"first line\nsecond line\n").unwrap();
 

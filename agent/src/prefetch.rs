@@ -267,13 +267,7 @@ mod tests {
 
     /// The file's only entry, as a scan lists it.
     fn listed(source: &dyn Source) -> SourceEntry {
-        let mut entries = Vec::new();
-        source
-            .scan(&mut |e| {
-                entries.push(e);
-                Ok(())
-            })
-            .unwrap();
+        let mut entries = crate::source::scan_all(source);
         assert_eq!(entries.len(), 1);
         entries.remove(0)
     }

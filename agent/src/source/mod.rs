@@ -138,3 +138,16 @@ pub trait Source: Send + Sync {
     /// The entry cannot be examined.
     fn stamp_now(&self, entry: &SourceEntry) -> Result<Option<FileStamp>, SourceError>;
 }
+
+/// Every entry a scan of `source` lists, in order (tests).
+#[cfg(test)]
+pub fn scan_all(source: &dyn Source) -> Vec<SourceEntry> {
+    let mut entries = Vec::new();
+    if let Err(e) = source.scan(&mut |e| {
+        entries.push(e);
+        Ok(())
+    }) {
+        panic!("scan of {}: {e}", source.describe());
+    }
+    entries
+}
