@@ -527,7 +527,8 @@ fn read_file(
 ) -> Result<Result<ReadResult, String>, BackupError> {
     for _ in 0..READ_ATTEMPTS {
         let mut ids = Vec::new();
-        let mut chunk = |reader: &mut dyn Read, size: u64| {
+        let size = entry.stamp.size;
+        let mut chunk = |reader: &mut dyn Read| {
             chunker.chunk_reader(reader, size, |chunk| {
                 progress.add_read(chunk.len() as u64);
                 send(BlobKind::Data, chunk).map(|id| ids.push(id))
@@ -535,18 +536,13 @@ fn read_file(
         };
         // How to tell, after reading, which version was read.
         let (read, after) = match source.open(entry)? {
-            Content::File(mut file) => {
-                (chunk(&mut file, entry.stamp.size), ReadVersion::File(file))
-            }
-            Content::Reader(mut r) => (chunk(&mut r, entry.stamp.size), ReadVersion::LookAgain),
+            Content::File(mut file) => (chunk(&mut file), ReadVersion::File(file)),
+            Content::Reader(mut r) => (chunk(&mut r), ReadVersion::LookAgain),
             Content::Object {
                 mut reader,
                 stamp,
                 meta,
-            } => (
-                chunk(&mut reader, entry.stamp.size),
-                ReadVersion::Object(stamp, meta),
-            ),
+            } => (chunk(&mut reader), ReadVersion::Object(stamp, meta)),
             Content::Vanished => return Ok(Err("vanished during the backup".into())),
         };
         let len = match read {

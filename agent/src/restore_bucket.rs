@@ -6,6 +6,7 @@
 //! PUT or a completed multipart upload is atomic), never half written.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
@@ -85,7 +86,7 @@ type Plain = JoinHandle<Result<Vec<u8>, RestoreError>>;
 /// The writer for a bucket target; runs on a blocking thread like the
 /// directory writer, taking entries and their plaintext chunks in order.
 pub fn write_bucket(
-    target: &BucketTarget,
+    target: &Arc<BucketTarget>,
     mut entries: mpsc::Receiver<ManifestEntry>,
     mut plains: mpsc::Receiver<Plain>,
     runtime: &Handle,
@@ -122,13 +123,7 @@ pub fn write_bucket(
                     join(task)?;
                 }
             }
-            let put = put_whole_object(
-                target.client.clone(),
-                target.location.clone(),
-                key,
-                meta,
-                body,
-            );
+            let put = put_whole_object(target.clone(), key, meta, body);
             in_flight.push_back(runtime.spawn(put));
         } else {
             runtime.block_on(put_multipart(
@@ -190,15 +185,15 @@ fn non_empty(text: &str) -> Option<String> {
 }
 
 async fn put_whole_object(
-    client: Client,
-    location: S3Location,
+    target: Arc<BucketTarget>,
     key: String,
     meta: ObjectMeta,
     body: Vec<u8>,
 ) -> Result<(), RestoreError> {
-    let request = client
+    let request = target
+        .client
         .put_object()
-        .bucket(&location.bucket)
+        .bucket(&target.location.bucket)
         .key(&key)
         .set_content_type(non_empty(&meta.content_type))
         .set_content_encoding(non_empty(&meta.content_encoding))
@@ -207,13 +202,10 @@ async fn put_whole_object(
         .set_cache_control(non_empty(&meta.cache_control))
         .set_metadata(user_metadata(&meta))
         .body(ByteStream::from(body));
-    put_object(request, &location)
+    put_object(request, &target.location)
         .await
-        .map_err(|e| RestoreError::Target {
-            path: format!("s3://{}/{key}", location.bucket).into(),
-            reason: describe(&e),
-        })?;
-    tracing::debug!(bucket = location.bucket, key, "object written");
+        .map_err(|e| target.err(&key, describe(&e)))?;
+    tracing::debug!(bucket = target.location.bucket, key, "object written");
     Ok(())
 }
 
