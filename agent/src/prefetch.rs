@@ -1,9 +1,10 @@
 //! Walks a source one step ahead of the scan, looks each file up in the
-//! journal, and reads the small changed ones on a few threads meanwhile. Reading many small files one after another waits
-//! on the disk for each; with several reads in flight the disk's queue stays
-//! full. Entries still reach the scan in walk order, and a prefetched file
-//! comes with the stamp it had after reading, so a torn read is detected
-//! exactly as an inline read would detect it.
+//! journal, and reads the small changed ones on other threads meanwhile.
+//! Reading many small files one after another waits on the disk (or the
+//! object store) for each; with many reads in flight its queue stays full.
+//! Entries still reach the scan in walk order, and a prefetched file comes
+//! with the stamp it had after reading, so a torn read is detected exactly
+//! as an inline read would detect it.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -19,10 +20,12 @@ use crate::source::{Content, EntryKind, Skipped, Source, SourceEntry, SourceErro
 
 /// Files up to this size are prefetched (each is one chunk: below the minimum).
 pub const PREFETCH_MAX: u64 = 64 << 10;
-/// Reader threads: a disk's queue stays full with a few; an object store
-/// answers each GET after a round trip, so more are kept in flight.
-const READERS: usize = 4;
-const OBJECT_READERS: usize = 16;
+/// Reader threads, so as many reads are in flight. An object store answers
+/// each GET after a round trip, and a virtio disk, too, wants a deep queue:
+/// 50,000 small files not in the page cache were backed up in 2.3 s with 4
+/// readers, 1.8 s with 12 and 1.65-1.8 s with 32, and with less CPU (queued
+/// requests need fewer device kicks). Cached files took as long with 12 or 32.
+const READERS: usize = 32;
 /// Entries walked ahead of the scan (bounds prefetched memory to 16 MiB).
 const LOOKAHEAD: usize = 256;
 
@@ -68,11 +71,7 @@ pub fn walk_ahead(
     let walker = std::thread::spawn(move || {
         let (jobs_tx, jobs) = sync_channel::<Job>(LOOKAHEAD);
         let jobs = Arc::new(Mutex::new(jobs));
-        let count = match source.holds_objects() {
-            true => OBJECT_READERS,
-            false => READERS,
-        };
-        let readers: Vec<_> = (0..count)
+        let readers: Vec<_> = (0..READERS)
             .map(|_| {
                 let (source, jobs) = (source.clone(), jobs.clone());
                 std::thread::spawn(move || read_jobs(&*source, &jobs))
