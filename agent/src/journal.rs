@@ -129,6 +129,13 @@ impl Journal {
             .map_err(self.err("begin scan"))
     }
 
+    /// Whether the index holds no file at all (a source's first backup).
+    pub fn index_is_empty(&self) -> Result<bool, JournalError> {
+        self.conn
+            .query_row("SELECT NOT EXISTS (SELECT 1 FROM files)", [], |r| r.get(0))
+            .map_err(self.err("count files"))
+    }
+
     /// The chunk list recorded for `path` if its stamp is unchanged.
     pub fn unchanged(&self, path: &[u8], stamp: &FileStamp) -> Result<Option<Known>, JournalError> {
         type Row = (i64, i64, i64, i64, i64, Vec<u8>, Option<Vec<u8>>);
@@ -336,7 +343,9 @@ mod tests {
             None,
             "not promoted yet"
         );
+        assert!(j.index_is_empty().unwrap());
         j.promote().unwrap();
+        assert!(!j.index_is_empty().unwrap());
         assert_eq!(j.unchanged(b"a", &stamp(5)).unwrap().unwrap().ids, ids);
         assert_eq!(
             j.unchanged(b"obj", &stamp(1)).unwrap().unwrap().object,

@@ -77,9 +77,15 @@ pub fn walk_ahead(
                 std::thread::spawn(move || read_jobs(&*source, &jobs))
             })
             .collect();
-        // Its own connection: the scan thread writes through another.
+        // Its own connection: the scan thread writes through another. An
+        // empty index (a first backup) answers nothing: not asked per file.
         let journal = match journal.map(|p| Journal::open(&p)).transpose() {
-            Ok(j) => j,
+            Ok(Some(j)) => match j.index_is_empty() {
+                Ok(true) => None,
+                Ok(false) => Some(j),
+                Err(e) => return Err(WalkError::Journal(e)),
+            },
+            Ok(None) => None,
             Err(e) => return Err(WalkError::Journal(e)),
         };
         let walked = source.scan(&mut |entry| {

@@ -79,24 +79,24 @@ impl Source for DirSource {
         let mut skipped = Vec::new();
         // Depth-first, children sorted by name bytes: that is tree order.
         // Each stack level holds the still-unvisited children of one directory.
-        let mut stack: Vec<(Vec<u8>, std::vec::IntoIter<Vec<u8>>)> = Vec::new();
-        let names = self.sorted_children(b"", &mut skipped)?;
-        stack.push((Vec::new(), names.into_iter()));
-        while let Some((dir, names)) = stack.last_mut() {
-            let Some(name) = names.next() else {
+        let mut stack: Vec<(Vec<u8>, std::vec::IntoIter<Child>)> = Vec::new();
+        let children = self.sorted_children(b"", &mut skipped)?;
+        stack.push((Vec::new(), children.into_iter()));
+        while let Some((dir, children)) = stack.last_mut() {
+            let Some(child) = children.next() else {
                 stack.pop();
                 continue;
             };
             let rel = if dir.is_empty() {
-                name
+                child.name
             } else {
                 let mut p = dir.clone();
                 p.push(b'/');
-                p.extend_from_slice(&name);
+                p.extend_from_slice(&child.name);
                 p
             };
-            let full = self.full_path(&rel);
-            let meta = match fs::symlink_metadata(&full) {
+            // Through the listing's open directory: no walk down the path.
+            let meta = match child.entry.metadata() {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gone since listed
                 Err(e) => {
@@ -111,7 +111,7 @@ impl Source for DirSource {
             if ft.is_file() {
                 visit(entry_from(rel, EntryKind::File, &meta, Vec::new()))?;
             } else if ft.is_symlink() {
-                match fs::read_link(&full) {
+                match fs::read_link(child.entry.path()) {
                     Ok(t) => {
                         let target = t.as_os_str().as_bytes().to_vec();
                         visit(entry_from(rel, EntryKind::Symlink, &meta, target))?;
@@ -167,24 +167,34 @@ impl DirSource {
         &self,
         rel: &[u8],
         skipped: &mut Vec<Skipped>,
-    ) -> Result<Vec<Vec<u8>>, SourceError> {
+    ) -> Result<Vec<Child>, SourceError> {
         let full = if rel.is_empty() {
             self.root.clone()
         } else {
             self.full_path(rel)
         };
         let reader = fs::read_dir(&full).map_err(|e| self.io_err("list", &full, e))?;
-        let mut names = Vec::new();
+        let mut children = Vec::new();
         for item in reader {
             match item {
-                Ok(item) => names.push(item.file_name().as_bytes().to_vec()),
+                Ok(entry) => children.push(Child {
+                    name: entry.file_name().as_bytes().to_vec(),
+                    entry,
+                }),
                 Err(e) => skipped.push(Skipped {
                     path: rel.to_vec(),
                     reason: format!("list: {e}"),
                 }),
             }
         }
-        names.sort_unstable();
-        Ok(names)
+        children.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        Ok(children)
     }
+}
+
+/// One listed name. The entry keeps its directory open, so its metadata is
+/// read relative to it (`fstatat`), not by a lookup from the root down.
+struct Child {
+    name: Vec<u8>,
+    entry: fs::DirEntry,
 }
