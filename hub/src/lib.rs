@@ -6,6 +6,7 @@
 //! - [`catalog`]: the index over the pools plus the namespace and the journal.
 //! - [`packer`]: group commit of uploaded blobs into durable, catalogued packs.
 //! - [`fetch`]: blobs read back for restores, neighbours in one ranged read.
+//! - [`stored_filter`]: which blob ids are surely new, before the catalog is asked.
 
 pub mod blobstore;
 pub mod catalog;
@@ -16,3 +17,4 @@ pub mod pack;
 pub mod packer;
 pub mod server;
 pub mod service;
+pub mod stored_filter;

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use crate::blobstore::{BlobStore, BlobStoreError};
 use crate::catalog::{BlobLocation, Catalog, CatalogError, PackRecord, TenantId};
 use crate::pack::{EncodedPack, PackBlob, PackError, encode_pack, pack_object_name};
+use crate::stored_filter::{self, StoredFilter};
 
 /// How the packer groups uploads.
 #[derive(Clone, Debug)]
@@ -136,6 +137,7 @@ struct Request {
 pub struct Packer {
     tx: mpsc::Sender<Request>,
     task: JoinHandle<()>,
+    stored: Arc<StoredFilter>,
 }
 
 impl Packer {
@@ -152,14 +154,36 @@ impl Packer {
         config: PackerConfig,
     ) -> Self {
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+        let stored = Arc::new(StoredFilter::default());
+        let (filter, reader) = (stored.clone(), catalog.clone());
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            match filter.build(&*reader) {
+                Ok(count) => tracing::info!(
+                    blobs = count,
+                    ms = started.elapsed().as_millis() as u64,
+                    "stored-blob filter loaded"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "stored-blob filter not loaded; every dedup lookup asks the catalog")
+                }
+            }
+        });
         let worker = Worker {
             store,
             catalog,
             pool: pool_name,
             config,
+            stored: stored.clone(),
         };
         let task = tokio::spawn(worker.run(rx));
-        Self { tx, task }
+        Self { tx, task, stored }
+    }
+
+    /// The filter of stored ids this packer keeps up to date, for the dedup
+    /// query (see [`stored_filter::missing_blobs`]).
+    pub fn stored(&self) -> &Arc<StoredFilter> {
+        &self.stored
     }
 
     /// Stores `blobs` for `tenant`, returning once all are durable and
@@ -262,6 +286,7 @@ struct Worker {
     catalog: Arc<dyn Catalog>,
     pool: String,
     config: PackerConfig,
+    stored: Arc<StoredFilter>,
 }
 
 impl Worker {
@@ -360,13 +385,12 @@ impl Worker {
                 }
             }
         }
-        let catalog = Arc::clone(&self.catalog);
+        let (catalog, stored) = (Arc::clone(&self.catalog), Arc::clone(&self.stored));
         let missing: HashSet<(TenantId, BlobId)> = blocking("look up blobs", move || {
             let mut missing = HashSet::new();
             for (tenant, ids) in asked {
                 missing.extend(
-                    catalog
-                        .missing_blobs(tenant, &ids)?
+                    stored_filter::missing_blobs(&*catalog, &stored, tenant, &ids)?
                         .into_iter()
                         .map(|id| (tenant, id)),
                 );
@@ -430,10 +454,14 @@ impl Worker {
 
         // encode_pack returns one entry per blob, in order.
         let entries: Vec<(TenantId, _)> = tenants.into_iter().zip(entries).collect();
-        let catalog = Arc::clone(&self.catalog);
+        let (catalog, stored) = (Arc::clone(&self.catalog), Arc::clone(&self.stored));
         let (name, blob_count) = (record.name.clone(), entries.len());
         let newly = blocking("record pack", move || {
-            catalog.record_pack(&record, &entries)
+            let newly = catalog.record_pack(&record, &entries)?;
+            for (tenant, entry) in &entries {
+                stored.insert(*tenant, [&entry.id]);
+            }
+            Ok(newly)
         })
         .await?
         .map_err(|e| PackerError::Record {
@@ -510,6 +538,37 @@ mod tests {
 
     fn ids(blobs: &[PackBlob]) -> Vec<BlobId> {
         blobs.iter().map(|b| b.id).collect()
+    }
+
+    #[tokio::test]
+    async fn the_stored_filter_learns_what_is_recorded_and_answers_as_the_catalog() {
+        let f = fixture();
+        let p = packer(&f, PackerConfig::default());
+        let stored = p.stored().clone();
+        for _ in 0..500 {
+            if stored.is_ready() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(stored.is_ready(), "filter not built within 5 s");
+        let (old, new) = (blob(7, 10), blob(8, 10));
+        assert!(stored.absent(f.a, &old.id));
+        p.store(f.a, vec![old.clone()]).await.unwrap();
+        assert!(
+            !stored.absent(f.a, &old.id),
+            "recorded, so not surely absent"
+        );
+        assert!(stored.absent(f.a, &new.id));
+        let asked = [new.id, old.id, new.id];
+        assert_eq!(
+            stored_filter::missing_blobs(&*f.catalog, &stored, f.a, &asked).unwrap(),
+            f.catalog.missing_blobs(f.a, &asked).unwrap()
+        );
+        assert_eq!(
+            stored_filter::missing_blobs(&*f.catalog, &stored, f.a, &asked).unwrap(),
+            vec![new.id]
+        );
     }
 
     #[tokio::test]

@@ -325,8 +325,9 @@ impl Ingest for IngestService {
         hub.session(&site, req.session_id).await?;
         let ids = ids_from("FindMissingRequest.ids", &req.ids, MAX_IDS_PER_CALL)?;
         let (tenant, asked) = (site.tenant, ids.clone());
+        let stored = hub.packer.stored().clone();
         let missing: std::collections::HashSet<BlobId> = hub
-            .catalog(move |c| c.missing_blobs(tenant, &asked))
+            .catalog(move |c| crate::stored_filter::missing_blobs(c, &stored, tenant, &asked))
             .await?
             .into_iter()
             .collect();

@@ -410,6 +410,18 @@ pub trait Catalog: Send + Sync {
     /// Storage errors only (an unknown tenant has every id missing).
     fn missing_blobs(&self, tenant: TenantId, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError>;
 
+    /// Calls `visit` with every stored blob's tenant and id, in no set order,
+    /// from one consistent snapshot (a reader of its own: other calls do not
+    /// wait for it).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors, or `Corrupt` if a stored id cannot be decoded.
+    fn for_each_blob_id(
+        &self,
+        visit: &mut dyn FnMut(TenantId, &BlobId),
+    ) -> Result<(), CatalogError>;
+
     /// The locations of `tenant`'s stored blobs among `ids`, in input order,
     /// each once; ids the tenant has not stored (even if another tenant has)
     /// are left out.

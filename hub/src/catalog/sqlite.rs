@@ -861,6 +861,30 @@ impl Catalog for SqliteCatalog {
         missing_ids(&tx, tenant, ids)
     }
 
+    fn for_each_blob_id(
+        &self,
+        visit: &mut dyn FnMut(TenantId, &BlobId),
+    ) -> Result<(), CatalogError> {
+        let mut conn = Connection::open(&self.path).map_err(|source| CatalogError::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        let tx = conn.transaction().map_err(sql("begin read transaction"))?;
+        let mut stmt = tx
+            .prepare("SELECT tenant_id, id FROM blobs")
+            .map_err(sql("list blob ids"))?;
+        let mut rows = stmt.query([]).map_err(sql("list blob ids"))?;
+        while let Some(row) = rows.next().map_err(sql("list blob ids"))? {
+            let tenant: i64 = row.get(0).map_err(sql("read blob tenant"))?;
+            let raw: &[u8] = row
+                .get_ref(1)
+                .and_then(|v| v.as_blob().map_err(rusqlite::Error::from))
+                .map_err(sql("read blob id"))?;
+            visit(TenantId(tenant), &blob_id("blobs.id", raw)?);
+        }
+        Ok(())
+    }
+
     fn blob_locations(
         &self,
         tenant: TenantId,

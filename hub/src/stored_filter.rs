@@ -1,0 +1,229 @@
+//! A Bloom filter over the (tenant, blob id) pairs the catalog holds, asked
+//! before the catalog is: an id the filter has never seen is surely not
+//! stored, so the dedup query and the packer's re-check skip their SQLite
+//! lookup for it. On a first backup nearly every id is new, and those two
+//! lookups per blob were a fifth of the hub's CPU on 50,000 small files.
+//!
+//! A wrong "absent" can only make a blob be stored twice (the catalog keeps
+//! the first copy; the other is garbage in its pack), never lose one, so
+//! the filter is used only where that holds: never to check that a
+//! snapshot's blobs exist. Blobs recorded by another process are not in it;
+//! one of those is at worst uploaded again.
+
+use std::sync::{PoisonError, RwLock};
+
+use ferry_proto::BlobId;
+
+use crate::catalog::{Catalog, CatalogError, TenantId};
+
+/// Filter bits per entry of its capacity; with [`PROBES`] probes a full
+/// filter answers "maybe" for about 1.2 % of absent ids.
+const BITS_PER_ENTRY: u64 = 10;
+const PROBES: usize = 4;
+/// The least capacity, and the headroom over the blobs stored at start.
+/// Past its capacity the filter answers "maybe" more often (more lookups);
+/// the next start sizes it anew.
+const MIN_CAPACITY: u64 = 4 << 20;
+const HEADROOM: u64 = 4;
+
+/// What a dedup lookup may skip. Empty until [`StoredFilter::build`] ran:
+/// then every id counts as possibly stored.
+#[derive(Default)]
+pub struct StoredFilter {
+    state: RwLock<State>,
+}
+
+#[derive(Default)]
+enum State {
+    /// Not built yet: ids recorded meanwhile wait here for the build.
+    #[default]
+    Unbuilt,
+    Building(Vec<(TenantId, BlobId)>),
+    Ready(Bits),
+}
+
+impl StoredFilter {
+    /// Loads every stored id from `catalog`. Ids recorded while it runs are
+    /// added once it is done.
+    ///
+    /// # Errors
+    ///
+    /// The catalog's, if it cannot be read; the filter then stays unbuilt.
+    pub fn build(&self, catalog: &dyn Catalog) -> Result<u64, CatalogError> {
+        *self.write() = State::Building(Vec::new());
+        let mut pairs = Vec::new();
+        let loaded = catalog.for_each_blob_id(&mut |tenant, id| pairs.push((tenant, *id)));
+        let mut state = self.write();
+        let pending = match std::mem::take(&mut *state) {
+            State::Building(pending) => pending,
+            _ => Vec::new(),
+        };
+        loaded?;
+        let count = pairs.len() as u64;
+        let mut bits = Bits::with_capacity((count * HEADROOM).max(MIN_CAPACITY));
+        for (tenant, id) in pairs.iter().chain(&pending) {
+            bits.insert(*tenant, id);
+        }
+        *state = State::Ready(bits);
+        Ok(count)
+    }
+
+    /// Notes ids just recorded in the catalog.
+    pub fn insert<'a>(&self, tenant: TenantId, ids: impl IntoIterator<Item = &'a BlobId>) {
+        match &mut *self.write() {
+            State::Ready(bits) => ids.into_iter().for_each(|id| bits.insert(tenant, id)),
+            State::Building(pending) => pending.extend(ids.into_iter().map(|id| (tenant, *id))),
+            State::Unbuilt => {}
+        }
+    }
+
+    /// Whether [`Self::build`] has finished.
+    pub fn is_ready(&self) -> bool {
+        matches!(
+            &*self.state.read().unwrap_or_else(PoisonError::into_inner),
+            State::Ready(_)
+        )
+    }
+
+    /// True when `tenant` surely has not stored `id`.
+    pub fn absent(&self, tenant: TenantId, id: &BlobId) -> bool {
+        match &*self.state.read().unwrap_or_else(PoisonError::into_inner) {
+            State::Ready(bits) => !bits.contains(tenant, id),
+            _ => false,
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for StoredFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &*self.state.read().unwrap_or_else(PoisonError::into_inner) {
+            State::Unbuilt => "unbuilt",
+            State::Building(_) => "building",
+            State::Ready(_) => "ready",
+        };
+        f.debug_struct("StoredFilter")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+/// [`Catalog::missing_blobs`] with the filter in front: the same answer
+/// (input order, each id once), except that an id recorded where the filter
+/// did not see it may be reported missing.
+///
+/// # Errors
+///
+/// The catalog's.
+pub fn missing_blobs(
+    catalog: &dyn Catalog,
+    filter: &StoredFilter,
+    tenant: TenantId,
+    ids: &[BlobId],
+) -> Result<Vec<BlobId>, CatalogError> {
+    let (absent, maybe): (Vec<BlobId>, Vec<BlobId>) =
+        ids.iter().partition(|id| filter.absent(tenant, id));
+    if absent.is_empty() {
+        return catalog.missing_blobs(tenant, ids);
+    }
+    let mut missing: std::collections::HashSet<BlobId> = absent.into_iter().collect();
+    missing.extend(catalog.missing_blobs(tenant, &maybe)?);
+    let mut seen = std::collections::HashSet::with_capacity(missing.len());
+    Ok(ids
+        .iter()
+        .filter(|id| missing.contains(id) && seen.insert(**id))
+        .copied()
+        .collect())
+}
+
+struct Bits {
+    words: Vec<u64>,
+    len: u64,
+}
+
+impl Bits {
+    fn with_capacity(entries: u64) -> Self {
+        let len = entries.saturating_mul(BITS_PER_ENTRY).max(64);
+        Self {
+            words: vec![0; len.div_ceil(64) as usize],
+            len,
+        }
+    }
+
+    /// Bit positions of a pair. Blob ids are keyed hashes, uniform already,
+    /// so their four 64-bit words serve as the probes' hashes.
+    fn positions(&self, tenant: TenantId, id: &BlobId) -> [u64; PROBES] {
+        let salt = (tenant.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut out = [0; PROBES];
+        for (slot, word) in out.iter_mut().zip(id.0.chunks_exact(8)) {
+            let mut raw = [0; 8];
+            raw.copy_from_slice(word);
+            let h = u64::from_le_bytes(raw) ^ salt;
+            // Multiply-shift maps h onto 0..len without a modulo.
+            *slot = ((u128::from(h) * u128::from(self.len)) >> 64) as u64;
+        }
+        out
+    }
+
+    fn insert(&mut self, tenant: TenantId, id: &BlobId) {
+        for bit in self.positions(tenant, id) {
+            if let Some(word) = self.words.get_mut((bit / 64) as usize) {
+                *word |= 1 << (bit % 64);
+            }
+        }
+    }
+
+    fn contains(&self, tenant: TenantId, id: &BlobId) -> bool {
+        self.positions(tenant, id).iter().all(|&bit| {
+            self.words
+                .get((bit / 64) as usize)
+                .is_some_and(|word| word & (1 << (bit % 64)) != 0)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> BlobId {
+        // Ids are keyed hashes in practice: spread the test ids the same way.
+        BlobId(*blake3::hash(&n.to_le_bytes()).as_bytes())
+    }
+
+    #[test]
+    fn inserted_ids_are_never_absent_and_most_others_are() {
+        let mut bits = Bits::with_capacity(10_000);
+        let t = TenantId(1);
+        for n in 0..10_000 {
+            bits.insert(t, &id(n));
+        }
+        assert!((0..10_000).all(|n| bits.contains(t, &id(n))));
+        let false_maybes = (10_000..110_000)
+            .filter(|&n| bits.contains(t, &id(n)))
+            .count();
+        // About 1.2 % at capacity; 3 % would mean the probes are not independent.
+        assert!(
+            false_maybes < 3_000,
+            "{false_maybes} of 100,000 absent ids looked stored"
+        );
+        // Another tenant's ids are not this tenant's.
+        let other = (0..10_000)
+            .filter(|&n| bits.contains(TenantId(2), &id(n)))
+            .count();
+        assert!(
+            other < 300,
+            "{other} of tenant 1's ids looked stored for tenant 2"
+        );
+    }
+
+    #[test]
+    fn unbuilt_filter_knows_nothing_absent() {
+        let filter = StoredFilter::default();
+        filter.insert(TenantId(1), &[id(1)]);
+        assert!(!filter.absent(TenantId(1), &id(2)));
+    }
+}
