@@ -43,25 +43,30 @@ enum State {
 }
 
 impl StoredFilter {
-    /// Loads every stored id from `catalog`. Ids recorded while it runs are
-    /// added once it is done.
+    /// Loads every stored id from `catalog`: one pass to count them, so the
+    /// filter is sized before it is filled, and one to fill it (the ids are
+    /// never held in memory). Ids recorded meanwhile are added at the end.
     ///
     /// # Errors
     ///
     /// The catalog's, if it cannot be read; the filter then stays unbuilt.
     pub fn build(&self, catalog: &dyn Catalog) -> Result<u64, CatalogError> {
         *self.write() = State::Building(Vec::new());
-        let mut pairs = Vec::new();
-        let loaded = catalog.for_each_blob_id(&mut |tenant, id| pairs.push((tenant, *id)));
+        let mut count = 0u64;
+        let loaded = catalog
+            .for_each_blob_id(&mut |_, _| count += 1)
+            .and_then(|()| {
+                let mut bits = Bits::with_capacity((count * HEADROOM).max(MIN_CAPACITY));
+                catalog.for_each_blob_id(&mut |tenant, id| bits.insert(tenant, id))?;
+                Ok(bits)
+            });
         let mut state = self.write();
         let pending = match std::mem::take(&mut *state) {
             State::Building(pending) => pending,
             _ => Vec::new(),
         };
-        loaded?;
-        let count = pairs.len() as u64;
-        let mut bits = Bits::with_capacity((count * HEADROOM).max(MIN_CAPACITY));
-        for (tenant, id) in pairs.iter().chain(&pending) {
+        let mut bits = loaded?;
+        for (tenant, id) in &pending {
             bits.insert(*tenant, id);
         }
         *state = State::Ready(bits);
