@@ -596,7 +596,7 @@ async fn dedup_stage(
     client: HubClient,
     session_id: u64,
     sealer: Arc<SessionSealer>,
-    sealed: mpsc::Sender<JoinHandle<Vec<SealedBlob>>>,
+    sealed: mpsc::Sender<JoinHandle<Result<Vec<SealedBlob>, SealError>>>,
 ) -> Result<u64, BackupError> {
     let mut seen: HashSet<BlobId> = HashSet::new();
     let mut deduplicated = 0u64;
@@ -680,7 +680,7 @@ async fn seal_missing(
     batch: Vec<ChunkJob>,
     missing: &[u32],
     sealer: &Arc<SessionSealer>,
-    sealed: &mpsc::Sender<JoinHandle<Vec<SealedBlob>>>,
+    sealed: &mpsc::Sender<JoinHandle<Result<Vec<SealedBlob>, SealError>>>,
 ) -> Result<u64, BackupError> {
     let mut wanted = vec![false; batch.len()];
     for &index in missing {
@@ -718,7 +718,7 @@ async fn seal_missing(
 async fn seal_group(
     sealer: &Arc<SessionSealer>,
     group: Vec<ChunkJob>,
-    sealed: &mpsc::Sender<JoinHandle<Vec<SealedBlob>>>,
+    sealed: &mpsc::Sender<JoinHandle<Result<Vec<SealedBlob>, SealError>>>,
 ) -> Result<(), BackupError> {
     let sealer = sealer.clone();
     let task = tokio::task::spawn_blocking(move || {
@@ -738,7 +738,7 @@ struct Uploaded {
 /// Stage 4: batches sealed blobs onto the upload stream and checks that
 /// every batch comes back acknowledged.
 async fn upload_stage(
-    mut sealed: mpsc::Receiver<JoinHandle<Vec<SealedBlob>>>,
+    mut sealed: mpsc::Receiver<JoinHandle<Result<Vec<SealedBlob>, SealError>>>,
     client: HubClient,
     session_id: u64,
     progress: Progress,
@@ -785,7 +785,7 @@ async fn upload_stage(
             current_bytes = 0;
         }
         let Some(task) = next else { break };
-        for blob in task.await.map_err(|e| BackupError::Task(e.to_string()))? {
+        for blob in task.await.map_err(|e| BackupError::Task(e.to_string()))?? {
             sent.blobs += 1;
             sent.bytes += blob.data.len() as u64;
             current_bytes += blob.data.len();

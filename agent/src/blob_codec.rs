@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use ferry_crypto::{OpenError, SessionOpener, SessionSealer, TenantKeys};
+use ferry_crypto::{OpenError, SealError, SessionOpener, SessionSealer, TenantKeys};
 use ferry_proto::{BlobId, BlobKind, FLAG_ZSTD};
 
 use crate::chunker::MAX_CHUNK;
@@ -89,21 +89,21 @@ pub fn seal_chunk(
     id: BlobId,
     kind: BlobKind,
     plaintext: &[u8],
-) -> SealedBlob {
-    match compressed(plaintext) {
+) -> Result<SealedBlob, SealError> {
+    Ok(match compressed(plaintext) {
         Some(packed) => SealedBlob {
             id,
             kind,
             flags: FLAG_ZSTD,
-            data: sealer.seal(&packed),
+            data: sealer.seal(&packed)?,
         },
         None => SealedBlob {
             id,
             kind,
             flags: 0,
-            data: sealer.seal(plaintext),
+            data: sealer.seal(plaintext)?,
         },
-    }
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,13 +128,13 @@ pub fn open_chunk(
     opener: &SessionOpener,
     id: BlobId,
     flags: u8,
-    data: Vec<u8>,
+    data: &[u8],
 ) -> Result<Vec<u8>, OpenChunkError> {
     if flags & !FLAG_ZSTD != 0 {
         return Err(OpenChunkError::Flags { id, flags });
     }
     let decrypted = opener
-        .open_owned(data)
+        .open(data)
         .map_err(|source| OpenChunkError::Decrypt { id, source })?;
     let plaintext = if flags & FLAG_ZSTD != 0 {
         // Bounded: a hostile blob cannot inflate past the largest chunk.
@@ -164,9 +164,9 @@ mod tests {
         let noise = crate::test_bytes::noise(100_000, 0x2545_f491_4f6c_dd1d);
         for (plain, compressed) in [(&text[..], true), (&noise[..], false), (&b""[..], false)] {
             let id = BlobId(keys.chunk_id(plain));
-            let sealed = seal_chunk(&sealer, id, BlobKind::Data, plain);
+            let sealed = seal_chunk(&sealer, id, BlobKind::Data, plain).unwrap();
             assert_eq!(sealed.flags & FLAG_ZSTD != 0, compressed);
-            let back = open_chunk(&keys, &opener, id, sealed.flags, sealed.data).unwrap();
+            let back = open_chunk(&keys, &opener, id, sealed.flags, &sealed.data).unwrap();
             assert_eq!(back, plain);
         }
     }
@@ -177,16 +177,16 @@ mod tests {
         let sealer = keys.sealer().unwrap();
         let opener = keys.opener(sealer.header()).unwrap();
         let id = BlobId(keys.chunk_id(b"data"));
-        let mut sealed = seal_chunk(&sealer, id, BlobKind::Data, b"data");
+        let mut sealed = seal_chunk(&sealer, id, BlobKind::Data, b"data").unwrap();
         let other = BlobId(keys.chunk_id(b"other"));
         assert!(matches!(
-            open_chunk(&keys, &opener, other, sealed.flags, sealed.data.clone()),
+            open_chunk(&keys, &opener, other, sealed.flags, &sealed.data),
             Err(OpenChunkError::Mismatch { .. })
         ));
         let last = sealed.data.len() - 1;
         sealed.data[last] ^= 1;
         assert!(matches!(
-            open_chunk(&keys, &opener, id, sealed.flags, sealed.data),
+            open_chunk(&keys, &opener, id, sealed.flags, &sealed.data),
             Err(OpenChunkError::Decrypt { .. })
         ));
     }

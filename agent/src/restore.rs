@@ -254,7 +254,7 @@ impl Fetcher {
         let keys = self.keys.clone();
         let flags = u8::try_from(blob.flags).unwrap_or(u8::MAX);
         let task = tokio::task::spawn_blocking(move || {
-            open_chunk(&keys, &opener, id, flags, Vec::from(blob.data)).map_err(RestoreError::from)
+            open_chunk(&keys, &opener, id, flags, &blob.data).map_err(RestoreError::from)
         });
         out.send(task).await.map_err(|_| RestoreError::Aborted)
     }

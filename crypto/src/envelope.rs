@@ -27,6 +27,9 @@ pub enum SealError {
     /// The header MAC could not be keyed (should not happen: HMAC takes any key).
     #[error("computing the age header MAC: {0}")]
     Mac(String),
+    /// OpenSSL's ChaCha20-Poly1305 could not be set up or run.
+    #[error("encrypting a chunk: {0}")]
+    Cipher(String),
 }
 
 /// Why a header or a payload did not open.
@@ -60,6 +63,9 @@ pub enum OpenError {
         "age payload: piece {piece} failed authentication (tampered, truncated, reordered, or sealed under another session header)"
     )]
     PieceAuth { piece: u64 },
+    /// OpenSSL's ChaCha20-Poly1305 could not be set up (says nothing about the payload).
+    #[error("age payload: the cipher could not be set up: {0}")]
+    Cipher(String),
 }
 
 impl From<StreamError> for OpenError {
@@ -67,6 +73,7 @@ impl From<StreamError> for OpenError {
         match e {
             StreamError::Malformed(m) => OpenError::MalformedPayload(m),
             StreamError::Auth(piece) => OpenError::PieceAuth { piece },
+            StreamError::Cipher(reason) => OpenError::Cipher(reason),
         }
     }
 }
@@ -86,8 +93,9 @@ impl SessionSealer {
 
     /// Encrypts one chunk as an age payload under the session file key:
     /// `nonce ‖ STREAM pieces`. `header() ‖ seal(x)` is a valid age file.
-    pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
+    pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
         stream::seal(&self.file_key, &self.nonces, plaintext)
+            .map_err(|e| SealError::Cipher(e.to_string()))
     }
 }
 
@@ -109,11 +117,6 @@ impl SessionOpener {
     /// Decrypts one payload (`nonce ‖ STREAM pieces`). Any tampering, truncation,
     /// trailing bytes or wrong session gives an error.
     pub fn open(&self, payload: &[u8]) -> Result<Vec<u8>, OpenError> {
-        self.open_owned(payload.to_vec())
-    }
-
-    /// Like [`Self::open`], decrypting in the payload's own buffer.
-    pub fn open_owned(&self, payload: Vec<u8>) -> Result<Vec<u8>, OpenError> {
         Ok(stream::open(&self.file_key, payload)?)
     }
 }
@@ -197,7 +200,7 @@ mod tests {
         let keys = TenantKeys::generate();
         let sealer = keys.sealer().unwrap();
         let mut file = sealer.header().to_vec();
-        file.extend_from_slice(&sealer.seal(b"hello"));
+        file.extend_from_slice(&sealer.seal(b"hello").unwrap());
         assert_eq!(header_len(&file).unwrap(), sealer.header().len());
     }
 
@@ -220,11 +223,11 @@ mod tests {
         let nonce = |payload: Vec<u8>| payload[..stream::NONCE_LEN].to_vec();
         let mut seen = std::collections::HashSet::new();
         for _ in 0..100 {
-            assert!(seen.insert(nonce(first.seal(b"same"))));
-            assert!(seen.insert(nonce(second.seal(b"same"))));
+            assert!(seen.insert(nonce(first.seal(b"same").unwrap())));
+            assert!(seen.insert(nonce(second.seal(b"same").unwrap())));
         }
         // And each still opens.
         let opener = keys.opener(first.header()).unwrap();
-        assert_eq!(opener.open(&first.seal(b"same")).unwrap(), b"same");
+        assert_eq!(opener.open(&first.seal(b"same").unwrap()).unwrap(), b"same");
     }
 }

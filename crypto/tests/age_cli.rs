@@ -53,7 +53,7 @@ fn stock_age_decrypts_header_plus_chunk() {
     for len in SIZES {
         let plain = plaintext(len);
         let mut file = sealer.header().to_vec();
-        file.extend_from_slice(&sealer.seal(&plain));
+        file.extend_from_slice(&sealer.seal(&plain).unwrap());
         let enc = dir.path().join(format!("chunk-{len}.age"));
         fs::write(&enc, &file).unwrap();
         let out = age(&["-d", "-i", path_str(&id_file), path_str(&enc)]);
@@ -82,7 +82,7 @@ fn stock_age_decrypts_with_escrow_stanza_present() {
 
     let sealer = keys.sealer().unwrap();
     let mut file = sealer.header().to_vec();
-    file.extend_from_slice(&sealer.seal(b"two stanzas"));
+    file.extend_from_slice(&sealer.seal(b"two stanzas").unwrap());
     let enc = dir.path().join("chunk.age");
     fs::write(&enc, &file).unwrap();
     for (name, k) in [("tenant", &keys), ("escrow", &escrow)] {

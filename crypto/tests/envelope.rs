@@ -34,7 +34,7 @@ fn round_trips_all_edge_sizes() {
         1 << 20,
     ] {
         let plain = random_bytes(&mut rng, len);
-        let sealed = sealer.seal(&plain);
+        let sealed = sealer.seal(&plain).unwrap();
         let pieces = len.div_ceil(PIECE).max(1);
         assert_eq!(sealed.len(), 16 + len + 16 * pieces, "len {len}");
         assert_eq!(opener.open(&sealed).unwrap(), plain, "len {len}");
@@ -48,11 +48,14 @@ fn many_chunks_under_one_header_and_threads() {
     let opener = keys.opener(sealer.header()).unwrap();
     let chunks: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; i as usize * 7000]).collect();
     let sealed: Vec<Vec<u8>> = std::thread::scope(|s| {
-        let handles: Vec<_> = chunks.iter().map(|c| s.spawn(|| sealer.seal(c))).collect();
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|c| s.spawn(|| sealer.seal(c).unwrap()))
+            .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     // Same plaintext twice still seals differently (fresh payload nonce).
-    assert_ne!(sealer.seal(&chunks[3]), sealed[3]);
+    assert_ne!(sealer.seal(&chunks[3]).unwrap(), sealed[3]);
     std::thread::scope(|s| {
         for (c, p) in chunks.iter().zip(&sealed) {
             let opener = opener.clone();
@@ -83,7 +86,7 @@ fn escrow_recipient_opens_too() {
     assert_eq!(tenant.escrow_recipients(), vec![escrow.recipient()]);
 
     let sealer = tenant.sealer().unwrap();
-    let sealed = sealer.seal(b"escrowed");
+    let sealed = sealer.seal(b"escrowed").unwrap();
     assert_eq!(
         escrow
             .opener(sealer.header())
@@ -108,7 +111,7 @@ fn every_flipped_byte_is_detected() {
     let sealer = keys.sealer().unwrap();
     let opener = keys.opener(sealer.header()).unwrap();
     for len in [0usize, 1, 100] {
-        let sealed = sealer.seal(&vec![9u8; len]);
+        let sealed = sealer.seal(&vec![9u8; len]).unwrap();
         for i in 0..sealed.len() {
             for bit in [0x01u8, 0x80] {
                 let mut bad = sealed.clone();
@@ -118,7 +121,7 @@ fn every_flipped_byte_is_detected() {
         }
     }
     // Large payload: sample positions in every piece, including tags and the nonce.
-    let sealed = sealer.seal(&vec![5u8; 3 * PIECE + 10]);
+    let sealed = sealer.seal(&vec![5u8; 3 * PIECE + 10]).unwrap();
     let mut rng = StdRng::seed_from_u64(2);
     for _ in 0..300 {
         let mut bad = sealed.clone();
@@ -134,7 +137,7 @@ fn truncation_and_appending_are_detected() {
     let sealer = keys.sealer().unwrap();
     let opener = keys.opener(sealer.header()).unwrap();
     for len in [0usize, 1, PIECE, PIECE + 1, 2 * PIECE] {
-        let sealed = sealer.seal(&vec![3u8; len]);
+        let sealed = sealer.seal(&vec![3u8; len]).unwrap();
         let mut cuts: Vec<usize> = (0..40.min(sealed.len())).collect();
         cuts.extend([
             sealed.len() - 1,
@@ -164,7 +167,7 @@ fn piece_boundary_cut_of_full_final_piece_is_detected() {
     let keys = TenantKeys::generate();
     let sealer = keys.sealer().unwrap();
     let opener = keys.opener(sealer.header()).unwrap();
-    let sealed = sealer.seal(&vec![1u8; 2 * PIECE]);
+    let sealed = sealer.seal(&vec![1u8; 2 * PIECE]).unwrap();
     assert_eq!(
         opener.open(&sealed[..16 + SEALED_PIECE]),
         Err(OpenError::PieceAuth { piece: 0 })
@@ -185,7 +188,7 @@ fn swapped_pieces_and_spliced_payloads_are_detected() {
     let opener = keys.opener(sealer.header()).unwrap();
     let mut rng = StdRng::seed_from_u64(3);
     let plain = random_bytes(&mut rng, 3 * PIECE);
-    let sealed = sealer.seal(&plain);
+    let sealed = sealer.seal(&plain).unwrap();
     let mut swapped = sealed[..16].to_vec();
     swapped.extend_from_slice(&sealed[16 + SEALED_PIECE..16 + 2 * SEALED_PIECE]);
     swapped.extend_from_slice(&sealed[16..16 + SEALED_PIECE]);
@@ -196,7 +199,7 @@ fn swapped_pieces_and_spliced_payloads_are_detected() {
     );
 
     // A piece from another payload (other nonce, other key) does not fit.
-    let other = sealer.seal(&plain);
+    let other = sealer.seal(&plain).unwrap();
     let mut spliced = sealed[..16 + SEALED_PIECE].to_vec();
     spliced.extend_from_slice(&other[16 + SEALED_PIECE..]);
     assert_eq!(
@@ -211,7 +214,7 @@ fn wrong_session_or_tenant_is_detected() {
     let s1 = keys.sealer().unwrap();
     let s2 = keys.sealer().unwrap();
     assert_ne!(s1.header(), s2.header());
-    let sealed = s1.seal(b"session one");
+    let sealed = s1.seal(b"session one").unwrap();
     let o2 = keys.opener(s2.header()).unwrap();
     assert_eq!(o2.open(&sealed), Err(OpenError::PieceAuth { piece: 0 }));
 
@@ -279,7 +282,7 @@ fn write_only_keys_cannot_open() {
         "this key file is write-only (no identity): it can back up but not restore"
     );
     // ...but what it sealed, the private keys open.
-    let sealed = sealer.seal(b"backed up");
+    let sealed = sealer.seal(b"backed up").unwrap();
     assert_eq!(
         keys.opener(sealer.header()).unwrap().open(&sealed).unwrap(),
         b"backed up"
@@ -292,7 +295,7 @@ fn fuzz_open_and_opener_never_panic() {
     let sealer = keys.sealer().unwrap();
     let opener = keys.opener(sealer.header()).unwrap();
     let header = sealer.header().to_vec();
-    let sealed = sealer.seal(&vec![7u8; PIECE + 300]);
+    let sealed = sealer.seal(&vec![7u8; PIECE + 300]).unwrap();
     let mut rng = StdRng::seed_from_u64(0xF3E7);
     for case in 0..2000 {
         // Random bytes, truncated real data, or mutated real data.

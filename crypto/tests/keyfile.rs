@@ -40,7 +40,7 @@ fn private_round_trip_keeps_everything() {
     assert_eq!(loaded.gear_tables(), keys.gear_tables());
     // The loaded identity opens what the original sealed, and vice versa.
     let sealer = keys.sealer().unwrap();
-    let sealed = sealer.seal(b"x");
+    let sealed = sealer.seal(b"x").unwrap();
     assert_eq!(
         loaded
             .opener(sealer.header())
