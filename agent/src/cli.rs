@@ -143,6 +143,10 @@ enum KeyCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    if matches!(cli.command, Command::Restore { .. }) {
+        // Before the runtime's threads start (see ferry_malloc).
+        ferry_malloc::keep_freed_buffers();
+    }
     // Few blocking threads: the pipeline needs about one per core plus the
     // scanner, and every extra thread is another malloc arena holding memory.
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -3,13 +3,14 @@
 //! Each piece's AEAD nonce is an 11-byte big-endian counter and a last-piece flag
 //! byte, so pieces cannot be reordered, dropped or truncated without detection.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use age_core::format::FileKey;
 use age_core::primitives::hkdf;
 use age_core::secrecy::ExposeSecret;
 use age_core::secrecy::zeroize::Zeroizing;
-use openssl::cipher::Cipher;
+use openssl::cipher::{Cipher, CipherRef};
 use openssl::cipher_ctx::{CipherCtx, CipherCtxRef};
 use openssl::error::ErrorStack;
 use rand::RngCore;
@@ -52,20 +53,24 @@ fn payload_cipher(
     encrypt: bool,
 ) -> Result<CipherCtx, ErrorStack> {
     let key = Zeroizing::new(hkdf(nonce, b"payload", file_key.expose_secret()));
+    let cipher = chacha20_poly1305();
     let mut ctx = CipherCtx::new()?;
     match encrypt {
-        true => ctx.encrypt_init(
-            Some(Cipher::chacha20_poly1305()),
-            Some(key.as_slice()),
-            None,
-        )?,
-        false => ctx.decrypt_init(
-            Some(Cipher::chacha20_poly1305()),
-            Some(key.as_slice()),
-            None,
-        )?,
+        true => ctx.encrypt_init(Some(cipher), Some(key.as_slice()), None)?,
+        false => ctx.decrypt_init(Some(cipher), Some(key.as_slice()), None)?,
     }
     Ok(ctx)
+}
+
+/// The cipher, looked up in OpenSSL's providers once: OpenSSL 3 repeats that
+/// lookup on every use of the built-in handle, a third of the cost of sealing
+/// a small file's chunk.
+fn chacha20_poly1305() -> &'static CipherRef {
+    static FETCHED: OnceLock<Option<Cipher>> = OnceLock::new();
+    match FETCHED.get_or_init(|| Cipher::fetch(None, "ChaCha20-Poly1305", None).ok()) {
+        Some(fetched) => fetched,
+        None => Cipher::chacha20_poly1305(),
+    }
 }
 
 /// The STREAM nonce of a piece. Unique per payload key: each payload has its
