@@ -12,9 +12,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(files, ["."])?;
     // Blob bodies as `Bytes`: decoded as slices of the received frame and
     // sent from slices of a pack read, not copied into a Vec of their own.
+    // A commit's id list too: 32 MiB for a million files, which the hub
+    // would otherwise hold twice while decoding it.
     tonic_prost_build::configure()
         .bytes(".ferry.v1.Blob.data")
         .bytes(".ferry.v1.FetchedBlob.data")
+        .bytes(".ferry.v1.CommitRequest.data_chunk_ids")
         .compile_fds(descriptors)?;
     Ok(())
 }

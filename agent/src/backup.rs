@@ -230,7 +230,7 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
     let upload = flatten(upload.await);
     // Report the root cause: a stage that failed on its own, not one that
     // stopped because its neighbour went away.
-    let ((scanned, mut journal), deduplicated, uploaded) = match (scan, dedup, upload) {
+    let ((scanned, journal), deduplicated, uploaded) = match (scan, dedup, upload) {
         (Ok(s), Ok(d), Ok(u)) => (s, d, u),
         (s, d, u) => {
             let errors = [s.err(), d.err(), u.err()];
@@ -249,6 +249,16 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
     report.chunks_sent = uploaded.blobs;
     report.bytes_sent = uploaded.bytes;
     report.manifest_chunks = scanned.manifest.len() as u64;
+    let (mut journal, data_chunk_ids) = tokio::task::spawn_blocking(move || {
+        // The pipeline's buffers are all freed by now; give them back before
+        // the commit's id list (32 bytes a chunk) and its encoding are built,
+        // so the two do not stack on memory malloc kept (see ferry_malloc).
+        ferry_malloc::release_free_memory();
+        let ids = journal.pending_chunk_ids()?;
+        Ok::<_, BackupError>((journal, ids))
+    })
+    .await
+    .map_err(|e| BackupError::Task(e.to_string()))??;
     let committed = job
         .client
         .ingest
@@ -260,7 +270,7 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
             body: Vec::new(),
             files: report.files,
             bytes: report.bytes,
-            data_chunk_ids: packed_ids(scanned.referenced),
+            data_chunk_ids: data_chunk_ids.into(),
         })
         .await
         .map_err(|status| {
@@ -285,15 +295,6 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
     Ok(report)
 }
 
-/// Ids back to back in one buffer (the list is freed once it is built).
-fn packed_ids(ids: Vec<BlobId>) -> Vec<u8> {
-    let mut packed = Vec::with_capacity(ids.len() * ferry_proto::ID_LEN);
-    for id in ids {
-        packed.extend_from_slice(id.as_bytes());
-    }
-    packed
-}
-
 fn flatten<T>(
     joined: Result<Result<T, BackupError>, tokio::task::JoinError>,
 ) -> Result<T, BackupError> {
@@ -302,8 +303,6 @@ fn flatten<T>(
 
 struct Scanned {
     manifest: Vec<BlobId>,
-    /// Every data chunk the manifest references, sorted, each once.
-    referenced: Vec<BlobId>,
     report: BackupReport,
 }
 
@@ -361,7 +360,6 @@ fn scan_source(
     let mut encoded = MANIFEST_MAGIC.to_vec();
     let mut first_link: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let mut skipped_files = Vec::new();
-    let mut referenced = Vec::new();
 
     let bundler = Bundler::new(chunks);
     let send = |kind: BlobKind, data: Vec<u8>| -> Result<BlobId, BackupError> {
@@ -438,7 +436,6 @@ fn scan_source(
                     // An object keeps the identity of the version read.
                     let object = object.or(entry.object.take());
                     journal.record(&entry.path, &entry.stamp, &ids, object.as_deref())?;
-                    referenced.extend_from_slice(&ids);
                     out.chunks = ids.iter().map(|id| id.0.to_vec()).collect();
                     out.object = object.map(|o| *o);
                     if let Some(key) = entry.link_key {
@@ -493,11 +490,8 @@ fn scan_source(
         tracing::warn!(path = %String::from_utf8_lossy(&s.path), reason = %s.reason, "not backed up");
         report.skipped.push(s.into());
     }
-    referenced.sort_unstable();
-    referenced.dedup();
     Ok(Scanned {
         manifest: manifest_ids,
-        referenced,
         report,
     })
 }

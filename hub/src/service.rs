@@ -819,7 +819,7 @@ mod tests {
                 CommitRequest {
                     session_id: session,
                     kind: "snapshot".to_owned(),
-                    data_chunk_ids: torn,
+                    data_chunk_ids: torn.into(),
                     ..Default::default()
                 },
             ))
