@@ -113,6 +113,15 @@ impl Journal {
         })
     }
 
+    /// A row whose chunk list is not whole 32-byte ids.
+    fn torn_chunk_list(&self, file: &[u8], len: usize) -> JournalError {
+        JournalError::Corrupt {
+            path: self.path.clone(),
+            file: String::from_utf8_lossy(file).into_owned(),
+            reason: format!("chunk list of {len} bytes (not a multiple of {ID_LEN})"),
+        }
+    }
+
     fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> JournalError + '_ {
         move |source| JournalError::Sqlite {
             path: self.path.clone(),
@@ -175,12 +184,7 @@ impl Journal {
             file: String::from_utf8_lossy(path).into_owned(),
             reason,
         };
-        let ids = decode_chunks(&chunks).ok_or_else(|| {
-            corrupt(format!(
-                "chunk list of {} bytes (not a multiple of 32)",
-                chunks.len()
-            ))
-        })?;
+        let ids = decode_chunks(&chunks).ok_or_else(|| self.torn_chunk_list(path, chunks.len()))?;
         let object = meta
             .map(|m| ObjectMeta::decode(m.as_slice()).map(Box::new))
             .transpose()
@@ -248,14 +252,7 @@ impl Journal {
                 .map_err(self.err("list chunks"))?;
             if !chunks.len().is_multiple_of(ID_LEN) {
                 let path: Vec<u8> = row.get(0).unwrap_or_default();
-                return Err(JournalError::Corrupt {
-                    path: self.path.clone(),
-                    file: String::from_utf8_lossy(&path).into_owned(),
-                    reason: format!(
-                        "chunk list of {} bytes (not a multiple of 32)",
-                        chunks.len()
-                    ),
-                });
+                return Err(self.torn_chunk_list(&path, chunks.len()));
             }
             packed.extend_from_slice(chunks);
         }
