@@ -231,6 +231,8 @@ impl Journal {
     /// 32 bytes a file, 32 MiB for a million, and was the one part of a
     /// backup's memory that grew with the number of files.
     pub fn pending_chunk_ids(&self) -> Result<Vec<u8>, JournalError> {
+        // A first pass sizes the buffer exactly: grown by doubling, the
+        // list would briefly be held one and a half times over.
         let total: i64 = self
             .conn
             .query_row(
