@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Ferry beside its peers from one peers.sh run: a "ferry / peer" ratio per step.
 
-usage: ratios.py RESULTS.csv DD_SECONDS DD_MIB > table.md
+usage: ratios.py RESULTS.csv DD_SECONDS DD_MIB ["DD_RUNS ..."] > table.md
+
+DD_SECONDS is the median of the disk baseline's runs, listed in DD_RUNS.
 
 Times are wall + flush (durable on disk), medians over the repeats. Ferry's
 CPU is the agent's plus the hub's ("ferry-hub" rows); its RSS is the larger
@@ -18,6 +20,7 @@ STEPS = ["backup-initial", "backup-incr", "backup-small", "restore-mixed"]
 def main():
     rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["step"] != "verify"]
     dd_s, dd_mib = float(sys.argv[2]), float(sys.argv[3])
+    dd_range = sys.argv[4] if len(sys.argv) > 4 else ""
     by = defaultdict(list)
     for r in rows:
         by[(r["peer"], r["step"])].append(r)
@@ -57,8 +60,9 @@ def main():
     t0 = med("ferry", "backup-initial", durable)
     if t0 and dd_s > 0:
         out.append("")
+        runs = f" (median of {len(dd_range.split())}: {dd_range} s)" if len(dd_range.split()) > 1 else ""
         out.append(f"Disk baseline: `dd conv=fdatasync` of {dd_mib:.0f} MiB (Ferry's repo after "
-                   f"backup-initial) took {dd_s:.2f} s; Ferry's backup-initial ÷ that = {t0 / dd_s:.2f}.")
+                   f"backup-initial) took {dd_s:.2f} s{runs}; Ferry's backup-initial ÷ that = {t0 / dd_s:.2f}.")
     print("\n".join(out))
 
 

@@ -2,23 +2,23 @@
 //! through buffers of a few MiB that are freed on other threads than those
 //! that filled them (tokio workers, blocking threads).
 
-/// Arenas kept when the operator has not chosen (`MALLOC_ARENA_MAX`).
-const ARENAS: i32 = 2;
 /// Allocations at least this large get their own mapping (`MALLOC_MMAP_THRESHOLD_`).
 const MMAP_THRESHOLD: i32 = 16 << 20;
 /// Free memory at a heap's top kept rather than returned (`MALLOC_TRIM_THRESHOLD_`).
 const TRIM_THRESHOLD: i32 = 64 << 20;
 
-/// Bounds malloc's arenas to two. glibc gives each thread that allocates
-/// under contention an arena of its own (up to 8 per core) and keeps what
-/// is freed in it, so peak RSS ran at about twice the live data: on the
-/// 1 GiB benchmark the hub peaked at 143-153 MiB with the default and at
-/// 71-87 MiB with two arenas, for the same CPU time.
+/// Bounds malloc's arenas to `arenas`. glibc gives each thread that
+/// allocates under contention an arena of its own (up to 8 per core) and
+/// keeps what is freed in it, so peak RSS ran at about twice the live data:
+/// on the 1 GiB benchmark the hub peaked at 143-153 MiB with the default and
+/// at 71-87 MiB with two arenas, for the same CPU time. Too few arenas cost
+/// CPU instead, in lock waits, where many threads allocate at once (the
+/// agent's 32 readers of small files): see the agent's `main`.
 ///
 /// Call first thing in `main`, before any other thread starts; the
 /// operator's `MALLOC_ARENA_MAX` wins. A no-op where the C library is not glibc.
-pub fn bound_arenas() {
-    set_unless_chosen("MALLOC_ARENA_MAX", Tunable::ArenaMax, ARENAS);
+pub fn bound_arenas(arenas: i32) {
+    set_unless_chosen("MALLOC_ARENA_MAX", Tunable::ArenaMax, arenas);
 }
 
 /// Keeps freed buffers for reuse instead of handing them back to the kernel.
