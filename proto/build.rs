@@ -18,6 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".ferry.v1.Blob.data")
         .bytes(".ferry.v1.FetchedBlob.data")
         .bytes(".ferry.v1.CommitRequest.data_chunk_ids")
+        .bytes(".ferry.v1.CheckReferencesRequest.data_chunk_ids")
         .compile_fds(descriptors)?;
     Ok(())
 }

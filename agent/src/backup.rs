@@ -22,8 +22,8 @@ use ferry_crypto::{SealError, SessionSealer, TenantKeys};
 use ferry_proto::manifest::{MANIFEST_MAGIC, encode_entry};
 use ferry_proto::status::MISSING_CHUNKS;
 use ferry_proto::v1::{
-    BlobBatch, CommitRequest, EntryType, FindMissingRequest, ManifestEntry, ObjectMeta,
-    OpenSessionRequest,
+    BlobBatch, CheckReferencesRequest, CommitRequest, EntryType, FindMissingRequest, ManifestEntry,
+    ObjectMeta, OpenSessionRequest,
 };
 use ferry_proto::{BlobId, BlobKind};
 use serde::Serialize;
@@ -63,6 +63,10 @@ const UPLOAD_BATCH_BLOBS: usize = 8192;
 const UPLOAD_BATCH_BYTES: usize = 4 << 20;
 /// How often a file that keeps changing while it is read is tried.
 const READ_ATTEMPTS: usize = 3;
+/// Ids per part of a commit's references (4 MiB): parts before the last go
+/// to the hub in CheckReferences calls, so no message nears the 64 MiB limit
+/// (two million ids) and the agent holds a part, not the whole list.
+const REFERENCE_PART_IDS: usize = 1 << 17;
 /// Past this many ids, the in-run duplicate filter starts over (the hub's
 /// answer stays correct; only a few duplicates may be sealed twice).
 const SEEN_LIMIT: usize = 1 << 18;
@@ -249,16 +253,23 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
     report.chunks_sent = uploaded.blobs;
     report.bytes_sent = uploaded.bytes;
     report.manifest_chunks = scanned.manifest.len() as u64;
-    let (mut journal, data_chunk_ids) = tokio::task::spawn_blocking(move || {
-        // The pipeline's buffers are all freed by now; give them back before
-        // the commit's id list (32 bytes a chunk) and its encoding are built,
-        // so the two do not stack on memory malloc kept (see ferry_malloc).
-        ferry_malloc::release_free_memory();
-        let ids = journal.pending_chunk_ids()?;
-        Ok::<_, BackupError>((journal, ids))
-    })
-    .await
-    .map_err(|e| BackupError::Task(e.to_string()))??;
+    let references = {
+        let (client, runtime) = (job.client.clone(), tokio::runtime::Handle::current());
+        tokio::task::spawn_blocking(move || {
+            // The pipeline's buffers are all freed by now; give them back
+            // before the id lists are built, so the two do not stack on
+            // memory malloc kept (see ferry_malloc).
+            ferry_malloc::release_free_memory();
+            let last = hold_back_last(
+                |each| journal.pending_chunk_id_parts(REFERENCE_PART_IDS, each),
+                |part| runtime.block_on(check_references(&client, session_id, part)),
+            )?;
+            Ok::<_, BackupError>((journal, last))
+        })
+    };
+    let (mut journal, data_chunk_ids) = references
+        .await
+        .map_err(|e| BackupError::Task(e.to_string()))??;
     let committed = job
         .client
         .ingest
@@ -273,18 +284,7 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
             data_chunk_ids: data_chunk_ids.into(),
         })
         .await
-        .map_err(|status| {
-            if status.code() == tonic::Code::FailedPrecondition
-                && status.message().starts_with(MISSING_CHUNKS)
-            {
-                BackupError::MissingChunks(status.message().to_string())
-            } else {
-                BackupError::Hub {
-                    call: "Commit",
-                    status,
-                }
-            }
-        })?
+        .map_err(refused("Commit"))?
         .into_inner();
     report.seq = committed.seq;
     tokio::task::spawn_blocking(move || journal.promote())
@@ -299,6 +299,53 @@ fn flatten<T>(
     joined: Result<Result<T, BackupError>, tokio::task::JoinError>,
 ) -> Result<T, BackupError> {
     joined.map_err(|e| BackupError::Task(e.to_string()))?
+}
+
+/// Hands every part but the last to `earlier`, in order, and returns the
+/// last (empty when there is none): a commit carries its final part of
+/// references itself, so a backup whose ids fit one part makes no extra call.
+fn hold_back_last<E>(
+    parts: impl FnOnce(&mut dyn FnMut(Vec<u8>) -> Result<(), E>) -> Result<(), E>,
+    mut earlier: impl FnMut(Vec<u8>) -> Result<(), E>,
+) -> Result<Vec<u8>, E> {
+    let mut held = None;
+    parts(&mut |part| match held.replace(part) {
+        Some(before) => earlier(before),
+        None => Ok(()),
+    })?;
+    Ok(held.unwrap_or_default())
+}
+
+/// Asks the hub whether it holds one part of the commit's references.
+async fn check_references(
+    client: &HubClient,
+    session_id: u64,
+    part: Vec<u8>,
+) -> Result<(), BackupError> {
+    client
+        .ingest
+        .clone()
+        .check_references(CheckReferencesRequest {
+            session_id,
+            data_chunk_ids: part.into(),
+        })
+        .await
+        .map(drop)
+        .map_err(refused("CheckReferences"))
+}
+
+/// A refusal of `call`; "missing chunks" means the journal claimed chunks
+/// the hub lacks, which the caller answers by reading every file again.
+fn refused(call: &'static str) -> impl FnOnce(tonic::Status) -> BackupError {
+    move |status| {
+        if status.code() == tonic::Code::FailedPrecondition
+            && status.message().starts_with(MISSING_CHUNKS)
+        {
+            BackupError::MissingChunks(status.message().to_string())
+        } else {
+            BackupError::Hub { call, status }
+        }
+    }
 }
 
 struct Scanned {
@@ -817,6 +864,39 @@ mod tests {
 
     use super::*;
     use crate::journal::FileStamp;
+
+    #[test]
+    fn every_part_but_the_last_is_checked_before_the_commit() {
+        let run = |parts: Vec<Vec<u8>>| {
+            let mut checked = Vec::new();
+            let last = hold_back_last(
+                |each| parts.into_iter().try_for_each(each),
+                |part| {
+                    checked.push(part);
+                    Ok::<_, BackupError>(())
+                },
+            )
+            .unwrap();
+            (checked, last)
+        };
+        assert_eq!(run(vec![]), (vec![], vec![]));
+        assert_eq!(run(vec![vec![1]]), (vec![], vec![1]));
+        assert_eq!(
+            run(vec![vec![1], vec![2], vec![3]]),
+            (vec![vec![1], vec![2]], vec![3])
+        );
+        // A refused part stops the rest.
+        let mut checked = 0;
+        let refused = hold_back_last(
+            |each| [vec![1], vec![2], vec![3]].into_iter().try_for_each(each),
+            |_| {
+                checked += 1;
+                Err(BackupError::MissingChunks("no".into()))
+            },
+        );
+        assert!(matches!(refused, Err(BackupError::MissingChunks(_))));
+        assert_eq!(checked, 1);
+    }
 
     /// A one-file source whose file may change between every look.
     struct Shifty {

@@ -71,6 +71,21 @@ const COLUMNS: &str = "(
     meta BLOB
 ) WITHOUT ROWID";
 
+/// Packed 32-byte ids sorted, each kept once; in place, no second list.
+fn sorted_once(mut packed: Vec<u8>) -> Vec<u8> {
+    let (ids, _) = packed.as_chunks_mut::<ID_LEN>();
+    ids.sort_unstable();
+    let mut kept = 0;
+    for i in 0..ids.len() {
+        if kept == 0 || ids[i] != ids[kept - 1] {
+            ids[kept] = ids[i];
+            kept += 1;
+        }
+    }
+    packed.truncate(kept * ID_LEN);
+    packed
+}
+
 impl Journal {
     pub fn open(path: &Path) -> Result<Self, JournalError> {
         let err = |op| {
@@ -225,23 +240,20 @@ impl Journal {
         Ok(())
     }
 
-    /// Every data chunk id the scan's rows reference, sorted, each once, as
-    /// 32-byte ids back to back (what a commit lists). Read back from the
-    /// rows rather than kept in memory through the scan: that list grows by
-    /// 32 bytes a file, 32 MiB for a million, and was the one part of a
-    /// backup's memory that grew with the number of files.
-    pub fn pending_chunk_ids(&self) -> Result<Vec<u8>, JournalError> {
-        // A first pass sizes the buffer exactly: grown by doubling, the
-        // list would briefly be held one and a half times over.
-        let total: i64 = self
-            .conn
-            .query_row(
-                "SELECT COALESCE(SUM(length(chunks)), 0) FROM files_next",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(self.err("size chunk list"))?;
-        let mut packed = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    /// The data chunk ids the scan's rows reference (what a commit lists),
+    /// as 32-byte ids back to back, handed to `each` in parts of at most
+    /// `part_ids` ids, each part sorted and listing an id once (another part
+    /// may list it again). Read back from the rows rather than kept through
+    /// the scan, and a part at a time, so memory stays flat however many
+    /// files there are: the whole list takes 32 bytes a chunk, 32 MiB for a
+    /// million files.
+    pub fn pending_chunk_id_parts<E: From<JournalError>>(
+        &self,
+        part_ids: usize,
+        mut each: impl FnMut(Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let part_bytes = part_ids.max(1) * ID_LEN;
+        let mut part = Vec::with_capacity(part_bytes);
         let mut stmt = self
             .conn
             .prepare("SELECT path, chunks FROM files_next")
@@ -254,22 +266,24 @@ impl Journal {
                 .map_err(self.err("list chunks"))?;
             if !chunks.len().is_multiple_of(ID_LEN) {
                 let path: Vec<u8> = row.get(0).unwrap_or_default();
-                return Err(self.torn_chunk_list(&path, chunks.len()));
+                return Err(self.torn_chunk_list(&path, chunks.len()).into());
             }
-            packed.extend_from_slice(chunks);
-        }
-        // Sorted and deduplicated in place: no second list.
-        let (ids, _) = packed.as_chunks_mut::<ID_LEN>();
-        ids.sort_unstable();
-        let mut kept = 0;
-        for i in 0..ids.len() {
-            if kept == 0 || ids[i] != ids[kept - 1] {
-                ids[kept] = ids[i];
-                kept += 1;
+            // A file of many chunks may fill several parts.
+            let mut rest = chunks;
+            while !rest.is_empty() {
+                let (now, later) = rest.split_at((part_bytes - part.len()).min(rest.len()));
+                part.extend_from_slice(now);
+                rest = later;
+                if part.len() == part_bytes {
+                    let full = std::mem::replace(&mut part, Vec::with_capacity(part_bytes));
+                    each(sorted_once(full))?;
+                }
             }
         }
-        packed.truncate(kept * ID_LEN);
-        Ok(packed)
+        if !part.is_empty() {
+            each(sorted_once(part))?;
+        }
+        Ok(())
     }
 
     /// Ends the scan's transaction; the rows stay pending until `promote`.
@@ -375,8 +389,18 @@ mod tests {
         }
     }
 
+    /// The parts `pending_chunk_id_parts` hands out, `part_ids` ids at most each.
+    fn parts(j: &Journal, part_ids: usize) -> Result<Vec<Vec<u8>>, JournalError> {
+        let mut parts = Vec::new();
+        j.pending_chunk_id_parts(part_ids, |p| {
+            parts.push(p);
+            Ok::<_, JournalError>(())
+        })?;
+        Ok(parts)
+    }
+
     #[test]
-    fn pending_chunk_ids_are_this_scans_sorted_once_each() {
+    fn pending_chunk_ids_are_this_scans_in_sorted_parts_once_each() {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(&dir.path().join("j.db")).unwrap();
         j.begin_scan().unwrap();
@@ -392,12 +416,23 @@ mod tests {
             .unwrap();
         j.record(b"empty", &stamp(0), &[], None).unwrap();
         j.end_scan().unwrap();
-        let packed = j.pending_chunk_ids().unwrap();
         let want: Vec<u8> = [[1u8; 32], [2; 32], [3; 32]].concat();
         assert_eq!(
-            packed, want,
-            "the promoted scan's [9; 32] is not this scan's"
+            parts(&j, 100).unwrap(),
+            [want],
+            "one part; the promoted scan's [9; 32] is not this scan's"
         );
+
+        // Parts of 3: the rows' four ids (in the table's order, "a" first)
+        // split after the third, the second file's list across two parts.
+        let split = parts(&j, 3).unwrap();
+        assert_eq!(split.len(), 2, "{split:?}");
+        assert_eq!(split[0], [[1u8; 32], [2; 32], [3; 32]].concat());
+        assert_eq!(split[1], [1u8; 32]);
+        // One id per part: every reference, none lost.
+        let ones = parts(&j, 1).unwrap();
+        assert_eq!(ones.len(), 4);
+        assert!(ones.iter().all(|p| p.len() == 32));
 
         // A row whose chunk list is torn is named, not misread.
         j.conn
@@ -407,7 +442,7 @@ mod tests {
                 [],
             )
             .unwrap();
-        let err = j.pending_chunk_ids().unwrap_err().to_string();
+        let err = parts(&j, 100).unwrap_err().to_string();
         assert!(
             err.contains("\"torn\"") && err.contains("not a multiple of 32"),
             "{err}"

@@ -17,9 +17,10 @@ use ferry_proto::status::MISSING_CHUNKS;
 use ferry_proto::v1::ingest_server::Ingest;
 use ferry_proto::v1::journal_server::Journal;
 use ferry_proto::v1::{
-    BlobBatch, BlobBatchAck, CommitInfo, CommitRequest, CommitResponse, FetchBlobsRequest,
-    FetchedBlob, FindMissingRequest, FindMissingResponse, ListCommitsRequest, ListCommitsResponse,
-    OpenSessionRequest, OpenSessionResponse,
+    BlobBatch, BlobBatchAck, CheckReferencesRequest, CheckReferencesResponse, CommitInfo,
+    CommitRequest, CommitResponse, FetchBlobsRequest, FetchedBlob, FindMissingRequest,
+    FindMissingResponse, ListCommitsRequest, ListCommitsResponse, OpenSessionRequest,
+    OpenSessionResponse,
 };
 use ferry_proto::{BlobId, BlobKind, FLAG_ZSTD, ID_LEN};
 use tokio::sync::mpsc;
@@ -29,7 +30,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::blobstore::Pools;
-use crate::catalog::{Bucket, Catalog, CatalogError, CommitKind, NewCommit, Session, Site};
+use crate::catalog::{
+    Bucket, Catalog, CatalogError, CommitKind, NewCommit, Session, Site, TenantId,
+};
 use crate::fetch;
 use crate::pack::PackBlob;
 use crate::packer::Packer;
@@ -72,6 +75,45 @@ impl HubState {
             .await
             .map_err(|e| Status::internal(format!("catalog task: {e}")))?
             .map_err(catalog_status)
+    }
+
+    /// Refuses (FAILED_PRECONDITION, [`MISSING_CHUNKS`]) unless the tenant
+    /// holds every blob of `manifest` and of `packed` (32-byte ids back to
+    /// back, from the request's `field`). Checked a slice at a time, so no
+    /// second copy of a long list is made.
+    async fn refuse_missing(
+        &self,
+        tenant: TenantId,
+        field: &'static str,
+        manifest: Vec<BlobId>,
+        packed: bytes::Bytes,
+    ) -> Result<(), Status> {
+        if !packed.len().is_multiple_of(ID_LEN) {
+            return Err(Status::invalid_argument(format!(
+                "{field}: {} bytes is not a whole number of {ID_LEN}-byte ids",
+                packed.len()
+            )));
+        }
+        let missing = self
+            .catalog(move |c| {
+                let mut missing = c.missing_blobs(tenant, &manifest)?;
+                for part in packed.chunks(MAX_IDS_PER_CALL * ID_LEN) {
+                    let ids: Vec<BlobId> = part
+                        .chunks_exact(ID_LEN)
+                        .filter_map(|id| <[u8; ID_LEN]>::try_from(id).ok().map(BlobId))
+                        .collect();
+                    missing.extend(c.missing_blobs(tenant, &ids)?);
+                }
+                Ok(missing)
+            })
+            .await?;
+        match missing.first() {
+            Some(id) => Err(Status::failed_precondition(format!(
+                "{MISSING_CHUNKS}: {} referenced chunks are not stored, e.g. {id}",
+                missing.len()
+            ))),
+            None => Ok(()),
+        }
     }
 
     async fn authenticate<T>(&self, request: &Request<T>) -> Result<Site, Status> {
@@ -408,6 +450,24 @@ impl Ingest for IngestService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn check_references(
+        &self,
+        request: Request<CheckReferencesRequest>,
+    ) -> Result<Response<CheckReferencesResponse>, Status> {
+        let hub = &self.0;
+        let site = hub.authenticate(&request).await?;
+        let req = request.into_inner();
+        hub.session(&site, req.session_id).await?;
+        hub.refuse_missing(
+            site.tenant,
+            "CheckReferencesRequest.data_chunk_ids",
+            Vec::new(),
+            req.data_chunk_ids,
+        )
+        .await?;
+        Ok(Response::new(CheckReferencesResponse {}))
+    }
+
     async fn commit(
         &self,
         request: Request<CommitRequest>,
@@ -423,36 +483,14 @@ impl Ingest for IngestService {
             )));
         }
         let manifest = ids_from("CommitRequest.manifest", &req.manifest, MAX_IDS_PER_CALL)?;
-        let packed = req.data_chunk_ids;
-        if !packed.len().is_multiple_of(ID_LEN) {
-            return Err(Status::invalid_argument(format!(
-                "CommitRequest.data_chunk_ids: {} bytes is not a whole number of {ID_LEN}-byte ids",
-                packed.len()
-            )));
-        }
         // Never journal a commit that points at blobs the hub does not hold.
-        // Checked a slice at a time, so no second copy of a huge list is made.
-        let tenant = site.tenant;
-        let check_manifest = manifest.clone();
-        let missing = hub
-            .catalog(move |c| {
-                let mut missing = c.missing_blobs(tenant, &check_manifest)?;
-                for part in packed.chunks(MAX_IDS_PER_CALL * ID_LEN) {
-                    let ids: Vec<BlobId> = part
-                        .chunks_exact(ID_LEN)
-                        .filter_map(|id| <[u8; ID_LEN]>::try_from(id).ok().map(BlobId))
-                        .collect();
-                    missing.extend(c.missing_blobs(tenant, &ids)?);
-                }
-                Ok(missing)
-            })
-            .await?;
-        if let Some(id) = missing.first() {
-            return Err(Status::failed_precondition(format!(
-                "{MISSING_CHUNKS}: {} referenced chunks are not stored, e.g. {id}",
-                missing.len()
-            )));
-        }
+        hub.refuse_missing(
+            site.tenant,
+            "CommitRequest.data_chunk_ids",
+            manifest.clone(),
+            req.data_chunk_ids,
+        )
+        .await?;
         let time_unix_ms = unix_now_ms();
         let commit = NewCommit {
             site: site.id,
@@ -802,6 +840,55 @@ mod tests {
         // Within a tenant dedup still works.
         let ack = hub.upload("alpha", sa, &[(w, b"the real data")]).await;
         assert_eq!((ack.stored, ack.already_present), (0, 1));
+    }
+
+    #[tokio::test]
+    async fn references_are_checked_in_parts_before_the_commit() {
+        let mut hub = hub().await;
+        let session = hub.open("alpha").await;
+        let (x, y) = (id(1), id(2));
+        hub.upload("alpha", session, &[(x, b"x"), (y, b"y")]).await;
+        let check = |ids: Vec<u8>| {
+            let mut ingest = hub.ingest.clone();
+            async move {
+                ingest
+                    .check_references(authed(
+                        "alpha",
+                        CheckReferencesRequest {
+                            session_id: session,
+                            data_chunk_ids: ids.into(),
+                        },
+                    ))
+                    .await
+            }
+        };
+        check([x.0, y.0].concat()).await.unwrap();
+        // Not stored (or another tenant's): refused as a commit would be.
+        let refused = check([x.0, id(7).0].concat()).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+        assert!(refused.message().contains(MISSING_CHUNKS), "{refused:?}");
+        let torn = check(vec![1; 33]).await.unwrap_err();
+        assert_eq!(torn.code(), tonic::Code::InvalidArgument);
+        assert!(
+            torn.message()
+                .contains("CheckReferencesRequest.data_chunk_ids"),
+            "{torn:?}"
+        );
+        // A site checks only within its own sessions.
+        let err = hub
+            .ingest
+            .check_references(authed(
+                "beta",
+                CheckReferencesRequest {
+                    session_id: session,
+                    data_chunk_ids: x.0.to_vec().into(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_ne!(err.code(), tonic::Code::Ok);
+        // The commit then lists only the last part.
+        assert_eq!(hub.commit("alpha", session, &[y]).await.unwrap(), 1);
     }
 
     #[tokio::test]
