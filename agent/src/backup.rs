@@ -68,8 +68,9 @@ const READ_ATTEMPTS: usize = 3;
 /// (two million ids) and the agent holds a part, not the whole list.
 const REFERENCE_PART_IDS: usize = 1 << 17;
 /// Past this many ids, the in-run duplicate filter starts over (the hub's
-/// answer stays correct; only a few duplicates may be sealed twice).
-const SEEN_LIMIT: usize = 1 << 18;
+/// answer stays correct; only a few duplicates may be sealed twice). Far
+/// more than are ever in flight; at 1 << 18 the set alone took up to 17 MiB.
+const SEEN_LIMIT: usize = 1 << 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
