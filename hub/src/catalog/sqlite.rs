@@ -998,7 +998,11 @@ impl Catalog for SqliteCatalog {
                 .map_err(sql("insert blob"))?;
             // A pack's blobs come from a few sessions, most often one.
             let mut headers: Vec<(BlobId, i64)> = Vec::new();
-            for (tenant, e) in entries {
+            // In key order: each insert then lands at or after the last one
+            // instead of seeking from the root for a random id.
+            let mut in_key_order: Vec<&(TenantId, PackEntry)> = entries.iter().collect();
+            in_key_order.sort_unstable_by_key(|(tenant, e)| (tenant.0, e.id.0));
+            for (tenant, e) in in_key_order {
                 let header = match headers.iter().find(|(id, _)| *id == e.header_id) {
                     Some(&(_, number)) => number,
                     None => {
