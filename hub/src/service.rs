@@ -886,7 +886,7 @@ mod tests {
             ))
             .await
             .unwrap_err();
-        assert_ne!(err.code(), tonic::Code::Ok);
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
         // The commit then lists only the last part.
         assert_eq!(hub.commit("alpha", session, &[y]).await.unwrap(), 1);
     }
