@@ -16,6 +16,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -65,6 +66,13 @@ pub async fn bind(
         // refused with 400 and a reason rather than cut off.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES * 2))
         .with_state(hook);
+    // Each answer is one small write: without NODELAY it can wait for the
+    // client's delayed ACK of the previous one (tens of ms) before it leaves.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "webhook: cannot set TCP_NODELAY");
+        }
+    });
     Ok((bound, async move { axum::serve(listener, app).await }))
 }
 
