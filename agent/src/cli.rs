@@ -50,15 +50,9 @@ struct Cli {
     json: bool,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
-    log_format: LogFormat,
+    log_format: ferry_log::LogFormat,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -142,7 +136,7 @@ enum KeyCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    ferry_log::init(cli.log_format, "warn");
     if matches!(cli.command, Command::Restore { .. }) {
         // Before the runtime's threads start (see ferry_malloc).
         ferry_malloc::keep_freed_buffers();
@@ -166,19 +160,6 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 
