@@ -7,6 +7,7 @@ need=()
 command -v age >/dev/null 2>&1 || need+=(age)          # interop test: stock age decrypts a stored chunk
 command -v python3 >/dev/null 2>&1 || need+=(python3)  # dataset generator (../shared/bench/mkdata.py)
 command -v cc >/dev/null 2>&1 || need+=(gcc)           # zstd-sys, rusqlite's bundled SQLite
+command -v c++ >/dev/null 2>&1 || need+=(g++)          # libFuzzer, for scripts/fuzz.sh
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)  # finds OpenSSL for openssl-sys
 # The agent's ChaCha20-Poly1305 is the system OpenSSL's (crypto/src/stream.rs).
 [ -f /usr/include/openssl/evp.h ] || need+=(libssl-dev)

@@ -21,3 +21,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast -- --test-threads 2
 fi
+# Every decoder of bytes from the network or disk, fuzzed briefly (the
+# corpora in fuzz/corpus grow across runs); FUZZ_SECONDS=0 skips it.
+if [ "${FUZZ_SECONDS:-15}" != 0 ]; then
+  FUZZ_SECONDS=${FUZZ_SECONDS:-15} bash scripts/fuzz.sh
+fi

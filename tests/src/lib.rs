@@ -297,6 +297,15 @@ impl Site {
     }
 }
 
+/// This package's directory in the checkout under test. Cargo and nextest
+/// set `CARGO_MANIFEST_DIR` when they run a test; the value compiled in is
+/// only the fallback, because a build cache shared between checkouts may
+/// hold a test binary built in another one (since deleted).
+pub fn package_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// The quick benchmark dataset (`mkdata.py --mixed-size 64M --small-files 2000`),
 /// made once per target dir and reused; deterministic, so reuse is safe.
 pub fn quick_dataset() -> PathBuf {
@@ -306,7 +315,7 @@ pub fn quick_dataset() -> PathBuf {
     if out.join("small.manifest").exists() {
         return out;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/mkdata.py");
+    let script = package_dir().join("../../shared/bench/mkdata.py");
     assert!(
         script.exists(),
         "{} is missing: the tests need ../shared beside the repo",

@@ -98,7 +98,7 @@ fn which_age() -> std::path::PathBuf {
 #[test]
 fn hub_links_no_age_and_holds_no_key() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
+    let manifest = ferry_tests::package_dir().join("../Cargo.toml");
     let out = Command::new(cargo)
         .args([
             "tree",
@@ -110,8 +110,8 @@ fn hub_links_no_age_and_holds_no_key() {
             "--prefix",
             "none",
             "--manifest-path",
-            manifest,
         ])
+        .arg(&manifest)
         .output()
         .unwrap();
     assert!(
