@@ -23,6 +23,7 @@ else
 fi
 # Every decoder of bytes from the network or disk, fuzzed briefly (the
 # corpora in fuzz/corpus grow across runs); FUZZ_SECONDS=0 skips it.
-if [ "${FUZZ_SECONDS:-15}" != 0 ]; then
-  FUZZ_SECONDS=${FUZZ_SECONDS:-15} bash scripts/fuzz.sh
+fuzz_seconds=${FUZZ_SECONDS:-15}
+if [ "$fuzz_seconds" != 0 ]; then
+  FUZZ_SECONDS=$fuzz_seconds bash scripts/fuzz.sh
 fi

@@ -2,9 +2,8 @@
 //! by `FERRY_LOG` (tracing's env-filter syntax), as text or as JSON lines.
 
 /// How log lines are written on stderr (`--log-format`).
-#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum LogFormat {
-    #[default]
     Text,
     Json,
 }
