@@ -1,5 +1,6 @@
-//! The hub's write path alone: encoding a pack, and the packer storing
-//! blobs durably (pack fsynced, catalog committed). `cargo bench -p ferry-hub`.
+//! The hub's write path alone: encoding a pack, the packer storing blobs
+//! durably (pack fsynced, catalog committed), and the catalog's check of a
+//! commit's references. `cargo bench -p ferry-hub`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,8 +8,8 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferry_hub::blobstore::{BlobStore, LocalDirStore};
-use ferry_hub::catalog::{Catalog, SqliteCatalog};
-use ferry_hub::pack::{PackBlob, encode_pack};
+use ferry_hub::catalog::{Catalog, PackRecord, SqliteCatalog};
+use ferry_hub::pack::{PackBlob, PackEntry, encode_pack};
 use ferry_hub::packer::{Packer, PackerConfig};
 use ferry_proto::{BlobId, BlobKind};
 
@@ -59,5 +60,51 @@ fn packs(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, packs);
+/// Ids in a commit of the small-files benchmark: one chunk per file.
+const REFERENCES: usize = 50_000;
+
+/// The commit-time check that every referenced chunk is stored: one
+/// lookup per id, the ids sorted as the agent sends them.
+fn reference_check(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = SqliteCatalog::open(dir.path().join("catalog.db")).unwrap();
+    let tenant = catalog.create_tenant("bench").unwrap();
+    let mut ids: Vec<BlobId> = (0..REFERENCES as u64)
+        .map(|i| BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+        .collect();
+    for (n, pack) in ids.chunks(1000).enumerate() {
+        let hash = *blake3::hash(&n.to_le_bytes()).as_bytes();
+        let record = PackRecord {
+            name: hex::encode(hash),
+            pool: "local".into(),
+            size: 4096 * pack.len() as u64,
+            hash,
+        };
+        let entries: Vec<_> = (0u64..)
+            .zip(pack)
+            .map(|(i, id)| {
+                let entry = PackEntry {
+                    id: *id,
+                    kind: BlobKind::Data,
+                    flags: 0,
+                    header_id: BlobId([7; 32]),
+                    offset: 4096 * i,
+                    length: 4096,
+                };
+                (tenant, entry)
+            })
+            .collect();
+        catalog.record_pack(&record, &entries).unwrap();
+    }
+    ids.sort_unstable();
+    let mut g = c.benchmark_group("hub");
+    g.sample_size(20)
+        .throughput(Throughput::Elements(REFERENCES as u64));
+    g.bench_function("reference check (50,000 stored ids)", |b| {
+        b.iter(|| assert!(catalog.missing_blobs(tenant, &ids).unwrap().is_empty()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, packs, reference_check);
 criterion_main!(benches);

@@ -371,7 +371,7 @@ pub fn record_pack_rejects_bad_input(cat: &dyn Catalog) {
     );
 }
 
-/// Membership queries work for large batches (10,000 ids).
+/// Membership queries work for large batches (10,000 and 20,000 ids).
 pub fn missing_blobs_in_bulk(cat: &dyn Catalog) {
     let t = tenant(cat);
     let ids: Vec<BlobId> = (0..10_000).map(|_| random_id()).collect();
@@ -386,6 +386,10 @@ pub fn missing_blobs_in_bulk(cat: &dyn Catalog) {
         .map(|(_, id)| *id)
         .collect();
     assert_eq!(missing, expected);
+    // Asked twice over, each missing id is still listed once, in order
+    // (a long list may be looked up in parts: the repeats fall in another).
+    let twice: Vec<BlobId> = ids.iter().chain(&ids).copied().collect();
+    assert_eq!(cat.missing_blobs(t, &twice).unwrap(), expected);
     assert_eq!(cat.blob_locations(t, &ids).unwrap().len(), stored.len());
     // Another tenant sees none of them, however many are asked.
     let other = tenant(cat);

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
 
 use ferry_proto::{BlobId, BlobKind, ID_LEN};
@@ -139,15 +139,23 @@ const WAL_SIZE_LIMIT: i64 = 4 << 20;
 
 /// A [`Catalog`] in a SQLite database file.
 ///
-/// Two connections: writes go through `conn`; lookups that only read (the
-/// dedup query, blob locations, authentication) go through `reader`, so in
-/// WAL mode they never wait behind a pack's insert and its fsync.
+/// Writes go through `conn`; lookups that only read (the dedup query, blob
+/// locations, authentication) go through one of `readers`, so in WAL mode
+/// they never wait behind a pack's insert and its fsync.
 #[derive(Debug)]
 pub struct SqliteCatalog {
     conn: Mutex<Connection>,
-    reader: Mutex<Connection>,
+    /// One per core of the machine this is built for: two lookups run side
+    /// by side, and a long reference check is split across both.
+    readers: [Mutex<Connection>; READERS],
     path: PathBuf,
 }
+
+const READERS: usize = 2;
+
+/// A reference check of at least this many ids is split across the
+/// readers: below it, a thread costs more than it saves.
+const SPLIT_CHECK_FROM: usize = 8192;
 
 impl SqliteCatalog {
     /// Opens (creating if needed) the catalog at `path` and brings its schema
@@ -193,18 +201,18 @@ impl SqliteCatalog {
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
             .map_err(open_err)?;
         migrate(&mut conn)?;
-        // Opened after the migration, so it never sees an old schema.
-        let reader = Connection::open(&path).map_err(open_err)?;
-        reader.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        reader
-            .pragma_update(None, "query_only", true)
-            .map_err(open_err)?;
-        reader
-            .pragma_update(None, "cache_size", CACHE_SIZE)
-            .map_err(open_err)?;
+        // Opened after the migration, so they never see an old schema.
+        let open_reader = || {
+            let reader = Connection::open(&path)?;
+            reader.busy_timeout(BUSY_TIMEOUT)?;
+            reader.pragma_update(None, "query_only", true)?;
+            reader.pragma_update(None, "cache_size", CACHE_SIZE)?;
+            Ok(Mutex::new(reader))
+        };
+        let readers = [open_reader().map_err(open_err)?, open_reader().map_err(open_err)?];
         Ok(Self {
             conn: Mutex::new(conn),
-            reader: Mutex::new(reader),
+            readers,
             path,
         })
     }
@@ -220,10 +228,31 @@ impl SqliteCatalog {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The read-only connection. Each statement (or read transaction) on it
-    /// sees every write committed before it began.
+    /// A read-only connection, the first one free (else the first one, once
+    /// free). Each statement (or read transaction) on it sees every write
+    /// committed before it began.
     fn reader(&self) -> MutexGuard<'_, Connection> {
-        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
+        for reader in &self.readers {
+            match reader.try_lock() {
+                Ok(guard) => return guard,
+                Err(TryLockError::Poisoned(poisoned)) => return poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.readers[0]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// [`missing_ids`] in one read transaction.
+    fn missing_in_one_snapshot(
+        &self,
+        tenant: TenantId,
+        ids: &[BlobId],
+    ) -> Result<Vec<BlobId>, CatalogError> {
+        let mut conn = self.reader();
+        let tx = conn.transaction().map_err(sql("begin read transaction"))?;
+        missing_ids(&tx, tenant, ids)
     }
 }
 
@@ -366,41 +395,29 @@ fn header_number(conn: &Connection, header_id: &BlobId) -> Result<i64, CatalogEr
     .map_err(sql("record session header"))
 }
 
-/// The ids among `ids` that `tenant` has stored.
-fn stored_ids(
-    conn: &Connection,
-    tenant: TenantId,
-    ids: &[BlobId],
-) -> Result<HashSet<BlobId>, CatalogError> {
-    let mut found = HashSet::with_capacity(ids.len());
-    for_each_found(
-        conn,
-        "look up blobs",
-        "SELECT id FROM blobs WHERE tenant_id = ?1 AND id",
-        tenant,
-        ids,
-        |row| {
-            let raw: Vec<u8> = row.get(0).map_err(sql("read blob id"))?;
-            found.insert(blob_id("blobs.id", &raw)?);
-            Ok(())
-        },
-    )?;
-    Ok(found)
-}
-
 /// The ids among `ids` that `tenant` has not stored, in order, each once.
+/// One point lookup per id that only asks whether the row exists: a commit
+/// checks every id it references, nearly all of them stored, so nothing is
+/// read, allocated or hashed for an id that is found.
 fn missing_ids(
     conn: &Connection,
     tenant: TenantId,
     ids: &[BlobId],
 ) -> Result<Vec<BlobId>, CatalogError> {
-    let stored = stored_ids(conn, tenant, ids)?;
-    let mut seen = HashSet::with_capacity(ids.len());
-    Ok(ids
-        .iter()
-        .filter(|id| !stored.contains(id) && seen.insert(**id))
-        .copied()
-        .collect())
+    let mut stmt = conn
+        .prepare_cached("SELECT 1 FROM blobs WHERE tenant_id = ?1 AND id = ?2")
+        .map_err(sql("look up blobs"))?;
+    let mut missing = Vec::new();
+    let mut seen = HashSet::new();
+    for id in ids {
+        let stored = stmt
+            .exists(params![tenant.0, &id.0[..]])
+            .map_err(sql("look up blobs"))?;
+        if !stored && seen.insert(*id) {
+            missing.push(*id);
+        }
+    }
+    Ok(missing)
 }
 
 const SITE_COLUMNS: &str = "id, tenant_id, name";
@@ -855,10 +872,24 @@ impl Catalog for SqliteCatalog {
     }
 
     fn missing_blobs(&self, tenant: TenantId, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError> {
-        let mut conn = self.reader();
-        // One read transaction: every batch sees the same snapshot.
-        let tx = conn.transaction().map_err(sql("begin read transaction"))?;
-        missing_ids(&tx, tenant, ids)
+        if ids.len() < SPLIT_CHECK_FROM {
+            return self.missing_in_one_snapshot(tenant, ids);
+        }
+        // A commit's check, on both cores: each half in its own snapshot.
+        // Blob rows are never deleted, so a blob found in either is stored.
+        let (first, second) = ids.split_at(ids.len() / 2);
+        let (first, second) = std::thread::scope(|scope| {
+            let other = scope.spawn(|| self.missing_in_one_snapshot(tenant, second));
+            let first = self.missing_in_one_snapshot(tenant, first);
+            // A panic there is raised here, as it would be on one thread.
+            let second = other.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (first, second)
+        });
+        let mut missing = first?;
+        // An id in both halves is listed once, where it first appears.
+        let mut seen: HashSet<BlobId> = missing.iter().copied().collect();
+        missing.extend(second?.into_iter().filter(|id| seen.insert(*id)));
+        Ok(missing)
     }
 
     fn for_each_blob_id(
