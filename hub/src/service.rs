@@ -304,7 +304,11 @@ fn pack_blob(blob: ferry_proto::v1::Blob, header_id: BlobId) -> Result<PackBlob,
 /// the allocator 50,000 allocations and frees on as many small files.
 fn own_small_blobs(blobs: &mut [PackBlob]) {
     let small = |b: &PackBlob| b.data.len() < OWN_BUFFER_BELOW;
-    let total: usize = blobs.iter().filter(|b| small(b)).map(|b| b.data.len()).sum();
+    let total: usize = blobs
+        .iter()
+        .filter(|b| small(b))
+        .map(|b| b.data.len())
+        .sum();
     if total == 0 {
         return;
     }
@@ -666,9 +670,15 @@ mod tests {
             (start..start + frame.len()).contains(&p)
         };
         assert!(in_frame(&blobs[1]), "the large blob was copied");
-        assert!(!in_frame(&blobs[0]) && !in_frame(&blobs[3]), "a small blob still pins the frame");
+        assert!(
+            !in_frame(&blobs[0]) && !in_frame(&blobs[3]),
+            "a small blob still pins the frame"
+        );
         // The small ones share one buffer, back to back.
-        let (first, last) = (blobs[0].data.as_ptr() as usize, blobs[3].data.as_ptr() as usize);
+        let (first, last) = (
+            blobs[0].data.as_ptr() as usize,
+            blobs[3].data.as_ptr() as usize,
+        );
         assert_eq!(last, first + sizes[0]);
     }
 

@@ -209,7 +209,10 @@ impl SqliteCatalog {
             reader.pragma_update(None, "cache_size", CACHE_SIZE)?;
             Ok(Mutex::new(reader))
         };
-        let readers = [open_reader().map_err(open_err)?, open_reader().map_err(open_err)?];
+        let readers = [
+            open_reader().map_err(open_err)?,
+            open_reader().map_err(open_err)?,
+        ];
         Ok(Self {
             conn: Mutex::new(conn),
             readers,
@@ -882,7 +885,9 @@ impl Catalog for SqliteCatalog {
             let other = scope.spawn(|| self.missing_in_one_snapshot(tenant, second));
             let first = self.missing_in_one_snapshot(tenant, first);
             // A panic there is raised here, as it would be on one thread.
-            let second = other.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let second = other
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
             (first, second)
         });
         let mut missing = first?;
