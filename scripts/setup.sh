@@ -9,6 +9,11 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)  # dataset generator (../s
 command -v cc >/dev/null 2>&1 || need+=(gcc)           # zstd-sys, rusqlite's bundled SQLite
 command -v c++ >/dev/null 2>&1 || need+=(g++)          # libFuzzer, for scripts/fuzz.sh
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)  # finds OpenSSL for openssl-sys
+# The benchmark harness (../shared/bench/peers.sh), which a test runs with
+# the Ferry plugin on the quick dataset.
+command -v rsync >/dev/null 2>&1 || need+=(rsync)
+command -v bc >/dev/null 2>&1 || need+=(bc)
+[ -x /usr/bin/time ] || need+=(time)
 # The agent's ChaCha20-Poly1305 is the system OpenSSL's (crypto/src/stream.rs).
 [ -f /usr/include/openssl/evp.h ] || need+=(libssl-dev)
 
