@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferry_hub::blobstore::{BlobStore, LocalDirStore};
-use ferry_hub::catalog::{Catalog, PackRecord, SqliteCatalog};
+use ferry_hub::catalog::{BlobIndex, Catalog, CatalogExt, PackRecord, SqliteCatalog};
 use ferry_hub::pack::{PackBlob, PackEntry, encode_pack};
 use ferry_hub::packer::{Packer, PackerConfig};
 use ferry_proto::{BlobId, BlobKind};
@@ -45,7 +45,7 @@ fn packs(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let catalog: Arc<dyn Catalog> =
         Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap());
-    let tenant = catalog.create_tenant("bench").unwrap();
+    let tenant = catalog.write(|w| w.create_tenant("bench")).unwrap();
     let store: Arc<dyn BlobStore> = Arc::new(LocalDirStore::open(dir.path().join("pool")).unwrap());
     let packer = runtime
         .block_on(async { Packer::start(store, catalog, "local".into(), PackerConfig::default()) });
@@ -68,7 +68,7 @@ const REFERENCES: usize = 50_000;
 fn reference_check(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let catalog = SqliteCatalog::open(dir.path().join("catalog.db")).unwrap();
-    let tenant = catalog.create_tenant("bench").unwrap();
+    let tenant = catalog.write(|w| w.create_tenant("bench")).unwrap();
     let mut ids: Vec<BlobId> = (0..REFERENCES as u64)
         .map(|i| BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
         .collect();

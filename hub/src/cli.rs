@@ -12,7 +12,7 @@ use ferry_proto::auth::{TOKEN_PREFIX, token_hash};
 use rand::RngCore;
 use serde_json::json;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, CatalogExt};
 use crate::config::HubConfig;
 use crate::server::{open_catalog, serve};
 
@@ -141,7 +141,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Tenant(TenantCommand::Add { name }) => {
             let catalog = open_catalog(&config)?;
-            let id = catalog.create_tenant(&name)?;
+            let id = catalog.write(|w| w.create_tenant(&name))?;
             output(
                 cli.json,
                 json!({"tenant": name, "id": id.0}),
@@ -157,7 +157,7 @@ fn run(cli: Cli) -> Result<()> {
             let catalog = open_catalog(&config)?;
             let tenant_row = find_tenant(&*catalog, &tenant)?;
             let token = new_token();
-            catalog.create_site(tenant_row.id, &name, &token_hash(&token))?;
+            catalog.write(|w| w.create_site(tenant_row.id, &name, &token_hash(&token)))?;
             match token_file {
                 Some(path) => {
                     write_secret(&path, &token)?;
@@ -183,7 +183,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Site(SiteCommand::List { tenant }) => {
             let catalog = open_catalog(&config)?;
             let tenant_row = find_tenant(&*catalog, &tenant)?;
-            let sites = catalog.list_sites(tenant_row.id)?;
+            let sites = catalog.read(|r| r.list_sites(tenant_row.id))?;
             let names: Vec<_> = sites.iter().map(|s| s.name.clone()).collect();
             output(
                 cli.json,
@@ -199,11 +199,11 @@ fn run(cli: Cli) -> Result<()> {
             };
             let tenant_row = find_tenant(&*catalog, tenant)?;
             let site = catalog
-                .list_sites(tenant_row.id)?
+                .read(|r| r.list_sites(tenant_row.id))?
                 .into_iter()
                 .find(|s| s.name == source)
                 .with_context(|| format!("--source {source}: no such site in tenant {tenant}"))?;
-            catalog.create_bucket(tenant_row.id, bucket, site.id)?;
+            catalog.write(|w| w.create_bucket(tenant_row.id, bucket, site.id))?;
             output(
                 cli.json,
                 json!({"bucket": name, "source": source}),
@@ -214,7 +214,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bucket(BucketCommand::List { tenant }) => {
             let catalog = open_catalog(&config)?;
             let tenant_row = find_tenant(&*catalog, &tenant)?;
-            let buckets = catalog.list_buckets(tenant_row.id)?;
+            let buckets = catalog.read(|r| r.list_buckets(tenant_row.id))?;
             let names: Vec<_> = buckets
                 .iter()
                 .map(|b| format!("{tenant}/{}", b.name))
@@ -230,7 +230,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn find_tenant(catalog: &dyn Catalog, name: &str) -> Result<crate::catalog::Tenant> {
-    catalog.tenant_by_name(name)?.with_context(|| {
+    catalog.read(|r| r.tenant_by_name(name))?.with_context(|| {
         format!("tenant {name:?} does not exist (add it with `ferry-hub tenant add {name}`)")
     })
 }

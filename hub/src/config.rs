@@ -10,7 +10,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7420";
 /// Name under which the default local pool is recorded in the catalog.
 pub const DEFAULT_POOL: &str = "local";
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct HubConfig {
     /// gRPC listen address.
@@ -26,10 +26,43 @@ pub struct HubConfig {
     /// written stay where they are. None configured: one local pool.
     #[serde(default, rename = "pool")]
     pub pools: Vec<PoolConfig>,
+    /// Where the catalog lives: SQLite under `data-dir` unless said otherwise.
+    #[serde(default)]
+    pub catalog: CatalogConfig,
 }
 
+/// The catalog's engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CatalogEngine {
+    /// One file, `<data-dir>/catalog.db` unless `path` says otherwise.
+    #[default]
+    Sqlite,
+    /// A database on a PostgreSQL server: what several hubs share.
+    Postgres,
+}
+
+/// The `[catalog]` table.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CatalogConfig {
+    #[serde(default)]
+    pub engine: CatalogEngine,
+    /// SQLite: the database file (default `<data-dir>/catalog.db`).
+    pub path: Option<PathBuf>,
+    /// PostgreSQL: a connection URL without a password, e.g.
+    /// `postgresql://ferry@db.example:5432/ferry`.
+    pub url: Option<String>,
+    /// PostgreSQL: a file holding the password (else the environment's
+    /// `FERRY_CATALOG_PASSWORD`, else none).
+    pub password_file: Option<PathBuf>,
+}
+
+/// The environment variable a PostgreSQL catalog's password may come from.
+pub const CATALOG_PASSWORD_ENV: &str = "FERRY_CATALOG_PASSWORD";
+
 /// One pool: a directory or an S3 bucket (exactly one of `dir` and `s3`).
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PoolConfig {
     /// The name packs are recorded under in the catalog; never rename a pool
@@ -61,6 +94,7 @@ impl Default for HubConfig {
             data_dir: default_data_dir(),
             pool_dir: None,
             pools: Vec::new(),
+            catalog: CatalogConfig::default(),
         }
     }
 }
@@ -107,6 +141,30 @@ impl HubConfig {
                 "use either pool-dir or [[pool]] tables, not both",
             ));
         }
+        let catalog = &mut config.catalog;
+        catalog.path = catalog.path.as_ref().map(|p| base.join(p));
+        catalog.password_file = catalog.password_file.as_ref().map(|p| base.join(p));
+        match catalog.engine {
+            CatalogEngine::Sqlite if catalog.url.is_some() || catalog.password_file.is_some() => {
+                return Err(invalid(
+                    "catalog".into(),
+                    "url and password-file are for engine = \"postgres\"",
+                ));
+            }
+            CatalogEngine::Postgres if catalog.path.is_some() => {
+                return Err(invalid(
+                    "catalog.path".into(),
+                    "path is for engine = \"sqlite\"; give url",
+                ));
+            }
+            CatalogEngine::Postgres if catalog.url.is_none() => {
+                return Err(invalid(
+                    "catalog.url".into(),
+                    "engine = \"postgres\" needs url = \"postgresql://user@host:port/db\"",
+                ));
+            }
+            _ => {}
+        }
         let mut names = std::collections::HashSet::new();
         for (i, pool) in config.pools.iter_mut().enumerate() {
             if let Err(e) = crate::catalog::validate_name("name", &pool.name) {
@@ -136,8 +194,12 @@ impl HubConfig {
         Ok(config)
     }
 
+    /// The SQLite catalog's file.
     pub fn catalog_path(&self) -> PathBuf {
-        self.data_dir.join("catalog.db")
+        self.catalog
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("catalog.db"))
     }
 
     pub fn pool_path(&self) -> PathBuf {

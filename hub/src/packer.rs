@@ -490,7 +490,7 @@ async fn blocking<T: Send + 'static>(
 mod tests {
     use super::*;
     use crate::blobstore::{BoxFuture, LocalDirStore};
-    use crate::catalog::SqliteCatalog;
+    use crate::catalog::{CatalogExt, SqliteCatalog};
     use crate::pack::parse_pack;
 
     struct Fixture {
@@ -506,8 +506,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(LocalDirStore::open(dir.path().join("pool")).unwrap());
         let catalog = Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap());
-        let a = catalog.create_tenant("tenant-a").unwrap();
-        let b = catalog.create_tenant("tenant-b").unwrap();
+        let a = catalog.write(|w| w.create_tenant("tenant-a")).unwrap();
+        let b = catalog.write(|w| w.create_tenant("tenant-b")).unwrap();
         Fixture {
             _dir: dir,
             store,

@@ -11,9 +11,8 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use crate::blobstore::{BlobStore, LocalDirStore, Pools, S3Store};
-use crate::catalog::Catalog;
-use crate::catalog::sqlite::SqliteCatalog;
-use crate::config::{HubConfig, PoolKind};
+use crate::catalog::{Catalog, PostgresCatalog, SqliteCatalog};
+use crate::config::{CATALOG_PASSWORD_ENV, CatalogEngine, HubConfig, PoolKind};
 use crate::packer::{Packer, PackerConfig};
 use crate::service::{HubState, IngestService, JournalService};
 
@@ -39,17 +38,59 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("blocking task failed: {0}")]
+    Task(String),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Opens the configured catalog: SQLite (creating the data dir) or
+/// PostgreSQL. Blocks: async callers run it on a blocking thread.
+///
+/// # Errors
+///
+/// The data dir cannot be made, the password file cannot be read, or the
+/// catalog cannot be opened.
 pub fn open_catalog(config: &HubConfig) -> Result<Arc<dyn Catalog>, ServeError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::Io {
-        what: "creating data dir",
-        path: config.data_dir.display().to_string(),
-        source,
-    })?;
-    Ok(Arc::new(SqliteCatalog::open(config.catalog_path())?))
+    match config.catalog.engine {
+        CatalogEngine::Sqlite => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::Io {
+                what: "creating data dir",
+                path: config.data_dir.display().to_string(),
+                source,
+            })?;
+            Ok(Arc::new(SqliteCatalog::open(config.catalog_path())?))
+        }
+        CatalogEngine::Postgres => {
+            let url = config.catalog.url.as_deref().unwrap_or_default();
+            let password = catalog_password(config)?;
+            let catalog = PostgresCatalog::connect(url, password.as_deref())?;
+            tracing::info!(catalog = catalog.target(), "catalog on PostgreSQL");
+            Ok(Arc::new(catalog))
+        }
+    }
+}
+
+/// The PostgreSQL password: the first line of `password-file`, else
+/// `FERRY_CATALOG_PASSWORD`, else none.
+fn catalog_password(config: &HubConfig) -> Result<Option<String>, ServeError> {
+    if let Some(path) = &config.catalog.password_file {
+        let text = std::fs::read_to_string(path).map_err(|source| ServeError::Io {
+            what: "reading catalog password file",
+            path: path.display().to_string(),
+            source,
+        })?;
+        return Ok(Some(text.lines().next().unwrap_or_default().to_owned()));
+    }
+    Ok(std::env::var(CATALOG_PASSWORD_ENV).ok())
+}
+
+/// [`open_catalog`] on a blocking thread.
+async fn open_catalog_blocking(config: &HubConfig) -> Result<Arc<dyn Catalog>, ServeError> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || open_catalog(&config))
+        .await
+        .map_err(|e| ServeError::Task(e.to_string()))?
 }
 
 /// Opens every configured pool and checks that each pool the catalog has
@@ -59,7 +100,10 @@ pub fn open_catalog(config: &HubConfig) -> Result<Arc<dyn Catalog>, ServeError> 
 /// # Errors
 /// A pool cannot be opened (missing bucket, refused credentials), or the
 /// catalog names a pool that is not configured.
-pub async fn open_pools(config: &HubConfig, catalog: &dyn Catalog) -> Result<Pools, ServeError> {
+pub async fn open_pools(
+    config: &HubConfig,
+    catalog: &Arc<dyn Catalog>,
+) -> Result<Pools, ServeError> {
     let mut opened: Vec<(String, Arc<dyn BlobStore>)> = Vec::new();
     for (name, kind) in config.pool_list() {
         let failed = |source| ServeError::Pool {
@@ -75,7 +119,13 @@ pub async fn open_pools(config: &HubConfig, catalog: &dyn Catalog) -> Result<Poo
         tracing::info!(pool = name, "pool open");
         opened.push((name.to_owned(), store));
     }
-    for (name, packs) in catalog.packs_per_pool()? {
+    let counted = {
+        let catalog = catalog.clone();
+        tokio::task::spawn_blocking(move || catalog.packs_per_pool())
+            .await
+            .map_err(|e| ServeError::Task(e.to_string()))??
+    };
+    for (name, packs) in counted {
         if !opened.iter().any(|(n, _)| *n == name) {
             return Err(ServeError::PoolMissing { name, packs });
         }
@@ -98,8 +148,9 @@ pub async fn serve(
     ready: Option<PathBuf>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let catalog = open_catalog(config)?;
-    let pools = Arc::new(open_pools(config, catalog.as_ref()).await?);
+    let catalog = open_catalog_blocking(config).await?;
+    tracing::info!(engine = catalog.engine(), "catalog open");
+    let pools = Arc::new(open_pools(config, &catalog).await?);
     let (newest, store) = pools.newest();
     tracing::info!(pool = newest, "new packs go to this pool");
     let packer = Packer::start(

@@ -31,7 +31,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::blobstore::Pools;
 use crate::catalog::{
-    Bucket, Catalog, CatalogError, CommitKind, NewCommit, Session, Site, TenantId,
+    Bucket, Catalog, CatalogError, CatalogExt, CommitKind, ErrorKind, NewCommit, Session, Site,
+    TenantId,
 };
 use crate::fetch;
 use crate::pack::PackBlob;
@@ -130,7 +131,10 @@ impl HubState {
         if let Some(site) = self.tokens.read().ok().and_then(|t| t.get(&hash).cloned()) {
             return Ok(site);
         }
-        match self.catalog(move |c| c.site_by_token_hash(&hash)).await? {
+        match self
+            .catalog(move |c| c.read(|r| r.site_by_token_hash(&hash)))
+            .await?
+        {
             Some(site) => {
                 if let Ok(mut cache) = self.tokens.write() {
                     cache.insert(hash, site.clone());
@@ -153,13 +157,15 @@ impl HubState {
         let tenant_id = site.tenant;
         let bucket = self
             .catalog(move |c| {
-                let Some(tenant) = c.tenant_by_name(&tenant_name)? else {
-                    return Ok(None);
-                };
-                if tenant.id != tenant_id {
-                    return Ok(None);
-                }
-                c.bucket_by_name(tenant.id, &bucket_name)
+                c.read(|r| {
+                    let Some(tenant) = r.tenant_by_name(&tenant_name)? else {
+                        return Ok(None);
+                    };
+                    if tenant.id != tenant_id {
+                        return Ok(None);
+                    }
+                    r.bucket_by_name(tenant.id, &bucket_name)
+                })
             })
             .await?;
         // The same answer for "absent" and "another tenant's": no probing.
@@ -190,7 +196,7 @@ impl HubState {
             i64::try_from(id).map_err(|_| Status::invalid_argument("session_id out of range"))?,
         );
         let session = self
-            .catalog(move |c| c.session(sid))
+            .catalog(move |c| c.read(|r| r.session(sid)))
             .await?
             .ok_or_else(|| Status::not_found(format!("upload session {id}: unknown or closed")))?;
         if session.site != site.id {
@@ -210,7 +216,7 @@ impl HubState {
             )));
         }
         if session.lease_until_unix < now + LEASE_SECS / 2 {
-            self.catalog(move |c| c.renew_session(sid, now + LEASE_SECS))
+            self.catalog(move |c| c.write(|w| w.renew_session(sid, now + LEASE_SECS)))
                 .await?;
         }
         Ok(session)
@@ -232,15 +238,18 @@ fn unix_now_ms() -> i64 {
 }
 
 fn catalog_status(e: CatalogError) -> Status {
-    match e {
-        CatalogError::NotFound { .. } => Status::not_found(e.to_string()),
-        CatalogError::Invalid { .. } => Status::invalid_argument(e.to_string()),
-        CatalogError::AlreadyExists { .. } => Status::already_exists(e.to_string()),
-        CatalogError::Conflict { .. } | CatalogError::MissingBlobs { .. } => {
-            Status::failed_precondition(e.to_string())
+    match e.kind() {
+        ErrorKind::NotFound => Status::not_found(e.to_string()),
+        ErrorKind::Invalid => Status::invalid_argument(e.to_string()),
+        ErrorKind::AlreadyExists => Status::already_exists(e.to_string()),
+        ErrorKind::Conflict => Status::failed_precondition(e.to_string()),
+        // Retryable: the agent backs off and tries again.
+        ErrorKind::Unavailable => {
+            tracing::error!(error = %e, "catalog unavailable");
+            Status::unavailable(e.to_string())
         }
-        _ => {
-            tracing::error!(error = %e, "catalog failure");
+        ErrorKind::Corrupt => {
+            tracing::error!(error = %e, "catalog corrupt");
             Status::internal(e.to_string())
         }
     }
@@ -368,7 +377,9 @@ impl Ingest for IngestService {
         let lease_until = unix_now() + LEASE_SECS;
         let site_id = site.id;
         let session = hub
-            .catalog(move |c| c.open_session(site_id, bucket.id, &header_id, lease_until))
+            .catalog(move |c| {
+                c.write(|w| w.open_session(site_id, bucket.id, &header_id, lease_until))
+            })
             .await?;
         tracing::info!(site = %site.name, bucket = %req.bucket, session = session.0, "session opened");
         Ok(Response::new(OpenSessionResponse {
@@ -527,9 +538,13 @@ impl Ingest for IngestService {
         let sid = session.id;
         let seq = hub
             .catalog(move |c| {
-                let seq = c.append_commit(bucket, &commit)?;
-                c.close_session(sid)?;
-                Ok(seq)
+                // One unit of work: the commit and the closing of its
+                // session land together or not at all.
+                c.write(|w| {
+                    let seq = w.append_commit(bucket, &commit)?;
+                    w.close_session(sid)?;
+                    Ok(seq)
+                })
             })
             .await?;
         tracing::info!(site = %site.name, bucket = bucket.0, seq, "commit appended");
@@ -556,7 +571,9 @@ impl Journal for JournalService {
         };
         let (bucket_id, tenant, after) = (bucket.id, site.tenant, req.after_seq);
         let (commits, sites) = hub
-            .catalog(move |c| Ok((c.commits(bucket_id, after, limit)?, c.list_sites(tenant)?)))
+            .catalog(move |c| {
+                c.read(|r| Ok((r.commits(bucket_id, after, limit)?, r.list_sites(tenant)?)))
+            })
             .await?;
         let names: HashMap<_, _> = sites.into_iter().map(|s| (s.id, s.name)).collect();
         let commits = commits
@@ -626,7 +643,7 @@ mod tests {
 
     use super::*;
     use crate::blobstore::{BlobStore, LocalDirStore};
-    use crate::catalog::SqliteCatalog;
+    use crate::catalog::{CatalogExt, SqliteCatalog};
     use crate::packer::PackerConfig;
     use ferry_proto::v1::Blob;
     use ferry_proto::v1::ingest_client::IngestClient;
@@ -695,11 +712,11 @@ mod tests {
         let catalog: Arc<dyn Catalog> =
             Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap());
         for tenant in ["alpha", "beta"] {
-            let t = catalog.create_tenant(tenant).unwrap();
+            let t = catalog.write(|w| w.create_tenant(tenant)).unwrap();
             let site = catalog
-                .create_site(t, "site", &token_hash(&format!("{tenant}-token")))
+                .write(|w| w.create_site(t, "site", &token_hash(&format!("{tenant}-token"))))
                 .unwrap();
-            catalog.create_bucket(t, "data", site).unwrap();
+            catalog.write(|w| w.create_bucket(t, "data", site)).unwrap();
         }
         let store: Arc<dyn BlobStore> =
             Arc::new(LocalDirStore::open(dir.path().join("pool")).unwrap());

@@ -4,8 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fresh;
 pub mod garage;
 pub mod http;
+pub mod postgres;
 pub mod tree;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,133 @@
+//! The blob index: which pack, in which pool, holds each (tenant, blob).
+//!
+//! These calls are not part of a unit of work: each is one transaction of
+//! its own, and an engine may spread one over several connections (a long
+//! reference check runs on both of SQLite's readers). Blob rows are never
+//! deleted by them, which is what makes that safe.
+
+use ferry_proto::BlobId;
+
+use super::{BlobLocation, CatalogError, PackEntry, PackRecord, TenantId};
+
+/// Bulk lookups and pack records.
+pub trait BlobIndex {
+    /// The ids in `ids` that `tenant` has not stored, in input order, each
+    /// once. Blobs of other tenants count as missing. Any number of ids may
+    /// be asked at once.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only (an unknown tenant has every id missing).
+    fn missing_blobs(&self, tenant: TenantId, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError>;
+
+    /// Calls `visit` with every stored blob's tenant and id, in no set
+    /// order, from one consistent snapshot (a connection of its own: other
+    /// calls do not wait for it).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors, or `Corrupt` if a stored id cannot be decoded.
+    fn for_each_blob_id(
+        &self,
+        visit: &mut dyn FnMut(TenantId, &BlobId),
+    ) -> Result<(), CatalogError>;
+
+    /// The locations of `tenant`'s stored blobs among `ids`, in input order,
+    /// each once; ids the tenant has not stored (even if another tenant has)
+    /// are left out.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors, or `Corrupt` if a stored row cannot be decoded.
+    fn blob_locations(
+        &self,
+        tenant: TenantId,
+        ids: &[BlobId],
+    ) -> Result<Vec<BlobLocation>, CatalogError>;
+
+    /// Records a pack and its blobs in one transaction. Each entry names the
+    /// tenant the blob belongs to. A (tenant, id) already stored keeps its
+    /// first location. A pack already recorded (same name, pool, size and
+    /// hash) is kept and only its entries not yet stored are added: packs
+    /// are named by content, so recording the same pack and entries again
+    /// is a no-op. Returns how many blobs were newly stored.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` if the record is malformed or an entry lies outside the
+    /// pack, `NotFound` for an unknown tenant, `Conflict` if a pack of that
+    /// name was recorded with different pool, size or hash. Nothing is
+    /// recorded on error.
+    fn record_pack(
+        &self,
+        pack: &PackRecord,
+        entries: &[(TenantId, PackEntry)],
+    ) -> Result<usize, CatalogError>;
+
+    /// Every recorded pack, by name.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors, or `Corrupt` if a stored row cannot be decoded.
+    fn list_packs(&self) -> Result<Vec<PackRecord>, CatalogError>;
+
+    /// Each pool that holds packs, with how many, by pool name.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only.
+    fn packs_per_pool(&self) -> Result<Vec<(String, u64)>, CatalogError>;
+}
+
+/// Checks a pack record before any engine stores it.
+///
+/// # Errors
+///
+/// `Invalid` naming the field: a name that is not the hex of the hash, a
+/// bad pool name, a size past `i64`, an entry outside the pack.
+pub(crate) fn check_pack_record(
+    pack: &PackRecord,
+    entries: &[(TenantId, PackEntry)],
+) -> Result<i64, CatalogError> {
+    if pack.name != hex::encode(pack.hash) {
+        return Err(CatalogError::Invalid {
+            field: "pack.name",
+            reason: format!("{:?} is not the hex of the pack hash", pack.name),
+        });
+    }
+    super::validate_name("pack.pool", &pack.pool)?;
+    let size = super::error::to_i64("pack.size", pack.size)?;
+    for (_, e) in entries {
+        if e.offset
+            .checked_add(u64::from(e.length))
+            .is_none_or(|end| end > pack.size)
+        {
+            return Err(CatalogError::Invalid {
+                field: "pack entry",
+                reason: format!(
+                    "blob {} at {}+{} lies outside pack {} of {} bytes",
+                    e.id, e.offset, e.length, pack.name, pack.size
+                ),
+            });
+        }
+    }
+    Ok(size)
+}
+
+/// A pack row decoded.
+pub(crate) fn pack_record(
+    name: String,
+    pool: String,
+    size: i64,
+    hash: &[u8],
+) -> Result<PackRecord, CatalogError> {
+    Ok(PackRecord {
+        hash: <[u8; 32]>::try_from(hash).map_err(|_| CatalogError::Corrupt {
+            what: "packs.hash",
+            detail: format!("pack {name}: {} bytes, expected 32", hash.len()),
+        })?,
+        size: super::error::from_i64("packs.size", size)?,
+        name,
+        pool,
+    })
+}

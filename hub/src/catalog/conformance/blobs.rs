@@ -1,0 +1,253 @@
+//! Conformance: The blob index: packs, blob rows, lookups.
+
+use super::*;
+
+/// Recorded blobs stop being missing and can be located; lists keep input
+/// order and drop duplicates.
+pub fn record_and_locate_blobs(cat: &dyn Catalog) {
+    let t = tenant(cat);
+    let ids: Vec<BlobId> = (0..5).map(|_| random_id()).collect();
+    let absent = random_id();
+    assert_eq!(cat.missing_blobs(t, &ids).unwrap(), ids);
+    assert!(cat.missing_blobs(t, &[]).unwrap().is_empty());
+
+    let (record, entries) = fake_pack(t, &ids);
+    let before = packs_in(cat, &record.pool);
+    assert_eq!(cat.record_pack(&record, &entries).unwrap(), ids.len());
+    assert!(cat.list_packs().unwrap().contains(&record));
+    assert_eq!(packs_in(cat, &record.pool), before + 1);
+
+    let query = [absent, ids[3], ids[0], absent, ids[3]];
+    assert_eq!(cat.missing_blobs(t, &query).unwrap(), [absent]);
+    let locs = cat.blob_locations(t, &query).unwrap();
+    assert_eq!(
+        locs.iter().map(|l| l.id).collect::<Vec<_>>(),
+        [ids[3], ids[0]]
+    );
+    for loc in &locs {
+        let (_, e) = entries.iter().find(|(_, e)| e.id == loc.id).unwrap();
+        assert_eq!(
+            (loc.kind, loc.flags, loc.header_id, loc.offset, loc.length),
+            (e.kind, e.flags, e.header_id, e.offset, e.length)
+        );
+        assert_eq!(
+            (loc.pool.as_str(), loc.pack.as_str()),
+            (record.pool.as_str(), record.name.as_str())
+        );
+    }
+    assert!(cat.blob_locations(t, &[absent]).unwrap().is_empty());
+}
+
+fn packs_in(cat: &dyn Catalog, pool: &str) -> u64 {
+    let per_pool = cat.packs_per_pool().unwrap();
+    per_pool
+        .iter()
+        .find(|(p, _)| p == pool)
+        .map_or(0, |(_, n)| *n)
+}
+
+/// A blob stored twice keeps the location of the first pack.
+pub fn first_location_wins(cat: &dyn Catalog) {
+    let t = tenant(cat);
+    let old = random_id();
+    let new = random_id();
+    let first = store_blobs(cat, t, &[old]);
+    let (second, entries) = fake_pack(t, &[new, old]);
+    assert_eq!(cat.record_pack(&second, &entries).unwrap(), 1);
+    let locs = cat.blob_locations(t, &[old, new]).unwrap();
+    assert_eq!(locs[0].pack, first.name);
+    assert_eq!(locs[1].pack, second.name);
+}
+
+/// Recording the same pack twice stores nothing new and is not an error;
+/// recording a different pack under the same name is a conflict.
+pub fn record_pack_is_idempotent(cat: &dyn Catalog) {
+    let t = tenant(cat);
+    let ids = [random_id(), random_id()];
+    let (record, entries) = fake_pack(t, &ids);
+    assert_eq!(cat.record_pack(&record, &entries).unwrap(), 2);
+    assert_eq!(cat.record_pack(&record, &entries).unwrap(), 0);
+    let changed = PackRecord {
+        size: record.size + 1,
+        ..record.clone()
+    };
+    assert!(matches!(
+        cat.record_pack(&changed, &entries),
+        Err(CatalogError::Conflict { what: "pack", .. })
+    ));
+    let packs = cat.list_packs().unwrap();
+    assert_eq!(packs.iter().filter(|p| p.name == record.name).count(), 1);
+}
+
+/// Malformed pack records are refused whole: nothing of them is stored.
+pub fn record_pack_rejects_bad_input(cat: &dyn Catalog) {
+    let t = tenant(cat);
+    let ids = [random_id(), random_id()];
+    let (record, mut entries) = fake_pack(t, &ids);
+    entries[1].1.offset = record.size - 5;
+    assert_invalid(cat.record_pack(&record, &entries), "pack entry");
+    entries[1].1.offset = u64::MAX;
+    assert_invalid(cat.record_pack(&record, &entries), "pack entry");
+
+    let (record, entries) = fake_pack(t, &ids);
+    let renamed = PackRecord {
+        name: "0".repeat(64),
+        ..record.clone()
+    };
+    assert_invalid(cat.record_pack(&renamed, &entries), "pack.name");
+    let bad_pool = PackRecord {
+        pool: "Bad Pool".to_owned(),
+        ..record.clone()
+    };
+    assert_invalid(cat.record_pack(&bad_pool, &entries), "pack.pool");
+    let huge = PackRecord {
+        size: u64::MAX,
+        ..record.clone()
+    };
+    assert_invalid(cat.record_pack(&huge, &entries), "pack.size");
+
+    assert_eq!(cat.missing_blobs(t, &ids).unwrap(), ids);
+    assert!(
+        !cat.list_packs()
+            .unwrap()
+            .iter()
+            .any(|p| p.hash == record.hash)
+    );
+}
+
+/// Membership queries work for large batches (10,000 and 20,000 ids).
+pub fn missing_blobs_in_bulk(cat: &dyn Catalog) {
+    let t = tenant(cat);
+    let ids: Vec<BlobId> = (0..10_000).map(|_| random_id()).collect();
+    let stored: Vec<BlobId> = ids.iter().step_by(3).copied().collect();
+    let (record, entries) = fake_pack(t, &stored);
+    assert_eq!(cat.record_pack(&record, &entries).unwrap(), stored.len());
+    let missing = cat.missing_blobs(t, &ids).unwrap();
+    let expected: Vec<BlobId> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .map(|(_, id)| *id)
+        .collect();
+    assert_eq!(missing, expected);
+    // Asked twice over, each missing id is still listed once, in order
+    // (a long list may be looked up in parts: the repeats fall in another).
+    let twice: Vec<BlobId> = ids.iter().chain(&ids).copied().collect();
+    assert_eq!(cat.missing_blobs(t, &twice).unwrap(), expected);
+    assert_eq!(cat.blob_locations(t, &ids).unwrap().len(), stored.len());
+    // Another tenant sees none of them, however many are asked.
+    let other = tenant(cat);
+    assert_eq!(cat.missing_blobs(other, &ids).unwrap(), ids);
+    assert!(cat.blob_locations(other, &ids).unwrap().is_empty());
+}
+
+/// Blobs are keyed by (tenant, id): an id one tenant stored is missing for
+/// another and cannot be located by it; once the other tenant stores the
+/// same id, each has its own location and the first tenant's is unchanged.
+pub fn blobs_are_per_tenant(cat: &dyn Catalog) {
+    let (a, b) = (tenant(cat), tenant(cat));
+    let ids = [random_id(), random_id(), random_id()];
+    let pack_a = store_blobs(cat, a, &ids);
+    let locs_a = cat.blob_locations(a, &ids).unwrap();
+    assert_eq!(locs_a.len(), ids.len());
+    assert!(locs_a.iter().all(|l| l.pack == pack_a.name));
+
+    // (a) membership does not leak across tenants, (b) nor do locations.
+    assert_eq!(cat.missing_blobs(b, &ids).unwrap(), ids);
+    assert!(cat.blob_locations(b, &ids).unwrap().is_empty());
+    // An unknown tenant has stored nothing either.
+    assert_eq!(cat.missing_blobs(TenantId(i64::MAX), &ids).unwrap(), ids);
+    assert!(
+        cat.blob_locations(TenantId(i64::MAX), &ids)
+            .unwrap()
+            .is_empty()
+    );
+
+    // (c) B storing the same ids is a new store for B and leaves A alone.
+    let (pack_b, entries_b) = fake_pack(b, &[ids[1], ids[0]]);
+    assert_eq!(cat.record_pack(&pack_b, &entries_b).unwrap(), 2);
+    assert_eq!(cat.missing_blobs(b, &ids).unwrap(), [ids[2]]);
+    let locs_b = cat.blob_locations(b, &ids).unwrap();
+    assert_eq!(
+        locs_b.iter().map(|l| l.id).collect::<Vec<_>>(),
+        [ids[0], ids[1]]
+    );
+    for loc in &locs_b {
+        let (_, e) = entries_b.iter().find(|(_, e)| e.id == loc.id).unwrap();
+        assert_eq!(
+            (loc.pack.as_str(), loc.offset, loc.header_id),
+            (pack_b.name.as_str(), e.offset, e.header_id)
+        );
+    }
+    assert_eq!(cat.blob_locations(a, &ids).unwrap(), locs_a);
+    assert!(cat.missing_blobs(a, &ids).unwrap().is_empty());
+
+    // A storing them again does not move A's blobs either.
+    let (again, entries) = fake_pack(a, &ids);
+    assert_eq!(cat.record_pack(&again, &entries).unwrap(), 0);
+    assert_eq!(cat.blob_locations(a, &ids).unwrap(), locs_a);
+    assert_eq!(cat.blob_locations(b, &ids).unwrap(), locs_b);
+}
+
+/// One pack may hold blobs of several tenants, even the same id twice; each
+/// tenant finds only its own copy, and a (tenant, id) repeated in one pack is
+/// stored once, at its first entry.
+pub fn one_pack_holds_several_tenants(cat: &dyn Catalog) {
+    let (a, b) = (tenant(cat), tenant(cat));
+    let (shared, only_a, only_b) = (random_id(), random_id(), random_id());
+    let (record, entries) = fake_mixed_pack(&[
+        (a, shared),
+        (b, shared),
+        (a, only_a),
+        (b, only_b),
+        (a, shared),
+    ]);
+    assert_eq!(cat.record_pack(&record, &entries).unwrap(), 4);
+    let ask = [shared, only_a, only_b];
+    let at = |t| {
+        cat.blob_locations(t, &ask)
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.id, l.offset))
+            .collect::<Vec<_>>()
+    };
+    let offset = |i: usize| entries[i].1.offset;
+    assert_eq!(at(a), [(shared, offset(0)), (only_a, offset(2))]);
+    assert_eq!(at(b), [(shared, offset(1)), (only_b, offset(3))]);
+    assert_eq!(cat.missing_blobs(a, &ask).unwrap(), [only_b]);
+    assert_eq!(cat.missing_blobs(b, &ask).unwrap(), [only_a]);
+}
+
+/// Packs are named by content, so another tenant may upload the very same
+/// pack: recording it again with that tenant's entries stores them, pointing
+/// at the one pack, and leaves the first tenant's blobs alone.
+pub fn same_pack_recorded_for_another_tenant(cat: &dyn Catalog) {
+    let (a, b) = (tenant(cat), tenant(cat));
+    let ids = [random_id(), random_id()];
+    let (record, entries_a) = fake_pack(a, &ids);
+    assert_eq!(cat.record_pack(&record, &entries_a).unwrap(), 2);
+    let locs_a = cat.blob_locations(a, &ids).unwrap();
+    let entries_b: Vec<(TenantId, PackEntry)> = entries_a.iter().map(|(_, e)| (b, *e)).collect();
+    assert_eq!(cat.record_pack(&record, &entries_b).unwrap(), 2);
+    assert_eq!(cat.record_pack(&record, &entries_b).unwrap(), 0);
+    let locs_b = cat.blob_locations(b, &ids).unwrap();
+    assert_eq!(locs_b, locs_a);
+    assert_eq!(cat.blob_locations(a, &ids).unwrap(), locs_a);
+    let packs = cat.list_packs().unwrap();
+    assert_eq!(packs.iter().filter(|p| p.name == record.name).count(), 1);
+}
+
+/// A pack naming an unknown tenant is refused whole.
+pub fn record_pack_needs_known_tenants(cat: &dyn Catalog) {
+    let a = tenant(cat);
+    let ids = [random_id(), random_id()];
+    let (record, entries) = fake_mixed_pack(&[(a, ids[0]), (TenantId(i64::MAX), ids[1])]);
+    assert_not_found(cat.record_pack(&record, &entries));
+    assert_eq!(cat.missing_blobs(a, &ids).unwrap(), ids);
+    assert!(
+        !cat.list_packs()
+            .unwrap()
+            .iter()
+            .any(|p| p.hash == record.hash)
+    );
+}

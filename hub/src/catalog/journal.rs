@@ -1,0 +1,53 @@
+//! The journal area: each bucket's ordered, append-only list of commits
+//! (snapshots and batches).
+
+use super::{BucketId, CatalogError, Commit, NewCommit};
+
+/// Journal reads.
+pub trait JournalRead {
+    /// Up to `limit` commits of `bucket` with sequence numbers above
+    /// `after_seq`, in order.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors, or `Corrupt` if a stored row cannot be decoded.
+    fn commits(
+        &mut self,
+        bucket: BucketId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Commit>, CatalogError>;
+
+    /// The commit of `bucket` with sequence number `seq`.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors, or `Corrupt` if the stored row cannot be decoded.
+    fn commit(&mut self, bucket: BucketId, seq: u64) -> Result<Option<Commit>, CatalogError>;
+
+    /// The commit with the highest sequence number among those of `bucket`
+    /// timed at or before `time_unix_ms`.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors, or `Corrupt` if the stored row cannot be decoded.
+    fn latest_commit_at_or_before(
+        &mut self,
+        bucket: BucketId,
+        time_unix_ms: i64,
+    ) -> Result<Option<Commit>, CatalogError>;
+}
+
+/// Journal appends.
+pub trait JournalWrite: JournalRead {
+    /// Appends a commit to `bucket`'s journal and returns its sequence
+    /// number (1 for the first commit, then gapless, however many writers
+    /// append at once).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown bucket or site, `Invalid` if the site is of
+    /// another tenant or a count does not fit, `MissingBlobs` if the
+    /// manifest references a blob the bucket's tenant has not stored.
+    fn append_commit(&mut self, bucket: BucketId, commit: &NewCommit) -> Result<u64, CatalogError>;
+}

@@ -1,0 +1,130 @@
+//! The namespace area: tenants, sites (with their token hashes) and buckets.
+
+use super::{Bucket, BucketId, CatalogError, Site, SiteId, Tenant, TenantId};
+
+/// Namespace lookups.
+pub trait NamespaceRead {
+    /// Looks a tenant up by name.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only; an unknown name is `Ok(None)`.
+    fn tenant_by_name(&mut self, name: &str) -> Result<Option<Tenant>, CatalogError>;
+
+    /// A tenant by id.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only; an unknown id is `Ok(None)`.
+    fn tenant(&mut self, id: TenantId) -> Result<Option<Tenant>, CatalogError>;
+
+    /// Every tenant, by name.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only.
+    fn list_tenants(&mut self) -> Result<Vec<Tenant>, CatalogError>;
+
+    /// The site authenticating with `token_hash`, unless it is revoked.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only; an unknown hash or a revoked site is `Ok(None)`.
+    fn site_by_token_hash(&mut self, token_hash: &[u8; 32]) -> Result<Option<Site>, CatalogError>;
+
+    /// A site by id (revoked ones too).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only; an unknown id is `Ok(None)`.
+    fn site(&mut self, id: SiteId) -> Result<Option<Site>, CatalogError>;
+
+    /// The sites of `tenant`, revoked ones too, by name (empty for an
+    /// unknown tenant).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only.
+    fn list_sites(&mut self, tenant: TenantId) -> Result<Vec<Site>, CatalogError>;
+
+    /// Looks a bucket up by tenant and name.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only; an unknown name is `Ok(None)`.
+    fn bucket_by_name(
+        &mut self,
+        tenant: TenantId,
+        name: &str,
+    ) -> Result<Option<Bucket>, CatalogError>;
+
+    /// A bucket by id.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only; an unknown id is `Ok(None)`.
+    fn bucket(&mut self, id: BucketId) -> Result<Option<Bucket>, CatalogError>;
+
+    /// The buckets of `tenant`, by name (empty for an unknown tenant).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only.
+    fn list_buckets(&mut self, tenant: TenantId) -> Result<Vec<Bucket>, CatalogError>;
+}
+
+/// Namespace changes.
+pub trait NamespaceWrite: NamespaceRead {
+    /// Creates a tenant.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` for a bad name, `AlreadyExists` if the name is taken.
+    fn create_tenant(&mut self, name: &str) -> Result<TenantId, CatalogError>;
+
+    /// Creates a site of `tenant` that authenticates with a token whose hash
+    /// is `token_hash`. Site names are unique per tenant, token hashes
+    /// globally (revoked sites' included).
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` for a bad name, `NotFound` for an unknown tenant,
+    /// `AlreadyExists` if the name or the token hash is taken.
+    fn create_site(
+        &mut self,
+        tenant: TenantId,
+        name: &str,
+        token_hash: &[u8; 32],
+    ) -> Result<SiteId, CatalogError>;
+
+    /// Revokes a site: its token is refused from now on. Revoking a revoked
+    /// site is a no-op.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown site.
+    fn revoke_site(&mut self, id: SiteId) -> Result<(), CatalogError>;
+
+    /// Replaces a site's token hash; the old token is refused from now on.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown site, `Conflict` for a revoked one,
+    /// `AlreadyExists` if another site has that hash.
+    fn set_site_token(&mut self, id: SiteId, token_hash: &[u8; 32]) -> Result<(), CatalogError>;
+
+    /// Creates a bucket of `tenant` written by `source_site`. Bucket names
+    /// are unique per tenant.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` for a bad name or a source site of another tenant,
+    /// `NotFound` for an unknown tenant or site, `AlreadyExists` if the name
+    /// is taken.
+    fn create_bucket(
+        &mut self,
+        tenant: TenantId,
+        name: &str,
+        source_site: SiteId,
+    ) -> Result<BucketId, CatalogError>;
+}

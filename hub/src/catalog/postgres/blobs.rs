@@ -1,0 +1,307 @@
+//! The blob index in PostgreSQL. Lookups go by batches of ids in one
+//! `= ANY($2)` query each, and a pack's rows go in as one `UNNEST` insert:
+//! a round trip per batch, not per blob.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use ferry_proto::{BlobId, BlobKind};
+use postgres::GenericClient;
+
+use super::{PostgresCatalog, pg};
+use crate::catalog::blobs::{check_pack_record, pack_record};
+use crate::catalog::error::{from_i64, stored_id, to_i64};
+use crate::catalog::{BlobIndex, BlobLocation, CatalogError, PackEntry, PackRecord, TenantId};
+
+/// Ids per lookup query.
+const BATCH: usize = 5000;
+/// Rows fetched at a time when every blob id is listed.
+const LIST_ROWS: i32 = 10_000;
+
+/// The ids among `ids` that `tenant` has not stored, in order, each once.
+pub(super) fn missing_ids(
+    client: &mut impl GenericClient,
+    tenant: TenantId,
+    ids: &[BlobId],
+) -> Result<Vec<BlobId>, CatalogError> {
+    let mut found: HashSet<BlobId> = HashSet::new();
+    for batch in ids.chunks(BATCH) {
+        let asked: Vec<&[u8]> = batch.iter().map(|id| &id.0[..]).collect();
+        let rows = client
+            .query(
+                "SELECT id FROM blobs WHERE tenant_id = $1 AND id = ANY($2)",
+                &[&tenant.0, &asked],
+            )
+            .map_err(pg("look up blobs"))?;
+        for row in rows {
+            let raw: &[u8] = row.try_get(0).map_err(pg("read blob id"))?;
+            found.insert(stored_id("blobs.id", raw)?);
+        }
+    }
+    let mut seen = HashSet::new();
+    Ok(ids
+        .iter()
+        .filter(|id| !found.contains(id) && seen.insert(**id))
+        .copied()
+        .collect())
+}
+
+fn location_row(row: &postgres::Row) -> Result<BlobLocation, CatalogError> {
+    let read = |source| CatalogError::unavailable("read blob location", source);
+    let raw_id: &[u8] = row.try_get(0).map_err(read)?;
+    let kind: i16 = row.try_get(1).map_err(read)?;
+    let flags: i16 = row.try_get(2).map_err(read)?;
+    let header: &[u8] = row.try_get(3).map_err(read)?;
+    let pool: String = row.try_get(4).map_err(read)?;
+    let pack: String = row.try_get(5).map_err(read)?;
+    let offset: i64 = row.try_get(6).map_err(read)?;
+    let length: i64 = row.try_get(7).map_err(read)?;
+    let id = stored_id("blobs.id", raw_id)?;
+    let kind = from_i64::<u8>("blobs.kind", i64::from(kind))?;
+    Ok(BlobLocation {
+        id,
+        kind: BlobKind::from_u8(kind).ok_or_else(|| CatalogError::Corrupt {
+            what: "blobs.kind",
+            detail: format!("unknown kind {kind} for blob {id}"),
+        })?,
+        flags: from_i64("blobs.flags", i64::from(flags))?,
+        header_id: stored_id("headers.header_id", header)?,
+        pool,
+        pack,
+        offset: from_i64("blobs.pack_offset", offset)?,
+        length: from_i64("blobs.length", length)?,
+    })
+}
+
+/// Rows of one pack's blobs, column by column, for one `UNNEST` insert.
+#[derive(Default)]
+struct BlobColumns<'a> {
+    tenant: Vec<i64>,
+    id: Vec<&'a [u8]>,
+    kind: Vec<i16>,
+    flags: Vec<i16>,
+    header: Vec<i64>,
+    pack: Vec<i64>,
+    offset: Vec<i64>,
+    length: Vec<i64>,
+}
+
+impl BlobIndex for PostgresCatalog {
+    fn missing_blobs(&self, tenant: TenantId, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError> {
+        self.with_retries(|client| missing_ids(client, tenant, ids))
+    }
+
+    fn for_each_blob_id(
+        &self,
+        visit: &mut dyn FnMut(TenantId, &BlobId),
+    ) -> Result<(), CatalogError> {
+        // A connection of its own, read through a portal a slice at a
+        // time, so memory stays flat however many blobs there are.
+        let mut client = self.open_client()?;
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(pg("begin read transaction"))?;
+        let portal = tx
+            .bind("SELECT tenant_id, id FROM blobs", &[])
+            .map_err(pg("list blob ids"))?;
+        loop {
+            let rows = tx
+                .query_portal(&portal, LIST_ROWS)
+                .map_err(pg("list blob ids"))?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                let tenant: i64 = row.try_get(0).map_err(pg("read blob tenant"))?;
+                let raw: &[u8] = row.try_get(1).map_err(pg("read blob id"))?;
+                visit(TenantId(tenant), &stored_id("blobs.id", raw)?);
+            }
+        }
+        tx.commit().map_err(pg("end read transaction"))
+    }
+
+    fn blob_locations(
+        &self,
+        tenant: TenantId,
+        ids: &[BlobId],
+    ) -> Result<Vec<BlobLocation>, CatalogError> {
+        self.with_retries(|client| {
+            let mut found = HashMap::with_capacity(ids.len());
+            for batch in ids.chunks(BATCH) {
+                let asked: Vec<&[u8]> = batch.iter().map(|id| &id.0[..]).collect();
+                let rows = client
+                    .query(
+                        "SELECT b.id, b.kind, b.flags, h.header_id, p.pool, p.name, b.pack_offset, b.length \
+                         FROM blobs b JOIN packs p ON p.id = b.pack_id JOIN headers h ON h.id = b.header \
+                         WHERE b.tenant_id = $1 AND b.id = ANY($2)",
+                        &[&tenant.0, &asked],
+                    )
+                    .map_err(pg("look up blob locations"))?;
+                for row in &rows {
+                    let loc = location_row(row)?;
+                    found.insert(loc.id, loc);
+                }
+            }
+            // Input order, each id once: remove as we go.
+            Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+        })
+    }
+
+    fn record_pack(
+        &self,
+        pack: &PackRecord,
+        entries: &[(TenantId, PackEntry)],
+    ) -> Result<usize, CatalogError> {
+        let size = check_pack_record(pack, entries)?;
+        let tenants: Vec<i64> = entries
+            .iter()
+            .map(|(t, _)| t.0)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // In key order (stable, so a repeated (tenant, id) keeps its first
+        // entry): the index inserts then walk the B-tree in one direction.
+        let mut in_key_order: Vec<&(TenantId, PackEntry)> = entries.iter().collect();
+        in_key_order.sort_by_key(|(tenant, e)| (tenant.0, e.id.0));
+        self.with_retries(|client| {
+            let mut tx = client.transaction().map_err(pg("begin write transaction"))?;
+            let known: Vec<i64> = tx
+                .query("SELECT id FROM tenants WHERE id = ANY($1)", &[&tenants])
+                .and_then(|rows| rows.iter().map(|r| r.try_get(0)).collect())
+                .map_err(pg("look up tenants"))?;
+            if let Some(absent) = tenants.iter().find(|t| !known.contains(t)) {
+                return Err(CatalogError::NotFound {
+                    what: "tenant",
+                    key: absent.to_string(),
+                });
+            }
+            let inserted = tx
+                .query_opt(
+                    "INSERT INTO packs (name, pool, size, hash) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (name) DO NOTHING RETURNING id",
+                    &[&pack.name, &pack.pool, &size, &&pack.hash[..]],
+                )
+                .map_err(pg("insert pack"))?;
+            let pack_id: i64 = match inserted {
+                Some(row) => row.try_get(0).map_err(pg("insert pack"))?,
+                None => {
+                    let row = tx
+                        .query_one(
+                            "SELECT id, pool, size, hash FROM packs WHERE name = $1",
+                            &[&pack.name],
+                        )
+                        .map_err(pg("look up pack"))?;
+                    let read = |source| CatalogError::unavailable("read pack", source);
+                    let (id, pool, stored_size, hash): (i64, String, i64, Vec<u8>) = (
+                        row.try_get(0).map_err(read)?,
+                        row.try_get(1).map_err(read)?,
+                        row.try_get(2).map_err(read)?,
+                        row.try_get(3).map_err(read)?,
+                    );
+                    if pool != pack.pool || stored_size != size || hash != pack.hash {
+                        return Err(CatalogError::Conflict {
+                            what: "pack",
+                            key: pack.name.clone(),
+                            reason: format!(
+                                "already recorded in pool {pool:?} with {stored_size} bytes; now {:?} with {} bytes",
+                                pack.pool, pack.size
+                            ),
+                        });
+                    }
+                    id
+                }
+            };
+            let mut headers: Vec<(BlobId, i64)> = Vec::new();
+            let mut columns = BlobColumns::default();
+            for (tenant, e) in &in_key_order {
+                let header = match headers.iter().find(|(id, _)| *id == e.header_id) {
+                    Some(&(_, number)) => number,
+                    None => {
+                        let number: i64 = tx
+                            .query_one(
+                                "INSERT INTO headers (header_id) VALUES ($1) \
+                                 ON CONFLICT (header_id) DO UPDATE SET header_id = excluded.header_id \
+                                 RETURNING id",
+                                &[&&e.header_id.0[..]],
+                            )
+                            .and_then(|r| r.try_get(0))
+                            .map_err(pg("record session header"))?;
+                        headers.push((e.header_id, number));
+                        number
+                    }
+                };
+                columns.tenant.push(tenant.0);
+                columns.id.push(&e.id.0[..]);
+                columns.kind.push(i16::from(e.kind as u8));
+                columns.flags.push(i16::from(e.flags));
+                columns.header.push(header);
+                columns.pack.push(pack_id);
+                columns.offset.push(to_i64("pack entry offset", e.offset)?);
+                columns.length.push(i64::from(e.length));
+            }
+            let stored = tx
+                .execute(
+                    "INSERT INTO blobs (tenant_id, id, kind, flags, header, pack_id, pack_offset, length) \
+                     SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::smallint[], $4::smallint[], \
+                                          $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[]) \
+                     ON CONFLICT DO NOTHING",
+                    &[
+                        &columns.tenant,
+                        &columns.id,
+                        &columns.kind,
+                        &columns.flags,
+                        &columns.header,
+                        &columns.pack,
+                        &columns.offset,
+                        &columns.length,
+                    ],
+                )
+                .map_err(pg("insert blobs"))?;
+            tx.commit().map_err(pg("commit pack"))?;
+            from_i64("blobs inserted", i64::try_from(stored).unwrap_or(i64::MAX))
+        })
+    }
+
+    fn list_packs(&self) -> Result<Vec<PackRecord>, CatalogError> {
+        self.with_retries(|client| {
+            let rows = client
+                .query(
+                    "SELECT name, pool, size, hash FROM packs ORDER BY name",
+                    &[],
+                )
+                .map_err(pg("list packs"))?;
+            rows.iter()
+                .map(|r| {
+                    let read = |source| CatalogError::unavailable("read pack", source);
+                    let hash: &[u8] = r.try_get(3).map_err(read)?;
+                    pack_record(
+                        r.try_get(0).map_err(read)?,
+                        r.try_get(1).map_err(read)?,
+                        r.try_get(2).map_err(read)?,
+                        hash,
+                    )
+                })
+                .collect()
+        })
+    }
+
+    fn packs_per_pool(&self) -> Result<Vec<(String, u64)>, CatalogError> {
+        self.with_retries(|client| {
+            let rows = client
+                .query(
+                    "SELECT pool, COUNT(*) FROM packs GROUP BY pool ORDER BY pool",
+                    &[],
+                )
+                .map_err(pg("count packs per pool"))?;
+            rows.iter()
+                .map(|r| {
+                    let pool: String = r.try_get(0).map_err(pg("count packs per pool"))?;
+                    let n: i64 = r.try_get(1).map_err(pg("count packs per pool"))?;
+                    Ok((pool, from_i64("packs count", n)?))
+                })
+                .collect()
+        })
+    }
+}

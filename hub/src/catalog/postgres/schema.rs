@@ -1,0 +1,123 @@
+//! The PostgreSQL schema and its migrations.
+
+use postgres::Client;
+
+use super::pg;
+use crate::catalog::CatalogError;
+
+/// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
+/// Append only: never edit a released entry.
+pub(super) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tenants (
+    id   BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+
+CREATE TABLE sites (
+    id         BIGSERIAL PRIMARY KEY,
+    tenant_id  BIGINT NOT NULL REFERENCES tenants(id),
+    name       TEXT NOT NULL,
+    token_hash BYTEA NOT NULL UNIQUE,
+    revoked    BOOLEAN NOT NULL DEFAULT FALSE,
+    UNIQUE (tenant_id, name)
+);
+
+CREATE TABLE buckets (
+    id             BIGSERIAL PRIMARY KEY,
+    tenant_id      BIGINT NOT NULL REFERENCES tenants(id),
+    name           TEXT NOT NULL,
+    source_site_id BIGINT NOT NULL REFERENCES sites(id),
+    UNIQUE (tenant_id, name)
+);
+
+CREATE TABLE sessions (
+    id          BIGSERIAL PRIMARY KEY,
+    site_id     BIGINT NOT NULL REFERENCES sites(id),
+    bucket_id   BIGINT NOT NULL REFERENCES buckets(id),
+    header_id   BYTEA NOT NULL,
+    lease_until BIGINT NOT NULL,
+    closed      BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX sessions_live ON sessions (closed, lease_until);
+
+CREATE TABLE packs (
+    id   BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    pool TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    hash BYTEA NOT NULL
+);
+
+-- Session headers by number: every blob of a session names the same one.
+CREATE TABLE headers (
+    id        BIGSERIAL PRIMARY KEY,
+    header_id BYTEA NOT NULL UNIQUE
+);
+
+-- Blobs are per tenant: the same id stored by two tenants is two rows.
+CREATE TABLE blobs (
+    tenant_id   BIGINT NOT NULL REFERENCES tenants(id),
+    id          BYTEA NOT NULL,
+    kind        SMALLINT NOT NULL,
+    flags       SMALLINT NOT NULL,
+    header      BIGINT NOT NULL REFERENCES headers(id),
+    pack_id     BIGINT NOT NULL REFERENCES packs(id),
+    pack_offset BIGINT NOT NULL,
+    length      BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+);
+
+-- manifest: the referenced blob ids, 32 bytes each, concatenated.
+CREATE TABLE commits (
+    bucket_id BIGINT NOT NULL REFERENCES buckets(id),
+    seq       BIGINT NOT NULL,
+    site_id   BIGINT NOT NULL REFERENCES sites(id),
+    time_ms   BIGINT NOT NULL,
+    kind      TEXT NOT NULL,
+    manifest  BYTEA NOT NULL,
+    body      BYTEA NOT NULL,
+    files     BIGINT NOT NULL,
+    bytes     BIGINT NOT NULL,
+    PRIMARY KEY (bucket_id, seq)
+);
+CREATE INDEX commits_by_time ON commits (bucket_id, time_ms);
+"#];
+
+/// A number no other application takes an advisory lock on: hubs starting
+/// side by side against one database migrate one at a time.
+const MIGRATION_LOCK: i64 = 0x0046_4552_5259_4d47; // "FERRYMG"
+
+pub(super) fn migrate(client: &mut Client) -> Result<(), CatalogError> {
+    let mut tx = client.transaction().map_err(pg("begin schema migration"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(pg("lock schema migration"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             id      INTEGER PRIMARY KEY CHECK (id = 1),
+             version BIGINT NOT NULL
+         );
+         INSERT INTO schema_version (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;",
+    )
+    .map_err(pg("create schema_version"))?;
+    let found: i64 = tx
+        .query_one("SELECT version FROM schema_version WHERE id = 1", &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(pg("read schema version"))?;
+    let supported = MIGRATIONS.len() as i64;
+    if found > supported {
+        return Err(CatalogError::SchemaTooNew { found, supported });
+    }
+    let from = usize::try_from(found).map_err(|_| CatalogError::Corrupt {
+        what: "schema_version",
+        detail: format!("negative version {found}"),
+    })?;
+    for sql_text in &MIGRATIONS[from..] {
+        tx.batch_execute(sql_text).map_err(pg("migrate schema"))?;
+    }
+    tx.execute(
+        "UPDATE schema_version SET version = $1 WHERE id = 1",
+        &[&supported],
+    )
+    .map_err(pg("write schema version"))?;
+    tx.commit().map_err(pg("commit schema migration"))
+}

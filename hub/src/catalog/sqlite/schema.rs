@@ -1,0 +1,148 @@
+//! The SQLite schema and its migrations.
+
+use rusqlite::Connection;
+
+use super::{sql, write_tx};
+use crate::catalog::CatalogError;
+
+/// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
+/// Append only: never edit a released entry.
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE tenants (
+    id   INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE
+) STRICT;
+
+CREATE TABLE sites (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id  INTEGER NOT NULL REFERENCES tenants(id),
+    name       TEXT NOT NULL,
+    token_hash BLOB NOT NULL UNIQUE,
+    UNIQUE (tenant_id, name)
+) STRICT;
+
+CREATE TABLE buckets (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id      INTEGER NOT NULL REFERENCES tenants(id),
+    name           TEXT NOT NULL,
+    source_site_id INTEGER NOT NULL REFERENCES sites(id),
+    UNIQUE (tenant_id, name)
+) STRICT;
+
+CREATE TABLE sessions (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    site_id     INTEGER NOT NULL REFERENCES sites(id),
+    bucket_id   INTEGER NOT NULL REFERENCES buckets(id),
+    header_id   BLOB NOT NULL,
+    lease_until INTEGER NOT NULL,
+    closed      INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX sessions_live ON sessions (closed, lease_until);
+
+CREATE TABLE packs (
+    id   INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    pool TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    hash BLOB NOT NULL
+) STRICT;
+
+-- Small fixed-size rows keyed by (tenant, blob id): WITHOUT ROWID saves an
+-- index. Blobs are per tenant: the same id stored by two tenants is two rows,
+-- and one tenant's lookups never see another's.
+CREATE TABLE blobs (
+    tenant_id   INTEGER NOT NULL REFERENCES tenants(id),
+    id          BLOB NOT NULL,
+    kind        INTEGER NOT NULL,
+    flags       INTEGER NOT NULL,
+    header_id   BLOB NOT NULL,
+    pack_id     INTEGER NOT NULL REFERENCES packs(id),
+    pack_offset INTEGER NOT NULL,
+    length      INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX blobs_by_pack ON blobs (pack_id);
+
+-- manifest: the referenced blob ids, 32 bytes each, concatenated.
+CREATE TABLE commits (
+    bucket_id INTEGER NOT NULL REFERENCES buckets(id),
+    seq       INTEGER NOT NULL,
+    site_id   INTEGER NOT NULL REFERENCES sites(id),
+    time_ms   INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    manifest  BLOB NOT NULL,
+    body      BLOB NOT NULL,
+    files     INTEGER NOT NULL,
+    bytes     INTEGER NOT NULL,
+    PRIMARY KEY (bucket_id, seq)
+) STRICT;
+CREATE INDEX commits_by_time ON commits (bucket_id, time_ms);
+"#,
+    r#"
+-- Session headers by number: every blob of a session names the same one,
+-- and a 32-byte id on each row made the blob rows half again as large.
+CREATE TABLE headers (
+    id        INTEGER PRIMARY KEY,
+    header_id BLOB NOT NULL UNIQUE
+) STRICT;
+INSERT INTO headers (header_id) SELECT DISTINCT header_id FROM blobs;
+
+-- No index by pack: nothing looks blobs up by pack yet, and each index
+-- costs every stored blob a second B-tree insert. What needs one adds it.
+CREATE TABLE blobs_v2 (
+    tenant_id   INTEGER NOT NULL REFERENCES tenants(id),
+    id          BLOB NOT NULL,
+    kind        INTEGER NOT NULL,
+    flags       INTEGER NOT NULL,
+    header      INTEGER NOT NULL REFERENCES headers(id),
+    pack_id     INTEGER NOT NULL REFERENCES packs(id),
+    pack_offset INTEGER NOT NULL,
+    length      INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, id)
+) STRICT, WITHOUT ROWID;
+INSERT INTO blobs_v2
+    SELECT b.tenant_id, b.id, b.kind, b.flags, h.id, b.pack_id, b.pack_offset, b.length
+    FROM blobs b JOIN headers h ON h.header_id = b.header_id;
+DROP TABLE blobs;
+ALTER TABLE blobs_v2 RENAME TO blobs;
+"#,
+    r#"
+-- A revoked site's token is refused; the row stays, for its journal.
+ALTER TABLE sites ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0;
+"#,
+];
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {
+    let tx = write_tx(conn)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version (
+             id      INTEGER PRIMARY KEY CHECK (id = 1),
+             version INTEGER NOT NULL
+         ) STRICT;
+         INSERT OR IGNORE INTO schema_version (id, version) VALUES (1, 0);",
+    )
+    .map_err(sql("create schema_version"))?;
+    let found: i64 = tx
+        .query_row("SELECT version FROM schema_version WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .map_err(sql("read schema version"))?;
+    let supported = MIGRATIONS.len() as i64;
+    if found > supported {
+        return Err(CatalogError::SchemaTooNew { found, supported });
+    }
+    let from = usize::try_from(found).map_err(|_| CatalogError::Corrupt {
+        what: "schema_version",
+        detail: format!("negative version {found}"),
+    })?;
+    for sql_text in &MIGRATIONS[from..] {
+        tx.execute_batch(sql_text).map_err(sql("migrate schema"))?;
+    }
+    tx.execute(
+        "UPDATE schema_version SET version = ?1 WHERE id = 1",
+        [supported],
+    )
+    .map_err(sql("write schema version"))?;
+    tx.commit().map_err(sql("commit schema migration"))
+}
