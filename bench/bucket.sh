@@ -29,6 +29,7 @@
 #   MIXED_SIZE / SMALL_FILES (when the datasets must be made).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash bench/deps.sh
 root=$(pwd)
 export SHARED_BENCH=${SHARED_BENCH:-$root/../shared/bench}
 DATA=${DATA:-/tmp/benchdata}

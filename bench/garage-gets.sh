@@ -6,6 +6,7 @@
 #   bench/garage-gets.sh          (SIZE_MIB=64 CHUNK=638000 PARALLEL=8)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash bench/deps.sh
 export SHARED_BENCH=${SHARED_BENCH:-$PWD/../shared/bench}
 SIZE_MIB=${SIZE_MIB:-64}; CHUNK=${CHUNK:-638000}; PARALLEL=${PARALLEL:-8}
 # shellcheck source=bench/garage.sh

@@ -9,6 +9,7 @@
 #   FERRY_BUILD (1), FERRY_BIN, STEP_TIMEOUT (3600), UPLOAD_TRANSFERS (64), OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash bench/deps.sh
 root=$(pwd)
 export SHARED_BENCH=${SHARED_BENCH:-$root/../shared/bench}
 N=${N:-1000000}

@@ -28,7 +28,9 @@ case $BACKEND in
   *) echo "BACKEND must be local or s3" >&2; exit 2 ;;
 esac
 
-bash scripts/setup.sh
+bash scripts/setup.sh quickstart
+if [ "$BACKEND" = s3 ]; then bash scripts/setup.sh garage; fi
+bash bench/deps.sh
 if [ "${FERRY_BUILD:-1}" != 0 ]; then
   cargo build --release --locked --bins -p ferry-agent -p ferry-hub
 fi

@@ -8,6 +8,7 @@
 #   FERRY_BUILD (1), FERRY_BIN, FERRY_COMMIT, OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash bench/deps.sh
 root=$(pwd)
 N=${N:-1000000}
 MANY=${MANY:-/tmp/benchdata-many-$N}

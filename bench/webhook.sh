@@ -27,6 +27,7 @@
 # KEEP=1 (keep the work dir), WORK, OUT, GARAGE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash bench/deps.sh
 root=$(pwd)
 shared=${SHARED_BENCH:-$root/../shared/bench}
 SETTINGS=${SETTINGS:-"16x1 64x1 16x10"}

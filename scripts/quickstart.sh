@@ -22,7 +22,7 @@ stop_hub() {
 }
 if [ "${1:-}" = stop ]; then stop_hub; exit 0; fi
 
-bash scripts/setup.sh
+bash scripts/setup.sh quickstart
 echo "== building (release)"
 cargo build --release --bins --locked
 bin=${CARGO_TARGET_DIR:-$root/target}/release

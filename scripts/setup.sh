@@ -1,21 +1,40 @@
 #!/usr/bin/env bash
-# Installs what building and testing Ferry needs beyond Rust itself.
-# Idempotent: installs only what is missing.
+# Installs what one use of Ferry needs beyond Rust itself, and nothing more:
+#   scripts/setup.sh quickstart   building the binaries: gcc, pkg-config, libssl-dev
+#   scripts/setup.sh test         that, plus what the test suite runs: the age
+#                                 CLI, g++ (fuzz targets), PostgreSQL's server
+#                                 binaries and Garage (built once, ~11 minutes)
+#   scripts/setup.sh garage       Garage alone (the benchmarks' S3 runs)
+# Several may be named. Idempotent: only what is missing is installed, and
+# `apt-get update` runs only when something is.
 set -euo pipefail
 
+usage() { echo "usage: scripts/setup.sh quickstart|test|garage ..." >&2; exit 2; }
+[ $# -gt 0 ] || usage
+build=0 test=0 garage=0
+for what in "$@"; do
+  case $what in
+    quickstart) build=1 ;;
+    test) build=1 test=1 garage=1 ;;
+    garage) garage=1 ;;
+    *) usage ;;
+  esac
+done
+
 need=()
-command -v age >/dev/null 2>&1 || need+=(age)          # interop test: stock age decrypts a stored chunk
-command -v python3 >/dev/null 2>&1 || need+=(python3)  # dataset generator (../shared/bench/mkdata.py)
-command -v cc >/dev/null 2>&1 || need+=(gcc)           # zstd-sys, rusqlite's bundled SQLite
-command -v c++ >/dev/null 2>&1 || need+=(g++)          # libFuzzer, for scripts/fuzz.sh
-command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)  # finds OpenSSL for openssl-sys
-# The benchmark harness (../shared/bench/peers.sh), which a test runs with
-# the Ferry plugin on the quick dataset.
-command -v rsync >/dev/null 2>&1 || need+=(rsync)
-command -v bc >/dev/null 2>&1 || need+=(bc)
-[ -x /usr/bin/time ] || need+=(time)
-# The agent's ChaCha20-Poly1305 is the system OpenSSL's (crypto/src/stream.rs).
-[ -f /usr/include/openssl/evp.h ] || need+=(libssl-dev)
+if [ $build = 1 ]; then
+  command -v cc >/dev/null 2>&1 || need+=(gcc)                 # zstd-sys, rusqlite's bundled SQLite
+  command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)  # finds OpenSSL for openssl-sys
+  # The agent's ChaCha20-Poly1305 is the system OpenSSL's (crypto/src/stream.rs).
+  [ -f /usr/include/openssl/evp.h ] || need+=(libssl-dev)
+fi
+if [ $test = 1 ]; then
+  command -v age >/dev/null 2>&1 || need+=(age)                # interop test: stock age decrypts a stored chunk
+  command -v c++ >/dev/null 2>&1 || need+=(g++)                # libFuzzer, for scripts/fuzz.sh
+  # The tests start their own clusters from the server binaries; Debian
+  # keeps them in /usr/lib/postgresql/<major>/bin, off the PATH.
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
@@ -27,9 +46,11 @@ command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust
 
 # Garage: the S3 server the tests start on loopback. Built once (about 11
 # minutes on 2 cores) and kept in ~/.cargo/bin, where reruns find it.
-GARAGE_VERSION=2.5.0
-garage_bin=${GARAGE:-$HOME/.cargo/bin/garage}
-if ! "$garage_bin" --version 2>/dev/null | grep -qE "[:v ]$GARAGE_VERSION( |$)"; then
-  echo "setup: building garage $GARAGE_VERSION (cargo install, about 11 minutes)" >&2
-  cargo install garage --version "$GARAGE_VERSION" --locked --quiet
+if [ $garage = 1 ]; then
+  GARAGE_VERSION=2.5.0
+  garage_bin=${GARAGE:-$HOME/.cargo/bin/garage}
+  if ! "$garage_bin" --version 2>/dev/null | grep -qE "[:v ]$GARAGE_VERSION( |$)"; then
+    echo "setup: building garage $GARAGE_VERSION (cargo install, about 11 minutes)" >&2
+    cargo install garage --version "$GARAGE_VERSION" --locked --quiet
+  fi
 fi

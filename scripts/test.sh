@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh
+bash scripts/setup.sh test
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${FERRY_TARGET_DIR:-$HOME/.cache/ferry/target}}
 export CARGO_TERM_COLOR=never
 # The S3 tests talk to Garage on loopback: never through a proxy. The Rust
@@ -14,6 +14,7 @@ export NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost
 unset AWS_CA_BUNDLE
 
 cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests run the binaries, so build them first.
 cargo build --workspace --bins --tests --locked
 if cargo nextest --version >/dev/null 2>&1; then

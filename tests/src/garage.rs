@@ -1,5 +1,5 @@
 //! A throwaway single-node Garage (a real S3 server) on loopback ports, one
-//! per test or per "site". `scripts/setup.sh` installs the binary
+//! per test or per "site". `scripts/setup.sh test` installs the binary
 //! (`cargo install garage`); `GARAGE` may point at another one.
 
 use std::path::{Path, PathBuf};
@@ -70,7 +70,7 @@ admin_token = "{admin}"
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot start garage ({e}): run scripts/setup.sh, which installs it, or set GARAGE"
+                    "cannot start garage ({e}): run `scripts/setup.sh test`, which builds it, or set GARAGE"
                 )
             });
         let mut garage = Garage {

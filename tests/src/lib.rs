@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod dataset;
 pub mod fresh;
 pub mod garage;
 pub mod http;
@@ -308,33 +309,28 @@ pub fn package_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
 }
 
-/// The quick benchmark dataset (`mkdata.py --mixed-size 64M --small-files 2000`),
-/// made once per target dir and reused; deterministic, so reuse is safe.
+/// The quick dataset ([`dataset::Params::quick`]: `mixed`, `edit`,
+/// `small` and their manifests), made once per target dir and reused;
+/// deterministic, so reuse is safe. The directory is named by the
+/// generator's version, so a dataset an older generator made is not reused.
 pub fn quick_dataset() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let target = exe.ancestors().nth(3).unwrap().to_path_buf();
-    let out = target.join("ferry-testdata").join("quick");
+    let params = dataset::Params::quick();
+    let name = format!("quick-v{}-seed{}", dataset::GENERATOR_VERSION, params.seed);
+    let out = target.join("ferry-testdata").join(&name);
+    // The manifest of `small` is written last: its presence means complete.
     if out.join("small.manifest").exists() {
         return out;
     }
-    let script = package_dir().join("../../shared/bench/mkdata.py");
-    assert!(
-        script.exists(),
-        "{} is missing: the tests need ../shared beside the repo",
-        script.display()
-    );
     let tmp = target
         .join("ferry-testdata")
-        .join(format!("quick.tmp{}", std::process::id()));
-    let status = Command::new("python3")
-        .arg(&script)
-        .arg("--out")
-        .arg(&tmp)
-        .args(["--mixed-size", "64M", "--small-files", "2000"])
-        .stdout(Stdio::null())
-        .status()
-        .expect("run python3 mkdata.py");
-    assert!(status.success(), "mkdata.py failed");
+        .join(format!("{name}.tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    if let Err(e) = dataset::generate(&tmp, &params) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        panic!("making the quick dataset in {}: {e}", tmp.display());
+    }
     // Another test process may have won the race; either copy is identical.
     if std::fs::rename(&tmp, &out).is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
