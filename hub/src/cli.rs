@@ -81,6 +81,23 @@ enum SiteCommand {
         #[arg(long)]
         tenant: String,
     },
+    /// Revoke a site: its token is refused from the next call on, by every
+    /// hub serving the catalog. Its buckets and journals stay.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+    },
+    /// Give a site a new token; the old one is refused from the next call on.
+    RotateToken {
+        #[arg(long)]
+        tenant: String,
+        name: String,
+        /// Write the new token into this file (mode 0600, must not exist)
+        /// instead of printing it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -157,10 +174,21 @@ fn run(cli: Cli) -> Result<()> {
             let catalog = open_catalog(&config)?;
             let tenant_row = find_tenant(&*catalog, &tenant)?;
             let token = new_token();
-            catalog.write(|w| w.create_site(tenant_row.id, &name, &token_hash(&token)))?;
+            // The file first: a site whose token was never written down
+            // could not be used by anyone.
+            if let Some(path) = &token_file {
+                write_secret(path, &token)?;
+            }
+            let created =
+                catalog.write(|w| w.create_site(tenant_row.id, &name, &token_hash(&token)));
+            if let Err(e) = created {
+                if let Some(path) = &token_file {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(e.into());
+            }
             match token_file {
                 Some(path) => {
-                    write_secret(&path, &token)?;
                     output(
                         cli.json,
                         json!({"site": name, "tenant": tenant, "token_file": path}),
@@ -185,11 +213,70 @@ fn run(cli: Cli) -> Result<()> {
             let tenant_row = find_tenant(&*catalog, &tenant)?;
             let sites = catalog.read(|r| r.list_sites(tenant_row.id))?;
             let names: Vec<_> = sites.iter().map(|s| s.name.clone()).collect();
+            let revoked: Vec<_> = sites
+                .iter()
+                .filter(|s| s.revoked)
+                .map(|s| &s.name)
+                .collect();
+            let text: Vec<String> = sites
+                .iter()
+                .map(|s| match s.revoked {
+                    true => format!("{} (revoked)", s.name),
+                    false => s.name.clone(),
+                })
+                .collect();
             output(
                 cli.json,
-                json!({"tenant": tenant, "sites": names}),
-                &names.join("\n"),
+                json!({"tenant": tenant, "sites": names, "revoked": revoked}),
+                &text.join("\n"),
             );
+            Ok(())
+        }
+        Command::Site(SiteCommand::Revoke { tenant, name }) => {
+            let catalog = open_catalog(&config)?;
+            let site = find_site(&*catalog, &tenant, &name)?;
+            catalog.write(|w| w.revoke_site(site.id))?;
+            output(
+                cli.json,
+                json!({"site": name, "tenant": tenant, "revoked": true}),
+                &format!("site {name} of {tenant} revoked; its token is refused from now on"),
+            );
+            Ok(())
+        }
+        Command::Site(SiteCommand::RotateToken {
+            tenant,
+            name,
+            token_file,
+        }) => {
+            let catalog = open_catalog(&config)?;
+            let site = find_site(&*catalog, &tenant, &name)?;
+            let token = new_token();
+            if let Some(path) = &token_file {
+                write_secret(path, &token)?;
+            }
+            if let Err(e) = catalog.write(|w| w.set_site_token(site.id, &token_hash(&token))) {
+                if let Some(path) = &token_file {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(e.into());
+            }
+            match token_file {
+                Some(path) => output(
+                    cli.json,
+                    json!({"site": name, "tenant": tenant, "token_file": path}),
+                    &format!(
+                        "site {name} of {tenant} has a new token in {}; the old one is refused",
+                        path.display()
+                    ),
+                ),
+                None => output(
+                    cli.json,
+                    json!({"site": name, "tenant": tenant, "token": token}),
+                    &format!(
+                        "site {name} of {tenant}: new token (shown once, store it now): {token}"
+                    ),
+                ),
+            }
             Ok(())
         }
         Command::Bucket(BucketCommand::Add { name, source }) => {
@@ -233,6 +320,15 @@ fn find_tenant(catalog: &dyn Catalog, name: &str) -> Result<crate::catalog::Tena
     catalog.read(|r| r.tenant_by_name(name))?.with_context(|| {
         format!("tenant {name:?} does not exist (add it with `ferry-hub tenant add {name}`)")
     })
+}
+
+fn find_site(catalog: &dyn Catalog, tenant: &str, name: &str) -> Result<crate::catalog::Site> {
+    let tenant_row = find_tenant(catalog, tenant)?;
+    catalog
+        .read(|r| r.list_sites(tenant_row.id))?
+        .into_iter()
+        .find(|s| s.name == name)
+        .with_context(|| format!("site {name:?}: no such site in tenant {tenant}"))
 }
 
 fn output(json: bool, value: serde_json::Value, text: &str) {

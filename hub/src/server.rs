@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ferry_proto::transport::{CONNECTION_WINDOW, MAX_FRAME, MAX_MESSAGE_BYTES, STREAM_WINDOW};
 use ferry_proto::v1::ingest_server::IngestServer;
@@ -189,7 +190,20 @@ pub async fn serve(
     // it on each accepted connection, or a small answer written after a
     // large one waits out Nagle and the peer's delayed ACK (40 ms here).
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    // On the signal, first drain: new calls get UNAVAILABLE, streams store
+    // and acknowledge what they hold and end. Then tonic stops accepting
+    // connections and waits for the calls still open (the drain's linger
+    // lets calls already on the way read their answer before it closes).
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel();
+    let draining = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        tracing::info!("stopping: new calls are refused; finishing the streams in flight");
+        let _ = stopping_tx.send(());
+        draining.drain(DRAIN_LIMIT).await;
+        tokio::time::sleep(LINGER).await;
+    };
+    let serving = tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME)
@@ -199,12 +213,50 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            JournalServer::new(JournalService(state))
+            JournalServer::new(JournalService(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(incoming, shutdown);
+    let deadline = async {
+        match stopping_rx.await {
+            Ok(()) => tokio::time::sleep(DRAIN_LIMIT * 2).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        served = serving => served?,
+        () = deadline => tracing::warn!(
+            seconds = DRAIN_LIMIT.as_secs(),
+            "calls still open at the drain limit; stopping anyway (nothing unacknowledged is kept)"
+        ),
+    }
+    stop_packer(state).await;
     tracing::info!("ferry-hub stopped");
     Ok(())
+}
+
+/// How long a stopping hub waits for open calls to finish.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+/// How long a drained hub still answers (UNAVAILABLE) before it closes its
+/// connections: an agent's calls already on the way read that answer.
+const LINGER: Duration = Duration::from_millis(300);
+
+/// Waits (up to [`DRAIN_LIMIT`]) for the last calls to let go of the
+/// state, then lets the packer finish what is queued.
+async fn stop_packer(mut state: Arc<HubState>) {
+    let until = tokio::time::Instant::now() + DRAIN_LIMIT;
+    loop {
+        match Arc::try_unwrap(state) {
+            Ok(state) => return state.packer.shutdown().await,
+            Err(shared) if tokio::time::Instant::now() < until => {
+                state = shared;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => {
+                tracing::warn!("a call still holds the packer at the drain limit");
+                return;
+            }
+        }
+    }
 }

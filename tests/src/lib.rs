@@ -62,6 +62,15 @@ impl Hub {
         Self::start_with_config(&dir.join("hub"), &config)
     }
 
+    /// Starts a hub whose catalog is the `ferry` database on `pg` (the
+    /// password from a file), with its config and data dir under `dir`.
+    pub fn start_on_postgres(dir: &Path, pg: &postgres::Postgres) -> Hub {
+        std::fs::create_dir_all(dir).unwrap();
+        let config = dir.join("hub.toml");
+        std::fs::write(&config, postgres_catalog_toml(dir, pg)).unwrap();
+        Self::start_with_config(&dir.join("hub"), &config)
+    }
+
     /// Starts a hub, or returns its log if it exits before becoming ready.
     pub fn try_start(data_dir: &Path, config: Option<&Path>) -> Result<Hub, String> {
         let ready = data_dir.with_extension("ready");
@@ -150,6 +159,32 @@ impl Hub {
         }
     }
 
+    /// SIGTERM, then waits (up to a minute) for the hub to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the hub is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for ferry-hub") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ferry-hub did not exit within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The hub's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
     /// Bytes of pack data in the local pool.
     pub fn pool_bytes(&self) -> u64 {
         tree::du(&self.data_dir.join("pool"))
@@ -165,6 +200,16 @@ impl Drop for Hub {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A hub config's `[catalog]` table for the `ferry` database on `pg`, the
+/// password in a file under `dir`.
+pub fn postgres_catalog_toml(dir: &Path, pg: &postgres::Postgres) -> String {
+    format!(
+        "[catalog]\nengine = \"postgres\"\nurl = \"{}\"\npassword-file = \"{}\"\n",
+        pg.url(),
+        pg.password_file(dir).display()
+    )
 }
 
 /// A site with its agent: tenant `acme`, bucket `acme/<bucket>`.

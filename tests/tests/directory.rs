@@ -6,6 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use ferry_tests::postgres::Postgres;
 use ferry_tests::tree::{assert_same, describe};
 use ferry_tests::{Hub, Site, copy_tree, quick_dataset};
 
@@ -51,16 +52,33 @@ fn n(report: &serde_json::Value, field: &str) -> u64 {
 
 #[test]
 fn directory_backup_change_incremental_and_restores() {
-    let data = quick_dataset();
     let work = tempfile::tempdir().unwrap();
-    let src = work.path().join("src");
+    let hub = Hub::start(&work.path().join("hub"));
+    backup_change_incremental_and_restores(&hub, work.path());
+}
+
+/// The same, with the hub's catalog on a PostgreSQL server.
+#[test]
+fn directory_backup_change_incremental_and_restores_with_the_catalog_on_postgres() {
+    let pg = Postgres::start();
+    let work = tempfile::tempdir().unwrap();
+    let hub = Hub::start_on_postgres(&work.path().join("hub"), &pg);
+    backup_change_incremental_and_restores(&hub, work.path());
+    assert!(
+        !work.path().join("hub/hub/catalog.db").exists(),
+        "the hub wrote a SQLite catalog beside PostgreSQL"
+    );
+}
+
+fn backup_change_incremental_and_restores(hub: &Hub, work: &Path) {
+    let data = quick_dataset();
+    let src = work.join("src");
     std::fs::create_dir(&src).unwrap();
     copy_tree(&data.join("mixed"), &src.join("mixed"));
     copy_tree(&data.join("small"), &src.join("small"));
     add_metadata_cases(&src);
 
-    let hub = Hub::start(&work.path().join("hub"));
-    let site = Site::create(&hub, &work.path().join("site-a"), &src, "site-a", "docs");
+    let site = Site::create(hub, &work.join("site-a"), &src, "site-a", "docs");
 
     // First backup reads everything.
     let first = site.backup();
@@ -135,16 +153,16 @@ fn directory_backup_change_incremental_and_restores() {
     assert_eq!(seqs, vec![n(&first, "seq"), n(&second, "seq")]);
 
     // Latest restore matches the current tree byte for byte, with metadata.
-    let latest = work.path().join("restore-latest");
+    let latest = work.join("restore-latest");
     let report = site.restore(&latest, &[]);
     assert_eq!(n(&report, "seq"), n(&second, "seq"));
     assert_same(&state2, &describe(&latest), "latest restore");
 
     // By snapshot number and by time: the first state.
-    let by_seq = work.path().join("restore-seq");
+    let by_seq = work.join("restore-seq");
     site.restore(&by_seq, &["--snapshot", &n(&first, "seq").to_string()]);
     assert_same(&state1, &describe(&by_seq), "restore --snapshot 1");
-    let by_time = work.path().join("restore-at");
+    let by_time = work.join("restore-at");
     site.restore(&by_time, &["--at", &between]);
     assert_same(&state1, &describe(&by_time), "restore --at");
 

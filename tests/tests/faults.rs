@@ -82,7 +82,7 @@ fn bad_credentials_keys_and_configs_give_clear_errors() {
     let out = site.agent(&["backup"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("unknown site token"),
+        stderr(&out).contains("unknown or revoked site token"),
         "{}",
         stderr(&out)
     );
@@ -312,4 +312,113 @@ fn code<T>(result: Result<T, tonic::Status>) -> tonic::Code {
         Ok(_) => panic!("the call succeeded"),
         Err(status) => status.code(),
     }
+}
+
+/// SIGTERM in the middle of a backup: the hub stops taking work, answers
+/// the batches it holds, ends the stream with a retryable error and exits
+/// cleanly; nothing it acknowledged is missing, and the next run (against
+/// the restarted hub) sends only the rest and restores identical.
+#[test]
+fn sigterm_mid_backup_drains_and_the_next_run_finishes() {
+    let data = quick_dataset();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    copy_tree(&data.join("mixed"), &src);
+    let hub_dir = work.path().join("hub");
+    let mut hub = Hub::start(&hub_dir);
+    let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "term");
+
+    let mut exit = None;
+    let (ok, log) = site.backup_with_fault_after_first_ack(|| exit = Some(hub.terminate()));
+    let exit = exit.unwrap();
+    assert!(!ok, "the backup cannot finish on a hub that stopped: {log}");
+    assert!(
+        exit.success(),
+        "the hub exits 0 on SIGTERM: {exit}\n{}",
+        hub.log()
+    );
+    assert!(
+        log.contains("shutting down"),
+        "the agent is told the hub is going away (retryable), not a reset: {log}"
+    );
+    assert!(hub.log().contains("ferry-hub stopped"), "{}", hub.log());
+    assert!(hub.pool_bytes() > 0);
+
+    let hub = Hub::start(&hub_dir);
+    site.write_config(&hub.url(), &src);
+    let rerun = site.backup();
+    assert!(
+        rerun["chunks_deduplicated"].as_u64().unwrap() > 0,
+        "what the stopping hub acknowledged is kept: {rerun}"
+    );
+    let restored = work.path().join("restored");
+    site.restore(&restored, &[]);
+    assert_same(
+        &describe(&src),
+        &describe(&restored),
+        "restore after SIGTERM",
+    );
+}
+
+/// Revoking a site or rotating its token takes effect on the serving hub
+/// at once: the very next call with the old token is refused.
+#[test]
+fn revoked_and_rotated_tokens_are_refused_on_the_next_call() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"hello").unwrap();
+    let hub = Hub::start(&work.path().join("hub"));
+    let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "docs");
+    site.backup();
+
+    // Rotate: the old token fails now, the new one works, the hub never restarted.
+    let token = site.dir.join("site.token");
+    let old = std::fs::read_to_string(&token).unwrap();
+    let new_file = site.dir.join("new.token");
+    check(
+        &hub.cli(&[
+            "site",
+            "rotate-token",
+            "--tenant",
+            "acme",
+            "site-a",
+            "--token-file",
+            new_file.to_str().unwrap(),
+        ]),
+        "site rotate-token",
+    );
+    let out = site.agent(&["snapshots"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown or revoked site token"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::copy(&new_file, &token).unwrap();
+    assert_ne!(std::fs::read_to_string(&token).unwrap(), old);
+    check(&site.agent(&["snapshots"]), "snapshots with the new token");
+
+    // Revoke: refused on the next call; listed as revoked.
+    check(
+        &hub.cli(&["site", "revoke", "--tenant", "acme", "site-a"]),
+        "site revoke",
+    );
+    let out = site.agent(&["backup"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("unknown or revoked site token"),
+        "{}",
+        stderr(&out)
+    );
+    let listed = check(
+        &hub.cli(&["--json", "site", "list", "--tenant", "acme"]),
+        "site list",
+    );
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["revoked"], serde_json::json!(["site-a"]), "{listed}");
+    // A revoked site gets no new token.
+    let out = hub.cli(&["site", "rotate-token", "--tenant", "acme", "site-a"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
 }

@@ -1,0 +1,112 @@
+//! The `Journal` service: a bucket's commits, and blobs fetched for restores.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use ferry_proto::BlobId;
+use ferry_proto::v1::journal_server::Journal;
+use ferry_proto::v1::{
+    CommitInfo, FetchBlobsRequest, FetchedBlob, ListCommitsRequest, ListCommitsResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::*;
+use crate::fetch;
+
+#[derive(Clone)]
+pub struct JournalService(pub Arc<HubState>);
+
+type BlobStream = Pin<Box<dyn Stream<Item = Result<FetchedBlob, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Journal for JournalService {
+    async fn list_commits(
+        &self,
+        request: Request<ListCommitsRequest>,
+    ) -> Result<Response<ListCommitsResponse>, Status> {
+        let hub = &self.0;
+        let site = hub.authenticate(&request).await?;
+        let req = request.into_inner();
+        let bucket = hub.bucket_for_read(&site, &req.bucket).await?;
+        let limit = match req.limit {
+            0 => 1000,
+            n => n.min(1000) as usize,
+        };
+        let (bucket_id, tenant, after) = (bucket.id, site.tenant, req.after_seq);
+        let (commits, sites) = hub
+            .catalog(move |c| {
+                c.read(|r| Ok((r.commits(bucket_id, after, limit)?, r.list_sites(tenant)?)))
+            })
+            .await?;
+        let names: HashMap<_, _> = sites.into_iter().map(|s| (s.id, s.name)).collect();
+        let commits = commits
+            .into_iter()
+            .map(|c| CommitInfo {
+                seq: c.seq,
+                site: names.get(&c.site).cloned().unwrap_or_default(),
+                time_unix_ms: c.time_unix_ms,
+                kind: c.kind.as_str().to_string(),
+                manifest: c.manifest.iter().map(|id| id.0.to_vec()).collect(),
+                body: c.body,
+                files: c.files,
+                bytes: c.bytes,
+            })
+            .collect();
+        Ok(Response::new(ListCommitsResponse { commits }))
+    }
+
+    type FetchBlobsStream = BlobStream;
+
+    async fn fetch_blobs(
+        &self,
+        request: Request<FetchBlobsRequest>,
+    ) -> Result<Response<Self::FetchBlobsStream>, Status> {
+        let hub = self.0.clone();
+        let site = hub.authenticate(&request).await?;
+        let req = request.into_inner();
+        hub.bucket_for_read(&site, &req.bucket).await?;
+        let ids = ids_from("FetchBlobsRequest.ids", &req.ids, MAX_IDS_PER_CALL)?;
+        let (tenant, asked) = (site.tenant, ids.clone());
+        let locations: HashMap<BlobId, _> = hub
+            .catalog(move |c| c.blob_locations(tenant, &asked))
+            .await?
+            .into_iter()
+            .map(|l| (l.id, l))
+            .collect();
+        let planned = fetch::plan(ids.into_iter().map(|id| (id, locations.get(&id).cloned())));
+        let (tx, rx) = mpsc::channel(4);
+        let pools = hub.pools.clone();
+        let draining = hub.draining();
+        let running = hub.stream_guard();
+        tokio::spawn(fetch::run(pools, planned, async move |fetched| {
+            let _running = &running;
+            // A stopping hub ends the restore's stream, retryably.
+            if *draining.borrow() {
+                let _ = tx.send(Err(shutting_down())).await;
+                return false;
+            }
+            let item = match fetched {
+                Ok((loc, data)) => Ok(FetchedBlob {
+                    id: loc.id.0.to_vec(),
+                    kind: loc.kind as u32,
+                    flags: u32::from(loc.flags),
+                    header_id: loc.header_id.0.to_vec(),
+                    data,
+                }),
+                Err((id, fetch::FetchError::Missing)) => {
+                    Err(Status::not_found(format!("blob {id} is not stored")))
+                }
+                Err((id, e)) => {
+                    tracing::error!(blob = %id, error = %e, "reading blob");
+                    Err(Status::data_loss(format!("blob {id}: {e}")))
+                }
+            };
+            tx.send(item).await.is_ok()
+        }));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,372 @@
+//! Tenant isolation of the blob RPCs, through a real gRPC server on a
+//! loopback port.
+
+use super::ingest::{OWN_BUFFER_BELOW, own_small_blobs};
+use super::*;
+use crate::blobstore::{BlobStore, LocalDirStore};
+use crate::catalog::{CatalogExt, SqliteCatalog};
+use crate::packer::PackerConfig;
+use ferry_proto::BlobKind;
+use ferry_proto::v1::Blob;
+use ferry_proto::v1::ingest_client::IngestClient;
+use ferry_proto::v1::ingest_server::IngestServer;
+use ferry_proto::v1::journal_client::JournalClient;
+use ferry_proto::v1::journal_server::JournalServer;
+use ferry_proto::v1::{
+    BlobBatch, BlobBatchAck, CheckReferencesRequest, CommitRequest, FetchBlobsRequest,
+    FindMissingRequest, OpenSessionRequest,
+};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Channel;
+
+/// Small blobs leave the frame (one new buffer for all of them) with
+/// their bytes unchanged; a large one stays a slice of the frame.
+#[test]
+fn small_blobs_leave_the_frame_and_keep_their_bytes() {
+    let sizes = [10, OWN_BUFFER_BELOW, 0, 3000];
+    let frame: bytes::Bytes = (0..sizes.iter().sum::<usize>())
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let mut at = 0;
+    let mut blobs: Vec<PackBlob> = (0u8..)
+        .zip(sizes)
+        .map(|(n, len)| {
+            let data = frame.slice(at..at + len);
+            at += len;
+            PackBlob {
+                id: BlobId([n; 32]),
+                kind: BlobKind::Data,
+                flags: 0,
+                header_id: BlobId([9; 32]),
+                data,
+            }
+        })
+        .collect();
+    let before: Vec<Vec<u8>> = blobs.iter().map(|b| b.data.to_vec()).collect();
+    own_small_blobs(&mut blobs);
+    let after: Vec<Vec<u8>> = blobs.iter().map(|b| b.data.to_vec()).collect();
+    assert_eq!(after, before);
+    let in_frame = |b: &PackBlob| {
+        let (start, p) = (frame.as_ptr() as usize, b.data.as_ptr() as usize);
+        (start..start + frame.len()).contains(&p)
+    };
+    assert!(in_frame(&blobs[1]), "the large blob was copied");
+    assert!(
+        !in_frame(&blobs[0]) && !in_frame(&blobs[3]),
+        "a small blob still pins the frame"
+    );
+    // The small ones share one buffer, back to back.
+    let (first, last) = (
+        blobs[0].data.as_ptr() as usize,
+        blobs[3].data.as_ptr() as usize,
+    );
+    assert_eq!(last, first + sizes[0]);
+}
+
+struct Hub {
+    _dir: tempfile::TempDir,
+    ingest: IngestClient<Channel>,
+    journal: JournalClient<Channel>,
+}
+
+/// A hub with tenants "alpha" and "beta", each with one site (token
+/// `<tenant>-token`) and a bucket "data" it is the source of.
+async fn hub() -> Hub {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog: Arc<dyn Catalog> =
+        Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap());
+    for tenant in ["alpha", "beta"] {
+        let t = catalog.write(|w| w.create_tenant(tenant)).unwrap();
+        let site = catalog
+            .write(|w| w.create_site(t, "site", &token_hash(&format!("{tenant}-token"))))
+            .unwrap();
+        catalog.write(|w| w.create_bucket(t, "data", site)).unwrap();
+    }
+    let store: Arc<dyn BlobStore> = Arc::new(LocalDirStore::open(dir.path().join("pool")).unwrap());
+    let packer = Packer::start(
+        store.clone(),
+        catalog.clone(),
+        "local".to_owned(),
+        PackerConfig::default(),
+    );
+    let state = HubState::new(catalog, Arc::new(Pools::one("local", store)), packer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(IngestServer::new(IngestService(state.clone())))
+            .add_service(JournalServer::new(JournalService(state)))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    Hub {
+        _dir: dir,
+        ingest: IngestClient::new(channel.clone()),
+        journal: JournalClient::new(channel),
+    }
+}
+
+fn authed<T>(tenant: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        AUTHORIZATION,
+        format!("Bearer {tenant}-token").parse().unwrap(),
+    );
+    request
+}
+
+fn id(seed: u8) -> BlobId {
+    BlobId([seed; 32])
+}
+
+impl Hub {
+    async fn open(&mut self, tenant: &str) -> u64 {
+        let header = format!("age-encryption.org/v1\n{tenant} header\n").into_bytes();
+        self.ingest
+            .open_session(authed(
+                tenant,
+                OpenSessionRequest {
+                    bucket: format!("{tenant}/data"),
+                    header,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .session_id
+    }
+
+    async fn find_missing(&mut self, tenant: &str, session: u64, ids: &[BlobId]) -> Vec<u32> {
+        self.ingest
+            .find_missing(authed(
+                tenant,
+                FindMissingRequest {
+                    session_id: session,
+                    ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .missing
+    }
+
+    async fn upload(
+        &mut self,
+        tenant: &str,
+        session: u64,
+        blobs: &[(BlobId, &[u8])],
+    ) -> BlobBatchAck {
+        let batch = BlobBatch {
+            session_id: session,
+            batch: 1,
+            blobs: blobs
+                .iter()
+                .map(|(id, data)| Blob {
+                    id: id.0.to_vec(),
+                    kind: BlobKind::Data as u32,
+                    flags: 0,
+                    data: data.to_vec().into(),
+                })
+                .collect(),
+        };
+        let mut acks = self
+            .ingest
+            .upload_blobs(authed(tenant, tokio_stream::iter(vec![batch])))
+            .await
+            .unwrap()
+            .into_inner();
+        let ack = acks.next().await.unwrap().unwrap();
+        assert!(acks.next().await.is_none());
+        ack
+    }
+
+    /// The data of each id, or the status of the first failure.
+    async fn fetch(&mut self, tenant: &str, ids: &[BlobId]) -> Result<Vec<Vec<u8>>, Status> {
+        let mut stream = self
+            .journal
+            .fetch_blobs(authed(
+                tenant,
+                FetchBlobsRequest {
+                    bucket: format!("{tenant}/data"),
+                    ids: ids.iter().map(|i| i.0.to_vec()).collect(),
+                },
+            ))
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(blob) = stream.next().await {
+            out.push(blob?.data.to_vec());
+        }
+        Ok(out)
+    }
+
+    async fn commit(
+        &mut self,
+        tenant: &str,
+        session: u64,
+        chunks: &[BlobId],
+    ) -> Result<u64, Status> {
+        self.ingest
+            .commit(authed(
+                tenant,
+                CommitRequest {
+                    session_id: session,
+                    kind: "snapshot".to_owned(),
+                    manifest: Vec::new(),
+                    body: b"body".to_vec(),
+                    files: 1,
+                    bytes: 1,
+                    data_chunk_ids: chunks.iter().flat_map(|i| i.0).collect(),
+                },
+            ))
+            .await
+            .map(|r| r.into_inner().seq)
+    }
+}
+
+#[tokio::test]
+async fn another_tenant_cannot_see_fetch_or_reference_blobs() {
+    let mut hub = hub().await;
+    let sa = hub.open("alpha").await;
+    let (x, y) = (id(1), id(2));
+    let ack = hub
+        .upload("alpha", sa, &[(x, b"alpha x"), (y, b"alpha y")])
+        .await;
+    assert_eq!((ack.stored, ack.already_present), (2, 0));
+    assert!(hub.find_missing("alpha", sa, &[x, y]).await.is_empty());
+
+    let sb = hub.open("beta").await;
+    // (a) FindMissing does not reveal that alpha holds x and y.
+    assert_eq!(
+        hub.find_missing("beta", sb, &[x, id(3), y]).await,
+        [0, 1, 2]
+    );
+    // (b) nor does FetchBlobs hand them out.
+    let err = hub.fetch("beta", &[x]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    // A commit cannot reference them either.
+    let err = hub.commit("beta", sb, &[x]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains(MISSING_CHUNKS), "{err:?}");
+
+    // Beta uploading the same id stores beta's own copy.
+    let ack = hub.upload("beta", sb, &[(x, b"beta x")]).await;
+    assert_eq!((ack.stored, ack.already_present), (1, 0));
+    assert_eq!(hub.fetch("beta", &[x]).await.unwrap(), [b"beta x".to_vec()]);
+    assert_eq!(
+        hub.fetch("alpha", &[x, y]).await.unwrap(),
+        [b"alpha x".to_vec(), b"alpha y".to_vec()]
+    );
+    assert_eq!(hub.commit("beta", sb, &[x]).await.unwrap(), 1);
+    assert_eq!(hub.commit("alpha", sa, &[x, y]).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn another_tenant_cannot_poison_dedup() {
+    let mut hub = hub().await;
+    let (sa, sb) = (hub.open("alpha").await, hub.open("beta").await);
+    let w = id(9);
+    // (c) beta uploads under an id alpha will use later...
+    let ack = hub.upload("beta", sb, &[(w, b"poison")]).await;
+    assert_eq!((ack.stored, ack.already_present), (1, 0));
+    // ...but for alpha the id is still missing, and alpha's upload of it
+    // is stored, not deduplicated against beta's.
+    assert_eq!(hub.find_missing("alpha", sa, &[w]).await, [0]);
+    let ack = hub.upload("alpha", sa, &[(w, b"the real data")]).await;
+    assert_eq!((ack.stored, ack.already_present), (1, 0));
+    assert_eq!(
+        hub.fetch("alpha", &[w]).await.unwrap(),
+        [b"the real data".to_vec()]
+    );
+    assert_eq!(hub.fetch("beta", &[w]).await.unwrap(), [b"poison".to_vec()]);
+    // Within a tenant dedup still works.
+    let ack = hub.upload("alpha", sa, &[(w, b"the real data")]).await;
+    assert_eq!((ack.stored, ack.already_present), (0, 1));
+}
+
+#[tokio::test]
+async fn references_are_checked_in_parts_before_the_commit() {
+    let mut hub = hub().await;
+    let session = hub.open("alpha").await;
+    let (x, y) = (id(1), id(2));
+    hub.upload("alpha", session, &[(x, b"x"), (y, b"y")]).await;
+    let check = |ids: Vec<u8>| {
+        let mut ingest = hub.ingest.clone();
+        async move {
+            ingest
+                .check_references(authed(
+                    "alpha",
+                    CheckReferencesRequest {
+                        session_id: session,
+                        data_chunk_ids: ids.into(),
+                    },
+                ))
+                .await
+        }
+    };
+    check([x.0, y.0].concat()).await.unwrap();
+    // Not stored (or another tenant's): refused as a commit would be.
+    let refused = check([x.0, id(7).0].concat()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains(MISSING_CHUNKS), "{refused:?}");
+    let torn = check(vec![1; 33]).await.unwrap_err();
+    assert_eq!(torn.code(), tonic::Code::InvalidArgument);
+    assert!(
+        torn.message()
+            .contains("CheckReferencesRequest.data_chunk_ids"),
+        "{torn:?}"
+    );
+    // A site checks only within its own sessions.
+    let err = hub
+        .ingest
+        .check_references(authed(
+            "beta",
+            CheckReferencesRequest {
+                session_id: session,
+                data_chunk_ids: x.0.to_vec().into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    // The commit then lists only the last part.
+    assert_eq!(hub.commit("alpha", session, &[y]).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_commit_with_a_torn_id_list_is_refused_and_journals_nothing() {
+    let mut hub = hub().await;
+    let session = hub.open("alpha").await;
+    let stored = id(3);
+    hub.upload("alpha", session, &[(stored, b"data")]).await;
+    let mut torn: Vec<u8> = stored.0.to_vec();
+    torn.push(0);
+    let refused = hub
+        .ingest
+        .commit(authed(
+            "alpha",
+            CommitRequest {
+                session_id: session,
+                kind: "snapshot".to_owned(),
+                data_chunk_ids: torn.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("data_chunk_ids"),
+        "{}",
+        refused.message()
+    );
+    // The same session then commits properly, as sequence 1.
+    assert_eq!(hub.commit("alpha", session, &[stored]).await.unwrap(), 1);
+}
