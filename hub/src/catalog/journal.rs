@@ -51,3 +51,57 @@ pub trait JournalWrite: JournalRead {
     /// manifest references a blob the bucket's tenant has not stored.
     fn append_commit(&mut self, bucket: BucketId, commit: &NewCommit) -> Result<u64, CatalogError>;
 }
+
+/// A commit's counts as the engines store them.
+///
+/// # Errors
+///
+/// `Invalid` naming the count that does not fit.
+pub(crate) fn stored_counts(commit: &NewCommit) -> Result<(i64, i64), CatalogError> {
+    use super::error::to_i64;
+    Ok((
+        to_i64("commit.files", commit.files)?,
+        to_i64("commit.bytes", commit.bytes)?,
+    ))
+}
+
+/// The checks every engine makes before appending, once it has read the
+/// tenants of the bucket and the site and which manifest blobs are missing.
+///
+/// # Errors
+///
+/// `Invalid` for a site of another tenant, `MissingBlobs` for a manifest
+/// blob the tenant has not stored.
+pub(crate) fn check_append(
+    bucket: BucketId,
+    commit: &NewCommit,
+    bucket_tenant: super::TenantId,
+    site_tenant: super::TenantId,
+    missing: &[ferry_proto::BlobId],
+) -> Result<(), CatalogError> {
+    if site_tenant != bucket_tenant {
+        return Err(CatalogError::Invalid {
+            field: "commit.site",
+            reason: format!("site {} is not of bucket {bucket}'s tenant", commit.site),
+        });
+    }
+    match missing.first() {
+        Some(first) => Err(CatalogError::MissingBlobs {
+            count: missing.len(),
+            first: *first,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The sequence number after `last`.
+///
+/// # Errors
+///
+/// `Corrupt` if the bucket's sequence is exhausted.
+pub(crate) fn next_seq(bucket: BucketId, last: i64) -> Result<i64, CatalogError> {
+    last.checked_add(1).ok_or_else(|| CatalogError::Corrupt {
+        what: "commits.seq",
+        detail: format!("bucket {bucket}: sequence exhausted"),
+    })
+}

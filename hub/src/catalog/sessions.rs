@@ -46,3 +46,24 @@ pub trait SessionWrite: SessionRead {
     /// `NotFound` for an unknown session.
     fn close_session(&mut self, id: SessionId) -> Result<(), CatalogError>;
 }
+
+/// Whether session `id` may be renewed, given whether it is closed (`None`:
+/// no such session).
+///
+/// # Errors
+///
+/// `NotFound` for no session, `Conflict` for a closed one.
+pub(crate) fn check_renewable(id: SessionId, closed: Option<bool>) -> Result<(), CatalogError> {
+    match closed {
+        None => Err(CatalogError::NotFound {
+            what: "session",
+            key: id.to_string(),
+        }),
+        Some(true) => Err(CatalogError::Conflict {
+            what: "session",
+            key: id.to_string(),
+            reason: "closed; open a new session".to_owned(),
+        }),
+        Some(false) => Ok(()),
+    }
+}

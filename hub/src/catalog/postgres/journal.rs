@@ -5,7 +5,8 @@ use postgres::types::ToSql;
 
 use super::blobs::missing_ids;
 use super::{Tx, pg};
-use crate::catalog::error::{from_i64, ids_bytes, stored_ids, to_i64};
+use crate::catalog::error::{from_i64, ids_bytes, stored_ids};
+use crate::catalog::journal::{check_append, next_seq, stored_counts};
 use crate::catalog::{
     BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite, NewCommit, SiteId,
 };
@@ -101,24 +102,13 @@ impl JournalRead for Tx<'_, '_> {
 
 impl JournalWrite for Tx<'_, '_> {
     fn append_commit(&mut self, bucket: BucketId, commit: &NewCommit) -> Result<u64, CatalogError> {
-        let files = to_i64("commit.files", commit.files)?;
-        let bytes = to_i64("commit.bytes", commit.bytes)?;
+        let (files, bytes) = stored_counts(commit)?;
         // The bucket's row stays locked until the transaction ends: appends
         // from every hub take sequence numbers one at a time.
         let tenant = self.bucket_tenant(bucket, true)?;
-        if self.site_tenant(commit.site)? != tenant {
-            return Err(CatalogError::Invalid {
-                field: "commit.site",
-                reason: format!("site {} is not of bucket {bucket}'s tenant", commit.site),
-            });
-        }
+        let site_tenant = self.site_tenant(commit.site)?;
         let missing = missing_ids(self.tx, tenant, &commit.manifest)?;
-        if let Some(first) = missing.first() {
-            return Err(CatalogError::MissingBlobs {
-                count: missing.len(),
-                first: *first,
-            });
-        }
+        check_append(bucket, commit, tenant, site_tenant, &missing)?;
         let last: i64 = self
             .tx
             .query_one(
@@ -127,10 +117,7 @@ impl JournalWrite for Tx<'_, '_> {
             )
             .and_then(|r| r.try_get(0))
             .map_err(pg("read journal head"))?;
-        let seq = last.checked_add(1).ok_or_else(|| CatalogError::Corrupt {
-            what: "commits.seq",
-            detail: format!("bucket {bucket}: sequence exhausted"),
-        })?;
+        let seq = next_seq(bucket, last)?;
         self.tx
             .execute(
                 "INSERT INTO commits (bucket_id, seq, site_id, time_ms, kind, manifest, body, files, bytes) \

@@ -4,6 +4,7 @@ use ferry_proto::BlobId;
 
 use super::{Tx, pg};
 use crate::catalog::error::stored_id;
+use crate::catalog::sessions::check_renewable;
 use crate::catalog::{
     BucketId, CatalogError, Session, SessionId, SessionRead, SessionWrite, SiteId,
 };
@@ -70,26 +71,14 @@ impl SessionWrite for Tx<'_, '_> {
             &[&id.0],
             |r| r.try_get::<_, bool>(0),
         )?;
-        match closed {
-            None => Err(CatalogError::NotFound {
-                what: "session",
-                key: id.to_string(),
-            }),
-            Some(true) => Err(CatalogError::Conflict {
-                what: "session",
-                key: id.to_string(),
-                reason: "closed; open a new session".to_owned(),
-            }),
-            Some(false) => {
-                self.tx
-                    .execute(
-                        "UPDATE sessions SET lease_until = GREATEST(lease_until, $2) WHERE id = $1",
-                        &[&id.0, &lease_until_unix],
-                    )
-                    .map_err(pg("renew session"))?;
-                Ok(())
-            }
-        }
+        check_renewable(id, closed)?;
+        self.tx
+            .execute(
+                "UPDATE sessions SET lease_until = GREATEST(lease_until, $2) WHERE id = $1",
+                &[&id.0, &lease_until_unix],
+            )
+            .map_err(pg("renew session"))?;
+        Ok(())
     }
 
     fn close_session(&mut self, id: SessionId) -> Result<(), CatalogError> {

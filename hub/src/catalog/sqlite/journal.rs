@@ -5,7 +5,8 @@ use rusqlite::{Connection, params};
 use super::blobs::missing_ids;
 use super::namespace::{bucket_tenant, site_tenant};
 use super::{Tx, sql};
-use crate::catalog::error::{from_i64, ids_bytes, stored_ids, to_i64};
+use crate::catalog::error::{from_i64, ids_bytes, stored_ids};
+use crate::catalog::journal::{check_append, next_seq, stored_counts};
 use crate::catalog::{
     BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite, NewCommit, SiteId,
 };
@@ -123,24 +124,13 @@ impl JournalRead for Tx<'_> {
 
 impl JournalWrite for Tx<'_> {
     fn append_commit(&mut self, bucket: BucketId, commit: &NewCommit) -> Result<u64, CatalogError> {
-        let files = to_i64("commit.files", commit.files)?;
-        let bytes = to_i64("commit.bytes", commit.bytes)?;
+        let (files, bytes) = stored_counts(commit)?;
         let tenant = bucket_tenant(self.conn, bucket)?;
-        if site_tenant(self.conn, commit.site)? != tenant {
-            return Err(CatalogError::Invalid {
-                field: "commit.site",
-                reason: format!("site {} is not of bucket {bucket}'s tenant", commit.site),
-            });
-        }
+        let site_tenant = site_tenant(self.conn, commit.site)?;
         // Checked inside the write transaction, so no GC sweep or other
         // writer can slip between the check and the commit.
         let missing = missing_ids(self.conn, tenant, &commit.manifest)?;
-        if let Some(first) = missing.first() {
-            return Err(CatalogError::MissingBlobs {
-                count: missing.len(),
-                first: *first,
-            });
-        }
+        check_append(bucket, commit, tenant, site_tenant, &missing)?;
         let last: i64 = self
             .conn
             .query_row(
@@ -149,10 +139,7 @@ impl JournalWrite for Tx<'_> {
                 |r| r.get(0),
             )
             .map_err(sql("read journal head"))?;
-        let seq = last.checked_add(1).ok_or_else(|| CatalogError::Corrupt {
-            what: "commits.seq",
-            detail: format!("bucket {bucket}: sequence exhausted"),
-        })?;
+        let seq = next_seq(bucket, last)?;
         self.conn
             .execute(
                 "INSERT INTO commits (bucket_id, seq, site_id, time_ms, kind, manifest, body, files, bytes) \

@@ -55,6 +55,37 @@ pub(crate) struct Tx<'c> {
     appended: bool,
 }
 
+impl Tx<'_> {
+    /// At most one row of `query`, decoded by `decode`.
+    fn opt<T>(
+        &self,
+        op: &'static str,
+        query: &str,
+        params: impl rusqlite::Params,
+        decode: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Option<T>, CatalogError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .prepare_cached(query)
+            .and_then(|mut s| s.query_row(params, decode).optional())
+            .map_err(sql(op))
+    }
+
+    /// Every row of `query`, decoded by `decode`.
+    fn all<T>(
+        &self,
+        op: &'static str,
+        query: &str,
+        params: impl rusqlite::Params,
+        decode: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, CatalogError> {
+        self.conn
+            .prepare_cached(query)
+            .and_then(|mut s| s.query_map(params, decode)?.collect())
+            .map_err(sql(op))
+    }
+}
+
 impl SqliteCatalog {
     /// Opens (creating if needed) the catalog at `path` and brings its schema
     /// up to date.

@@ -90,71 +90,57 @@ fn exists(
 
 impl NamespaceRead for Tx<'_> {
     fn tenant_by_name(&mut self, name: &str) -> Result<Option<Tenant>, CatalogError> {
-        self.conn
-            .query_row(
-                "SELECT id, name FROM tenants WHERE name = ?1",
-                [name],
-                tenant_row,
-            )
-            .optional()
-            .map_err(sql("look up tenant"))
+        self.opt(
+            "look up tenant",
+            "SELECT id, name FROM tenants WHERE name = ?1",
+            [name],
+            tenant_row,
+        )
     }
 
     fn tenant(&mut self, id: TenantId) -> Result<Option<Tenant>, CatalogError> {
-        self.conn
-            .query_row(
-                "SELECT id, name FROM tenants WHERE id = ?1",
-                [id.0],
-                tenant_row,
-            )
-            .optional()
-            .map_err(sql("look up tenant"))
+        self.opt(
+            "look up tenant",
+            "SELECT id, name FROM tenants WHERE id = ?1",
+            [id.0],
+            tenant_row,
+        )
     }
 
     fn list_tenants(&mut self) -> Result<Vec<Tenant>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT id, name FROM tenants ORDER BY name")
-            .map_err(sql("list tenants"))?;
-        stmt.query_map([], tenant_row)
-            .map_err(sql("list tenants"))?
-            .collect::<Result<_, _>>()
-            .map_err(sql("list tenants"))
+        self.all(
+            "list tenants",
+            "SELECT id, name FROM tenants ORDER BY name",
+            [],
+            tenant_row,
+        )
     }
 
     fn site_by_token_hash(&mut self, token_hash: &[u8; 32]) -> Result<Option<Site>, CatalogError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {SITE_COLUMNS} FROM sites WHERE token_hash = ?1 AND revoked = 0"),
-                [&token_hash[..]],
-                site_row,
-            )
-            .optional()
-            .map_err(sql("look up site by token"))
+        self.opt(
+            "look up site by token",
+            &format!("SELECT {SITE_COLUMNS} FROM sites WHERE token_hash = ?1 AND revoked = 0"),
+            [&token_hash[..]],
+            site_row,
+        )
     }
 
     fn site(&mut self, id: SiteId) -> Result<Option<Site>, CatalogError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {SITE_COLUMNS} FROM sites WHERE id = ?1"),
-                [id.0],
-                site_row,
-            )
-            .optional()
-            .map_err(sql("look up site"))
+        self.opt(
+            "look up site",
+            &format!("SELECT {SITE_COLUMNS} FROM sites WHERE id = ?1"),
+            [id.0],
+            site_row,
+        )
     }
 
     fn list_sites(&mut self, tenant: TenantId) -> Result<Vec<Site>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {SITE_COLUMNS} FROM sites WHERE tenant_id = ?1 ORDER BY name"
-            ))
-            .map_err(sql("list sites"))?;
-        stmt.query_map([tenant.0], site_row)
-            .map_err(sql("list sites"))?
-            .collect::<Result<_, _>>()
-            .map_err(sql("list sites"))
+        self.all(
+            "list sites",
+            &format!("SELECT {SITE_COLUMNS} FROM sites WHERE tenant_id = ?1 ORDER BY name"),
+            [tenant.0],
+            site_row,
+        )
     }
 
     fn bucket_by_name(
@@ -162,38 +148,30 @@ impl NamespaceRead for Tx<'_> {
         tenant: TenantId,
         name: &str,
     ) -> Result<Option<Bucket>, CatalogError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE tenant_id = ?1 AND name = ?2"),
-                params![tenant.0, name],
-                bucket_row,
-            )
-            .optional()
-            .map_err(sql("look up bucket"))
+        self.opt(
+            "look up bucket",
+            &format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE tenant_id = ?1 AND name = ?2"),
+            params![tenant.0, name],
+            bucket_row,
+        )
     }
 
     fn bucket(&mut self, id: BucketId) -> Result<Option<Bucket>, CatalogError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE id = ?1"),
-                [id.0],
-                bucket_row,
-            )
-            .optional()
-            .map_err(sql("look up bucket"))
+        self.opt(
+            "look up bucket",
+            &format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE id = ?1"),
+            [id.0],
+            bucket_row,
+        )
     }
 
     fn list_buckets(&mut self, tenant: TenantId) -> Result<Vec<Bucket>, CatalogError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {BUCKET_COLUMNS} FROM buckets WHERE tenant_id = ?1 ORDER BY name"
-            ))
-            .map_err(sql("list buckets"))?;
-        stmt.query_map([tenant.0], bucket_row)
-            .map_err(sql("list buckets"))?
-            .collect::<Result<_, _>>()
-            .map_err(sql("list buckets"))
+        self.all(
+            "list buckets",
+            &format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE tenant_id = ?1 ORDER BY name"),
+            [tenant.0],
+            bucket_row,
+        )
     }
 }
 

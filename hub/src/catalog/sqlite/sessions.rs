@@ -6,6 +6,7 @@ use rusqlite::{OptionalExtension, params};
 use super::namespace::{bucket_tenant, site_tenant};
 use super::{Tx, sql};
 use crate::catalog::error::stored_id;
+use crate::catalog::sessions::check_renewable;
 use crate::catalog::{
     BucketId, CatalogError, Session, SessionId, SessionRead, SessionWrite, SiteId,
 };
@@ -74,22 +75,7 @@ impl SessionWrite for Tx<'_> {
             })
             .optional()
             .map_err(sql("look up session"))?;
-        match closed {
-            None => {
-                return Err(CatalogError::NotFound {
-                    what: "session",
-                    key: id.to_string(),
-                });
-            }
-            Some(c) if c != 0 => {
-                return Err(CatalogError::Conflict {
-                    what: "session",
-                    key: id.to_string(),
-                    reason: "closed; open a new session".to_owned(),
-                });
-            }
-            Some(_) => {}
-        }
+        check_renewable(id, closed.map(|c| c != 0))?;
         self.conn
             .execute(
                 "UPDATE sessions SET lease_until = MAX(lease_until, ?2) WHERE id = ?1",
