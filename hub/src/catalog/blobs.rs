@@ -131,3 +131,30 @@ pub(crate) fn pack_record(
         pool,
     })
 }
+
+/// Refuses to record `pack` over a pack of the same name recorded with
+/// another pool, size or hash.
+///
+/// # Errors
+///
+/// `Conflict` naming the pack.
+pub(crate) fn check_same_pack(
+    pack: &PackRecord,
+    pool: &str,
+    size: i64,
+    hash: &[u8],
+) -> Result<(), CatalogError> {
+    let same =
+        pool == pack.pool && u64::try_from(size).ok() == Some(pack.size) && hash == pack.hash;
+    match same {
+        true => Ok(()),
+        false => Err(CatalogError::Conflict {
+            what: "pack",
+            key: pack.name.clone(),
+            reason: format!(
+                "already recorded in pool {pool:?} with {size} bytes; now {:?} with {} bytes",
+                pack.pool, pack.size
+            ),
+        }),
+    }
+}

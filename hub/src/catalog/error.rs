@@ -145,3 +145,25 @@ pub(crate) fn stored_ids(what: &'static str, bytes: &[u8]) -> Result<Vec<BlobId>
 pub(crate) fn ids_bytes(ids: &[BlobId]) -> Vec<u8> {
     ids.iter().flat_map(|id| id.0).collect()
 }
+
+/// The migrations still to run on a schema at version `found`, of
+/// `migrations` known: every engine's migration runner asks this.
+///
+/// # Errors
+///
+/// `SchemaTooNew` if a newer hub wrote the schema, `Corrupt` for a negative
+/// version.
+pub(crate) fn pending_migrations<'m>(
+    found: i64,
+    migrations: &'m [&'m str],
+) -> Result<&'m [&'m str], CatalogError> {
+    let supported = migrations.len() as i64;
+    if found > supported {
+        return Err(CatalogError::SchemaTooNew { found, supported });
+    }
+    let from = usize::try_from(found).map_err(|_| CatalogError::Corrupt {
+        what: "schema_version",
+        detail: format!("negative version {found}"),
+    })?;
+    Ok(&migrations[from..])
+}

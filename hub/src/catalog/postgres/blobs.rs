@@ -8,7 +8,7 @@ use ferry_proto::{BlobId, BlobKind};
 use postgres::GenericClient;
 
 use super::{PostgresCatalog, pg};
-use crate::catalog::blobs::{check_pack_record, pack_record};
+use crate::catalog::blobs::{check_pack_record, check_same_pack, pack_record};
 use crate::catalog::error::{from_i64, stored_id, to_i64};
 use crate::catalog::{BlobIndex, BlobLocation, CatalogError, PackEntry, PackRecord, TenantId};
 
@@ -200,16 +200,7 @@ impl BlobIndex for PostgresCatalog {
                         row.try_get(2).map_err(read)?,
                         row.try_get(3).map_err(read)?,
                     );
-                    if pool != pack.pool || stored_size != size || hash != pack.hash {
-                        return Err(CatalogError::Conflict {
-                            what: "pack",
-                            key: pack.name.clone(),
-                            reason: format!(
-                                "already recorded in pool {pool:?} with {stored_size} bytes; now {:?} with {} bytes",
-                                pack.pool, pack.size
-                            ),
-                        });
-                    }
+                    check_same_pack(pack, &pool, stored_size, &hash)?;
                     id
                 }
             };

@@ -4,6 +4,7 @@ use postgres::Client;
 
 use super::pg;
 use crate::catalog::CatalogError;
+use crate::catalog::error::pending_migrations;
 
 /// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
 /// Append only: never edit a released entry.
@@ -104,14 +105,7 @@ pub(super) fn migrate(client: &mut Client) -> Result<(), CatalogError> {
         .and_then(|r| r.try_get(0))
         .map_err(pg("read schema version"))?;
     let supported = MIGRATIONS.len() as i64;
-    if found > supported {
-        return Err(CatalogError::SchemaTooNew { found, supported });
-    }
-    let from = usize::try_from(found).map_err(|_| CatalogError::Corrupt {
-        what: "schema_version",
-        detail: format!("negative version {found}"),
-    })?;
-    for sql_text in &MIGRATIONS[from..] {
+    for sql_text in pending_migrations(found, MIGRATIONS)? {
         tx.batch_execute(sql_text).map_err(pg("migrate schema"))?;
     }
     tx.execute(

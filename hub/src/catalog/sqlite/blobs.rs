@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::namespace::tenant_exists;
 use super::{SqliteCatalog, sql, write_tx};
-use crate::catalog::blobs::{check_pack_record, pack_record};
+use crate::catalog::blobs::{check_pack_record, check_same_pack, pack_record};
 use crate::catalog::error::{from_i64, stored_id, to_i64};
 use crate::catalog::{BlobIndex, BlobLocation, CatalogError, PackEntry, PackRecord, TenantId};
 
@@ -197,16 +197,7 @@ impl BlobIndex for SqliteCatalog {
             .map_err(sql("look up pack"))?;
         let pack_id = match existing {
             Some((id, pool, stored_size, hash)) => {
-                if pool != pack.pool || stored_size != size || hash != pack.hash {
-                    return Err(CatalogError::Conflict {
-                        what: "pack",
-                        key: pack.name.clone(),
-                        reason: format!(
-                            "already recorded in pool {pool:?} with {stored_size} bytes; now {:?} with {} bytes",
-                            pack.pool, pack.size
-                        ),
-                    });
-                }
+                check_same_pack(pack, &pool, stored_size, &hash)?;
                 id
             }
             None => {

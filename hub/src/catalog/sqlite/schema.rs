@@ -4,6 +4,7 @@ use rusqlite::Connection;
 
 use super::{sql, write_tx};
 use crate::catalog::CatalogError;
+use crate::catalog::error::pending_migrations;
 
 /// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
 /// Append only: never edit a released entry.
@@ -129,14 +130,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {
         })
         .map_err(sql("read schema version"))?;
     let supported = MIGRATIONS.len() as i64;
-    if found > supported {
-        return Err(CatalogError::SchemaTooNew { found, supported });
-    }
-    let from = usize::try_from(found).map_err(|_| CatalogError::Corrupt {
-        what: "schema_version",
-        detail: format!("negative version {found}"),
-    })?;
-    for sql_text in &MIGRATIONS[from..] {
+    for sql_text in pending_migrations(found, MIGRATIONS)? {
         tx.execute_batch(sql_text).map_err(sql("migrate schema"))?;
     }
     tx.execute(
