@@ -12,20 +12,65 @@
 # `source $GARAGE_DIR/env` sets them); its catalog stays local under
 # $REPO/hub, so the repo size is the prefix's `rclone size` plus `du` of $REPO.
 
+#
+# Peer "ferrypg" is the same with the hub's catalog on PostgreSQL: a cluster
+# of Debian's server binaries in /tmp/ferry-bench-pg.* (as the postgres
+# user when run as root; defaults, so commits are fsynced like SQLite's),
+# outside $REPO, so the repo size counts the pool alone. Its rows are
+# "ferrypg" and "ferrypg-hub"; bench/ratios.py reports ferry ÷ ferrypg.
+
 FERRY_BIN=${FERRY_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/release}
 
-setup_ferry() {
+setup_ferry() { ferry_setup ferry sqlite; }
+setup_ferrypg() { ferry_setup ferrypg postgres; }
+backup_ferrypg() { backup_ferry "$@"; }
+restore_ferrypg() { restore_ferry "$@"; }
+teardown_ferrypg() { teardown_ferry; }
+
+# ferry_pg_start DIR: initdb and start a cluster in DIR on a free loopback
+# port; sets FERRY_PG_CTL (a command prefix) and FERRY_PG_PORT.
+ferry_pg_start() {
+  local dir=$1 bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  [ -x "$bin/initdb" ] || { echo "ferrypg: no PostgreSQL server (apt-get install postgresql)" >&2; return 1; }
+  mkdir -p "$dir"
+  FERRY_PG_RUN=()
+  if [ "$(id -u)" = 0 ]; then chown -R postgres "$dir"; FERRY_PG_RUN=(runuser -u postgres --); fi
+  FERRY_PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  FERRY_PG_CTL=("${FERRY_PG_RUN[@]}" "$bin/pg_ctl" -D "$dir/data")
+  (cd "$dir" && "${FERRY_PG_RUN[@]}" "$bin/initdb" -D "$dir/data" -U ferry --auth=trust -E UTF8 > "$dir/initdb.log")
+  (cd "$dir" && "${FERRY_PG_CTL[@]}" -l "$dir/server.log" -w \
+    -o "-c listen_addresses=127.0.0.1 -p $FERRY_PG_PORT -k $dir" start > /dev/null)
+  (cd "$dir" && "${FERRY_PG_RUN[@]}" "$bin/createdb" -h 127.0.0.1 -p "$FERRY_PG_PORT" -U ferry ferry)
+}
+
+# ferry_setup PEER ENGINE: a hub with its catalog on ENGINE (sqlite or
+# postgres) and an agent config, for the rows of PEER.
+ferry_setup() {
+  FERRY_PEER=$1
+  local engine=$2
   local cfg=$REPO/agent.toml
   mkdir -p "$REPO" "$RUN/cache/ferry"
   rm -f "$REPO/hub.ready"
   local hub=("$FERRY_BIN/ferry-hub")
+  : > "$REPO/hub.toml"
+  if [ "$engine" = postgres ]; then
+    # Not under $RUN: the postgres user must reach it (a mktemp -d run
+    # directory is root's alone).
+    FERRY_PG_DIR=$(mktemp -d /tmp/ferry-bench-pg.XXXXXX)
+    ferry_pg_start "$FERRY_PG_DIR" || return 1
+    cat >> "$REPO/hub.toml" <<TOML
+[catalog]
+engine = "postgres"
+url = "postgresql://ferry@127.0.0.1:$FERRY_PG_PORT/ferry"
+TOML
+  fi
   if [ "$BACKEND" = s3 ]; then
-    cat > "$REPO/hub.toml" <<TOML
+    cat >> "$REPO/hub.toml" <<TOML
 [[pool]]
 name = "garage"
 s3 = { endpoint = "$S3_ENDPOINT", region = "${AWS_REGION:-garage}", bucket = "$S3_BUCKET", prefix = "repo-$PEER/" }
 TOML
-    hub+=(--config "$REPO/hub.toml")
     REPO_BYTES_CMD="echo \$(( \$(rclone size 'benchs3:$S3_BUCKET/repo-$PEER' --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"bytes\"])') + \$(du -sb '$REPO' | cut -f1) ))"
   fi
   hub+=(--data-dir "$REPO/hub")
@@ -73,7 +118,7 @@ ferry_hub_end() {
   hz=$(getconf CLK_TCK)
   wall=$(tail -n 1 "$OUT_CSV.tmp" | cut -d, -f5)
   rss=$(awk '/^VmHWM/ {print $2}' "/proc/$FERRY_HUB_PID/status")
-  printf 'ferry-hub,%s,%s,%s,%s,0,%.2f,%.2f,%s,%s,ok\n' "$1" "$2" "$3" "$wall" \
+  printf '%s-hub,%s,%s,%s,%s,0,%.2f,%.2f,%s,%s,ok\n' "$FERRY_PEER" "$1" "$2" "$3" "$wall" \
     "$(echo "($u1 - $FERRY_HUB_U0) / $hz" | bc -l)" "$(echo "($s1 - $FERRY_HUB_S0) / $hz" | bc -l)" \
     "$rss" "$(repo_size)" >> "$OUT_CSV.tmp"
 }
@@ -81,14 +126,14 @@ ferry_hub_end() {
 backup_ferry() {
   local source=data; [ "$4" = small ] && source=small
   ferry_hub_begin
-  measure ferry "$1" "$2" "$3" -- "$FERRY_BIN/ferry-agent" -c "$REPO/agent.toml" backup --source "$source"
+  measure "$FERRY_PEER" "$1" "$2" "$3" -- "$FERRY_BIN/ferry-agent" -c "$REPO/agent.toml" backup --source "$source"
   ferry_hub_end "$1" "$2" "$3"
 }
 
 restore_ferry() {
   # The initial snapshot of bench/data is its first.
   ferry_hub_begin
-  measure ferry "$1" restore-mixed "$B_MIXED" -- "$FERRY_BIN/ferry-agent" -c "$REPO/agent.toml" \
+  measure "$FERRY_PEER" "$1" restore-mixed "$B_MIXED" -- "$FERRY_BIN/ferry-agent" -c "$REPO/agent.toml" \
     restore --source data --snapshot 1 --to "$2"
   ferry_hub_end "$1" restore-mixed "$B_MIXED"
   RESTORED=$2
@@ -99,6 +144,10 @@ teardown_ferry() {
     kill "$FERRY_HUB_PID" 2>/dev/null || true
     wait "$FERRY_HUB_PID" 2>/dev/null || true
     FERRY_HUB_PID=
+  fi
+  if [ "${FERRY_PEER:-}" = ferrypg ] && [ -n "${FERRY_PG_CTL:-}" ]; then
+    (cd / && "${FERRY_PG_CTL[@]}" -m fast stop > /dev/null 2>&1) || true
+    rm -rf "$FERRY_PG_DIR"
   fi
   rm -rf "$RUN/cache/ferry"
 }

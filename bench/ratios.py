@@ -41,7 +41,7 @@ def main():
     def repo(r):
         return int(r["repo_bytes"]) / 2**20
 
-    peers = [p for p in dict.fromkeys(r["peer"] for r in rows) if p not in ("ferry", "ferry-hub")]
+    peers = [p for p in dict.fromkeys(r["peer"] for r in rows) if p != "ferry" and not p.endswith("-hub")]
     out = ["| step | ferry s | ferry CPU s (agent+hub) | ferry RSS MiB (agent/hub) | ferry repo MiB | "
            + " | ".join(f"÷ {p} time | ÷ {p} CPU" for p in peers) + " |",
            "|---|---:|---:|---:|---:|" + "---:|---:|" * len(peers)]

@@ -38,7 +38,7 @@ else
 fi
 
 out=bench/results/$(date +%Y-%m-%d)-$BACKEND.md
-peers=$(python3 -c 'import csv,sys; print(" ".join(dict.fromkeys(r["peer"] for r in csv.DictReader(open(sys.argv[1])) if r["peer"] != "ferry-hub")))' "$OUT_CSV")
+peers=$(python3 -c 'import csv,sys; print(" ".join(dict.fromkeys(r["peer"] for r in csv.DictReader(open(sys.argv[1])) if not r["peer"].endswith("-hub"))))' "$OUT_CSV")
 {
   echo "# Ferry beside its peers ($BACKEND pool), $(date +%Y-%m-%d)"
   echo

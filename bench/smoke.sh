@@ -7,7 +7,8 @@
 # Correctness only: no time is looked at. Run it after changing the plugin or
 # the commands it drives; it takes a few minutes.
 #   bench/smoke.sh
-# Knobs: FERRY_BIN (binaries to run instead of building), QUICK_DATA
+# Knobs: PEERS ("ferry"; "ferry ferrypg" checks the catalog on PostgreSQL
+#   too), FERRY_BIN (binaries to run instead of building), QUICK_DATA
 #   (/tmp/benchdata-quick), SHARED_BENCH (../shared/bench), KEEP=1 (keep the run dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ fi
 
 run=$(mktemp -d /tmp/bench-smoke.XXXXXX)
 csv=$run/results.csv
-if ! DATA=$data RUN=$run REPEAT=1 BACKEND=local PEERS=ferry \
+if ! DATA=$data RUN=$run REPEAT=1 BACKEND=local PEERS="${PEERS:-ferry}" \
   PEER_PLUGINS=$root/bench/ferry.peer.sh FERRY_BIN=$FERRY_BIN \
   OUT_MD=$run/results.md OUT_CSV=$csv bash "$shared/peers.sh" > "$run/peers.log" 2>&1; then
   cat "$run/peers.log" >&2
@@ -46,11 +47,13 @@ expect_ok() { # PEER STEP
     failed=1
   fi
 }
-for step in backup-initial backup-incr backup-small restore-mixed; do
-  expect_ok ferry "$step"
-  expect_ok ferry-hub "$step"   # the hub's CPU and RSS beside the agent's
+for peer in ${PEERS:-ferry}; do
+  for step in backup-initial backup-incr backup-small restore-mixed; do
+    expect_ok "$peer" "$step"
+    expect_ok "$peer-hub" "$step"   # the hub's CPU and RSS beside the agent's
+  done
+  expect_ok "$peer" verify          # the restore is identical to DATA/mixed
 done
-expect_ok ferry verify          # the restore is identical to DATA/mixed
 if [ $failed != 0 ]; then
   cat "$csv" "$run/peers.log" >&2
   echo "smoke: failed; the run is in $run" >&2
