@@ -48,32 +48,45 @@ pub(super) fn tenant_exists(conn: &Connection, id: TenantId) -> Result<(), Catal
         })
 }
 
+/// The tenant `query` finds for row `id` (`what` names the row in errors),
+/// or NotFound.
+fn tenant_of(
+    conn: &Connection,
+    what: &'static str,
+    op: &'static str,
+    query: &str,
+    id: i64,
+) -> Result<TenantId, CatalogError> {
+    conn.prepare_cached(query)
+        .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+        .map_err(sql(op))?
+        .map(TenantId)
+        .ok_or_else(|| CatalogError::NotFound {
+            what,
+            key: id.to_string(),
+        })
+}
+
 /// The tenant of site `id`, or NotFound.
 pub(super) fn site_tenant(conn: &Connection, id: SiteId) -> Result<TenantId, CatalogError> {
-    conn.query_row("SELECT tenant_id FROM sites WHERE id = ?1", [id.0], |r| {
-        r.get(0)
-    })
-    .optional()
-    .map_err(sql("look up site"))?
-    .map(TenantId)
-    .ok_or_else(|| CatalogError::NotFound {
-        what: "site",
-        key: id.to_string(),
-    })
+    tenant_of(
+        conn,
+        "site",
+        "look up site",
+        "SELECT tenant_id FROM sites WHERE id = ?1",
+        id.0,
+    )
 }
 
 /// The tenant of bucket `id`, or NotFound.
 pub(super) fn bucket_tenant(conn: &Connection, id: BucketId) -> Result<TenantId, CatalogError> {
-    conn.query_row("SELECT tenant_id FROM buckets WHERE id = ?1", [id.0], |r| {
-        r.get(0)
-    })
-    .optional()
-    .map_err(sql("look up bucket"))?
-    .map(TenantId)
-    .ok_or_else(|| CatalogError::NotFound {
-        what: "bucket",
-        key: id.to_string(),
-    })
+    tenant_of(
+        conn,
+        "bucket",
+        "look up bucket",
+        "SELECT tenant_id FROM buckets WHERE id = ?1",
+        id.0,
+    )
 }
 
 /// True if `query` (with `params`) returns a row.
