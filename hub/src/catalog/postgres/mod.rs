@@ -144,7 +144,13 @@ impl PostgresCatalog {
             let result = run(&mut client);
             let retry = matches!(&result, Err(e) if is_serialization_failure(e));
             if !retry || attempt == ATTEMPTS {
-                self.give_back(client);
+                // A connection that just failed may be dead before the
+                // client notices (`is_closed` still false): never pool it,
+                // or the next call fails on it too.
+                let engine_failed = matches!(&result, Err(e) if !retry && e.kind() == super::ErrorKind::Unavailable);
+                if !engine_failed {
+                    self.give_back(client);
+                }
                 return result;
             }
             attempt += 1;
