@@ -38,7 +38,7 @@ fn packs(c: &mut Criterion) {
         .throughput(Throughput::Bytes((BLOB * BLOBS) as u64));
     let sample = blobs(0);
     g.bench_function("encode pack (16 MiB)", |b| {
-        b.iter(|| encode_pack(&sample).unwrap().bytes.len())
+        b.iter(|| encode_pack("bench", &sample).unwrap().bytes.len())
     });
 
     let runtime = tokio::runtime::Runtime::new().unwrap();

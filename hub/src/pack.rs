@@ -7,9 +7,9 @@
 //! Layout (all integers little-endian):
 //!
 //! ```text
-//! magic  b"FERRYPK1"
+//! magic  b"FERRYPK2"
 //! blobs  blob bytes back to back, in index order, no gaps
-//! index  count u32, then per blob:
+//! index  tenant_len u8 | tenant [tenant_len] | count u32, then per blob:
 //!        id [32] | kind u8 | flags u8 | header_id [32] | offset u64 | length u32
 //! footer index_len u32 | blake3 [32] of every byte before the footer | b"FERRYPKE"
 //! ```
@@ -20,6 +20,10 @@
 //! the index starts): every byte of a pack is then accounted for, which keeps
 //! the decoder simple and leaves no room for hidden data.
 //!
+//! A pack holds the blobs of one tenant, and says which: the tenant's name
+//! is in the index, so `recover` knows whose blob index each entry belongs
+//! to from the pack alone (catalog ids are not portable, names are).
+//!
 //! A pack's name is the hex of the BLAKE3 of the whole pack file
 //! ([`pack_name`]); its object name in a pool is [`pack_object_name`].
 
@@ -29,7 +33,7 @@ use bytes::Bytes;
 use ferry_proto::{BlobId, BlobKind, ID_LEN};
 
 /// First bytes of every pack.
-pub const PACK_MAGIC: &[u8; 8] = b"FERRYPK1";
+pub const PACK_MAGIC: &[u8; 8] = b"FERRYPK2";
 /// Last bytes of every pack.
 pub const FOOTER_MAGIC: &[u8; 8] = b"FERRYPKE";
 /// Size of one index entry.
@@ -38,8 +42,11 @@ pub const ENTRY_LEN: usize = ID_LEN + 1 + 1 + ID_LEN + 8 + 4;
 pub const FOOTER_LEN: usize = 4 + 32 + FOOTER_MAGIC.len();
 /// Size of the index's count field.
 const COUNT_LEN: usize = 4;
-/// Size of the smallest valid pack: magic, an empty index, the footer.
-pub const MIN_PACK_LEN: usize = PACK_MAGIC.len() + COUNT_LEN + FOOTER_LEN;
+/// Size of the index's tenant length field.
+const TENANT_LEN_LEN: usize = 1;
+/// Size of the smallest valid pack: magic, an empty index of a one-letter
+/// tenant, the footer.
+pub const MIN_PACK_LEN: usize = PACK_MAGIC.len() + TENANT_LEN_LEN + 1 + COUNT_LEN + FOOTER_LEN;
 
 /// A blob to be written into a pack.
 #[derive(Clone, PartialEq, Eq)]
@@ -78,6 +85,14 @@ pub struct PackEntry {
     pub length: u32,
 }
 
+/// A pack's decoded index: whose blobs, and where each one is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackIndex {
+    /// The name of the tenant every blob of the pack belongs to.
+    pub tenant: String,
+    pub entries: Vec<PackEntry>,
+}
+
 /// The decoded fixed-size footer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PackFooter {
@@ -100,12 +115,14 @@ impl PackFooter {
 pub enum PackError {
     #[error("pack is {len} bytes, shorter than the minimum of {min}")]
     TooShort { len: u64, min: u64 },
-    #[error("pack header: bad magic {found}, expected FERRYPK1")]
+    #[error("pack header: bad magic {found}, expected FERRYPK2")]
     BadMagic { found: String },
     #[error("pack footer: bad magic {found}, expected FERRYPKE")]
     BadFooterMagic { found: String },
     #[error("pack footer: index_len {index_len} does not fit in a pack of {pack_len} bytes")]
     IndexLenOutOfRange { index_len: u32, pack_len: u64 },
+    #[error("pack index: tenant name {found:?} is not a valid tenant name")]
+    BadTenant { found: String },
     #[error(
         "pack index: count {count} needs {expected} bytes of index, footer index_len says {index_len}"
     )]
@@ -169,18 +186,20 @@ pub struct EncodedPack {
     pub hash: [u8; 32],
 }
 
-/// Encodes `blobs`, in order, into one pack.
+/// Encodes `blobs` of `tenant`, in order, into one pack.
 ///
 /// # Errors
 ///
+/// [`PackError::BadTenant`] for a name outside the catalog's rules,
 /// [`PackError::BlobTooLarge`] if a blob exceeds `u32::MAX` bytes and
 /// [`PackError::TooManyBlobs`] if the index would not fit the footer's
 /// `index_len`.
-pub fn encode_pack(blobs: &[PackBlob]) -> Result<EncodedPack, PackError> {
+pub fn encode_pack(tenant: &str, blobs: &[PackBlob]) -> Result<EncodedPack, PackError> {
+    let tenant_len = check_tenant(tenant.as_bytes())?;
     let index_len = blobs
         .len()
         .checked_mul(ENTRY_LEN)
-        .and_then(|n| n.checked_add(COUNT_LEN))
+        .and_then(|n| n.checked_add(TENANT_LEN_LEN + tenant.len() + COUNT_LEN))
         .filter(|n| u32::try_from(*n).is_ok())
         .ok_or(PackError::TooManyBlobs { count: blobs.len() })?;
     let count =
@@ -207,6 +226,8 @@ pub fn encode_pack(blobs: &[PackBlob]) -> Result<EncodedPack, PackError> {
         out.extend_from_slice(&blob.data);
     }
 
+    out.push(tenant_len);
+    out.extend_from_slice(tenant.as_bytes());
     out.extend_from_slice(&count.to_le_bytes());
     for e in &entries {
         out.extend_from_slice(e.id.as_bytes());
@@ -243,7 +264,7 @@ pub fn encode_pack(blobs: &[PackBlob]) -> Result<EncodedPack, PackError> {
 ///
 /// A [`PackError`] naming the first problem found. Never panics, whatever the
 /// bytes.
-pub fn parse_pack(bytes: &[u8]) -> Result<Vec<PackEntry>, PackError> {
+pub fn parse_pack(bytes: &[u8]) -> Result<PackIndex, PackError> {
     let pack_len = bytes.len() as u64;
     if bytes.len() < MIN_PACK_LEN {
         return Err(PackError::TooShort {
@@ -315,10 +336,7 @@ pub fn parse_footer(footer: &[u8]) -> Result<PackFooter, PackError> {
 ///
 /// A [`PackError`] naming the first problem found. Never panics, whatever the
 /// bytes.
-pub fn parse_pack_index_unverified(
-    tail: &[u8],
-    pack_len: u64,
-) -> Result<Vec<PackEntry>, PackError> {
+pub fn parse_pack_index_unverified(tail: &[u8], pack_len: u64) -> Result<PackIndex, PackError> {
     let have = tail.len() as u64;
     if pack_len < MIN_PACK_LEN as u64 {
         return Err(PackError::TooShort {
@@ -355,7 +373,7 @@ fn index_start(footer: &PackFooter, pack_len: u64) -> Result<u64, PackError> {
         index_len: footer.index_len,
         pack_len,
     };
-    if (footer.index_len as usize) < COUNT_LEN {
+    if (footer.index_len as usize) < TENANT_LEN_LEN + COUNT_LEN {
         return Err(out_of_range);
     }
     pack_len
@@ -365,19 +383,40 @@ fn index_start(footer: &PackFooter, pack_len: u64) -> Result<u64, PackError> {
         .ok_or(out_of_range)
 }
 
-/// Parses an index (count field included) whose blob area ends at `blob_end`.
-fn parse_index(index: &[u8], blob_end: u64) -> Result<Vec<PackEntry>, PackError> {
+/// Checks a tenant name as the catalog does (1 to 63 bytes of
+/// `[a-z0-9._-]`) and returns its length.
+fn check_tenant(name: &[u8]) -> Result<u8, PackError> {
+    let valid = (1..=crate::catalog::MAX_NAME_LEN).contains(&name.len())
+        && name.iter().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        });
+    match (valid, u8::try_from(name.len())) {
+        (true, Ok(len)) => Ok(len),
+        _ => Err(PackError::BadTenant {
+            found: printable(name),
+        }),
+    }
+}
+
+/// Parses an index (tenant and count fields included) whose blob area ends
+/// at `blob_end`.
+fn parse_index(index: &[u8], blob_end: u64) -> Result<PackIndex, PackError> {
     let index_len = index.len() as u64;
-    let (count, body) = index
-        .split_first_chunk::<4>()
-        .ok_or(PackError::IndexLenMismatch {
-            count: 0,
-            index_len,
-            expected: COUNT_LEN as u64,
-        })?;
+    let short = |count| PackError::IndexLenMismatch {
+        count,
+        index_len,
+        expected: (TENANT_LEN_LEN + COUNT_LEN) as u64,
+    };
+    let (&tenant_len, rest) = index.split_first().ok_or(short(0))?;
+    let (tenant, rest) = rest
+        .split_at_checked(usize::from(tenant_len))
+        .ok_or(short(0))?;
+    check_tenant(tenant)?;
+    let (count, body) = rest.split_first_chunk::<4>().ok_or(short(0))?;
     let count = u32::from_le_bytes(*count);
-    // u32 * 78 + 4 cannot overflow u64.
-    let expected = u64::from(count) * ENTRY_LEN as u64 + COUNT_LEN as u64;
+    // u32 * 78 + 4 + 256 cannot overflow u64.
+    let expected = u64::from(count) * ENTRY_LEN as u64
+        + (TENANT_LEN_LEN + usize::from(tenant_len) + COUNT_LEN) as u64;
     if expected != index_len {
         return Err(PackError::IndexLenMismatch {
             count,
@@ -417,7 +456,11 @@ fn parse_index(index: &[u8], blob_end: u64) -> Result<Vec<PackEntry>, PackError>
             end: blob_end,
         });
     }
-    Ok(entries)
+    Ok(PackIndex {
+        // check_tenant allowed ASCII only.
+        tenant: String::from_utf8_lossy(tenant).into_owned(),
+        entries,
+    })
 }
 
 /// Decodes one [`ENTRY_LEN`]-byte index entry.
@@ -473,7 +516,7 @@ mod tests {
             bytes,
             entries,
             hash,
-        } = encode_pack(&blobs).unwrap();
+        } = encode_pack("acme", &blobs).unwrap();
         assert_eq!(hash, *blake3::hash(&bytes).as_bytes());
         (blobs, bytes, entries)
     }
@@ -481,7 +524,8 @@ mod tests {
     #[test]
     fn round_trip() {
         let (blobs, bytes, entries) = small_pack();
-        assert_eq!(parse_pack(&bytes).unwrap(), entries);
+        let index = parse_pack(&bytes).unwrap();
+        assert_eq!((index.tenant.as_str(), &index.entries), ("acme", &entries));
         assert_eq!(entries.len(), blobs.len());
         for (b, e) in blobs.iter().zip(&entries) {
             assert_eq!(
@@ -496,10 +540,28 @@ mod tests {
 
     #[test]
     fn empty_pack_round_trips() {
-        let EncodedPack { bytes, entries, .. } = encode_pack(&[]).unwrap();
+        let EncodedPack { bytes, entries, .. } = encode_pack("t", &[]).unwrap();
         assert_eq!(bytes.len(), MIN_PACK_LEN);
         assert!(entries.is_empty());
-        assert!(parse_pack(&bytes).unwrap().is_empty());
+        assert!(parse_pack(&bytes).unwrap().entries.is_empty());
+    }
+
+    #[test]
+    fn a_tenant_outside_the_name_rules_is_refused_both_ways() {
+        for bad in ["", "A", "a/b", &"a".repeat(64)] {
+            assert!(matches!(
+                encode_pack(bad, &[]),
+                Err(PackError::BadTenant { .. })
+            ));
+        }
+        let (_, mut bytes, entries) = small_pack();
+        let tenant_at = bytes.len() - FOOTER_LEN - (COUNT_LEN + entries.len() * ENTRY_LEN) - 4;
+        bytes[tenant_at] = b'A';
+        reseal(&mut bytes);
+        assert!(matches!(
+            parse_pack(&bytes),
+            Err(PackError::BadTenant { .. })
+        ));
     }
 
     #[test]
@@ -508,12 +570,16 @@ mod tests {
         let footer = parse_footer(&bytes[bytes.len() - FOOTER_LEN..]).unwrap();
         let tail = &bytes[bytes.len() - footer.tail_len() as usize..];
         assert_eq!(
-            parse_pack_index_unverified(tail, bytes.len() as u64).unwrap(),
+            parse_pack_index_unverified(tail, bytes.len() as u64)
+                .unwrap()
+                .entries,
             entries
         );
         // A longer tail works too; a shorter one is refused.
         assert_eq!(
-            parse_pack_index_unverified(&bytes, bytes.len() as u64).unwrap(),
+            parse_pack_index_unverified(&bytes, bytes.len() as u64)
+                .unwrap()
+                .entries,
             entries
         );
         assert!(matches!(
@@ -569,14 +635,16 @@ mod tests {
     #[test]
     fn resealed_index_damage_is_rejected() {
         let (_, bytes, entries) = small_pack();
-        let index_start = bytes.len() - FOOTER_LEN - (COUNT_LEN + entries.len() * ENTRY_LEN);
+        let count_at = bytes.len() - FOOTER_LEN - (COUNT_LEN + entries.len() * ENTRY_LEN);
+        let index_start = count_at - TENANT_LEN_LEN - "acme".len();
         // Overlapping offsets, a gap, a bad kind, a length past the end.
-        let entry1 = index_start + COUNT_LEN + ENTRY_LEN;
+        let entry1 = count_at + COUNT_LEN + ENTRY_LEN;
         let cases: Vec<(usize, u8)> = vec![
             (entry1 + 66, 0x01),           // offset of entry 1
             (entry1 + 32, 0x7F),           // kind of entry 1
             (entry1 + 74, 0x10),           // length of entry 1
-            (index_start, 0x02),           // count
+            (count_at, 0x02),              // count
+            (index_start, 0x01),           // tenant length
             (bytes.len() - FOOTER_LEN, 1), // index_len
         ];
         for (pos, mask) in cases {
@@ -614,8 +682,8 @@ mod tests {
                 }
                 b
             };
-            if let Ok(entries) = parse_pack(&bytes) {
-                for e in entries {
+            if let Ok(index) = parse_pack(&bytes) {
+                for e in index.entries {
                     assert!(e.offset + u64::from(e.length) <= bytes.len() as u64);
                 }
             }

@@ -28,7 +28,7 @@ fn stock_age_decrypts_stored_chunks() {
     let mut blobs = HashMap::new();
     for pack in hub.pack_files() {
         let bytes = std::fs::read(&pack).unwrap();
-        for entry in parse_pack(&bytes).unwrap() {
+        for entry in parse_pack(&bytes).unwrap().entries {
             let start = entry.offset as usize;
             let data = bytes[start..start + entry.length as usize].to_vec();
             blobs.insert(entry.id, (entry.kind, entry.flags, entry.header_id, data));
