@@ -15,6 +15,7 @@ pub mod config;
 pub mod fetch;
 pub mod pack;
 pub mod packer;
+pub mod records;
 pub mod server;
 pub mod service;
 pub mod stored_filter;

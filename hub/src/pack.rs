@@ -383,14 +383,12 @@ fn index_start(footer: &PackFooter, pack_len: u64) -> Result<u64, PackError> {
         .ok_or(out_of_range)
 }
 
-/// Checks a tenant name as the catalog does (1 to 63 bytes of
-/// `[a-z0-9._-]`) and returns its length.
+/// Checks a tenant name as the catalog does and returns its length.
 fn check_tenant(name: &[u8]) -> Result<u8, PackError> {
-    let valid = (1..=crate::catalog::MAX_NAME_LEN).contains(&name.len())
-        && name.iter().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
-        });
-    match (valid, u8::try_from(name.len())) {
+    match (
+        crate::catalog::is_valid_name(name),
+        u8::try_from(name.len()),
+    ) {
         (true, Ok(len)) => Ok(len),
         _ => Err(PackError::BadTenant {
             found: printable(name),

@@ -197,13 +197,25 @@ pub fn validate_name(field: &'static str, name: &str) -> Result<(), CatalogError
     if name.len() > MAX_NAME_LEN {
         return invalid("longer than 63 bytes");
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
-    {
+    if name.starts_with('.') {
+        return invalid("starts with '.'");
+    }
+    if !is_valid_name(name.as_bytes()) {
         return invalid("characters outside [a-z0-9._-]");
     }
     Ok(())
+}
+
+/// Whether `name` keeps the name rules of [`validate_name`]. Names are also
+/// object name components in the pools (journal segments live under
+/// `journal/<tenant>/<bucket>/`), hence no leading `.`; the pack and record
+/// decoders check names read from a pool with this.
+pub fn is_valid_name(name: &[u8]) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len())
+        && name[0] != b'.'
+        && name.iter().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
 }
 
 #[cfg(test)]
@@ -215,7 +227,7 @@ mod tests {
         for good in ["a", "site-1", "x.y_z", &"a".repeat(63)] {
             assert!(validate_name("tenant.name", good).is_ok(), "{good}");
         }
-        for bad in ["", "A", "a b", "a/b", "é", &"a".repeat(64)] {
+        for bad in ["", "A", "a b", "a/b", "é", ".", ".hidden", &"a".repeat(64)] {
             let err = validate_name("tenant.name", bad).unwrap_err();
             assert!(
                 matches!(

@@ -1,0 +1,244 @@
+//! Journal segments: one object per commit, in the newest pool before the
+//! commit is acknowledged.
+//!
+//! Layout, sealed (see [`super::seal`]) with magic `FERRYSG1`:
+//!
+//! ```text
+//! tenant name | bucket name | site name          (length u8, bytes)
+//! seq u64 | time_unix_ms i64 | kind u8 (0 batch, 1 snapshot)
+//! files u64 | bytes u64
+//! manifest         count u32 | ids [32]...
+//! reference_parts  count u32 | hashes [32]...   (refs objects, see super::refs)
+//! references       count u32 | ids [32]...      (the rest, inline)
+//! body             len u32 | bytes               (the agent's, encrypted)
+//! ```
+//!
+//! Everything but the body is plaintext, so the hub (which holds no key)
+//! can rebuild the journal and, later, tell which chunks a commit reaches.
+//!
+//! The object name is `journal/<tenant>/<bucket>/<seq, 20 digits>-<hash>.seg`
+//! where `<hash>` is the start of the record's BLAKE3: a name is never
+//! reused for other bytes. A sequence number may have more than one
+//! segment: an append whose catalog transaction failed after its segment
+//! was written leaves one, and the next append at that number writes its
+//! own. Appends to a bucket are serialized by the catalog, so of several
+//! segments of one number the latest written (the latest time) is the one
+//! that can have committed.
+
+use ferry_proto::BlobId;
+
+use super::codec::{Decoder, Encoder};
+use super::{RecordError, seal, short_hash, unseal};
+use crate::catalog::CommitKind;
+
+const MAGIC: &[u8; 8] = b"FERRYSG1";
+const RECORD: &str = "journal segment";
+
+/// One commit as the pools keep it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub tenant: String,
+    pub bucket: String,
+    /// The site that made the commit.
+    pub site: String,
+    pub seq: u64,
+    pub time_unix_ms: i64,
+    pub kind: CommitKind,
+    pub files: u64,
+    pub bytes: u64,
+    /// The chunks of the commit's encrypted manifest, in order.
+    pub manifest: Vec<BlobId>,
+    /// The hashes of the refs objects holding the data chunk ids the commit
+    /// references (parts checked before the commit).
+    pub reference_parts: Vec<[u8; 32]>,
+    /// The data chunk ids the commit references that are in no part.
+    pub references: Vec<BlobId>,
+    /// Opaque bytes from the agent (encrypted).
+    pub body: Vec<u8>,
+}
+
+/// Where the segments of one bucket live: `journal/<tenant>/<bucket>/`.
+pub fn bucket_prefix(tenant: &str, bucket: &str) -> String {
+    format!("journal/{tenant}/{bucket}/")
+}
+
+/// The prefix under which every segment lives.
+pub const PREFIX: &str = "journal/";
+
+impl Segment {
+    /// The sealed bytes and the object name they go under.
+    ///
+    /// # Errors
+    ///
+    /// `BadName` for a name outside the catalog's rules, `TooLong` for a
+    /// list longer than a `u32` counts.
+    pub fn encode(&self) -> Result<(String, Vec<u8>), RecordError> {
+        let ids = self.manifest.len() + self.references.len() + self.reference_parts.len();
+        let mut e = Encoder::new(RECORD, 256 + ids * 32 + self.body.len());
+        e.name("tenant", &self.tenant)?;
+        e.name("bucket", &self.bucket)?;
+        e.name("site", &self.site)?;
+        e.u64(self.seq);
+        e.i64(self.time_unix_ms);
+        e.u8(match self.kind {
+            CommitKind::Batch => 0,
+            CommitKind::Snapshot => 1,
+        });
+        e.u64(self.files);
+        e.u64(self.bytes);
+        e.ids("manifest", &self.manifest)?;
+        e.hashes("reference_parts", &self.reference_parts)?;
+        e.ids("references", &self.references)?;
+        e.bytes("body", &self.body)?;
+        let bytes = seal(MAGIC, &e.finish());
+        let name = format!(
+            "{}{:020}-{}.seg",
+            bucket_prefix(&self.tenant, &self.bucket),
+            self.seq,
+            short_hash(&bytes)
+        );
+        Ok((name, bytes))
+    }
+
+    /// Decodes and verifies a segment.
+    ///
+    /// # Errors
+    ///
+    /// A [`RecordError`] naming what is wrong. Never panics, whatever the
+    /// bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
+        let mut d = Decoder::new(RECORD, unseal(RECORD, MAGIC, bytes)?);
+        let tenant = d.name("tenant")?;
+        let bucket = d.name("bucket")?;
+        let site = d.name("site")?;
+        let seq = d.u64("seq")?;
+        let time_unix_ms = d.i64("time_unix_ms")?;
+        let kind = match d.u8("kind")? {
+            0 => CommitKind::Batch,
+            1 => CommitKind::Snapshot,
+            other => return Err(d.bad_value("kind", u64::from(other))),
+        };
+        let segment = Self {
+            tenant,
+            bucket,
+            site,
+            seq,
+            time_unix_ms,
+            kind,
+            files: d.u64("files")?,
+            bytes: d.u64("bytes")?,
+            manifest: d.ids("manifest")?,
+            reference_parts: d.hashes("reference_parts")?,
+            references: d.ids("references")?,
+            body: d.bytes("body")?,
+        };
+        d.finish()?;
+        if segment.seq == 0 {
+            return Err(RecordError::BadValue {
+                record: RECORD,
+                field: "seq",
+                value: 0,
+            });
+        }
+        Ok(segment)
+    }
+}
+
+/// What a segment's object name says: tenant, bucket and sequence number.
+/// `None` for a name that is not a segment's.
+pub fn parse_name(name: &str) -> Option<(&str, &str, u64)> {
+    let rest = name.strip_prefix(PREFIX)?;
+    let mut parts = rest.split('/');
+    let (tenant, bucket, file) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let (seq, _) = file.strip_suffix(".seg")?.split_once('-')?;
+    Some((tenant, bucket, seq.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Segment {
+        Segment {
+            tenant: "acme".into(),
+            bucket: "docs".into(),
+            site: "site-a".into(),
+            seq: 7,
+            time_unix_ms: 1_700_000_000_123,
+            kind: CommitKind::Snapshot,
+            files: 3,
+            bytes: 4096,
+            manifest: vec![BlobId([1; 32]), BlobId([2; 32])],
+            reference_parts: vec![[9; 32]],
+            references: vec![BlobId([3; 32])],
+            body: b"ciphertext".to_vec(),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_the_name_says_where_it_belongs() {
+        let segment = sample();
+        let (name, bytes) = segment.encode().unwrap();
+        assert_eq!(Segment::decode(&bytes).unwrap(), segment);
+        assert!(
+            name.starts_with("journal/acme/docs/00000000000000000007-"),
+            "{name}"
+        );
+        assert_eq!(parse_name(&name), Some(("acme", "docs", 7)));
+        crate::blobstore::validate_name(&name).unwrap();
+        // Other bytes, another name.
+        let (other, _) = Segment {
+            body: b"other".to_vec(),
+            ..segment
+        }
+        .encode()
+        .unwrap();
+        assert_ne!(name, other);
+    }
+
+    #[test]
+    fn damage_is_refused_not_misread() {
+        let (_, bytes) = sample().encode().unwrap();
+        for len in 0..bytes.len() {
+            assert!(Segment::decode(&bytes[..len]).is_err(), "cut at {len}");
+        }
+        for pos in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[pos] ^= 0x04;
+            assert!(Segment::decode(&bad).is_err(), "flip at {pos}");
+        }
+    }
+
+    #[test]
+    fn a_bad_name_is_refused_on_the_way_in() {
+        let err = Segment {
+            bucket: "Docs".into(),
+            ..sample()
+        }
+        .encode()
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            RecordError::BadName {
+                field: "bucket",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn names_that_are_not_segments_are_not_parsed() {
+        for name in [
+            "packs/ab/ab.pack",
+            "journal/acme/docs",
+            "journal/acme/docs/x-1.seg",
+            "journal/acme/docs/7-ab.seg/x",
+            "journal/acme/docs/7.seg",
+        ] {
+            assert_eq!(parse_name(name), None, "{name}");
+        }
+    }
+}
