@@ -263,14 +263,18 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
             // before the id lists are built, so the two do not stack on
             // memory malloc kept (see ferry_malloc).
             ferry_malloc::release_free_memory();
+            let mut parts = Vec::new();
             let last = hold_back_last(
                 |each| journal.pending_chunk_id_parts(REFERENCE_PART_IDS, each),
-                |part| runtime.block_on(check_references(&client, session_id, part)),
+                |part| -> Result<(), BackupError> {
+                    parts.push(runtime.block_on(check_references(&client, session_id, part))?);
+                    Ok(())
+                },
             )?;
-            Ok::<_, BackupError>((journal, last))
+            Ok::<_, BackupError>((journal, last, parts))
         })
     };
-    let (mut journal, data_chunk_ids) = references
+    let (mut journal, data_chunk_ids, reference_parts) = references
         .await
         .map_err(|e| BackupError::Task(e.to_string()))??;
     let committed = job
@@ -285,6 +289,7 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
             files: report.files,
             bytes: report.bytes,
             data_chunk_ids: data_chunk_ids.into(),
+            reference_parts,
         })
         .await
         .map_err(refused("Commit"))?
@@ -319,12 +324,13 @@ fn hold_back_last<E>(
     Ok(held.unwrap_or_default())
 }
 
-/// Asks the hub whether it holds one part of the commit's references.
+/// Asks the hub whether it holds one part of the commit's references;
+/// returns the hash the hub stored the part under, for the commit.
 async fn check_references(
     client: &HubClient,
     session_id: u64,
     part: Vec<u8>,
-) -> Result<(), BackupError> {
+) -> Result<Vec<u8>, BackupError> {
     client
         .ingest
         .clone()
@@ -333,7 +339,7 @@ async fn check_references(
             data_chunk_ids: part.into(),
         })
         .await
-        .map(drop)
+        .map(|answer| answer.into_inner().part)
         .map_err(refused("CheckReferences"))
 }
 

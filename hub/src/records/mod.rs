@@ -20,10 +20,12 @@ pub mod codec;
 pub mod namespace;
 pub mod refs;
 pub mod segment;
+pub mod writer;
 
 pub use codec::RecordError;
 pub use namespace::{Change, NamespaceRecord};
 pub use segment::Segment;
+pub use writer::{RecordWriter, WriteError};
 
 /// Length of the BLAKE3 seal at the end of every record.
 const SEAL_LEN: usize = 32;

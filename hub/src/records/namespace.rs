@@ -1,14 +1,15 @@
-//! Namespace records: one object per namespace change, holding the whole
-//! state of the tenant, site or bucket after it, so replaying them in order
-//! rebuilds the namespace (the last record of an entity wins).
+//! Namespace records: one object per namespace change, so replaying them
+//! in order rebuilds the namespace.
 //!
 //! Layout, sealed (see [`super::seal`]) with magic `FERRYNS1`:
 //!
 //! ```text
 //! time_unix_ms i64 | kind u8, then by kind:
-//! 0 tenant  name
-//! 1 site    tenant | name | token_hash [32] | revoked u8
-//! 2 bucket  tenant | name | source site
+//! 0 tenant added        name
+//! 1 site added          tenant | name | token_hash [32]
+//! 2 site token replaced tenant | name | token_hash [32]
+//! 3 site revoked        tenant | name
+//! 4 bucket added        tenant | name | source site
 //! ```
 //!
 //! The object name is `namespace/<time_unix_ms, 13 digits>-<hash>.ns`, so a
@@ -24,20 +25,28 @@ const RECORD: &str = "namespace record";
 /// The prefix under which every namespace record lives.
 pub const PREFIX: &str = "namespace/";
 
-/// An entity's state after a change.
+/// One namespace change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
-    Tenant {
+    TenantAdded {
         name: String,
     },
-    Site {
+    SiteAdded {
         tenant: String,
         name: String,
         /// BLAKE3 of the site's token; the token itself is never kept.
         token_hash: [u8; 32],
-        revoked: bool,
     },
-    Bucket {
+    SiteTokenReplaced {
+        tenant: String,
+        name: String,
+        token_hash: [u8; 32],
+    },
+    SiteRevoked {
+        tenant: String,
+        name: String,
+    },
+    BucketAdded {
         tenant: String,
         name: String,
         source_site: String,
@@ -62,28 +71,39 @@ impl NamespaceRecord {
         let mut e = Encoder::new(RECORD, 256);
         e.i64(self.time_unix_ms);
         match &self.change {
-            Change::Tenant { name } => {
+            Change::TenantAdded { name } => {
                 e.u8(0);
                 e.name("name", name)?;
             }
-            Change::Site {
+            Change::SiteAdded {
                 tenant,
                 name,
                 token_hash,
-                revoked,
+            }
+            | Change::SiteTokenReplaced {
+                tenant,
+                name,
+                token_hash,
             } => {
-                e.u8(1);
+                e.u8(match self.change {
+                    Change::SiteAdded { .. } => 1,
+                    _ => 2,
+                });
                 e.name("tenant", tenant)?;
                 e.name("name", name)?;
                 e.hash(token_hash);
-                e.u8(u8::from(*revoked));
             }
-            Change::Bucket {
+            Change::SiteRevoked { tenant, name } => {
+                e.u8(3);
+                e.name("tenant", tenant)?;
+                e.name("name", name)?;
+            }
+            Change::BucketAdded {
                 tenant,
                 name,
                 source_site,
             } => {
-                e.u8(2);
+                e.u8(4);
                 e.name("tenant", tenant)?;
                 e.name("name", name)?;
                 e.name("source_site", source_site)?;
@@ -115,20 +135,24 @@ impl NamespaceRecord {
         let mut d = Decoder::new(RECORD, unseal(RECORD, MAGIC, bytes)?);
         let time_unix_ms = d.i64("time_unix_ms")?;
         let change = match d.u8("kind")? {
-            0 => Change::Tenant {
+            0 => Change::TenantAdded {
                 name: d.name("name")?,
             },
-            1 => Change::Site {
+            1 => Change::SiteAdded {
                 tenant: d.name("tenant")?,
                 name: d.name("name")?,
                 token_hash: d.hash("token_hash")?,
-                revoked: match d.u8("revoked")? {
-                    0 => false,
-                    1 => true,
-                    other => return Err(d.bad_value("revoked", u64::from(other))),
-                },
             },
-            2 => Change::Bucket {
+            2 => Change::SiteTokenReplaced {
+                tenant: d.name("tenant")?,
+                name: d.name("name")?,
+                token_hash: d.hash("token_hash")?,
+            },
+            3 => Change::SiteRevoked {
+                tenant: d.name("tenant")?,
+                name: d.name("name")?,
+            },
+            4 => Change::BucketAdded {
                 tenant: d.name("tenant")?,
                 name: d.name("name")?,
                 source_site: d.name("source_site")?,
@@ -149,16 +173,24 @@ mod tests {
 
     fn samples() -> Vec<NamespaceRecord> {
         [
-            Change::Tenant {
+            Change::TenantAdded {
                 name: "acme".into(),
             },
-            Change::Site {
+            Change::SiteAdded {
                 tenant: "acme".into(),
                 name: "site-a".into(),
                 token_hash: [7; 32],
-                revoked: true,
             },
-            Change::Bucket {
+            Change::SiteTokenReplaced {
+                tenant: "acme".into(),
+                name: "site-a".into(),
+                token_hash: [8; 32],
+            },
+            Change::SiteRevoked {
+                tenant: "acme".into(),
+                name: "site-a".into(),
+            },
+            Change::BucketAdded {
                 tenant: "acme".into(),
                 name: "docs".into(),
                 source_site: "site-a".into(),

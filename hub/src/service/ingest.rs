@@ -20,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::*;
+use crate::records::{Segment, refs};
 
 /// Checks one uploaded blob and turns it into what the packer stores.
 fn pack_blob(blob: ferry_proto::v1::Blob, header_id: BlobId) -> Result<PackBlob, Status> {
@@ -256,14 +257,24 @@ impl Ingest for IngestService {
         let site = hub.authenticate(&request).await?;
         let req = request.into_inner();
         hub.session(&site, req.session_id).await?;
+        let ids = req.data_chunk_ids;
         hub.refuse_missing(
             site.tenant,
             "CheckReferencesRequest.data_chunk_ids",
             Vec::new(),
-            req.data_chunk_ids,
+            ids.clone(),
         )
         .await?;
-        Ok(Response::new(CheckReferencesResponse {}))
+        // Checked, the part is kept for the commit's segment to list.
+        let (hash, bytes) = refs::encode(&ids_of(&ids))
+            .map_err(|e| Status::invalid_argument(format!("CheckReferencesRequest: {e}")))?;
+        hub.records
+            .put(refs::object_name(&site.tenant_name, &hash), bytes)
+            .await
+            .map_err(|e| Status::unavailable(format!("storing the reference part: {e}")))?;
+        Ok(Response::new(CheckReferencesResponse {
+            part: hash.to_vec(),
+        }))
     }
 
     async fn commit(
@@ -281,12 +292,15 @@ impl Ingest for IngestService {
             )));
         }
         let manifest = ids_from("CommitRequest.manifest", &req.manifest, MAX_IDS_PER_CALL)?;
+        let parts = hashes_from("CommitRequest.reference_parts", &req.reference_parts)?;
+        hub.refuse_unstored_parts(&site.tenant_name, &parts).await?;
         // Never journal a commit that points at blobs the hub does not hold.
+        let references = req.data_chunk_ids;
         hub.refuse_missing(
             site.tenant,
             "CommitRequest.data_chunk_ids",
             manifest.clone(),
-            req.data_chunk_ids,
+            references.clone(),
         )
         .await?;
         let time_unix_ms = unix_now_ms();
@@ -301,12 +315,41 @@ impl Ingest for IngestService {
         };
         let bucket = session.bucket;
         let sid = session.id;
+        let mut segment = Segment {
+            tenant: site.tenant_name.clone(),
+            bucket: String::new(),
+            site: site.name.clone(),
+            seq: 0,
+            time_unix_ms,
+            kind: commit.kind,
+            files: commit.files,
+            bytes: commit.bytes,
+            manifest: commit.manifest.clone(),
+            reference_parts: parts,
+            references: ids_of(&references),
+            body: commit.body.clone(),
+        };
+        let (records, runtime) = (hub.records.clone(), tokio::runtime::Handle::current());
         let seq = hub
             .catalog(move |c| {
-                // One unit of work: the commit and the closing of its
-                // session land together or not at all.
+                // One unit of work: the commit, its segment in the newest
+                // pool and the closing of its session. The segment is
+                // durable before the transaction commits, so the pools
+                // hold every commit the catalog does (a failed commit may
+                // leave a segment, which the next append at that number
+                // supersedes: see records::segment).
                 c.write(|w| {
                     let seq = w.append_commit(bucket, &commit)?;
+                    segment.seq = seq;
+                    segment.bucket = w
+                        .bucket(bucket)?
+                        .ok_or_else(|| CatalogError::NotFound {
+                            what: "bucket",
+                            key: bucket.to_string(),
+                        })?
+                        .name;
+                    let encoded = segment.encode().map_err(crate::records::WriteError::from)?;
+                    records.put_blocking(&runtime, encoded)?;
                     w.close_session(sid)?;
                     Ok(seq)
                 })

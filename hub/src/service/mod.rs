@@ -31,6 +31,7 @@ use crate::catalog::{
 };
 use crate::pack::PackBlob;
 use crate::packer::Packer;
+use crate::records::RecordWriter;
 
 /// How long an upload session's lease lasts; renewed by activity.
 const LEASE_SECS: i64 = 3600;
@@ -47,6 +48,8 @@ pub struct HubState {
     pub catalog: Arc<dyn Catalog>,
     pub pools: Arc<Pools>,
     pub packer: Packer,
+    /// Where journal segments and reference parts go: the newest pool.
+    records: RecordWriter,
     /// Set once the hub is stopping: streams finish what they hold and end
     /// with UNAVAILABLE instead of taking more.
     drain: tokio::sync::watch::Sender<bool>,
@@ -74,6 +77,7 @@ impl HubState {
     pub fn new(catalog: Arc<dyn Catalog>, pools: Arc<Pools>, packer: Packer) -> Arc<Self> {
         Arc::new(Self {
             catalog,
+            records: RecordWriter::new(&pools),
             pools,
             packer,
             drain: tokio::sync::watch::Sender::new(false),
@@ -151,11 +155,7 @@ impl HubState {
             .catalog(move |c| {
                 let mut missing = c.missing_blobs(tenant, &manifest)?;
                 for part in packed.chunks(MAX_IDS_PER_CALL * ID_LEN) {
-                    let ids: Vec<BlobId> = part
-                        .chunks_exact(ID_LEN)
-                        .filter_map(|id| <[u8; ID_LEN]>::try_from(id).ok().map(BlobId))
-                        .collect();
-                    missing.extend(c.missing_blobs(tenant, &ids)?);
+                    missing.extend(c.missing_blobs(tenant, &ids_of(part))?);
                 }
                 Ok(missing)
             })
@@ -169,7 +169,31 @@ impl HubState {
         }
     }
 
-    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Site, Status> {
+    /// Refuses (FAILED_PRECONDITION) a commit listing a reference part no
+    /// pool holds: its segment would name chunks nobody can find.
+    async fn refuse_unstored_parts(&self, tenant: &str, parts: &[[u8; 32]]) -> Result<(), Status> {
+        'parts: for part in parts {
+            let name = crate::records::refs::object_name(tenant, part);
+            for (pool, store) in self.pools.newest_first() {
+                match store.size(&name).await {
+                    Ok(_) => continue 'parts,
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => {
+                        return Err(Status::unavailable(format!(
+                            "pool {pool}: looking up reference part {name}: {e}"
+                        )));
+                    }
+                }
+            }
+            return Err(Status::failed_precondition(format!(
+                "CommitRequest.reference_parts: part {} is not stored; check the references again",
+                hex::encode(part)
+            )));
+        }
+        Ok(())
+    }
+
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         // A stopping hub starts nothing new.
         if *self.drain.borrow() {
             return Err(shutting_down());
@@ -187,11 +211,27 @@ impl HubState {
         // Asked of the catalog on every call, not cached: a revoked or
         // rotated token is refused at once, by every hub sharing the
         // catalog. It is one indexed lookup on a reader.
-        match self
-            .catalog(move |c| c.read(|r| r.site_by_token_hash(&hash)))
-            .await?
-        {
-            Some(site) => Ok(site),
+        let found = self
+            .catalog(move |c| {
+                c.read(|r| {
+                    let Some(site) = r.site_by_token_hash(&hash)? else {
+                        return Ok(None);
+                    };
+                    let tenant = r
+                        .tenant(site.tenant)?
+                        .ok_or_else(|| CatalogError::Corrupt {
+                            what: "sites.tenant",
+                            detail: format!("site {} names a tenant that does not exist", site.id),
+                        })?;
+                    Ok(Some(Principal {
+                        site,
+                        tenant_name: tenant.name,
+                    }))
+                })
+            })
+            .await?;
+        match found {
+            Some(principal) => Ok(principal),
             None => {
                 tracing::warn!(peer = ?request.remote_addr(), "authentication failed: unknown or revoked site token");
                 Err(Status::unauthenticated("unknown or revoked site token"))
@@ -274,6 +314,21 @@ impl HubState {
     }
 }
 
+/// Who is calling: the site a request authenticated as, and its tenant's
+/// name (records in the pools name tenants, not catalog ids).
+pub(crate) struct Principal {
+    pub site: Site,
+    pub tenant_name: String,
+}
+
+impl std::ops::Deref for Principal {
+    type Target = Site;
+
+    fn deref(&self) -> &Site {
+        &self.site
+    }
+}
+
 fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -304,6 +359,32 @@ fn catalog_status(e: CatalogError) -> Status {
             Status::internal(e.to_string())
         }
     }
+}
+
+/// 32-byte ids back to back, as the requests carry them (the length was
+/// checked by [`HubState::refuse_missing`]).
+fn ids_of(packed: &[u8]) -> Vec<BlobId> {
+    packed
+        .chunks_exact(ID_LEN)
+        .filter_map(|id| <[u8; ID_LEN]>::try_from(id).ok().map(BlobId))
+        .collect()
+}
+
+/// A list of 32-byte hashes from the request's `field`.
+fn hashes_from(field: &'static str, raw: &[Vec<u8>]) -> Result<Vec<[u8; 32]>, Status> {
+    if raw.len() > MAX_IDS_PER_CALL {
+        return Err(Status::invalid_argument(format!(
+            "{field}: {} hashes, at most {MAX_IDS_PER_CALL}",
+            raw.len()
+        )));
+    }
+    raw.iter()
+        .map(|h| {
+            <[u8; 32]>::try_from(h.as_slice()).map_err(|_| {
+                Status::invalid_argument(format!("{field}: a hash of {} bytes, not 32", h.len()))
+            })
+        })
+        .collect()
 }
 
 fn ids_from(field: &'static str, raw: &[Vec<u8>], limit: usize) -> Result<Vec<BlobId>, Status> {

@@ -67,6 +67,7 @@ fn small_blobs_leave_the_frame_and_keep_their_bytes() {
 
 struct Hub {
     _dir: tempfile::TempDir,
+    pool: Arc<dyn BlobStore>,
     ingest: IngestClient<Channel>,
     journal: JournalClient<Channel>,
 }
@@ -91,7 +92,11 @@ async fn hub() -> Hub {
         "local".to_owned(),
         PackerConfig::default(),
     );
-    let state = HubState::new(catalog, Arc::new(Pools::one("local", store)), packer);
+    let state = HubState::new(
+        catalog,
+        Arc::new(Pools::one("local", store.clone())),
+        packer,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
@@ -107,6 +112,7 @@ async fn hub() -> Hub {
         .unwrap();
     Hub {
         _dir: dir,
+        pool: store,
         ingest: IngestClient::new(channel.clone()),
         journal: JournalClient::new(channel),
     }
@@ -213,6 +219,17 @@ impl Hub {
         session: u64,
         chunks: &[BlobId],
     ) -> Result<u64, Status> {
+        self.commit_with_parts(tenant, session, chunks, Vec::new())
+            .await
+    }
+
+    async fn commit_with_parts(
+        &mut self,
+        tenant: &str,
+        session: u64,
+        chunks: &[BlobId],
+        reference_parts: Vec<Vec<u8>>,
+    ) -> Result<u64, Status> {
         self.ingest
             .commit(authed(
                 tenant,
@@ -224,6 +241,7 @@ impl Hub {
                     files: 1,
                     bytes: 1,
                     data_chunk_ids: chunks.iter().flat_map(|i| i.0).collect(),
+                    reference_parts,
                 },
             ))
             .await
@@ -311,7 +329,7 @@ async fn references_are_checked_in_parts_before_the_commit() {
                 .await
         }
     };
-    check([x.0, y.0].concat()).await.unwrap();
+    let part = check([x.0, y.0].concat()).await.unwrap().into_inner().part;
     // Not stored (or another tenant's): refused as a commit would be.
     let refused = check([x.0, id(7).0].concat()).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
@@ -336,8 +354,45 @@ async fn references_are_checked_in_parts_before_the_commit() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
-    // The commit then lists only the last part.
-    assert_eq!(hub.commit("alpha", session, &[y]).await.unwrap(), 1);
+    // A commit cannot list a part the hub never stored.
+    let unknown = hub
+        .commit_with_parts("alpha", session, &[y], vec![vec![0; 32]])
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::FailedPrecondition);
+    assert!(unknown.message().contains("reference_parts"), "{unknown:?}");
+    // The commit then lists the checked part and the last one inline, and
+    // its segment in the pool says so.
+    assert_eq!(
+        hub.commit_with_parts("alpha", session, &[y], vec![part.clone()])
+            .await
+            .unwrap(),
+        1
+    );
+    let names = hub.pool.list("journal/alpha/data/").await.unwrap();
+    assert_eq!(names.len(), 1, "{names:?}");
+    let segment = crate::records::Segment::decode(&hub.pool.get(&names[0]).await.unwrap()).unwrap();
+    assert_eq!(
+        (segment.seq, segment.site.as_str(), segment.body.as_slice()),
+        (1, "site", b"body".as_slice())
+    );
+    assert_eq!(segment.references, [y]);
+    assert_eq!(
+        segment.reference_parts,
+        [<[u8; 32]>::try_from(part).unwrap()]
+    );
+    let part_bytes = hub
+        .pool
+        .get(&crate::records::refs::object_name(
+            "alpha",
+            &segment.reference_parts[0],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::records::refs::decode(&segment.reference_parts[0], &part_bytes).unwrap(),
+        [x, y]
+    );
 }
 
 #[tokio::test]
