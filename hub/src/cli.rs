@@ -12,9 +12,9 @@ use ferry_proto::auth::{TOKEN_PREFIX, token_hash};
 use rand::RngCore;
 use serde_json::json;
 
-use crate::catalog::{Catalog, CatalogExt};
+use crate::admin::Admin;
 use crate::config::HubConfig;
-use crate::server::{open_catalog, serve};
+use crate::server::serve;
 
 #[derive(Parser)]
 #[command(
@@ -157,8 +157,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Tenant(TenantCommand::Add { name }) => {
-            let catalog = open_catalog(&config)?;
-            let id = catalog.write(|w| w.create_tenant(&name))?;
+            let id = Admin::open(&config)?.add_tenant(&name)?;
             output(
                 cli.json,
                 json!({"tenant": name, "id": id.0}),
@@ -171,17 +170,14 @@ fn run(cli: Cli) -> Result<()> {
             name,
             token_file,
         }) => {
-            let catalog = open_catalog(&config)?;
-            let tenant_row = find_tenant(&*catalog, &tenant)?;
+            let admin = Admin::open(&config)?;
             let token = new_token();
             // The file first: a site whose token was never written down
             // could not be used by anyone.
             if let Some(path) = &token_file {
                 write_secret(path, &token)?;
             }
-            let created =
-                catalog.write(|w| w.create_site(tenant_row.id, &name, &token_hash(&token)));
-            if let Err(e) = created {
+            if let Err(e) = admin.add_site(&tenant, &name, &token_hash(&token)) {
                 if let Some(path) = &token_file {
                     let _ = std::fs::remove_file(path);
                 }
@@ -209,9 +205,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Site(SiteCommand::List { tenant }) => {
-            let catalog = open_catalog(&config)?;
-            let tenant_row = find_tenant(&*catalog, &tenant)?;
-            let sites = catalog.read(|r| r.list_sites(tenant_row.id))?;
+            let sites = Admin::open(&config)?.sites(&tenant)?;
             let names: Vec<_> = sites.iter().map(|s| s.name.clone()).collect();
             let revoked: Vec<_> = sites
                 .iter()
@@ -233,9 +227,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Site(SiteCommand::Revoke { tenant, name }) => {
-            let catalog = open_catalog(&config)?;
-            let site = find_site(&*catalog, &tenant, &name)?;
-            catalog.write(|w| w.revoke_site(site.id))?;
+            Admin::open(&config)?.revoke_site(&tenant, &name)?;
             output(
                 cli.json,
                 json!({"site": name, "tenant": tenant, "revoked": true}),
@@ -248,13 +240,14 @@ fn run(cli: Cli) -> Result<()> {
             name,
             token_file,
         }) => {
-            let catalog = open_catalog(&config)?;
-            let site = find_site(&*catalog, &tenant, &name)?;
+            let admin = Admin::open(&config)?;
+            // Refuse an unknown site before a token file is made for it.
+            admin.site(&tenant, &name)?;
             let token = new_token();
             if let Some(path) = &token_file {
                 write_secret(path, &token)?;
             }
-            if let Err(e) = catalog.write(|w| w.set_site_token(site.id, &token_hash(&token))) {
+            if let Err(e) = admin.set_site_token(&tenant, &name, &token_hash(&token)) {
                 if let Some(path) = &token_file {
                     let _ = std::fs::remove_file(path);
                 }
@@ -280,17 +273,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bucket(BucketCommand::Add { name, source }) => {
-            let catalog = open_catalog(&config)?;
             let Some((tenant, bucket)) = name.split_once('/') else {
                 bail!("bucket {name:?}: expected \"tenant/bucket\"");
             };
-            let tenant_row = find_tenant(&*catalog, tenant)?;
-            let site = catalog
-                .read(|r| r.list_sites(tenant_row.id))?
-                .into_iter()
-                .find(|s| s.name == source)
-                .with_context(|| format!("--source {source}: no such site in tenant {tenant}"))?;
-            catalog.write(|w| w.create_bucket(tenant_row.id, bucket, site.id))?;
+            Admin::open(&config)?.add_bucket(tenant, bucket, &source)?;
             output(
                 cli.json,
                 json!({"bucket": name, "source": source}),
@@ -299,9 +285,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bucket(BucketCommand::List { tenant }) => {
-            let catalog = open_catalog(&config)?;
-            let tenant_row = find_tenant(&*catalog, &tenant)?;
-            let buckets = catalog.read(|r| r.list_buckets(tenant_row.id))?;
+            let buckets = Admin::open(&config)?.buckets(&tenant)?;
             let names: Vec<_> = buckets
                 .iter()
                 .map(|b| format!("{tenant}/{}", b.name))
@@ -314,21 +298,6 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
-}
-
-fn find_tenant(catalog: &dyn Catalog, name: &str) -> Result<crate::catalog::Tenant> {
-    catalog.read(|r| r.tenant_by_name(name))?.with_context(|| {
-        format!("tenant {name:?} does not exist (add it with `ferry-hub tenant add {name}`)")
-    })
-}
-
-fn find_site(catalog: &dyn Catalog, tenant: &str, name: &str) -> Result<crate::catalog::Site> {
-    let tenant_row = find_tenant(catalog, tenant)?;
-    catalog
-        .read(|r| r.list_sites(tenant_row.id))?
-        .into_iter()
-        .find(|s| s.name == name)
-        .with_context(|| format!("site {name:?}: no such site in tenant {tenant}"))
 }
 
 fn output(json: bool, value: serde_json::Value, text: &str) {

@@ -8,6 +8,7 @@
 //! - [`fetch`]: blobs read back for restores, neighbours in one ranged read.
 //! - [`stored_filter`]: which blob ids are surely new, before the catalog is asked.
 
+pub mod admin;
 pub mod blobstore;
 pub mod catalog;
 pub mod cli;

@@ -1,0 +1,254 @@
+//! Namespace changes as the `ferry-hub tenant|site|bucket` commands make
+//! them: each one is a catalog unit of work that also writes its
+//! namespace record to the newest pool, so the change is in the pools
+//! (and `recover` can rebuild it) before it is in force.
+
+use std::sync::Arc;
+
+use crate::catalog::{
+    Bucket, BucketId, Catalog, CatalogError, CatalogExt, Site, SiteId, Tenant, TenantId, WriteTx,
+};
+use crate::config::HubConfig;
+use crate::records::{Change, NamespaceRecord, RecordWriter};
+use crate::server::{ServeError, open_catalog, open_pools};
+
+/// Why a namespace command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Open(#[from] ServeError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl AdminError {
+    /// True if the error says a named thing does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Catalog(e) if e.is_not_found())
+    }
+}
+
+/// The catalog and the newest pool, for namespace changes.
+pub struct Admin {
+    catalog: Arc<dyn Catalog>,
+    records: RecordWriter,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Admin {
+    /// Opens the configured catalog and pools.
+    ///
+    /// # Errors
+    ///
+    /// As [`open_catalog`] and [`open_pools`].
+    pub fn open(config: &HubConfig) -> Result<Self, AdminError> {
+        // One worker: it drives the pool's I/O while a catalog transaction
+        // on this thread waits for a record to be written.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(AdminError::Runtime)?;
+        let catalog = open_catalog(config)?;
+        let pools = runtime.block_on(open_pools(config, &catalog))?;
+        Ok(Self {
+            catalog,
+            records: RecordWriter::new(&pools),
+            runtime,
+        })
+    }
+
+    /// The catalog, for reads.
+    pub fn catalog(&self) -> &dyn Catalog {
+        &*self.catalog
+    }
+
+    /// Runs `change` and writes `record` of it in one unit of work.
+    fn change<T>(
+        &self,
+        mut change: impl FnMut(&mut dyn WriteTx) -> Result<(T, Change), CatalogError>,
+    ) -> Result<T, AdminError> {
+        let handle = self.runtime.handle().clone();
+        Ok(self.catalog.write(|w| {
+            let (out, change) = change(w)?;
+            let record = NamespaceRecord {
+                time_unix_ms: chrono::Utc::now().timestamp_millis(),
+                change,
+            };
+            let encoded = record.encode().map_err(crate::records::WriteError::from)?;
+            self.records.put_blocking(&handle, encoded)?;
+            Ok(out)
+        })?)
+    }
+
+    /// Adds a tenant.
+    ///
+    /// # Errors
+    ///
+    /// The catalog's (`AlreadyExists`, `Invalid`) or the pool's.
+    pub fn add_tenant(&self, name: &str) -> Result<TenantId, AdminError> {
+        self.change(|w| {
+            let id = w.create_tenant(name)?;
+            Ok((id, Change::TenantAdded { name: name.into() }))
+        })
+    }
+
+    /// Adds a site of `tenant` authenticating with the token hashing to
+    /// `token_hash`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant; the catalog's or the pool's.
+    pub fn add_site(
+        &self,
+        tenant: &str,
+        name: &str,
+        token_hash: &[u8; 32],
+    ) -> Result<SiteId, AdminError> {
+        self.change(|w| {
+            let t = tenant_named(w, tenant)?;
+            let id = w.create_site(t.id, name, token_hash)?;
+            Ok((
+                id,
+                Change::SiteAdded {
+                    tenant: tenant.into(),
+                    name: name.into(),
+                    token_hash: *token_hash,
+                },
+            ))
+        })
+    }
+
+    /// Revokes a site: its token is refused from the next call on.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant or site; the catalog's or the pool's.
+    pub fn revoke_site(&self, tenant: &str, name: &str) -> Result<(), AdminError> {
+        self.change(|w| {
+            let site = site_named(w, tenant, name)?;
+            w.revoke_site(site.id)?;
+            Ok((
+                (),
+                Change::SiteRevoked {
+                    tenant: tenant.into(),
+                    name: name.into(),
+                },
+            ))
+        })
+    }
+
+    /// Gives a site the token hashing to `token_hash`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant or site, `Conflict` for a revoked
+    /// one; the catalog's or the pool's.
+    pub fn set_site_token(
+        &self,
+        tenant: &str,
+        name: &str,
+        token_hash: &[u8; 32],
+    ) -> Result<(), AdminError> {
+        self.change(|w| {
+            let site = site_named(w, tenant, name)?;
+            w.set_site_token(site.id, token_hash)?;
+            Ok((
+                (),
+                Change::SiteTokenReplaced {
+                    tenant: tenant.into(),
+                    name: name.into(),
+                    token_hash: *token_hash,
+                },
+            ))
+        })
+    }
+
+    /// Adds bucket `name` of `tenant` whose source is the site `source`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant or site; the catalog's or the pool's.
+    pub fn add_bucket(
+        &self,
+        tenant: &str,
+        name: &str,
+        source: &str,
+    ) -> Result<BucketId, AdminError> {
+        self.change(|w| {
+            let site = site_named(w, tenant, source)?;
+            let id = w.create_bucket(site.tenant, name, site.id)?;
+            Ok((
+                id,
+                Change::BucketAdded {
+                    tenant: tenant.into(),
+                    name: name.into(),
+                    source_site: source.into(),
+                },
+            ))
+        })
+    }
+
+    /// The site `name` of `tenant`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant or site; the catalog's.
+    pub fn site(&self, tenant: &str, name: &str) -> Result<Site, AdminError> {
+        Ok(self.catalog.read(|r| site_named(r, tenant, name))?)
+    }
+
+    /// The sites of `tenant`, revoked ones too.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant; the catalog's.
+    pub fn sites(&self, tenant: &str) -> Result<Vec<Site>, AdminError> {
+        Ok(self.catalog.read(|r| {
+            let t = tenant_named(r, tenant)?;
+            r.list_sites(t.id)
+        })?)
+    }
+
+    /// The buckets of `tenant`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant; the catalog's.
+    pub fn buckets(&self, tenant: &str) -> Result<Vec<Bucket>, AdminError> {
+        Ok(self.catalog.read(|r| {
+            let t = tenant_named(r, tenant)?;
+            r.list_buckets(t.id)
+        })?)
+    }
+}
+
+/// The tenant called `name`, or `NotFound` saying how to add it.
+pub(crate) fn tenant_named(
+    r: &mut (impl crate::catalog::NamespaceRead + ?Sized),
+    name: &str,
+) -> Result<Tenant, CatalogError> {
+    r.tenant_by_name(name)?
+        .ok_or_else(|| CatalogError::NotFound {
+            what: "tenant",
+            key: format!("{name:?} (add it with `ferry-hub tenant add {name}`)"),
+        })
+}
+
+/// The site `name` of tenant `tenant`, or `NotFound`.
+pub(crate) fn site_named(
+    r: &mut (impl crate::catalog::NamespaceRead + ?Sized),
+    tenant: &str,
+    name: &str,
+) -> Result<Site, CatalogError> {
+    let t = tenant_named(r, tenant)?;
+    r.list_sites(t.id)?
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| CatalogError::NotFound {
+            what: "site",
+            key: format!("{name:?} in tenant {tenant}"),
+        })
+}
