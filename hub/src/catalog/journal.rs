@@ -50,6 +50,47 @@ pub trait JournalWrite: JournalRead {
     /// another tenant or a count does not fit, `MissingBlobs` if the
     /// manifest references a blob the bucket's tenant has not stored.
     fn append_commit(&mut self, bucket: BucketId, commit: &NewCommit) -> Result<u64, CatalogError>;
+
+    /// Puts a commit read back from the pools (`ferry-hub recover`) at
+    /// sequence number `seq` of `bucket`'s journal. Returns false, changing
+    /// nothing, if the bucket already has a commit at `seq` (so a rerun
+    /// adds only what is missing). Gaps are allowed, where a segment was
+    /// lost; the next append goes after the highest number. The manifest
+    /// is not checked against the blob index: what a damaged pack lost is
+    /// for the recovery to report, not to hide.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown bucket or site, `Invalid` for a site of
+    /// another tenant, a zero `seq` or a count that does not fit.
+    fn restore_commit(
+        &mut self,
+        bucket: BucketId,
+        seq: u64,
+        commit: &NewCommit,
+    ) -> Result<bool, CatalogError>;
+}
+
+/// The checks every engine makes before restoring a commit.
+///
+/// # Errors
+///
+/// `Invalid` for a zero or too large `seq` or a site of another tenant.
+pub(crate) fn check_restore(
+    bucket: BucketId,
+    seq: u64,
+    commit: &NewCommit,
+    bucket_tenant: super::TenantId,
+    site_tenant: super::TenantId,
+) -> Result<i64, CatalogError> {
+    check_append(bucket, commit, bucket_tenant, site_tenant, &[])?;
+    match super::error::to_i64("commit.seq", seq)? {
+        0 => Err(CatalogError::Invalid {
+            field: "commit.seq",
+            reason: "sequence numbers start at 1".to_owned(),
+        }),
+        seq => Ok(seq),
+    }
 }
 
 /// A commit's counts as the engines store them.

@@ -62,6 +62,54 @@ pub fn journal_sequence(cat: &dyn Catalog) {
     );
 }
 
+/// Commits put back at their numbers by `recover`: gaps allowed, a taken
+/// number left alone, the next append after the highest, and no blob check.
+pub fn restored_commits(cat: &dyn Catalog) {
+    let (tenant, site, bucket) = namespace(cat);
+    let restored = new_commit(site, 10, vec![random_id()]);
+    assert!(
+        cat.write(|w| w.restore_commit(bucket, 2, &restored))
+            .unwrap()
+    );
+    assert!(
+        cat.write(|w| w.restore_commit(bucket, 5, &new_commit(site, 50, vec![])))
+            .unwrap()
+    );
+    // A rerun changes nothing, whatever it brings.
+    assert!(
+        !cat.write(|w| w.restore_commit(bucket, 2, &new_commit(site, 99, vec![])))
+            .unwrap()
+    );
+    let read = cat.read(|r| r.commit(bucket, 2)).unwrap().unwrap();
+    assert_eq!(
+        (read.time_unix_ms, &read.manifest),
+        (10, &restored.manifest)
+    );
+    let seqs: Vec<u64> = cat
+        .read(|r| r.commits(bucket, 0, 10))
+        .unwrap()
+        .into_iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(seqs, [2, 5]);
+    assert_eq!(
+        cat.write(|w| w.append_commit(bucket, &new_commit(site, 60, vec![])))
+            .unwrap(),
+        6
+    );
+    let zero = cat
+        .write(|w| w.restore_commit(bucket, 0, &new_commit(site, 1, vec![])))
+        .unwrap_err();
+    assert_eq!(zero.kind(), crate::catalog::ErrorKind::Invalid);
+    // A site of another tenant cannot be put in the journal either.
+    let (_, other_site, _) = namespace(cat);
+    let foreign = cat
+        .write(|w| w.restore_commit(bucket, 9, &new_commit(other_site, 1, vec![])))
+        .unwrap_err();
+    assert_eq!(foreign.kind(), crate::catalog::ErrorKind::Invalid);
+    let _ = tenant;
+}
+
 /// Paging through the journal and finding the commit at a point in time.
 pub fn journal_queries(cat: &dyn Catalog) {
     let (_, site, bucket) = namespace(cat);

@@ -51,6 +51,7 @@ pub fn run_all(cat: &dyn Catalog) {
     record_pack_needs_known_tenants(cat);
     journal_sequence(cat);
     journal_queries(cat);
+    restored_commits(cat);
     commit_requires_stored_blobs(cat);
     commit_checks_blobs_of_its_tenant(cat);
     commit_checks_bucket_and_site(cat);

@@ -6,7 +6,7 @@ use postgres::types::ToSql;
 use super::blobs::missing_ids;
 use super::{Tx, pg};
 use crate::catalog::error::{from_i64, ids_bytes, stored_ids};
-use crate::catalog::journal::{check_append, next_seq, stored_counts};
+use crate::catalog::journal::{check_append, check_restore, next_seq, stored_counts};
 use crate::catalog::{
     BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite, NewCommit, SiteId,
 };
@@ -136,5 +136,36 @@ impl JournalWrite for Tx<'_, '_> {
             )
             .map_err(pg("insert commit"))?;
         from_i64("commits.seq", seq)
+    }
+
+    fn restore_commit(
+        &mut self,
+        bucket: BucketId,
+        seq: u64,
+        commit: &NewCommit,
+    ) -> Result<bool, CatalogError> {
+        let (files, bytes) = stored_counts(commit)?;
+        let tenant = self.bucket_tenant(bucket, true)?;
+        let site_tenant = self.site_tenant(commit.site)?;
+        let seq = check_restore(bucket, seq, commit, tenant, site_tenant)?;
+        let inserted = self
+            .tx
+            .execute(
+                "INSERT INTO commits (bucket_id, seq, site_id, time_ms, kind, manifest, body, files, bytes) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                &[
+                    &bucket.0,
+                    &seq,
+                    &commit.site.0,
+                    &commit.time_unix_ms,
+                    &commit.kind.as_str(),
+                    &ids_bytes(&commit.manifest),
+                    &commit.body,
+                    &files,
+                    &bytes,
+                ],
+            )
+            .map_err(pg("restore commit"))?;
+        Ok(inserted > 0)
     }
 }

@@ -6,7 +6,7 @@ use super::blobs::missing_ids;
 use super::namespace::{bucket_tenant, site_tenant};
 use super::{Tx, sql};
 use crate::catalog::error::{from_i64, ids_bytes, stored_ids};
-use crate::catalog::journal::{check_append, next_seq, stored_counts};
+use crate::catalog::journal::{check_append, check_restore, next_seq, stored_counts};
 use crate::catalog::{
     BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite, NewCommit, SiteId,
 };
@@ -159,5 +159,37 @@ impl JournalWrite for Tx<'_> {
             .map_err(sql("insert commit"))?;
         self.appended = true;
         from_i64("commits.seq", seq)
+    }
+
+    fn restore_commit(
+        &mut self,
+        bucket: BucketId,
+        seq: u64,
+        commit: &NewCommit,
+    ) -> Result<bool, CatalogError> {
+        let (files, bytes) = stored_counts(commit)?;
+        let tenant = bucket_tenant(self.conn, bucket)?;
+        let site_tenant = site_tenant(self.conn, commit.site)?;
+        let seq = check_restore(bucket, seq, commit, tenant, site_tenant)?;
+        let inserted = self
+            .conn
+            .execute(
+                "INSERT INTO commits (bucket_id, seq, site_id, time_ms, kind, manifest, body, files, bytes) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+                params![
+                    bucket.0,
+                    seq,
+                    commit.site.0,
+                    commit.time_unix_ms,
+                    commit.kind.as_str(),
+                    ids_bytes(&commit.manifest),
+                    commit.body,
+                    files,
+                    bytes
+                ],
+            )
+            .map_err(sql("restore commit"))?;
+        self.appended |= inserted > 0;
+        Ok(inserted > 0)
     }
 }
