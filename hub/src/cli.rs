@@ -59,6 +59,15 @@ enum Command {
     /// Buckets: "tenant/bucket", each with its source site.
     #[command(subcommand)]
     Bucket(BucketCommand),
+    /// Rebuild a lost catalog from the pools alone: namespace, blob index,
+    /// journals. Safe to rerun; never writes to a pool. Exits 1 if any
+    /// object was damaged (the rest is recovered; the report names it).
+    Recover {
+        /// Read every pack whole and check it against its name, not only
+        /// its index (finds damage anywhere in a pack; reads every byte).
+        #[arg(long)]
+        verify_packs: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,6 +165,7 @@ fn run(cli: Cli) -> Result<()> {
             runtime.block_on(serve(&config, listen, ready_file, shutdown_signal()))?;
             Ok(())
         }
+        Command::Recover { verify_packs } => recover(&config, cli.json, verify_packs),
         Command::Tenant(TenantCommand::Add { name }) => {
             let id = Admin::open(&config)?.add_tenant(&name)?;
             output(
@@ -298,6 +308,55 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn recover(config: &HubConfig, json: bool, verify_packs: bool) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let catalog = crate::server::open_catalog(config)?;
+    let report = runtime.block_on(async {
+        let pools = crate::server::open_pools(config, &catalog).await?;
+        let options = crate::recover::Options { verify_packs };
+        anyhow::Ok(crate::recover::recover(catalog.clone(), &pools, options).await?)
+    })?;
+    let mut text = format!(
+        "recovered {} tenants, {} sites, {} buckets ({} namespace records); \
+         {} packs ({} bytes, {} blobs indexed); {} commits ({} already present, {} superseded segments)",
+        report.tenants_added,
+        report.sites_added,
+        report.buckets_added,
+        report.namespace_records,
+        report.packs,
+        report.pack_bytes,
+        report.blobs_added,
+        report.commits_added,
+        report.commits_present,
+        report.superseded_segments,
+    );
+    for d in &report.damaged {
+        text.push_str(&format!(
+            "\ndamaged: pool {} object {}: {}",
+            d.pool, d.object, d.error
+        ));
+    }
+    for a in &report.affected {
+        text.push_str(&format!(
+            "\naffected: {} commit {}: {}",
+            a.bucket, a.seq, a.problem
+        ));
+    }
+    output(json, serde_json::to_value(&report)?, &text);
+    if !report.is_clean() {
+        bail!(
+            "recovered with damage: {} objects unusable, {} commits affected (named above)",
+            report.damaged.len(),
+            report.affected.len()
+        );
+    }
+    Ok(())
 }
 
 fn output(json: bool, value: serde_json::Value, text: &str) {

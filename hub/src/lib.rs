@@ -17,6 +17,7 @@ pub mod fetch;
 pub mod pack;
 pub mod packer;
 pub mod records;
+pub mod recover;
 pub mod server;
 pub mod service;
 pub mod stored_filter;

@@ -234,17 +234,29 @@ pub fn check(output: &Output, what: &str) -> String {
 impl Site {
     /// Adds tenant, site and bucket at the hub, makes a key, writes the agent config.
     pub fn create(hub: &Hub, dir: &Path, source: &Path, site: &str, bucket: &str) -> Site {
+        Self::create_in(hub, dir, source, "acme", site, bucket)
+    }
+
+    /// [`Site::create`] in tenant `tenant`.
+    pub fn create_in(
+        hub: &Hub,
+        dir: &Path,
+        source: &Path,
+        tenant: &str,
+        site: &str,
+        bucket: &str,
+    ) -> Site {
         std::fs::create_dir_all(dir).unwrap();
         let tenant_exists = hub
-            .cli(&["site", "list", "--tenant", "acme"])
+            .cli(&["site", "list", "--tenant", tenant])
             .status
             .success();
         if !tenant_exists {
-            check(&hub.cli(&["tenant", "add", "acme"]), "tenant add");
+            check(&hub.cli(&["tenant", "add", tenant]), "tenant add");
         }
         let token_file = dir.join("site.token");
-        hub.add_site("acme", site, &token_file);
-        let full_bucket = format!("acme/{bucket}");
+        hub.add_site(tenant, site, &token_file);
+        let full_bucket = format!("{tenant}/{bucket}");
         check(
             &hub.cli(&["bucket", "add", &full_bucket, "--source", site]),
             "bucket add",

@@ -1,0 +1,248 @@
+//! Pass three: every bucket's journal, from its segments.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use ferry_proto::BlobId;
+
+use super::{Affected, RecoverError, Report, blocking, list_all};
+use crate::blobstore::Pools;
+use crate::catalog::{BucketId, Catalog, CatalogExt, NewCommit, SiteId, TenantId};
+use crate::records::segment::{PREFIX, parse_name};
+use crate::records::{Segment, refs};
+
+/// Ids asked of the blob index at once.
+const CHECK_IDS: usize = 10_000;
+
+/// The segments of one bucket, by sequence number, each number with every
+/// (pool, object) found for it.
+type Candidates = BTreeMap<u64, Vec<(String, String)>>;
+
+/// A bucket as the catalog knows it.
+struct Target {
+    tenant: TenantId,
+    bucket: BucketId,
+    sites: HashMap<String, SiteId>,
+}
+
+pub(super) async fn restore(
+    catalog: &Arc<dyn Catalog>,
+    pools: &Pools,
+    report: &mut Report,
+) -> Result<(), RecoverError> {
+    let mut buckets: BTreeMap<(String, String), Candidates> = BTreeMap::new();
+    for (pool, object) in list_all(pools, PREFIX).await? {
+        match parse_name(&object) {
+            Some((tenant, bucket, seq)) => buckets
+                .entry((tenant.to_owned(), bucket.to_owned()))
+                .or_default()
+                .entry(seq)
+                .or_default()
+                .push((pool, object)),
+            None => report.damaged(&pool, &object, "not a journal segment's name"),
+        }
+    }
+    for ((tenant, bucket), segments) in buckets {
+        let Some(target) = target(catalog, &tenant, &bucket).await? else {
+            for (pool, object) in segments.values().flatten() {
+                report.damaged(
+                    pool,
+                    object,
+                    format!("bucket {tenant}/{bucket} is in no namespace record"),
+                );
+            }
+            continue;
+        };
+        for (seq, found) in segments {
+            let name = format!("{tenant}/{bucket}");
+            let Some(segment) = choose(pools, &tenant, &bucket, seq, found, report).await else {
+                report.affected.push(Affected {
+                    bucket: name,
+                    seq,
+                    problem: "no readable segment: the commit is lost".to_owned(),
+                });
+                continue;
+            };
+            let Some(&site) = target.sites.get(&segment.site) else {
+                report.affected.push(Affected {
+                    bucket: name,
+                    seq,
+                    problem: format!("site {:?} is in no namespace record", segment.site),
+                });
+                continue;
+            };
+            let commit = NewCommit {
+                site,
+                time_unix_ms: segment.time_unix_ms,
+                kind: segment.kind,
+                manifest: segment.manifest.clone(),
+                body: segment.body.clone(),
+                files: segment.files,
+                bytes: segment.bytes,
+            };
+            let bucket_id = target.bucket;
+            let added = blocking(catalog, move |c| {
+                c.write(|w| w.restore_commit(bucket_id, seq, &commit))
+            })
+            .await?;
+            match added {
+                true => report.commits_added += 1,
+                false => report.commits_present += 1,
+            }
+            if let Some(problem) = unstored_chunks(catalog, pools, target.tenant, &segment).await? {
+                report.affected.push(Affected {
+                    bucket: name,
+                    seq,
+                    problem,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The catalog's ids for bucket `tenant/bucket` and its tenant's sites.
+async fn target(
+    catalog: &Arc<dyn Catalog>,
+    tenant: &str,
+    bucket: &str,
+) -> Result<Option<Target>, RecoverError> {
+    let (tenant, bucket) = (tenant.to_owned(), bucket.to_owned());
+    blocking(catalog, move |c| {
+        c.read(|r| {
+            let Some(t) = r.tenant_by_name(&tenant)? else {
+                return Ok(None);
+            };
+            let Some(b) = r.bucket_by_name(t.id, &bucket)? else {
+                return Ok(None);
+            };
+            let sites = r
+                .list_sites(t.id)?
+                .into_iter()
+                .map(|s| (s.name, s.id))
+                .collect();
+            Ok(Some(Target {
+                tenant: t.id,
+                bucket: b.id,
+                sites,
+            }))
+        })
+    })
+    .await
+}
+
+/// Of the segments found for one number, the one that can have committed:
+/// the latest (see [`crate::records::segment`]). The others are counted as
+/// superseded; unreadable ones are reported.
+async fn choose(
+    pools: &Pools,
+    tenant: &str,
+    bucket: &str,
+    seq: u64,
+    found: Vec<(String, String)>,
+    report: &mut Report,
+) -> Option<Segment> {
+    let mut best: Option<(Segment, String)> = None;
+    let mut readable: usize = 0;
+    for (pool, object) in found {
+        let Some(store) = pools.get(&pool) else {
+            continue;
+        };
+        let segment = match store.get(&object).await {
+            Ok(bytes) => match Segment::decode(&bytes) {
+                Ok(s) if s.tenant == tenant && s.bucket == bucket && s.seq == seq => s,
+                Ok(s) => {
+                    report.damaged(
+                        &pool,
+                        &object,
+                        format!(
+                            "holds commit {}/{} #{} under another name",
+                            s.tenant, s.bucket, s.seq
+                        ),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    report.damaged(&pool, &object, e);
+                    continue;
+                }
+            },
+            Err(e) => {
+                report.damaged(&pool, &object, e);
+                continue;
+            }
+        };
+        readable += 1;
+        let later = best
+            .as_ref()
+            .is_none_or(|(b, name)| (segment.time_unix_ms, &object) > (b.time_unix_ms, name));
+        if later {
+            best = Some((segment, object));
+        }
+    }
+    report.superseded_segments += readable.saturating_sub(1);
+    best.map(|(s, _)| s)
+}
+
+/// What of the chunks a commit reaches the recovered index lacks, if
+/// anything: reference parts are read one at a time, so memory stays at
+/// one part however large the commit.
+async fn unstored_chunks(
+    catalog: &Arc<dyn Catalog>,
+    pools: &Pools,
+    tenant: TenantId,
+    segment: &Segment,
+) -> Result<Option<String>, RecoverError> {
+    let mut missing = count_missing(catalog, tenant, segment.manifest.clone()).await?;
+    missing += count_missing(catalog, tenant, segment.references.clone()).await?;
+    let mut lost_parts = Vec::new();
+    for hash in &segment.reference_parts {
+        match read_part(pools, &segment.tenant, hash).await {
+            Some(ids) => missing += count_missing(catalog, tenant, ids).await?,
+            None => lost_parts.push(hex::encode(hash)),
+        }
+    }
+    Ok(match (missing, lost_parts.is_empty()) {
+        (0, true) => None,
+        (n, true) => Some(format!("{n} referenced chunks are in no readable pack")),
+        (n, false) => Some(format!(
+            "{n} referenced chunks are in no readable pack, and reference parts {} are unreadable",
+            lost_parts.join(", ")
+        )),
+    })
+}
+
+/// A reference part from whichever pool holds it readable.
+async fn read_part(pools: &Pools, tenant: &str, hash: &[u8; 32]) -> Option<Vec<BlobId>> {
+    let object = refs::object_name(tenant, hash);
+    for (pool, store) in pools.newest_first() {
+        match store.get(&object).await {
+            Ok(bytes) => match refs::decode(hash, &bytes) {
+                Ok(ids) => return Some(ids),
+                Err(e) => tracing::warn!(pool, object, error = %e, "damaged reference part"),
+            },
+            Err(e) if e.is_not_found() => {}
+            Err(e) => tracing::warn!(pool, object, error = %e, "reading reference part"),
+        }
+    }
+    None
+}
+
+/// How many of `ids` the tenant's recovered blob index lacks.
+async fn count_missing(
+    catalog: &Arc<dyn Catalog>,
+    tenant: TenantId,
+    ids: Vec<BlobId>,
+) -> Result<usize, RecoverError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    blocking(catalog, move |c| {
+        let mut missing = 0;
+        for part in ids.chunks(CHECK_IDS) {
+            missing += c.missing_blobs(tenant, part)?.len();
+        }
+        Ok(missing)
+    })
+    .await
+}

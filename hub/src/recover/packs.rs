@@ -1,0 +1,194 @@
+//! Pass two: the blob index, from every pack's own index.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use super::{Options, RecoverError, Report, blocking, list_all};
+use crate::blobstore::{BlobStore, Pools};
+use crate::catalog::{Catalog, CatalogExt, PackRecord, TenantId};
+use crate::pack::{FOOTER_LEN, PackIndex, parse_footer, parse_pack, parse_pack_index_unverified};
+
+/// Packs read at once: pools on S3 answer each read after a round trip.
+const READS_AT_ONCE: usize = 8;
+/// How much of a pack's end the first read takes: the index of a pack of
+/// 16 MiB of small blobs fits.
+const FIRST_TAIL: u64 = 256 << 10;
+
+/// A pack read back: its record and its index.
+struct Read {
+    pool: String,
+    object: String,
+    record: PackRecord,
+    index: PackIndex,
+}
+
+pub(super) async fn index(
+    catalog: &Arc<dyn Catalog>,
+    pools: &Pools,
+    options: Options,
+    report: &mut Report,
+) -> Result<(), RecoverError> {
+    let mut seen = HashSet::new();
+    let mut queue = Vec::new();
+    for (pool, object) in list_all(pools, "packs/").await? {
+        let Some(name) = pack_name(&object) else {
+            report.damaged(&pool, &object, "not a pack's name");
+            continue;
+        };
+        // A pack copied to a second pool is indexed once, where first seen.
+        if seen.insert(name.to_owned()) {
+            queue.push((pool, object));
+        }
+    }
+    let mut tenants: HashMap<String, TenantId> = HashMap::new();
+    let mut reading = JoinSet::new();
+    let mut queue = queue.into_iter();
+    loop {
+        while reading.len() < READS_AT_ONCE {
+            let Some((pool, object)) = queue.next() else {
+                break;
+            };
+            let Some(store) = pools.get(&pool).cloned() else {
+                continue;
+            };
+            reading.spawn(async move {
+                let read = read_pack(&*store, &pool, &object, options).await;
+                (pool, object, read)
+            });
+        }
+        let Some(done) = reading.join_next().await else {
+            break;
+        };
+        let (pool, object, read) = done.map_err(|e| RecoverError::Task(e.to_string()))?;
+        let read = match read {
+            Ok(read) => read,
+            Err(e) => {
+                report.damaged(&pool, &object, e);
+                continue;
+            }
+        };
+        let Some(tenant) = tenant_id(catalog, &mut tenants, &read.index.tenant).await? else {
+            report.damaged(
+                &read.pool,
+                &read.object,
+                format!(
+                    "pack of tenant {:?}, which no namespace record adds",
+                    read.index.tenant
+                ),
+            );
+            continue;
+        };
+        report.packs += 1;
+        report.pack_bytes += read.record.size;
+        let entries: Vec<_> = read.index.entries.iter().map(|e| (tenant, *e)).collect();
+        let record = read.record;
+        let added = blocking(catalog, move |c| c.record_pack(&record, &entries)).await;
+        match added {
+            Ok(n) => report.blobs_added += n as u64,
+            Err(RecoverError::Catalog(e)) if e.kind() == crate::catalog::ErrorKind::Conflict => {
+                report.damaged(&read.pool, &read.object, format!("cannot index: {e}"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The pack name in an object name `packs/<fan>/<64 hex>.pack`.
+fn pack_name(object: &str) -> Option<&str> {
+    let rest = object.strip_prefix("packs/")?;
+    let (fan, file) = rest.split_once('/')?;
+    let name = file.strip_suffix(".pack")?;
+    let hex_ok = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex_ok && name.starts_with(fan) && fan.len() == 2).then_some(name)
+}
+
+/// Reads a pack's index from its tail (or, verifying, the whole pack).
+async fn read_pack(
+    store: &dyn BlobStore,
+    pool: &str,
+    object: &str,
+    options: Options,
+) -> Result<Read, String> {
+    let name = pack_name(object).ok_or("not a pack's name")?;
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(name, &mut hash).map_err(|e| e.to_string())?;
+    let size = store.size(object).await.map_err(|e| e.to_string())?;
+    let index = if options.verify_packs {
+        let bytes = store.get(object).await.map_err(|e| e.to_string())?;
+        if blake3::hash(&bytes).as_bytes() != &hash {
+            return Err("its bytes do not hash to its name (damaged)".to_owned());
+        }
+        parse_pack(&bytes).map_err(|e| e.to_string())?
+    } else {
+        let first = FIRST_TAIL.min(size);
+        let mut tail = store
+            .get_range(object, size - first, first)
+            .await
+            .map_err(|e| e.to_string())?;
+        let footer_at = tail
+            .len()
+            .checked_sub(FOOTER_LEN)
+            .ok_or_else(|| format!("pack is {size} bytes, too short for a footer"))?;
+        let footer = parse_footer(&tail[footer_at..]).map_err(|e| e.to_string())?;
+        if footer.tail_len() > first && footer.tail_len() <= size {
+            tail = store
+                .get_range(object, size - footer.tail_len(), footer.tail_len())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        parse_pack_index_unverified(&tail, size).map_err(|e| e.to_string())?
+    };
+    Ok(Read {
+        pool: pool.to_owned(),
+        object: object.to_owned(),
+        record: PackRecord {
+            name: name.to_owned(),
+            pool: pool.to_owned(),
+            size,
+            hash,
+        },
+        index,
+    })
+}
+
+/// The id of tenant `name`, if the namespace pass made it.
+async fn tenant_id(
+    catalog: &Arc<dyn Catalog>,
+    cache: &mut HashMap<String, TenantId>,
+    name: &str,
+) -> Result<Option<TenantId>, RecoverError> {
+    if let Some(id) = cache.get(name) {
+        return Ok(Some(*id));
+    }
+    let owned = name.to_owned();
+    let found = blocking(catalog, move |c| c.read(|r| r.tenant_by_name(&owned))).await?;
+    if let Some(t) = &found {
+        cache.insert(name.to_owned(), t.id);
+    }
+    Ok(found.map(|t| t.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pack_names_are_packs() {
+        let name = "ab".to_owned() + &"0".repeat(62);
+        assert_eq!(
+            pack_name(&format!("packs/ab/{name}.pack")),
+            Some(name.as_str())
+        );
+        for bad in [
+            format!("packs/cd/{name}.pack"),
+            format!("packs/ab/{name}.tmp"),
+            "packs/ab/abc.pack".to_owned(),
+            format!("packs/{name}.pack"),
+        ] {
+            assert_eq!(pack_name(&bad), None, "{bad}");
+        }
+    }
+}
