@@ -102,7 +102,6 @@ impl JournalRead for Tx<'_, '_> {
 
 impl JournalWrite for Tx<'_, '_> {
     fn append_commit(&mut self, bucket: BucketId, commit: &NewCommit) -> Result<u64, CatalogError> {
-        let (files, bytes) = stored_counts(commit)?;
         // The bucket's row stays locked until the transaction ends: appends
         // from every hub take sequence numbers one at a time.
         let tenant = self.bucket_tenant(bucket, true)?;
@@ -118,23 +117,13 @@ impl JournalWrite for Tx<'_, '_> {
             .and_then(|r| r.try_get(0))
             .map_err(pg("read journal head"))?;
         let seq = next_seq(bucket, last)?;
-        self.tx
-            .execute(
-                "INSERT INTO commits (bucket_id, seq, site_id, time_ms, kind, manifest, body, files, bytes) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    &bucket.0,
-                    &seq,
-                    &commit.site.0,
-                    &commit.time_unix_ms,
-                    &commit.kind.as_str(),
-                    &ids_bytes(&commit.manifest),
-                    &commit.body,
-                    &files,
-                    &bytes,
-                ],
-            )
-            .map_err(pg("insert commit"))?;
+        if !self.insert_commit(bucket, seq, commit)? {
+            return Err(CatalogError::Conflict {
+                what: "commit",
+                key: format!("{bucket}/{seq}"),
+                reason: "the sequence number was taken by another writer".to_owned(),
+            });
+        }
         from_i64("commits.seq", seq)
     }
 
@@ -144,12 +133,24 @@ impl JournalWrite for Tx<'_, '_> {
         seq: u64,
         commit: &NewCommit,
     ) -> Result<bool, CatalogError> {
-        let (files, bytes) = stored_counts(commit)?;
         let tenant = self.bucket_tenant(bucket, true)?;
         let site_tenant = self.site_tenant(commit.site)?;
         let seq = check_restore(bucket, seq, commit, tenant, site_tenant)?;
-        let inserted = self
-            .tx
+        self.insert_commit(bucket, seq, commit)
+    }
+}
+
+impl Tx<'_, '_> {
+    /// Inserts `commit` at `seq` unless that number is taken; true if it was
+    /// inserted.
+    fn insert_commit(
+        &mut self,
+        bucket: BucketId,
+        seq: i64,
+        commit: &NewCommit,
+    ) -> Result<bool, CatalogError> {
+        let (files, bytes) = stored_counts(commit)?;
+        let inserted = self.tx
             .execute(
                 "INSERT INTO commits (bucket_id, seq, site_id, time_ms, kind, manifest, body, files, bytes) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
@@ -165,7 +166,7 @@ impl JournalWrite for Tx<'_, '_> {
                     &bytes,
                 ],
             )
-            .map_err(pg("restore commit"))?;
+            .map_err(pg("insert commit"))?;
         Ok(inserted > 0)
     }
 }

@@ -124,7 +124,6 @@ impl JournalRead for Tx<'_> {
 
 impl JournalWrite for Tx<'_> {
     fn append_commit(&mut self, bucket: BucketId, commit: &NewCommit) -> Result<u64, CatalogError> {
-        let (files, bytes) = stored_counts(commit)?;
         let tenant = bucket_tenant(self.conn, bucket)?;
         let site_tenant = site_tenant(self.conn, commit.site)?;
         // Checked inside the write transaction, so no GC sweep or other
@@ -140,23 +139,13 @@ impl JournalWrite for Tx<'_> {
             )
             .map_err(sql("read journal head"))?;
         let seq = next_seq(bucket, last)?;
-        self.conn
-            .execute(
-                "INSERT INTO commits (bucket_id, seq, site_id, time_ms, kind, manifest, body, files, bytes) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    bucket.0,
-                    seq,
-                    commit.site.0,
-                    commit.time_unix_ms,
-                    commit.kind.as_str(),
-                    ids_bytes(&commit.manifest),
-                    commit.body,
-                    files,
-                    bytes
-                ],
-            )
-            .map_err(sql("insert commit"))?;
+        if !self.insert_commit(bucket, seq, commit)? {
+            return Err(CatalogError::Conflict {
+                what: "commit",
+                key: format!("{bucket}/{seq}"),
+                reason: "the sequence number was taken by another writer".to_owned(),
+            });
+        }
         self.appended = true;
         from_i64("commits.seq", seq)
     }
@@ -167,12 +156,26 @@ impl JournalWrite for Tx<'_> {
         seq: u64,
         commit: &NewCommit,
     ) -> Result<bool, CatalogError> {
-        let (files, bytes) = stored_counts(commit)?;
         let tenant = bucket_tenant(self.conn, bucket)?;
         let site_tenant = site_tenant(self.conn, commit.site)?;
         let seq = check_restore(bucket, seq, commit, tenant, site_tenant)?;
-        let inserted = self
-            .conn
+        let inserted = self.insert_commit(bucket, seq, commit)?;
+        self.appended |= inserted;
+        Ok(inserted)
+    }
+}
+
+impl Tx<'_> {
+    /// Inserts `commit` at `seq` unless that number is taken; true if it was
+    /// inserted.
+    fn insert_commit(
+        &mut self,
+        bucket: BucketId,
+        seq: i64,
+        commit: &NewCommit,
+    ) -> Result<bool, CatalogError> {
+        let (files, bytes) = stored_counts(commit)?;
+        let inserted = self.conn
             .execute(
                 "INSERT INTO commits (bucket_id, seq, site_id, time_ms, kind, manifest, body, files, bytes) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
@@ -188,8 +191,7 @@ impl JournalWrite for Tx<'_> {
                     bytes
                 ],
             )
-            .map_err(sql("restore commit"))?;
-        self.appended |= inserted > 0;
+            .map_err(sql("insert commit"))?;
         Ok(inserted > 0)
     }
 }
