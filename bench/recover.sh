@@ -8,7 +8,7 @@
 #
 # Knobs: N (1000000), MANY (/tmp/benchdata-many-$N), BENCHDATA
 #   (/tmp/benchdata), RUN (/tmp/bench-recover), FERRY_BUILD (1), FERRY_BIN,
-#   ENGINE (sqlite), OUT.
+#   OUT. The catalog rebuilt is SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash bench/deps.sh

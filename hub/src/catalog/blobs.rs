@@ -64,6 +64,26 @@ pub trait BlobIndex {
         entries: &[(TenantId, PackEntry)],
     ) -> Result<usize, CatalogError>;
 
+    /// [`Self::record_pack`] for several packs, as few transactions as the
+    /// engine likes (recovery records thousands of packs; one fsync each
+    /// was most of its time on SQLite). Returns how many blobs were newly
+    /// stored.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::record_pack`]; the packs before the failing one may be
+    /// recorded.
+    fn record_packs(
+        &self,
+        packs: &[(PackRecord, Vec<(TenantId, PackEntry)>)],
+    ) -> Result<usize, CatalogError> {
+        let mut stored = 0;
+        for (pack, entries) in packs {
+            stored += self.record_pack(pack, entries)?;
+        }
+        Ok(stored)
+    }
+
     /// Every recorded pack, by name.
     ///
     /// # Errors

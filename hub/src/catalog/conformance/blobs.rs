@@ -79,6 +79,25 @@ pub fn record_pack_is_idempotent(cat: &dyn Catalog) {
     assert_eq!(packs.iter().filter(|p| p.name == record.name).count(), 1);
 }
 
+/// Several packs recorded in one call: all located, a rerun adds nothing,
+/// and a conflicting one is refused.
+pub fn record_packs_in_bulk(cat: &dyn Catalog) {
+    let t = tenant(cat);
+    let (a, b) = ([random_id(), random_id()], [random_id()]);
+    let packs = vec![fake_pack(t, &a), fake_pack(t, &b)];
+    assert_eq!(cat.record_packs(&packs).unwrap(), 3);
+    assert_eq!(cat.record_packs(&packs).unwrap(), 0);
+    let all: Vec<_> = a.iter().chain(&b).copied().collect();
+    assert!(cat.missing_blobs(t, &all).unwrap().is_empty());
+    assert_eq!(cat.blob_locations(t, &all).unwrap().len(), 3);
+    let mut changed = packs.clone();
+    changed[1].0.size += 1;
+    assert_eq!(
+        cat.record_packs(&changed).unwrap_err().kind(),
+        crate::catalog::ErrorKind::Conflict
+    );
+}
+
 /// Malformed pack records are refused whole: nothing of them is stored.
 pub fn record_pack_rejects_bad_input(cat: &dyn Catalog) {
     let t = tenant(cat);

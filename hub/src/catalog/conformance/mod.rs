@@ -43,6 +43,7 @@ pub fn run_all(cat: &dyn Catalog) {
     record_and_locate_blobs(cat);
     first_location_wins(cat);
     record_pack_is_idempotent(cat);
+    record_packs_in_bulk(cat);
     record_pack_rejects_bad_input(cat);
     missing_blobs_in_bulk(cat);
     blobs_are_per_tenant(cat);

@@ -173,82 +173,24 @@ impl BlobIndex for SqliteCatalog {
         pack: &PackRecord,
         entries: &[(TenantId, PackEntry)],
     ) -> Result<usize, CatalogError> {
-        let size = check_pack_record(pack, entries)?;
         let mut conn = self.conn();
         let tx = write_tx(&mut conn)?;
-        let tenants: BTreeSet<TenantId> = entries.iter().map(|(t, _)| *t).collect();
-        for tenant in tenants {
-            tenant_exists(&tx, tenant)?;
-        }
-        let existing = tx
-            .query_row(
-                "SELECT id, pool, size, hash FROM packs WHERE name = ?1",
-                [&pack.name],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                    ))
-                },
-            )
-            .optional()
-            .map_err(sql("look up pack"))?;
-        let pack_id = match existing {
-            Some((id, pool, stored_size, hash)) => {
-                check_same_pack(pack, &pool, stored_size, &hash)?;
-                id
-            }
-            None => {
-                tx.execute(
-                    "INSERT INTO packs (name, pool, size, hash) VALUES (?1, ?2, ?3, ?4)",
-                    params![pack.name, pack.pool, size, &pack.hash[..]],
-                )
-                .map_err(sql("insert pack"))?;
-                tx.last_insert_rowid()
-            }
-        };
-        let mut stored = 0;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO blobs \
-                     (tenant_id, id, kind, flags, header, pack_id, pack_offset, length) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(sql("insert blob"))?;
-            // A pack's blobs come from a few sessions, most often one.
-            let mut headers: Vec<(BlobId, i64)> = Vec::new();
-            // In key order: each insert then lands at or after the last one
-            // instead of seeking from the root for a random id. Stable, so a
-            // (tenant, id) the pack holds twice keeps its first entry.
-            let mut in_key_order: Vec<&(TenantId, PackEntry)> = entries.iter().collect();
-            in_key_order.sort_by_key(|(tenant, e)| (tenant.0, e.id.0));
-            for (tenant, e) in in_key_order {
-                let header = match headers.iter().find(|(id, _)| *id == e.header_id) {
-                    Some(&(_, number)) => number,
-                    None => {
-                        let number = header_number(&tx, &e.header_id)?;
-                        headers.push((e.header_id, number));
-                        number
-                    }
-                };
-                stored += insert
-                    .execute(params![
-                        tenant.0,
-                        &e.id.0[..],
-                        e.kind as u8,
-                        e.flags,
-                        header,
-                        pack_id,
-                        to_i64("pack entry offset", e.offset)?,
-                        e.length,
-                    ])
-                    .map_err(sql("insert blob"))?;
-            }
-        }
+        let stored = record_pack_in(&tx, pack, entries)?;
         tx.commit().map_err(sql("commit pack"))?;
+        Ok(stored)
+    }
+
+    fn record_packs(
+        &self,
+        packs: &[(PackRecord, Vec<(TenantId, PackEntry)>)],
+    ) -> Result<usize, CatalogError> {
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn)?;
+        let mut stored = 0;
+        for (pack, entries) in packs {
+            stored += record_pack_in(&tx, pack, entries)?;
+        }
+        tx.commit().map_err(sql("commit packs"))?;
         Ok(stored)
     }
 
@@ -287,4 +229,86 @@ impl BlobIndex for SqliteCatalog {
             })
             .collect()
     }
+}
+
+/// [`BlobIndex::record_pack`]'s work inside the write transaction `tx`.
+fn record_pack_in(
+    tx: &rusqlite::Transaction<'_>,
+    pack: &PackRecord,
+    entries: &[(TenantId, PackEntry)],
+) -> Result<usize, CatalogError> {
+    let size = check_pack_record(pack, entries)?;
+    let tenants: BTreeSet<TenantId> = entries.iter().map(|(t, _)| *t).collect();
+    for tenant in tenants {
+        tenant_exists(tx, tenant)?;
+    }
+    let existing = tx
+        .query_row(
+            "SELECT id, pool, size, hash FROM packs WHERE name = ?1",
+            [&pack.name],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(sql("look up pack"))?;
+    let pack_id = match existing {
+        Some((id, pool, stored_size, hash)) => {
+            check_same_pack(pack, &pool, stored_size, &hash)?;
+            id
+        }
+        None => {
+            tx.execute(
+                "INSERT INTO packs (name, pool, size, hash) VALUES (?1, ?2, ?3, ?4)",
+                params![pack.name, pack.pool, size, &pack.hash[..]],
+            )
+            .map_err(sql("insert pack"))?;
+            tx.last_insert_rowid()
+        }
+    };
+    let mut stored = 0;
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO blobs \
+                 (tenant_id, id, kind, flags, header, pack_id, pack_offset, length) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .map_err(sql("insert blob"))?;
+        // A pack's blobs come from a few sessions, most often one.
+        let mut headers: Vec<(BlobId, i64)> = Vec::new();
+        // In key order: each insert then lands at or after the last one
+        // instead of seeking from the root for a random id. Stable, so a
+        // (tenant, id) the pack holds twice keeps its first entry.
+        let mut in_key_order: Vec<&(TenantId, PackEntry)> = entries.iter().collect();
+        in_key_order.sort_by_key(|(tenant, e)| (tenant.0, e.id.0));
+        for (tenant, e) in in_key_order {
+            let header = match headers.iter().find(|(id, _)| *id == e.header_id) {
+                Some(&(_, number)) => number,
+                None => {
+                    let number = header_number(tx, &e.header_id)?;
+                    headers.push((e.header_id, number));
+                    number
+                }
+            };
+            stored += insert
+                .execute(params![
+                    tenant.0,
+                    &e.id.0[..],
+                    e.kind as u8,
+                    e.flags,
+                    header,
+                    pack_id,
+                    to_i64("pack entry offset", e.offset)?,
+                    e.length,
+                ])
+                .map_err(sql("insert blob"))?;
+        }
+    }
+    Ok(stored)
 }
