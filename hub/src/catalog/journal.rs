@@ -135,6 +135,16 @@ pub(crate) fn check_append(
     }
 }
 
+/// An append that found its sequence number taken: another writer won
+/// a race the engine's locking should have prevented.
+pub(crate) fn seq_taken(bucket: BucketId, seq: i64) -> CatalogError {
+    CatalogError::Conflict {
+        what: "commit",
+        key: format!("{bucket}/{seq}"),
+        reason: "the sequence number was taken by another writer".to_owned(),
+    }
+}
+
 /// The sequence number after `last`.
 ///
 /// # Errors

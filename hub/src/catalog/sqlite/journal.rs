@@ -6,7 +6,7 @@ use super::blobs::missing_ids;
 use super::namespace::{bucket_tenant, site_tenant};
 use super::{Tx, sql};
 use crate::catalog::error::{from_i64, ids_bytes, stored_ids};
-use crate::catalog::journal::{check_append, check_restore, next_seq, stored_counts};
+use crate::catalog::journal::{check_append, check_restore, next_seq, seq_taken, stored_counts};
 use crate::catalog::{
     BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite, NewCommit, SiteId,
 };
@@ -140,11 +140,7 @@ impl JournalWrite for Tx<'_> {
             .map_err(sql("read journal head"))?;
         let seq = next_seq(bucket, last)?;
         if !self.insert_commit(bucket, seq, commit)? {
-            return Err(CatalogError::Conflict {
-                what: "commit",
-                key: format!("{bucket}/{seq}"),
-                reason: "the sequence number was taken by another writer".to_owned(),
-            });
+            return Err(seq_taken(bucket, seq));
         }
         self.appended = true;
         from_i64("commits.seq", seq)
