@@ -15,7 +15,7 @@ const READS_AT_ONCE: usize = 8;
 /// Packs, and blob entries, recorded in one catalog call: one
 /// transaction (and fsync) for many packs, with memory bounded.
 const BATCH_PACKS: usize = 256;
-const BATCH_ENTRIES: usize = 200_000;
+const BATCH_ENTRIES: usize = 100_000;
 /// How much of a pack's end the first read takes: the index of a pack of
 /// 16 MiB of small blobs fits.
 const FIRST_TAIL: u64 = 256 << 10;
@@ -47,7 +47,7 @@ pub(super) async fn index(
         }
     }
     let mut tenants: HashMap<String, TenantId> = HashMap::new();
-    let (mut batch, mut batch_entries) = (Vec::new(), 0);
+    let (mut batch, mut names, mut batch_entries) = (Vec::new(), Vec::new(), 0);
     let mut reading = JoinSet::new();
     let mut queue = queue.into_iter();
     loop {
@@ -89,58 +89,47 @@ pub(super) async fn index(
         report.pack_bytes += read.record.size;
         batch_entries += read.index.entries.len();
         let entries: Vec<_> = read.index.entries.iter().map(|e| (tenant, *e)).collect();
-        batch.push((read.pool, read.object, read.record, entries));
+        batch.push((read.record, entries));
+        names.push((read.pool, read.object));
         if batch.len() >= BATCH_PACKS || batch_entries >= BATCH_ENTRIES {
-            record(catalog, std::mem::take(&mut batch), report).await?;
+            let (b, n) = (std::mem::take(&mut batch), std::mem::take(&mut names));
+            record(catalog, b, n, report).await?;
             batch_entries = 0;
         }
     }
-    record(catalog, batch, report).await
+    record(catalog, batch, names, report).await
 }
 
-/// A pack read and waiting to be recorded: pool, object, record, entries.
-type Pending = (
-    String,
-    String,
-    PackRecord,
-    Vec<(TenantId, crate::pack::PackEntry)>,
-);
+/// Packs read and waiting to be recorded, and where each was read.
+type Pending = Vec<(PackRecord, Vec<(TenantId, crate::pack::PackEntry)>)>;
 
 /// Records a batch of packs in one go; if one of them is refused, records
-/// them one at a time so only that one is reported.
+/// them one at a time so only that one is reported. The batch moves to the
+/// blocking thread and back, never copied.
 async fn record(
     catalog: &Arc<dyn Catalog>,
-    batch: Vec<Pending>,
+    batch: Pending,
+    names: Vec<(String, String)>,
     report: &mut Report,
 ) -> Result<(), RecoverError> {
     if batch.is_empty() {
         return Ok(());
     }
-    let batch = Arc::new(batch);
-    let all = batch.clone();
-    let together = blocking(catalog, move |c| {
-        let packs: Vec<_> = all
-            .iter()
-            .map(|(_, _, r, e)| (r.clone(), e.clone()))
-            .collect();
-        c.record_packs(&packs)
-    })
-    .await;
+    let (together, batch) = blocking(catalog, move |c| Ok((c.record_packs(&batch), batch))).await?;
     match together {
         Ok(n) => {
             report.blobs_added += n as u64;
             return Ok(());
         }
-        Err(RecoverError::Catalog(e)) if e.kind() == crate::catalog::ErrorKind::Conflict => {}
-        Err(e) => return Err(e),
+        Err(e) if e.kind() == crate::catalog::ErrorKind::Conflict => {}
+        Err(e) => return Err(e.into()),
     }
-    for i in 0..batch.len() {
-        let one = batch.clone();
-        let added = blocking(catalog, move |c| c.record_pack(&one[i].2, &one[i].3)).await;
+    for ((record, entries), (pool, object)) in batch.into_iter().zip(names) {
+        let added = blocking(catalog, move |c| c.record_pack(&record, &entries)).await;
         match added {
             Ok(n) => report.blobs_added += n as u64,
             Err(RecoverError::Catalog(e)) if e.kind() == crate::catalog::ErrorKind::Conflict => {
-                report.damaged(&batch[i].0, &batch[i].1, format!("cannot index: {e}"));
+                report.damaged(&pool, &object, format!("cannot index: {e}"));
             }
             Err(e) => return Err(e),
         }
