@@ -23,13 +23,6 @@ pub enum AdminError {
     Runtime(#[source] std::io::Error),
 }
 
-impl AdminError {
-    /// True if the error says a named thing does not exist.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, Self::Catalog(e) if e.is_not_found())
-    }
-}
-
 /// The catalog and the newest pool, for namespace changes.
 pub struct Admin {
     catalog: Arc<dyn Catalog>,
@@ -60,11 +53,6 @@ impl Admin {
         })
     }
 
-    /// The catalog, for reads.
-    pub fn catalog(&self) -> &dyn Catalog {
-        &*self.catalog
-    }
-
     /// Runs `change` and writes `record` of it in one unit of work.
     fn change<T>(
         &self,
@@ -77,8 +65,7 @@ impl Admin {
                 time_unix_ms: chrono::Utc::now().timestamp_millis(),
                 change,
             };
-            let encoded = record.encode().map_err(crate::records::WriteError::from)?;
-            self.records.put_blocking(&handle, encoded)?;
+            self.records.put_blocking(&handle, record.encode()?)?;
             Ok(out)
         })?)
     }

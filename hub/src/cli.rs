@@ -155,12 +155,7 @@ fn run(cli: Cli) -> Result<()> {
     let config = load_config(&cli)?;
     match cli.command {
         Command::Serve { listen, ready_file } => {
-            // Bounded blocking threads: each is another malloc arena holding memory.
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .max_blocking_threads(8)
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?;
+            let runtime = runtime()?;
             let listen = listen.unwrap_or(config.listen);
             runtime.block_on(serve(&config, listen, ready_file, shutdown_signal()))?;
             Ok(())
@@ -310,12 +305,18 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn recover(config: &HubConfig, json: bool, verify_packs: bool) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// The runtime `serve` and `recover` run on.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    // Bounded blocking threads: each is another malloc arena holding memory.
+    tokio::runtime::Builder::new_multi_thread()
         .max_blocking_threads(8)
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
+        .context("starting the async runtime")
+}
+
+fn recover(config: &HubConfig, json: bool, verify_packs: bool) -> Result<()> {
+    let runtime = runtime()?;
     let catalog = crate::server::open_catalog(config)?;
     let report = runtime.block_on(async {
         let pools = crate::server::open_pools(config, &catalog).await?;

@@ -136,18 +136,28 @@ impl Hub {
 
     /// Adds a site to an existing tenant, its token written to `token_file`.
     pub fn add_site(&self, tenant: &str, site: &str, token_file: &Path) {
+        self.site_token_command("add", tenant, site, token_file);
+    }
+
+    /// Gives a site a new token, written to `token_file` (which must not exist).
+    pub fn rotate_token(&self, tenant: &str, site: &str, token_file: &Path) {
+        self.site_token_command("rotate-token", tenant, site, token_file);
+    }
+
+    /// `ferry-hub site <verb> --tenant <tenant> <site> --token-file <file>`.
+    fn site_token_command(&self, verb: &str, tenant: &str, site: &str, token_file: &Path) {
         let token_file = token_file.to_str().expect("UTF-8 path");
         check(
             &self.cli(&[
                 "site",
-                "add",
+                verb,
                 "--tenant",
                 tenant,
                 site,
                 "--token-file",
                 token_file,
             ]),
-            "site add",
+            &format!("site {verb}"),
         );
     }
 

@@ -376,18 +376,7 @@ fn revoked_and_rotated_tokens_are_refused_on_the_next_call() {
     let token = site.dir.join("site.token");
     let old = std::fs::read_to_string(&token).unwrap();
     let new_file = site.dir.join("new.token");
-    check(
-        &hub.cli(&[
-            "site",
-            "rotate-token",
-            "--tenant",
-            "acme",
-            "site-a",
-            "--token-file",
-            new_file.to_str().unwrap(),
-        ]),
-        "site rotate-token",
-    );
+    hub.rotate_token("acme", "site-a", &new_file);
     let out = site.agent(&["snapshots"]);
     assert!(!out.status.success());
     assert!(

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use ferry_tests::garage::Garage;
 use ferry_tests::postgres::Postgres;
 use ferry_tests::tree::{assert_same, describe, files_with_extension};
-use ferry_tests::{Hub, Site, check, noise};
+use ferry_tests::{Hub, Site, noise};
 
 fn rfc3339_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -128,18 +128,7 @@ fn disaster(engine: &str) {
     std::fs::write(&config, format!("{first_catalog}{local}{s3}")).unwrap();
     let hub = Hub::start_with_config(&data_dir, &config);
     let rotated = w.join("site-b/site.token.new");
-    check(
-        &hub.cli(&[
-            "site",
-            "rotate-token",
-            "--tenant",
-            "acme",
-            "site-b",
-            "--token-file",
-            rotated.to_str().unwrap(),
-        ]),
-        "rotate-token",
-    );
+    hub.rotate_token("acme", "site-b", &rotated);
     std::fs::rename(&rotated, w.join("site-b/site.token")).unwrap();
     for (i, s) in sources.iter_mut().enumerate() {
         s.site.write_config(&hub.url(), &s.dir);

@@ -38,6 +38,14 @@ impl From<WriteError> for CatalogError {
     }
 }
 
+impl From<RecordError> for CatalogError {
+    /// A record encoded inside a catalog unit of work fails it as
+    /// [`WriteError::Encode`] does.
+    fn from(e: RecordError) -> Self {
+        WriteError::Encode(e).into()
+    }
+}
+
 /// The newest pool, as the place records go.
 #[derive(Clone)]
 pub struct RecordWriter {

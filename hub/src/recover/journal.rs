@@ -53,11 +53,11 @@ pub(super) async fn restore(
             }
             continue;
         };
+        let name = format!("{tenant}/{bucket}");
         for (seq, found) in segments {
-            let name = format!("{tenant}/{bucket}");
             let Some(segment) = choose(pools, &tenant, &bucket, seq, found, report).await else {
                 report.affected.push(Affected {
-                    bucket: name,
+                    bucket: name.clone(),
                     seq,
                     problem: "no readable segment: the commit is lost".to_owned(),
                 });
@@ -65,7 +65,7 @@ pub(super) async fn restore(
             };
             let Some(&site) = target.sites.get(&segment.site) else {
                 report.affected.push(Affected {
-                    bucket: name,
+                    bucket: name.clone(),
                     seq,
                     problem: format!("site {:?} is in no namespace record", segment.site),
                 });
@@ -91,7 +91,7 @@ pub(super) async fn restore(
             }
             if let Some(problem) = unstored_chunks(catalog, pools, target.tenant, &segment).await? {
                 report.affected.push(Affected {
-                    bucket: name,
+                    bucket: name.clone(),
                     seq,
                     problem,
                 });

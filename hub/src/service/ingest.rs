@@ -348,8 +348,7 @@ impl Ingest for IngestService {
                             key: bucket.to_string(),
                         })?
                         .name;
-                    let encoded = segment.encode().map_err(crate::records::WriteError::from)?;
-                    records.put_blocking(&runtime, encoded)?;
+                    records.put_blocking(&runtime, segment.encode()?)?;
                     w.close_session(sid)?;
                     Ok(seq)
                 })
