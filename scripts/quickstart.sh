@@ -24,7 +24,7 @@ if [ "${1:-}" = stop ]; then stop_hub; exit 0; fi
 
 bash scripts/setup.sh quickstart
 echo "== building (release)"
-cargo build --release --bins --locked
+cargo build --release --locked --bins -p ferry-hub -p ferry-agent
 bin=${CARGO_TARGET_DIR:-$root/target}/release
 hub="$bin/ferry-hub --data-dir $qs/hub"
 agent="$bin/ferry-agent --config $qs/agent.toml"

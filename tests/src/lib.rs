@@ -49,26 +49,43 @@ impl Hub {
         Self::try_start(data_dir, Some(config)).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// Starts a hub whose only pool is `bucket` on `garage`, with its config
-    /// and data dir under `dir`.
-    pub fn start_on_s3(dir: &Path, garage: &garage::Garage, bucket: &str) -> Hub {
+    /// Starts a hub under `dir` (config `dir/hub.toml`, data dir `dir/hub`)
+    /// with the config's `pools` tables, its catalog on `pg` when given and
+    /// else on the embedded SQLite default.
+    pub fn start_in(dir: &Path, pools: &str, pg: Option<&postgres::Postgres>) -> Hub {
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("hub.toml");
+        let catalog = pg.map_or_else(String::new, |pg| postgres_catalog_toml(dir, pg));
+        std::fs::write(&config, format!("{catalog}{pools}")).unwrap();
+        Self::start_with_config(&dir.join("hub"), &config)
+    }
+
+    /// Starts a hub whose only pool is `bucket` on `garage`, its catalog on
+    /// `pg` when given, with its config and data dir under `dir`.
+    pub fn start_on_s3(
+        dir: &Path,
+        garage: &garage::Garage,
+        bucket: &str,
+        pg: Option<&postgres::Postgres>,
+    ) -> Hub {
         let pool = format!(
             "[[pool]]\nname = \"garage\"\ns3 = {}\n",
             garage.s3_toml(bucket, "")
         );
-        std::fs::write(&config, pool).unwrap();
-        Self::start_with_config(&dir.join("hub"), &config)
+        Self::start_in(dir, &pool, pg)
     }
 
     /// Starts a hub whose catalog is the `ferry` database on `pg` (the
     /// password from a file), with its config and data dir under `dir`.
     pub fn start_on_postgres(dir: &Path, pg: &postgres::Postgres) -> Hub {
-        std::fs::create_dir_all(dir).unwrap();
-        let config = dir.join("hub.toml");
-        std::fs::write(&config, postgres_catalog_toml(dir, pg)).unwrap();
-        Self::start_with_config(&dir.join("hub"), &config)
+        Self::start_in(dir, "", Some(pg))
+    }
+
+    /// Starts this hub again, on the same data dir and config, once it has
+    /// stopped (see `terminate` and `kill9`).
+    pub fn restart(&self) -> Hub {
+        assert!(self.child.is_none(), "the hub is still running");
+        Self::try_start(&self.data_dir, self.config.as_deref()).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts a hub, or returns its log if it exits before becoming ready.

@@ -2,7 +2,8 @@
 //! An S3 bucket protected end to end against a real S3 server (Garage on
 //! loopback): the source conformance suite, a backup, changes found by a
 //! reconcile, and restores into other buckets with keys, bytes and metadata
-//! identical. The hub keeps its packs in the same Garage.
+//! identical. The hub keeps its packs in the same Garage, its catalog on
+//! SQLite and, in the second run of the same test, on PostgreSQL.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +12,7 @@ use ferry_agent::source::bucket::BucketSource;
 use ferry_agent::source::conformance;
 use ferry_s3::aws_sdk_s3::Client;
 use ferry_tests::garage::{Garage, put_object};
+use ferry_tests::postgres::Postgres;
 use ferry_tests::{Hub, Site, check, noise};
 
 /// An object as the test compares it.
@@ -131,6 +133,16 @@ fn agent_config(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_is_backed_up_reconciled_and_restored_into_other_buckets() {
+    bucket_round_trip(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_round_trip_with_the_catalog_on_postgres() {
+    let pg = Postgres::start();
+    bucket_round_trip(Some(&pg)).await;
+}
+
+async fn bucket_round_trip(pg: Option<&Postgres>) {
     let garage = Garage::start();
     for b in ["photos", "photos-dr", "hub-packs"] {
         garage.create_bucket(b);
@@ -199,7 +211,7 @@ async fn a_bucket_is_backed_up_reconciled_and_restored_into_other_buckets() {
     site_b.create_bucket("photos-replica");
 
     let work = tempfile::tempdir().unwrap();
-    let hub = Hub::start_on_s3(work.path(), &garage, "hub-packs");
+    let hub = Hub::start_on_s3(work.path(), &garage, "hub-packs", pg);
     let empty = work.path().join("unused");
     std::fs::create_dir_all(&empty).unwrap();
     let site = Site::create(&hub, &work.path().join("site"), &empty, "site-a", "photos");

@@ -158,7 +158,7 @@ async fn events_drive_snapshots_and_survive_a_kill() {
     put(&client, "dir/b.bin", &ferry_tests::noise(100_000, 5)).await;
 
     let work = tempfile::tempdir().unwrap();
-    let hub = Hub::start_on_s3(work.path(), &garage, "hub-packs");
+    let hub = Hub::start_on_s3(work.path(), &garage, "hub-packs", None);
     let empty = work.path().join("unused");
     std::fs::create_dir_all(&empty).unwrap();
     let site = Site::create(&hub, &work.path().join("site"), &empty, "site-a", "photos");

@@ -1,8 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
 //! Faults and bad input through the real binaries: a hub killed with
-//! SIGKILL mid-backup, wrong tokens, write-only keys, corrupt key files and
-//! configs, and a tampered pack.
+//! SIGKILL or stopped with SIGTERM mid-backup, wrong, revoked and rotated
+//! tokens (the crash and token tests on both catalog engines), write-only
+//! keys, corrupt key files and configs, and a tampered pack.
 
+use ferry_tests::postgres::Postgres;
 use ferry_tests::tree::{assert_same, describe};
 use ferry_tests::{Hub, Site, check, copy_tree, quick_dataset};
 
@@ -12,12 +14,22 @@ fn stderr(out: &std::process::Output) -> String {
 
 #[test]
 fn hub_killed_mid_backup_then_rerun_sends_only_the_rest() {
+    hub_killed_mid_backup(None);
+}
+
+/// The same with the catalog on PostgreSQL: what the hub acknowledged is
+/// committed on the server before the acknowledgement.
+#[test]
+fn hub_killed_mid_backup_with_the_catalog_on_postgres() {
+    hub_killed_mid_backup(Some(&Postgres::start()));
+}
+
+fn hub_killed_mid_backup(pg: Option<&Postgres>) {
     let data = quick_dataset();
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     copy_tree(&data.join("mixed"), &src);
-    let hub_dir = work.path().join("hub");
-    let mut hub = Hub::start(&hub_dir);
+    let mut hub = Hub::start_in(&work.path().join("hub"), "", pg);
     let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "kill");
 
     // Start a backup and SIGKILL the hub as soon as it has acknowledged a
@@ -32,7 +44,7 @@ fn hub_killed_mid_backup_then_rerun_sends_only_the_rest() {
     assert!(stored_before > 0);
 
     // Restart on the same data dir; the rerun resends only what was not acknowledged.
-    let hub = Hub::start(&hub_dir);
+    let hub = hub.restart();
     site.write_config(&hub.url(), &src);
     let rerun = site.backup();
     let deduplicated = rerun["chunks_deduplicated"].as_u64().unwrap();
@@ -320,12 +332,20 @@ fn code<T>(result: Result<T, tonic::Status>) -> tonic::Code {
 /// the restarted hub) sends only the rest and restores identical.
 #[test]
 fn sigterm_mid_backup_drains_and_the_next_run_finishes() {
+    sigterm_mid_backup(None);
+}
+
+#[test]
+fn sigterm_mid_backup_with_the_catalog_on_postgres() {
+    sigterm_mid_backup(Some(&Postgres::start()));
+}
+
+fn sigterm_mid_backup(pg: Option<&Postgres>) {
     let data = quick_dataset();
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     copy_tree(&data.join("mixed"), &src);
-    let hub_dir = work.path().join("hub");
-    let mut hub = Hub::start(&hub_dir);
+    let mut hub = Hub::start_in(&work.path().join("hub"), "", pg);
     let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "term");
 
     let mut exit = None;
@@ -344,7 +364,7 @@ fn sigterm_mid_backup_drains_and_the_next_run_finishes() {
     assert!(hub.log().contains("ferry-hub stopped"), "{}", hub.log());
     assert!(hub.pool_bytes() > 0);
 
-    let hub = Hub::start(&hub_dir);
+    let hub = hub.restart();
     site.write_config(&hub.url(), &src);
     let rerun = site.backup();
     assert!(
@@ -364,11 +384,22 @@ fn sigterm_mid_backup_drains_and_the_next_run_finishes() {
 /// at once: the very next call with the old token is refused.
 #[test]
 fn revoked_and_rotated_tokens_are_refused_on_the_next_call() {
+    revoked_and_rotated_tokens(None);
+}
+
+/// The same with the catalog on PostgreSQL, where the admin command and the
+/// serving hub are two clients of one server.
+#[test]
+fn revoked_and_rotated_tokens_are_refused_with_the_catalog_on_postgres() {
+    revoked_and_rotated_tokens(Some(&Postgres::start()));
+}
+
+fn revoked_and_rotated_tokens(pg: Option<&Postgres>) {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     std::fs::create_dir(&src).unwrap();
     std::fs::write(src.join("a.txt"), b"hello").unwrap();
-    let hub = Hub::start(&work.path().join("hub"));
+    let hub = Hub::start_in(&work.path().join("hub"), "", pg);
     let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "docs");
     site.backup();
 

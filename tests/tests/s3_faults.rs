@@ -143,16 +143,7 @@ fn hub_pool_stopped_mid_backup_fails_clearly_and_the_rerun_completes() {
     for i in 0..OBJECTS {
         std::fs::write(src.join(format!("{i:03}.bin")), noise(2 << 20, i + 100)).unwrap();
     }
-    let config = work.path().join("hub.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[pool]]\nname = \"garage\"\ns3 = {}\n",
-            garage.s3_toml("packs", "")
-        ),
-    )
-    .unwrap();
-    let hub = Hub::start_with_config(&work.path().join("hub"), &config);
+    let hub = Hub::start_on_s3(&work.path().join("hub"), &garage, "packs", None);
     let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "files");
 
     let (ok, log) = site.backup_with_fault_after_first_ack(|| garage.stop());
