@@ -253,7 +253,9 @@ async fn connect(config_path: &Path) -> Result<Connected> {
     let config = AgentConfig::load(config_path)?;
     let keys = Arc::new(TenantKeys::load(&config.key_file)?);
     let token = config.token()?;
-    let client = HubClient::connect(&config.hub, &token).await?;
+    let link =
+        crate::hub_link::HubLink::new(&config.hub, config.tls.as_ref(), config.insecure_plaintext)?;
+    let client = HubClient::connect(&link, &token).await?;
     Ok(Connected {
         config,
         keys,

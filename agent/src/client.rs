@@ -1,6 +1,6 @@
 //! The gRPC connection to the hub, with the site token on every call.
 
-use std::str::FromStr;
+use std::time::Duration;
 
 use ferry_proto::auth::AUTHORIZATION;
 use ferry_proto::transport::{CONNECTION_WINDOW, MAX_FRAME, MAX_MESSAGE_BYTES, STREAM_WINDOW};
@@ -11,10 +11,12 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::hub_link::HubLink;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("hub address {url:?}: {reason}")]
-    BadUrl { url: String, reason: String },
+    #[error(transparent)]
+    Link(#[from] crate::hub_link::LinkError),
     #[error("cannot connect to the hub at {url}: {source}")]
     Connect {
         url: String,
@@ -24,6 +26,13 @@ pub enum ClientError {
     #[error("the site token is not a valid header value")]
     BadToken,
 }
+
+/// TCP and the TLS handshake together.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on every connection, idle or not ...
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// ... and how long an answer may take before the connection counts as lost.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Adds `authorization: Bearer <token>` to every request.
 #[derive(Clone)]
@@ -57,22 +66,29 @@ pub struct HubClient {
 }
 
 impl HubClient {
-    pub async fn connect(url: &str, token: &str) -> Result<Self, ClientError> {
-        let endpoint = Endpoint::from_str(url).map_err(|e| ClientError::BadUrl {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
-        let endpoint = endpoint
-            .tcp_nodelay(true)
+    pub async fn connect(link: &HubLink, token: &str) -> Result<Self, ClientError> {
+        let url = &link.url;
+        let endpoint = Endpoint::from(link.uri.clone())
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_frame_size(MAX_FRAME);
+            .max_frame_size(MAX_FRAME)
+            // A hub that has gone away (frozen, unplugged) is noticed within
+            // keepalive interval + timeout, even in the middle of a stream.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         let connect_err = |source| ClientError::Connect {
             url: url.to_string(),
             source,
         };
-        let channel = endpoint.connect().await.map_err(connect_err)?;
-        let bulk_channel = endpoint.connect().await.map_err(connect_err)?;
+        let channel = endpoint
+            .connect_with_connector(link.dialer(CONNECT_TIMEOUT))
+            .await
+            .map_err(connect_err)?;
+        let bulk_channel = endpoint
+            .connect_with_connector(link.dialer(CONNECT_TIMEOUT))
+            .await
+            .map_err(connect_err)?;
         let value = MetadataValue::try_from(format!("Bearer {}", token.trim()))
             .map_err(|_| ClientError::BadToken)?;
         let auth = TokenAuth { value };

@@ -13,8 +13,16 @@ pub const TOKEN_ENV: &str = "FERRY_SITE_TOKEN";
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AgentConfig {
-    /// Hub gRPC address, e.g. "http://127.0.0.1:7420".
+    /// Hub gRPC address, e.g. "http://127.0.0.1:7420" or
+    /// "https://hub.example:7420" (then `[tls]` says how it is trusted).
     pub hub: String,
+    /// TLS to the hub: how its certificate is trusted, and this site's own
+    /// certificate for mutual TLS.
+    pub tls: Option<AgentTlsConfig>,
+    /// Allows `http://` to a hub that is not on loopback: the site token
+    /// and all metadata then cross the network readable.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
     /// File holding this site's token (printed once by `ferry-hub site add`).
     pub token_file: Option<PathBuf>,
     /// The tenant key file (`ferry-agent key generate`).
@@ -32,6 +40,24 @@ pub struct AgentConfig {
     /// How `ferry-agent run` schedules bucket snapshots.
     #[serde(default)]
     pub run: RunConfig,
+}
+
+/// The `[tls]` table: exactly one of `ca-file` and `pin`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AgentTlsConfig {
+    /// PEM file of the CA(s) the hub's certificate must chain to, for the
+    /// name of `hub` (or `server-name`).
+    pub ca_file: Option<PathBuf>,
+    /// The hub's certificate itself, "sha256:<hex>" (what `ferry-hub tls
+    /// init` and `ferry-hub tls pin` print).
+    pub pin: Option<String>,
+    /// Mutual TLS: this site's certificate (PEM) ...
+    pub cert_file: Option<PathBuf>,
+    /// ... and its private key.
+    pub key_file: Option<PathBuf>,
+    /// The name the certificate is checked for, when not the host of `hub`.
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +200,34 @@ impl AgentConfig {
                 field: field.into(),
                 reason: format!("{value:?}: {e} (write e.g. \"30s\", \"24h\")"),
             })?;
+        }
+        if let Some(tls) = &mut config.tls {
+            let invalid = |field: &str, reason: String| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: format!("tls.{field}"),
+                reason,
+            };
+            match (&tls.ca_file, &tls.pin) {
+                (Some(_), None) => {}
+                (None, Some(pin)) => {
+                    ferry_tls::Pin::parse(pin).map_err(|e| invalid("pin", e.to_string()))?;
+                }
+                _ => {
+                    return Err(invalid(
+                        "ca-file",
+                        "give exactly one of `ca-file` and `pin`".into(),
+                    ));
+                }
+            }
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                return Err(invalid(
+                    "cert-file",
+                    "mutual TLS needs both `cert-file` and `key-file`".into(),
+                ));
+            }
+            for file in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file] {
+                *file = file.take().map(|f| base.join(f));
+            }
         }
         if let Some(webhook) = &mut config.webhook {
             webhook.token_file = webhook.token_file.take().map(|t| base.join(t));

@@ -11,6 +11,7 @@ pub mod compressibility;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod hub_link;
 pub mod journal;
 pub mod prefetch;
 pub mod progress;

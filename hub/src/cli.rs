@@ -59,6 +59,9 @@ enum Command {
     /// Buckets: "tenant/bucket", each with its source site.
     #[command(subcommand)]
     Bucket(BucketCommand),
+    /// TLS for the gRPC listener.
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// Rebuild a lost catalog from the pools alone: namespace, blob index,
     /// journals. Safe to rerun; never writes to a pool. Exits 1 if any
     /// object was damaged (the rest is recovered; the report names it).
@@ -67,6 +70,28 @@ enum Command {
         /// its index (finds damage anywhere in a pack; reads every byte).
         #[arg(long)]
         verify_packs: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsCommand {
+    /// Make a self-signed certificate and key for the hub's names, and
+    /// print the pin agents trust it by (`pin` in their `[tls]`).
+    Init {
+        /// A DNS name or IP address agents dial the hub by; repeat for more.
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Where the certificate goes (PEM; must not exist).
+        #[arg(long)]
+        cert_file: PathBuf,
+        /// Where the private key goes (PEM, mode 0600; must not exist).
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Print the pin of a certificate file (its first certificate).
+    Pin {
+        #[arg(long)]
+        cert_file: PathBuf,
     },
 }
 
@@ -161,6 +186,38 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Recover { verify_packs } => recover(&config, cli.json, verify_packs),
+        Command::Tls(TlsCommand::Init {
+            names,
+            cert_file,
+            key_file,
+        }) => {
+            let made = ferry_tls::self_signed(&names)?;
+            // The key first and private; the certificate only once it is down.
+            write_new(&key_file, &made.key_pem, 0o600, "key file")?;
+            write_new(&cert_file, &made.cert_pem, 0o644, "certificate file")?;
+            output(
+                cli.json,
+                json!({"cert_file": cert_file, "key_file": key_file, "pin": made.pin.to_string()}),
+                &format!(
+                    "certificate {} and key {} written for {}\n\
+                     agents trust it with, in their config:\n[tls]\npin = \"{}\"",
+                    cert_file.display(),
+                    key_file.display(),
+                    names.join(", "),
+                    made.pin
+                ),
+            );
+            Ok(())
+        }
+        Command::Tls(TlsCommand::Pin { cert_file }) => {
+            let chain = ferry_tls::pem::certificates("certificate file", &cert_file)?;
+            let pin = chain
+                .first()
+                .map(|c| ferry_tls::Pin::of(c))
+                .context("the certificate file holds no certificate")?;
+            output(cli.json, json!({"pin": pin.to_string()}), &pin.to_string());
+            Ok(())
+        }
         Command::Tenant(TenantCommand::Add { name }) => {
             let id = Admin::open(&config)?.add_tenant(&name)?;
             output(
@@ -376,17 +433,22 @@ fn new_token() -> String {
 }
 
 fn write_secret(path: &std::path::Path, secret: &str) -> Result<()> {
+    write_new(path, &format!("{secret}\n"), 0o600, "token file")
+}
+
+/// Writes a file that must not exist yet, with `mode`, and syncs it.
+fn write_new(path: &std::path::Path, text: &str, mode: u32, what: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(path)
-        .with_context(|| format!("creating token file {}", path.display()))?;
-    writeln!(file, "{secret}")
+        .with_context(|| format!("creating {what} {}", path.display()))?;
+    file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing token file {}", path.display()))
+        .with_context(|| format!("writing {what} {}", path.display()))
 }
 
 async fn shutdown_signal() {

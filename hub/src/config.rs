@@ -29,6 +29,83 @@ pub struct HubConfig {
     /// Where the catalog lives: SQLite under `data-dir` unless said otherwise.
     #[serde(default)]
     pub catalog: CatalogConfig,
+    /// TLS on the gRPC listener: required on any address but loopback
+    /// unless `insecure-plaintext` says otherwise.
+    pub tls: Option<TlsConfig>,
+    /// Serve plaintext gRPC on a non-loopback address: site tokens and all
+    /// metadata then cross the network readable. For a network that is
+    /// protected otherwise (a VPN, a TLS-terminating proxy on the host).
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+    /// Caps and timeouts that keep one peer from exhausting the hub.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// The `[tls]` table: the hub's certificate and, for mutual TLS, the CA
+/// its sites' client certificates must chain to.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsConfig {
+    /// PEM certificate chain, the hub's own first (`ferry-hub tls init`
+    /// writes a self-signed one).
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Mutual TLS: every connection must present a certificate chaining to
+    /// a CA in this PEM file, besides its site token.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// The `[limits]` table.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LimitsConfig {
+    /// Open connections in all (the unit's LimitNOFILE leaves room for them
+    /// and the pools' files).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections from one IP address (an agent uses two).
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+    /// Concurrent calls on one connection.
+    #[serde(default = "default_max_streams_per_connection")]
+    pub max_streams_per_connection: u32,
+    /// Seconds from accept to a finished TLS handshake.
+    #[serde(default = "default_handshake_timeout_secs")]
+    pub handshake_timeout_secs: u64,
+    /// Seconds from accept to the connection's first authenticated call;
+    /// a connection that has none by then is closed.
+    #[serde(default = "default_auth_timeout_secs")]
+    pub auth_timeout_secs: u64,
+}
+
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_max_connections_per_address() -> usize {
+    64
+}
+fn default_max_streams_per_connection() -> u32 {
+    64
+}
+fn default_handshake_timeout_secs() -> u64 {
+    10
+}
+fn default_auth_timeout_secs() -> u64 {
+    30
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            max_connections_per_address: default_max_connections_per_address(),
+            max_streams_per_connection: default_max_streams_per_connection(),
+            handshake_timeout_secs: default_handshake_timeout_secs(),
+            auth_timeout_secs: default_auth_timeout_secs(),
+        }
+    }
 }
 
 /// The catalog's engine.
@@ -95,6 +172,9 @@ impl Default for HubConfig {
             pool_dir: None,
             pools: Vec::new(),
             catalog: CatalogConfig::default(),
+            tls: None,
+            insecure_plaintext: false,
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -164,6 +244,32 @@ impl HubConfig {
                 ));
             }
             _ => {}
+        }
+        if let Some(tls) = &mut config.tls {
+            tls.cert_file = base.join(&tls.cert_file);
+            tls.key_file = base.join(&tls.key_file);
+            tls.client_ca_file = tls.client_ca_file.as_ref().map(|p| base.join(p));
+        }
+        let limits = &config.limits;
+        for (field, value) in [
+            ("limits.max-connections", limits.max_connections as u64),
+            (
+                "limits.max-connections-per-address",
+                limits.max_connections_per_address as u64,
+            ),
+            (
+                "limits.max-streams-per-connection",
+                u64::from(limits.max_streams_per_connection),
+            ),
+            (
+                "limits.handshake-timeout-secs",
+                limits.handshake_timeout_secs,
+            ),
+            ("limits.auth-timeout-secs", limits.auth_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(field.into(), "must be at least 1"));
+            }
         }
         let mut names = std::collections::HashSet::new();
         for (i, pool) in config.pools.iter_mut().enumerate() {
@@ -257,6 +363,10 @@ mod tests {
             .map(|(n, _)| n.to_owned())
             .collect();
         assert_eq!(names, ["local", "garage"]);
+        let tls = c.tls.as_ref().unwrap();
+        assert_eq!(tls.key_file, Path::new("/etc/ferry/hub.key"));
+        assert!(tls.client_ca_file.is_some());
+        assert_eq!(c.limits.max_connections, default_max_connections());
     }
 
     #[test]

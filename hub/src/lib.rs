@@ -6,6 +6,7 @@
 //! - [`catalog`]: the index over the pools plus the namespace and the journal.
 //! - [`packer`]: group commit of uploaded blobs into durable, catalogued packs.
 //! - [`fetch`]: blobs read back for restores, neighbours in one ranged read.
+//! - [`listener`]: the accept loop: connection caps, TLS, the authentication deadline.
 //! - [`stored_filter`]: which blob ids are surely new, before the catalog is asked.
 
 pub mod admin;
@@ -14,6 +15,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod fetch;
+pub mod listener;
 pub mod pack;
 pub mod packer;
 pub mod records;

@@ -5,17 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_proto::transport::{CONNECTION_WINDOW, MAX_FRAME, MAX_MESSAGE_BYTES, STREAM_WINDOW};
-use ferry_proto::v1::ingest_server::IngestServer;
-use ferry_proto::v1::journal_server::JournalServer;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use crate::blobstore::{BlobStore, LocalDirStore, Pools, S3Store};
 use crate::catalog::{Catalog, PostgresCatalog, SqliteCatalog};
 use crate::config::{CATALOG_PASSWORD_ENV, CatalogEngine, HubConfig, PoolKind};
+use crate::listener::{self, Limits};
 use crate::packer::{Packer, PackerConfig};
-use crate::service::{HubState, IngestService, JournalService};
+use crate::service::{self, HubState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -43,6 +40,40 @@ pub enum ServeError {
     Task(String),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("tls: {0}")]
+    Tls(#[from] ferry_tls::TlsError),
+    #[error(
+        "refusing to serve plaintext gRPC on {listen}, which is not a loopback address: \
+         site tokens would cross the network readable. Configure [tls] \
+         (`ferry-hub tls init` makes a certificate), or set insecure-plaintext = true \
+         when the network is protected otherwise"
+    )]
+    PlaintextOffLoopback { listen: SocketAddr },
+}
+
+/// The TLS acceptor of `config`'s `[tls]`, if any; refuses plaintext off
+/// loopback unless the config allows it.
+///
+/// # Errors
+/// A certificate, key or CA file cannot be read, or plaintext was asked
+/// for where it is not allowed.
+pub fn tls_acceptor(
+    config: &HubConfig,
+    listen: SocketAddr,
+) -> Result<Option<ferry_tls::TlsAcceptor>, ServeError> {
+    match &config.tls {
+        Some(tls) => {
+            let server = ferry_tls::server_config(
+                &tls.cert_file,
+                &tls.key_file,
+                tls.client_ca_file.as_deref(),
+                &[ferry_tls::ALPN_H2],
+            )?;
+            Ok(Some(ferry_tls::TlsAcceptor::from(server)))
+        }
+        None if listen.ip().is_loopback() || config.insecure_plaintext => Ok(None),
+        None => Err(ServeError::PlaintextOffLoopback { listen }),
+    }
 }
 
 /// Opens the configured catalog: SQLite (creating the data dir) or
@@ -149,6 +180,8 @@ pub async fn serve(
     ready: Option<PathBuf>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    // Before anything is opened: a hub that may not serve should say so first.
+    let tls = tls_acceptor(config, listen)?;
     let catalog = open_catalog_blocking(config).await?;
     tracing::info!(engine = catalog.engine(), "catalog open");
     let pools = Arc::new(open_pools(config, &catalog).await?);
@@ -174,7 +207,13 @@ pub async fn serve(
         path: listen.to_string(),
         source,
     })?;
-    tracing::info!(address = %bound, data_dir = %config.data_dir.display(), "ferry-hub listening");
+    tracing::info!(
+        address = %bound,
+        tls = tls.is_some(),
+        mutual_tls = config.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some()),
+        data_dir = %config.data_dir.display(),
+        "ferry-hub listening"
+    );
     if let Some(path) = ready {
         // Written whole then renamed, so a watcher never reads half an address.
         let tmp = path.with_extension("tmp");
@@ -186,10 +225,17 @@ pub async fn serve(
                 source,
             })?;
     }
-    // The builder's own tcp_nodelay applies only to listeners it binds; set
-    // it on each accepted connection, or a small answer written after a
-    // large one waits out Nagle and the peer's delayed ACK (40 ms here).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let limits = &config.limits;
+    let incoming = listener::incoming(
+        listener,
+        tls,
+        Limits {
+            max_connections: limits.max_connections,
+            max_per_address: limits.max_connections_per_address,
+            handshake_timeout: Duration::from_secs(limits.handshake_timeout_secs),
+            auth_timeout: Duration::from_secs(limits.auth_timeout_secs),
+        },
+    );
     // On the signal, first drain: new calls get UNAVAILABLE, streams store
     // and acknowledge what they hold and end. Then tonic stops accepting
     // connections and waits for the calls still open (the drain's linger
@@ -203,20 +249,7 @@ pub async fn serve(
         draining.drain(DRAIN_LIMIT).await;
         tokio::time::sleep(LINGER).await;
     };
-    let serving = tonic::transport::Server::builder()
-        .initial_stream_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME)
-        .add_service(
-            IngestServer::new(IngestService(state.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            JournalServer::new(JournalService(state.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
+    let serving = service::router(state.clone(), limits.max_streams_per_connection)
         .serve_with_incoming_shutdown(incoming, shutdown);
     let deadline = async {
         match stopping_rx.await {

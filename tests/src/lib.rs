@@ -50,13 +50,13 @@ impl Hub {
     }
 
     /// Starts a hub under `dir` (config `dir/hub.toml`, data dir `dir/hub`)
-    /// with the config's `pools` tables, its catalog on `pg` when given and
-    /// else on the embedded SQLite default.
-    pub fn start_in(dir: &Path, pools: &str, pg: Option<&postgres::Postgres>) -> Hub {
+    /// with `tables` in its config (pools, `[tls]`, ...), its catalog on `pg`
+    /// when given and else on the embedded SQLite default.
+    pub fn start_in(dir: &Path, tables: &str, pg: Option<&postgres::Postgres>) -> Hub {
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("hub.toml");
         let catalog = pg.map_or_else(String::new, |pg| postgres_catalog_toml(dir, pg));
-        std::fs::write(&config, format!("{catalog}{pools}")).unwrap();
+        std::fs::write(&config, format!("{catalog}{tables}")).unwrap();
         Self::start_with_config(&dir.join("hub"), &config)
     }
 
@@ -135,6 +135,11 @@ impl Hub {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The address for an agent that dials this hub over TLS.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     /// Runs a `ferry-hub` admin command on this hub's data dir.
@@ -305,8 +310,13 @@ impl Site {
     }
 
     pub fn write_config(&self, hub_url: &str, source: &Path) {
+        self.write_config_with(hub_url, source, "");
+    }
+
+    /// [`Site::write_config`] with more tables (`[tls]`, ...) after the source.
+    pub fn write_config_with(&self, hub_url: &str, source: &Path, tables: &str) {
         let text = format!(
-            "hub = \"{hub_url}\"\ntoken-file = \"site.token\"\nkey-file = \"{}\"\nstate-dir = \"state\"\n\n[[source]]\nname = \"main\"\npath = \"{}\"\nbucket = \"{}\"\n",
+            "hub = \"{hub_url}\"\ntoken-file = \"site.token\"\nkey-file = \"{}\"\nstate-dir = \"state\"\n\n[[source]]\nname = \"main\"\npath = \"{}\"\nbucket = \"{}\"\n{tables}",
             self.key_file.display(),
             source.display(),
             self.bucket

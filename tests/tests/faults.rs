@@ -306,7 +306,8 @@ async fn calls_without_a_valid_token_or_from_another_site_are_refused() {
     let other = work.path().join("other.token");
     hub.add_site("acme", "site-b", &other);
     let token = std::fs::read_to_string(&other).unwrap();
-    let client = ferry_agent::client::HubClient::connect(&hub.url(), &token)
+    let link = ferry_agent::hub_link::HubLink::new(&hub.url(), None, false).unwrap();
+    let client = ferry_agent::client::HubClient::connect(&link, &token)
         .await
         .unwrap();
     assert_eq!(

@@ -9,16 +9,19 @@
 //!   mutual TLS) and the client side (trust by CA file or by pin, optional
 //!   client certificate), both speaking HTTP/2 by ALPN.
 //! - [`self_signed`]: a certificate and key for a hub's names.
+//! - [`stream`]: a TCP connection with or without TLS, as one type.
 
 pub mod configs;
 pub mod pem;
 pub mod pin;
 mod self_signed;
+pub mod stream;
 
 pub use configs::{ClientIdentity, Trust, client_config, server_config};
 pub use pin::Pin;
 pub use rustls::pki_types::ServerName;
 pub use self_signed::{SelfSigned, self_signed};
+pub use stream::{ClientStream, MaybeTls, ServerStream};
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use std::path::PathBuf;

@@ -102,7 +102,7 @@ impl Ingest for IngestService {
         request: Request<OpenSessionRequest>,
     ) -> Result<Response<OpenSessionResponse>, Status> {
         let hub = &self.0;
-        let site = hub.authenticate(&request).await?;
+        let site = super::gate::principal(&request)?;
         let req = request.into_inner();
         let bucket = hub.bucket_for_write(&site, &req.bucket).await?;
         if req.header.len() > MAX_HEADER_BYTES
@@ -146,7 +146,7 @@ impl Ingest for IngestService {
         request: Request<FindMissingRequest>,
     ) -> Result<Response<FindMissingResponse>, Status> {
         let hub = &self.0;
-        let site = hub.authenticate(&request).await?;
+        let site = super::gate::principal(&request)?;
         let req = request.into_inner();
         hub.session(&site, req.session_id).await?;
         let ids = ids_from("FindMissingRequest.ids", &req.ids, MAX_IDS_PER_CALL)?;
@@ -173,7 +173,7 @@ impl Ingest for IngestService {
         request: Request<Streaming<BlobBatch>>,
     ) -> Result<Response<Self::UploadBlobsStream>, Status> {
         let hub = self.0.clone();
-        let site = hub.authenticate(&request).await?;
+        let site = super::gate::principal(&request)?;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STORES_PER_STREAM);
         let running = hub.stream_guard();
@@ -254,7 +254,7 @@ impl Ingest for IngestService {
         request: Request<CheckReferencesRequest>,
     ) -> Result<Response<CheckReferencesResponse>, Status> {
         let hub = &self.0;
-        let site = hub.authenticate(&request).await?;
+        let site = super::gate::principal(&request)?;
         let req = request.into_inner();
         hub.session(&site, req.session_id).await?;
         let ids = req.data_chunk_ids;
@@ -282,7 +282,7 @@ impl Ingest for IngestService {
         request: Request<CommitRequest>,
     ) -> Result<Response<CommitResponse>, Status> {
         let hub = &self.0;
-        let site = hub.authenticate(&request).await?;
+        let site = super::gate::principal(&request)?;
         let req = request.into_inner();
         let session = hub.session(&site, req.session_id).await?;
         if req.kind != "snapshot" {

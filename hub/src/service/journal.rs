@@ -29,7 +29,7 @@ impl Journal for JournalService {
         request: Request<ListCommitsRequest>,
     ) -> Result<Response<ListCommitsResponse>, Status> {
         let hub = &self.0;
-        let site = hub.authenticate(&request).await?;
+        let site = super::gate::principal(&request)?;
         let req = request.into_inner();
         let bucket = hub.bucket_for_read(&site, &req.bucket).await?;
         let limit = match req.limit {
@@ -66,7 +66,7 @@ impl Journal for JournalService {
         request: Request<FetchBlobsRequest>,
     ) -> Result<Response<Self::FetchBlobsStream>, Status> {
         let hub = self.0.clone();
-        let site = hub.authenticate(&request).await?;
+        let site = super::gate::principal(&request)?;
         let req = request.into_inner();
         hub.bucket_for_read(&site, &req.bucket).await?;
         let ids = ids_from("FetchBlobsRequest.ids", &req.ids, MAX_IDS_PER_CALL)?;

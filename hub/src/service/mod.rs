@@ -1,5 +1,5 @@
 //! The gRPC services agents call: `Ingest` and `Journal`. Every call is
-//! authenticated by a site token; a site writes only to buckets it is the
+//! authenticated by a site token before its body is read (see `gate`); a site writes only to buckets it is the
 //! source of.
 //!
 //! Blobs are per tenant: every blob lookup, upload and fetch is made for the
@@ -12,17 +12,52 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ferry_proto::BlobId;
 use ferry_proto::ID_LEN;
-use ferry_proto::auth::{AUTHORIZATION, parse_bearer, token_hash};
 use ferry_proto::status::MISSING_CHUNKS;
-use tonic::{Request, Status};
+use ferry_proto::transport::{CONNECTION_WINDOW, MAX_FRAME, MAX_MESSAGE_BYTES, STREAM_WINDOW};
+use ferry_proto::v1::ingest_server::IngestServer;
+use ferry_proto::v1::journal_server::JournalServer;
+use tonic::Status;
 
+mod gate;
 mod ingest;
 mod journal;
 #[cfg(test)]
 mod tests;
 
+pub use gate::GateLayer;
 pub use ingest::IngestService;
 pub use journal::JournalService;
+
+/// How often the hub pings an idle connection, and how long it waits for
+/// the answer before it drops a peer that has gone away.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The hub's gRPC server: both services behind the gate, with the data
+/// path's window sizes, at most `max_streams` calls per connection.
+pub fn router(
+    state: Arc<HubState>,
+    max_streams: u32,
+) -> tonic::transport::server::Router<tower_layer::Stack<GateLayer, tower_layer::Identity>> {
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .max_concurrent_streams(max_streams)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .layer(GateLayer(state.clone()))
+        .add_service(
+            IngestServer::new(IngestService(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            JournalServer::new(JournalService(state))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+}
 
 use crate::blobstore::Pools;
 use crate::catalog::{
@@ -193,52 +228,6 @@ impl HubState {
         Ok(())
     }
 
-    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        // A stopping hub starts nothing new.
-        if *self.drain.borrow() {
-            return Err(shutting_down());
-        }
-        let token = request
-            .metadata()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_bearer)
-            .ok_or_else(|| {
-                tracing::warn!(peer = ?request.remote_addr(), "request without a site token");
-                Status::unauthenticated("missing `authorization: Bearer <site token>`")
-            })?;
-        let hash = token_hash(token);
-        // Asked of the catalog on every call, not cached: a revoked or
-        // rotated token is refused at once, by every hub sharing the
-        // catalog. It is one indexed lookup on a reader.
-        let found = self
-            .catalog(move |c| {
-                c.read(|r| {
-                    let Some(site) = r.site_by_token_hash(&hash)? else {
-                        return Ok(None);
-                    };
-                    let tenant = r
-                        .tenant(site.tenant)?
-                        .ok_or_else(|| CatalogError::Corrupt {
-                            what: "sites.tenant",
-                            detail: format!("site {} names a tenant that does not exist", site.id),
-                        })?;
-                    Ok(Some(Principal {
-                        site,
-                        tenant_name: tenant.name,
-                    }))
-                })
-            })
-            .await?;
-        match found {
-            Some(principal) => Ok(principal),
-            None => {
-                tracing::warn!(peer = ?request.remote_addr(), "authentication failed: unknown or revoked site token");
-                Err(Status::unauthenticated("unknown or revoked site token"))
-            }
-        }
-    }
-
     /// The bucket named "tenant/bucket", if it belongs to the site's tenant.
     async fn bucket(&self, site: &Site, name: &str) -> Result<Bucket, Status> {
         let (tenant_name, bucket_name) = name.split_once('/').ok_or_else(|| {
@@ -316,6 +305,7 @@ impl HubState {
 
 /// Who is calling: the site a request authenticated as, and its tenant's
 /// name (records in the pools name tenants, not catalog ids).
+#[derive(Clone)]
 pub(crate) struct Principal {
     pub site: Site,
     pub tenant_name: String,

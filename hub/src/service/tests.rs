@@ -7,17 +7,16 @@ use crate::blobstore::{BlobStore, LocalDirStore};
 use crate::catalog::{CatalogExt, SqliteCatalog};
 use crate::packer::PackerConfig;
 use ferry_proto::BlobKind;
+use ferry_proto::auth::{AUTHORIZATION, token_hash};
 use ferry_proto::v1::Blob;
 use ferry_proto::v1::ingest_client::IngestClient;
-use ferry_proto::v1::ingest_server::IngestServer;
 use ferry_proto::v1::journal_client::JournalClient;
-use ferry_proto::v1::journal_server::JournalServer;
 use ferry_proto::v1::{
     BlobBatch, BlobBatchAck, CheckReferencesRequest, CommitRequest, FetchBlobsRequest,
     FindMissingRequest, OpenSessionRequest,
 };
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Request;
 use tonic::transport::Channel;
 
 /// Small blobs leave the frame (one new buffer for all of them) with
@@ -99,11 +98,14 @@ async fn hub() -> Hub {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let limits = crate::listener::Limits {
+        max_connections: 16,
+        max_per_address: 16,
+        handshake_timeout: std::time::Duration::from_secs(5),
+        auth_timeout: std::time::Duration::from_secs(30),
+    };
     tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(IngestServer::new(IngestService(state.clone())))
-            .add_service(JournalServer::new(JournalService(state)))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
+        router(state, 64).serve_with_incoming(crate::listener::incoming(listener, None, limits)),
     );
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -424,4 +426,46 @@ async fn a_commit_with_a_torn_id_list_is_refused_and_journals_nothing() {
     );
     // The same session then commits properly, as sequence 1.
     assert_eq!(hub.commit("alpha", session, &[stored]).await.unwrap(), 1);
+}
+
+/// The gate answers before a body is read: no token, UNAUTHENTICATED; a
+/// request larger than its RPC can need, RESOURCE_EXHAUSTED naming it.
+#[tokio::test]
+async fn the_gate_refuses_unauthenticated_and_oversized_requests() {
+    let mut hub = hub().await;
+    let ids = vec![vec![7u8; 32]; 100];
+    let anonymous = hub
+        .ingest
+        .find_missing(FindMissingRequest { session_id: 1, ids })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        anonymous.code(),
+        tonic::Code::Unauthenticated,
+        "{anonymous}"
+    );
+    let wrong = {
+        let mut r = Request::new(FindMissingRequest::default());
+        r.metadata_mut()
+            .insert(AUTHORIZATION, "Bearer nobody".parse().unwrap());
+        hub.ingest.find_missing(r).await.unwrap_err()
+    };
+    assert_eq!(wrong.code(), tonic::Code::Unauthenticated, "{wrong}");
+
+    let session = hub.open("alpha").await;
+    // 40,000 ids (1.3 MiB): past FindMissing's 1 MiB, far below the
+    // codec's 64 MiB message limit.
+    let big = FindMissingRequest {
+        session_id: session,
+        ids: vec![vec![7u8; 32]; 40_000],
+    };
+    let err = hub
+        .ingest
+        .find_missing(authed("alpha", big))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    assert!(err.message().contains("FindMissing"), "{err}");
+    // The connection is still good for a call of the right size.
+    assert!(hub.find_missing("alpha", session, &[id(1)]).await == [0]);
 }

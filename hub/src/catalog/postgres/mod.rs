@@ -56,6 +56,20 @@ pub(crate) struct Tx<'a, 'c> {
     tx: &'a mut Transaction<'c>,
 }
 
+/// The synchronous client closes its connection with a `block_on` of its
+/// own, which panics on a thread that drives a tokio runtime; a hub drops
+/// its catalog there as it stops. There, the idle connections are closed
+/// on a plain thread instead.
+impl Drop for PostgresCatalog {
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(PoisonError::into_inner));
+        if idle.is_empty() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let _ = std::thread::spawn(move || drop(idle)).join();
+    }
+}
+
 impl PostgresCatalog {
     /// Connects to the database `url` (a `postgresql://` URL or a
     /// `key=value` string; it must not hold the password), with `password`

@@ -86,3 +86,18 @@ fn a_dropped_connection_is_replaced() {
     );
     assert!(cat.missing_blobs(tenant, &[]).unwrap().is_empty());
 }
+
+/// A hub drops its catalog on a runtime thread as it stops: closing the
+/// idle connections there must not panic (the client closes them with a
+/// `block_on` of its own).
+#[test]
+fn a_catalog_dropped_on_a_runtime_thread_closes_its_connections() {
+    let pg = Postgres::start();
+    let cat = connect(&pg, &pg.url());
+    // A read leaves a connection idle in the pool.
+    assert!(cat.read(|r| r.tenant_by_name("nobody")).unwrap().is_none());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async move { drop(cat) });
+}
