@@ -475,8 +475,14 @@ async fn run_service(config_path: &Path, ready_file: Option<PathBuf>) -> Result<
                 ),
                 None => None,
             };
+            let tls = match (&webhook.cert_file, &webhook.key_file) {
+                (Some(cert), Some(key)) => Some(ferry_tls::TlsAcceptor::from(
+                    ferry_tls::server_config(cert, key, None, &[ferry_tls::ALPN_HTTP1])?,
+                )),
+                _ => None,
+            };
             let queue = QueueWriter::start(&queue_path, webhook.max_pending)?;
-            let (bound, serve) = webhook::bind(webhook.listen, routes, queue, token)
+            let (bound, serve) = webhook::bind(webhook.listen, routes, queue, token, tls)
                 .await
                 .with_context(|| format!("webhook listen address {}", webhook.listen))?;
             tracing::info!(address = %bound, "webhook listening");

@@ -29,8 +29,15 @@ pub enum ClientError {
 
 /// TCP and the TLS handshake together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// From a call to its answer's headers: a unary call's whole answer, a
+/// stream's start (streams have their own stall watchdogs). Generous: a
+/// commit of millions of references is checked against the catalog.
+const CALL_DEADLINE: Duration = Duration::from_secs(120);
+/// How long a stream may wait on the hub for its next message (a blob
+/// fetched, a batch acknowledged) before the call fails as stalled.
+pub const STALL_LIMIT: Duration = Duration::from_secs(60);
 /// HTTP/2 pings on every connection, idle or not ...
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// ... and how long an answer may take before the connection counts as lost.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -72,6 +79,7 @@ impl HubClient {
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_frame_size(MAX_FRAME)
+            .timeout(CALL_DEADLINE)
             // A hub that has gone away (frozen, unplugged) is noticed within
             // keepalive interval + timeout, even in the middle of a stream.
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
@@ -107,5 +115,26 @@ impl HubClient {
             journal,
             bulk,
         })
+    }
+}
+
+/// How a failed call reads to the operator: a connection to the hub that
+/// was lost (no answer to keepalive, reset, refused) is told apart from an
+/// answer the hub gave.
+pub fn call_failed(call: &str, status: &tonic::Status) -> String {
+    match std::error::Error::source(status) {
+        Some(source) if source.downcast_ref::<tonic::transport::Error>().is_some() => {
+            let mut chain = vec![source.to_string()];
+            let mut next = source.source();
+            while let Some(e) = next {
+                chain.push(e.to_string());
+                next = e.source();
+            }
+            format!(
+                "lost the connection to the hub during {call}: {}",
+                chain.join(": ")
+            )
+        }
+        _ => format!("hub refused {call}: {status}"),
     }
 }

@@ -65,9 +65,18 @@ pub struct AgentTlsConfig {
 pub struct WebhookConfig {
     /// Address to listen on, e.g. "127.0.0.1:9120".
     pub listen: std::net::SocketAddr,
-    /// File holding the bearer token senders must present; none: no check
-    /// (then listen on loopback or a private network only).
+    /// File holding the bearer token senders must present; without one
+    /// there is no check, which only a loopback `listen` allows.
     pub token_file: Option<PathBuf>,
+    /// TLS: the webhook's certificate chain (PEM) ...
+    pub cert_file: Option<PathBuf>,
+    /// ... and its private key. Required off loopback unless
+    /// `insecure-plaintext`.
+    pub key_file: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback `listen` (the bearer token then
+    /// crosses the network readable).
+    #[serde(default)]
+    pub insecure_plaintext: bool,
     /// Events queued but not yet in a snapshot before the webhook answers 503.
     #[serde(default = "default_max_pending")]
     pub max_pending: u64,
@@ -230,7 +239,39 @@ impl AgentConfig {
             }
         }
         if let Some(webhook) = &mut config.webhook {
-            webhook.token_file = webhook.token_file.take().map(|t| base.join(t));
+            let invalid = |field: &str, reason: &str| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: format!("webhook.{field}"),
+                reason: reason.to_owned(),
+            };
+            if webhook.cert_file.is_some() != webhook.key_file.is_some() {
+                return Err(invalid(
+                    "cert-file",
+                    "TLS needs both `cert-file` and `key-file`",
+                ));
+            }
+            if !webhook.listen.ip().is_loopback() {
+                if webhook.token_file.is_none() {
+                    return Err(invalid(
+                        "token-file",
+                        "a webhook on an address other than loopback must check a bearer token",
+                    ));
+                }
+                if webhook.cert_file.is_none() && !webhook.insecure_plaintext {
+                    return Err(invalid(
+                        "cert-file",
+                        "a webhook on an address other than loopback serves TLS \
+                         (cert-file, key-file) unless insecure-plaintext = true",
+                    ));
+                }
+            }
+            for file in [
+                &mut webhook.token_file,
+                &mut webhook.cert_file,
+                &mut webhook.key_file,
+            ] {
+                *file = file.take().map(|f| base.join(f));
+            }
         }
         for (i, t) in config.targets.iter_mut().enumerate() {
             t.s3.resolve_paths(base);

@@ -44,13 +44,15 @@ const ENTRY_QUEUE: usize = 1024;
 pub enum RestoreError {
     #[error("this key file is write-only (no identity): it can back up but not restore")]
     WriteOnlyKey,
-    #[error("hub refused {call}: {status}")]
+    #[error("{}", crate::client::call_failed(call, status))]
     Hub {
         call: &'static str,
         status: tonic::Status,
     },
     #[error("hub protocol error in {call}: {reason}")]
     Protocol { call: &'static str, reason: String },
+    #[error("the hub stopped answering {call}: nothing for {seconds} s")]
+    Stalled { call: &'static str, seconds: u64 },
     #[error("bucket {bucket}: {reason}")]
     NoSuchSnapshot { bucket: String, reason: String },
     #[error(transparent)]
@@ -270,10 +272,12 @@ impl FetchStream {
             call: "FetchBlobs",
             reason,
         };
-        let blob = self
-            .0
-            .message()
+        let blob = tokio::time::timeout(crate::client::STALL_LIMIT, self.0.message())
             .await
+            .map_err(|_| RestoreError::Stalled {
+                call: "FetchBlobs",
+                seconds: crate::client::STALL_LIMIT.as_secs(),
+            })?
             .map_err(hub("FetchBlobs"))?
             .ok_or_else(|| protocol(format!("stream ended before blob {want}")))?;
         let id = BlobId::from_slice("FetchedBlob.id", &blob.id)?;

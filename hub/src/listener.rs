@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use ferry_tls::{MaybeTls, ServerStream, TlsAcceptor};
+use ferry_tls::TlsAcceptor;
+use ferry_tls::accept::{Accepted, accept_loop};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::transport::server::Connected;
 
 /// The caps and timeouts of the accept loop.
@@ -57,12 +58,11 @@ impl ConnInfo {
 /// An accepted connection, plain or TLS, holding its place under the caps
 /// until it is dropped.
 pub struct Conn {
-    io: ServerStream,
+    io: Accepted<Slot>,
     info: ConnInfo,
     /// Until the first authenticated request: when it passes, reads fail
     /// and the HTTP/2 server closes the connection.
     deadline: Option<Pin<Box<Sleep>>>,
-    _slot: Slot,
 }
 
 impl Connected for Conn {
@@ -174,81 +174,29 @@ pub fn incoming(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     limits: Limits,
-) -> ReceiverStream<io::Result<Conn>> {
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, tls, limits, tx));
-    ReceiverStream::new(rx)
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    limits: Limits,
-    tx: mpsc::Sender<io::Result<Conn>>,
-) {
+) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
     let counts = Arc::new(Mutex::new(Counts::default()));
     let mut refused = Refusals::default();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            // The server stopped listening: close the socket now.
-            () = tx.closed() => return,
-        };
-        let (stream, remote) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of descriptors, most likely: wait instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(slot) = Slot::take(&counts, remote.ip(), &limits) else {
+    let admit = move |remote: SocketAddr| {
+        let slot = Slot::take(&counts, remote.ip(), &limits);
+        if slot.is_none() {
             refused.log(remote.ip(), &limits);
-            drop(stream);
-            continue;
-        };
-        // Without it a small answer after a large one waits out Nagle and
-        // the peer's delayed ACK (40 ms here).
-        let _ = stream.set_nodelay(true);
-        let tx = tx.clone();
-        let tls = tls.clone();
-        // The handshake runs on its own task: a slow peer never holds up
-        // the accepts of others.
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let io = match tls {
-                None => MaybeTls::Plain(stream),
-                Some(acceptor) => {
-                    match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(s)) => MaybeTls::Tls(Box::new(s)),
-                        Ok(Err(e)) => {
-                            tracing::warn!(peer = %remote, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::warn!(peer = %remote, "TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
-            };
-            let conn = Conn {
-                io,
-                info: ConnInfo {
-                    remote: Some(remote),
-                    authenticated: Arc::new(AtomicBool::new(false)),
-                },
-                deadline: Some(Box::pin(tokio::time::sleep_until(
-                    started + limits.auth_timeout,
-                ))),
-                _slot: slot,
-            };
-            let _ = tx.send(Ok(conn)).await;
-        });
-    }
+        }
+        slot
+    };
+    let accepted = accept_loop(listener, tls, limits.handshake_timeout, admit);
+    ReceiverStream::new(accepted).map(move |a| {
+        Ok(Conn {
+            info: ConnInfo {
+                remote: Some(a.remote),
+                authenticated: Arc::new(AtomicBool::new(false)),
+            },
+            deadline: Some(Box::pin(tokio::time::sleep_until(
+                a.accepted_at + limits.auth_timeout,
+            ))),
+            io: a,
+        })
+    })
 }
 
 /// Logs refused connections at most once a second, with how many.
@@ -285,12 +233,16 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpStream;
-    use tokio_stream::StreamExt;
 
-    async fn listen(limits: Limits) -> (SocketAddr, ReceiverStream<io::Result<Conn>>) {
+    async fn listen(
+        limits: Limits,
+    ) -> (
+        SocketAddr,
+        Pin<Box<dyn Stream<Item = io::Result<Conn>> + Send>>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        (addr, incoming(listener, None, limits))
+        (addr, Box::pin(incoming(listener, None, limits)))
     }
 
     fn limits(per_address: usize, auth: Duration) -> Limits {

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod daemon;
 pub mod dataset;
 pub mod fresh;
 pub mod garage;
@@ -210,6 +211,42 @@ impl Hub {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGSTOP: the process freezes with its sockets open (the kernel still
+    /// accepts connections and buffers bytes; nothing answers).
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Hub::freeze`].
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let status = Command::new("kill")
+            .args([which, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {which} failed");
+    }
+
+    /// The running hub's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the hub is running").id()
+    }
+
+    /// The most memory the hub process has held resident so far (VmHWM).
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("VmHWM in /proc/<pid>/status");
+        kib << 10
     }
 
     /// The hub's log so far.

@@ -6,14 +6,14 @@
 //! when the agent is killed right after answering 2xx.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_agent::events::queue::QueueReader;
 use ferry_s3::aws_sdk_s3::Client;
+use ferry_tests::daemon::Daemon;
 use ferry_tests::garage::{Garage, put_object};
 use ferry_tests::http::request;
-use ferry_tests::{Hub, Site, bin, check};
+use ferry_tests::{Hub, Site, check};
 
 const TOKEN: &str = "webhook-secret-token";
 
@@ -31,59 +31,6 @@ fn minio_body(records: &[(&str, &str, u64, &str)]) -> String {
         r#"{{"EventName":"s3:ObjectCreated:Put","Key":"photos/x","Records":[{}]}}"#,
         records.join(",")
     )
-}
-
-struct Agent {
-    child: Child,
-    addr: String,
-}
-
-impl Agent {
-    fn start(config: &Path, dir: &Path) -> Agent {
-        let ready = dir.join("agent.ready");
-        let _ = std::fs::remove_file(&ready);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("agent.log"))
-            .unwrap();
-        let mut child = Command::new(bin("ferry-agent"))
-            .arg("--config")
-            .arg(config)
-            .args(["run", "--ready-file"])
-            .arg(&ready)
-            .env("FERRY_LOG", "ferry_agent=info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
-            if let Ok(addr) = std::fs::read_to_string(&ready) {
-                break addr;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "agent exited ({status}): {}",
-                    std::fs::read_to_string(dir.join("agent.log")).unwrap_or_default()
-                );
-            }
-            assert!(Instant::now() < deadline, "agent did not become ready");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Agent { child, addr }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill9();
-    }
 }
 
 fn snapshots(site: &Site) -> Vec<serde_json::Value> {
@@ -165,7 +112,7 @@ async fn events_drive_snapshots_and_survive_a_kill() {
     let events_db = write_config(&site, &hub, &garage, 1000, "photos-dr");
     let log = site.dir.join("agent.log");
 
-    let mut agent = tokio::task::block_in_place(|| Agent::start(&site.config, &site.dir));
+    let mut agent = tokio::task::block_in_place(|| Daemon::start(&site.config, &site.dir));
     let addr = agent.addr.clone();
     let first = tokio::task::block_in_place(|| wait_for_snapshots(&site, 1, &log));
     assert_eq!(first["files"], 2, "the full listing at start: {first}");
@@ -239,7 +186,7 @@ async fn events_drive_snapshots_and_survive_a_kill() {
         text.replace("settle = \"50ms\"", "settle = \"1h\""),
     )
     .unwrap();
-    let agent = tokio::task::block_in_place(|| Agent::start(&site.config, &site.dir));
+    let agent = tokio::task::block_in_place(|| Daemon::start(&site.config, &site.dir));
     tokio::task::block_in_place(|| wait_for_snapshots(&site, 3, &log));
     put(&client, "late.txt", b"late").await;
     let addr = agent.addr.clone();
@@ -265,7 +212,7 @@ async fn events_drive_snapshots_and_survive_a_kill() {
     );
 
     std::fs::write(&site.config, text).unwrap();
-    let _agent = tokio::task::block_in_place(|| Agent::start(&site.config, &site.dir));
+    let _agent = tokio::task::block_in_place(|| Daemon::start(&site.config, &site.dir));
     let fourth = tokio::task::block_in_place(|| wait_for_snapshots(&site, 4, &log));
     assert_eq!(fourth["files"], 3, "{fourth}");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -287,7 +234,7 @@ fn a_full_queue_answers_503_with_retry_after() {
     std::fs::create_dir_all(&empty).unwrap();
     let site = Site::create(&hub, &work.path().join("site"), &empty, "site-a", "photos");
     write_config(&site, &hub, &garage, 3, "photos-dr");
-    let agent = Agent::start(&site.config, &site.dir);
+    let agent = Daemon::start(&site.config, &site.dir);
     let four: Vec<(&str, String, u64, String)> = (0..4)
         .map(|i| ("ObjectCreated:Put", format!("k{i}"), 1, format!("{i:02}")))
         .collect();

@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use ferry_tests::daemon::Daemon;
+use ferry_tests::http::request_tls;
 use ferry_tests::tree::{assert_same, describe};
 use ferry_tests::{Hub, Site, bin, check, copy_tree, quick_dataset};
 
@@ -262,4 +264,59 @@ fn a_hub_refuses_plaintext_off_loopback_unless_told() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn the_webhook_serves_tls_when_given_a_certificate() {
+    let work = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&work.path().join("hub"));
+    let cert = tls_init(work.path(), "webhook", &["webhook.test"]);
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "docs");
+    std::fs::write(site.dir.join("webhook.token"), "hook-token\n").unwrap();
+    let webhook = format!(
+        "[webhook]\nlisten = \"127.0.0.1:0\"\ntoken-file = \"webhook.token\"\ncert-file = \"{}\"\nkey-file = \"{}\"\n",
+        cert.cert.display(),
+        cert.key.display()
+    );
+    site.write_config_with(&hub.url(), &src, &webhook);
+    let daemon = Daemon::start(&site.config, &site.dir);
+    let probe = request_tls(&daemon.addr, &cert.pin, "GET", "/", None, b"").unwrap();
+    assert_eq!(probe.status, 200);
+    // The token is still asked for, inside TLS.
+    let anonymous = request_tls(&daemon.addr, &cert.pin, "POST", "/", None, b"{}").unwrap();
+    assert_eq!(anonymous.status, 401);
+    // Another pin: the sender refuses the webhook.
+    let other = tls_init(work.path(), "other", &["webhook.test"]);
+    assert!(request_tls(&daemon.addr, &other.pin, "GET", "/", None, b"").is_err());
+    // Plaintext HTTP gets no answer from a TLS webhook.
+    let mut plain = std::net::TcpStream::connect(&daemon.addr).unwrap();
+    plain
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    use std::io::{Read, Write};
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer);
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("200 OK"),
+        "a TLS webhook answered plaintext"
+    );
+
+    // Off loopback, a webhook without a token or without TLS is refused.
+    for (table, field) in [
+        ("listen = \"192.0.2.1:9120\"\n", "webhook.token-file"),
+        (
+            "listen = \"192.0.2.1:9120\"\ntoken-file = \"webhook.token\"\n",
+            "webhook.cert-file",
+        ),
+    ] {
+        site.write_config_with(&hub.url(), &src, &format!("[webhook]\n{table}"));
+        let out = site.agent(&["run"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(field), "{}", stderr(&out));
+    }
 }

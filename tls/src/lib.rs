@@ -10,7 +10,9 @@
 //!   client certificate), both speaking HTTP/2 by ALPN.
 //! - [`self_signed`]: a certificate and key for a hub's names.
 //! - [`stream`]: a TCP connection with or without TLS, as one type.
+//! - [`accept`]: an accept loop that admits, then handshakes off the loop.
 
+pub mod accept;
 pub mod configs;
 pub mod pem;
 pub mod pin;

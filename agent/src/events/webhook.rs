@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,9 +17,10 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::serve::ListenerExt;
+use ferry_tls::TlsAcceptor;
+use ferry_tls::accept::{Accepted, accept_loop};
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::parse::{MAX_BODY_BYTES, parse_events};
 use super::queue::{QueueError, QueueWriter, QueuedEvent};
@@ -43,7 +45,13 @@ struct Hook {
     expected_auth: Option<String>,
 }
 
-/// Binds `listen` and returns the bound address and the server future.
+/// Connections served at once; one more is closed at once (S3 senders retry).
+const MAX_CONNECTIONS: usize = 256;
+/// From accept to a finished TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds `listen` and returns the bound address and the server future,
+/// serving TLS when `tls` is given.
 ///
 /// # Errors
 /// The address cannot be bound.
@@ -52,6 +60,7 @@ pub async fn bind(
     routes: Vec<Route>,
     queue: QueueWriter,
     token: Option<String>,
+    tls: Option<TlsAcceptor>,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
     let listener = TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
@@ -66,14 +75,47 @@ pub async fn bind(
         // refused with 400 and a reason rather than cut off.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES * 2))
         .with_state(hook);
-    // Each answer is one small write: without NODELAY it can wait for the
-    // client's delayed ACK of the previous one (tens of ms) before it leaves.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "webhook: cannot set TCP_NODELAY");
+    // The accept loop sets NODELAY: each answer is one small write, which
+    // would otherwise wait for the client's delayed ACK of the previous one.
+    let places = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let admit = move |peer: SocketAddr| {
+        let place = places.clone().try_acquire_owned().ok();
+        if place.is_none() {
+            tracing::warn!(%peer, max = MAX_CONNECTIONS, "webhook: connection refused, too many open");
         }
-    });
+        place
+    };
+    let listener = HookListener {
+        accepted: accept_loop(listener, tls, HANDSHAKE_TIMEOUT, admit),
+        bound,
+    };
     Ok((bound, async move { axum::serve(listener, app).await }))
+}
+
+/// The webhook's connections, plain or TLS, for axum.
+struct HookListener {
+    accepted: mpsc::Receiver<Accepted<OwnedSemaphorePermit>>,
+    bound: SocketAddr,
+}
+
+impl axum::serve::Listener for HookListener {
+    type Io = Accepted<OwnedSemaphorePermit>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        match self.accepted.recv().await {
+            Some(conn) => {
+                let peer = conn.remote;
+                (conn, peer)
+            }
+            // The accept loop only ends when this receiver is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.bound)
+    }
 }
 
 async fn probe() -> StatusCode {

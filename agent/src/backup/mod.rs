@@ -82,7 +82,7 @@ pub enum BackupError {
     Journal(#[from] JournalError),
     #[error("cannot start an encryption session: {0}")]
     Seal(#[from] SealError),
-    #[error("hub refused {call}: {status}")]
+    #[error("{}", crate::client::call_failed(call, status))]
     Hub {
         call: &'static str,
         status: tonic::Status,
@@ -93,6 +93,8 @@ pub enum BackupError {
     MissingChunks(String),
     #[error("internal task failed: {0}")]
     Task(String),
+    #[error("the hub stopped answering {call}: nothing for {seconds} s")]
+    Stalled { call: &'static str, seconds: u64 },
     /// A stage stopped because another one failed; never the root cause.
     #[error("backup aborted")]
     Aborted,
@@ -357,287 +359,11 @@ fn refused(call: &'static str) -> impl FnOnce(tonic::Status) -> BackupError {
     }
 }
 
-struct Scanned {
-    manifest: Vec<BlobId>,
-    report: BackupReport,
-}
+mod scan;
+mod upload;
 
-/// Hands chunk jobs to the dedup stage in bundles, so that tiny files do
-/// not cost a thread wake-up each.
-struct Bundler<'a> {
-    tx: &'a mpsc::Sender<Vec<ChunkJob>>,
-    pending: std::cell::RefCell<(Vec<ChunkJob>, usize)>,
-}
-
-impl<'a> Bundler<'a> {
-    fn new(tx: &'a mpsc::Sender<Vec<ChunkJob>>) -> Self {
-        Self {
-            tx,
-            pending: Default::default(),
-        }
-    }
-
-    fn send(&self, job: ChunkJob) -> Result<(), BackupError> {
-        let full = {
-            let mut pending = self.pending.borrow_mut();
-            pending.1 += job.data.len();
-            pending.0.push(job);
-            pending.1 >= BUNDLE_BYTES || pending.0.len() >= BUNDLE_JOBS
-        };
-        if full { self.flush() } else { Ok(()) }
-    }
-
-    fn flush(&self) -> Result<(), BackupError> {
-        let (jobs, _) = std::mem::take(&mut *self.pending.borrow_mut());
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        self.tx
-            .blocking_send(jobs)
-            .map_err(|_| BackupError::Aborted)
-    }
-}
-
-/// Stage 1: walk, chunk, hash; emits chunk jobs and returns the manifest ids.
-fn scan_source(
-    source: Arc<dyn Source>,
-    walker_journal: Option<PathBuf>,
-    keys: &TenantKeys,
-    journal: &Journal,
-    chunks: &mpsc::Sender<Vec<ChunkJob>>,
-    progress: &Progress,
-) -> Result<Scanned, BackupError> {
-    let (gear, gear_ls) = keys.gear_tables();
-    let params = ChunkerParams::new(gear, gear_ls);
-    let mut report = BackupReport::default();
-    let mut manifest_ids = Vec::new();
-    let mut manifest = ChunkBuffer::new(&params);
-    let mut content = ChunkBuffer::new(&params);
-    let mut encoded = MANIFEST_MAGIC.to_vec();
-    let mut first_link: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    let mut skipped_files = Vec::new();
-
-    let bundler = Bundler::new(chunks);
-    let send = |kind: BlobKind, data: Vec<u8>| -> Result<BlobId, BackupError> {
-        let id = BlobId(keys.chunk_id(&data));
-        bundler.send(ChunkJob { id, kind, data })?;
-        Ok(id)
-    };
-
-    let mut on_entry = |item: Item| -> Result<(), BackupError> {
-        let mut entry = item.entry;
-        let mut out = ManifestEntry {
-            path: entry.path.clone(),
-            uid: entry.uid,
-            gid: entry.gid,
-            ..Default::default()
-        };
-        match entry.kind {
-            EntryKind::Dir => {
-                out.r#type = EntryType::Dir as i32;
-                report.dirs += 1;
-            }
-            EntryKind::Symlink => {
-                out.r#type = EntryType::Symlink as i32;
-                out.symlink_target = entry.target.clone();
-                report.symlinks += 1;
-            }
-            EntryKind::File | EntryKind::Object => {
-                let is_object = entry.kind == EntryKind::Object;
-                out.r#type = match is_object {
-                    true => EntryType::Object,
-                    false => EntryType::File,
-                } as i32;
-                if let Some(first) = entry.link_key.and_then(|k| first_link.get(&k)) {
-                    out.hardlink_to = first.clone();
-                } else {
-                    let known = item.known?;
-                    let prefetched = item.prefetched.and_then(|answer| answer.recv().ok());
-                    let (ids, object) = match (known, prefetched) {
-                        (Some(known), _) => (known.ids, known.object),
-                        // Read ahead, and unchanged while it was read: one chunk.
-                        (None, Some(Ok(p)))
-                            if p.stamp_after == Some(entry.stamp)
-                                && p.data.len() as u64 == entry.stamp.size =>
-                        {
-                            report.files_read += 1;
-                            report.bytes_read += entry.stamp.size;
-                            progress.add_read(entry.stamp.size);
-                            let ids = match p.data.is_empty() {
-                                true => Vec::new(),
-                                false => vec![send(BlobKind::Data, p.data)?],
-                            };
-                            (ids, p.object)
-                        }
-                        // Not read ahead, or it changed or failed meanwhile:
-                        // read here, with retries, as for any file.
-                        (None, _) => match read_file(
-                            &*source,
-                            &mut content,
-                            &mut entry,
-                            &send,
-                            &mut report,
-                            progress,
-                        )? {
-                            Ok(read) => read,
-                            Err(reason) => {
-                                skipped_files.push(Skipped {
-                                    path: entry.path,
-                                    reason,
-                                });
-                                return Ok(());
-                            }
-                        },
-                    };
-                    // An object keeps the identity of the version read.
-                    let object = object.or(entry.object.take());
-                    journal.record(&entry.path, &entry.stamp, &ids, object.as_deref())?;
-                    out.chunks = ids.iter().map(|id| id.0.to_vec()).collect();
-                    out.object = object.map(|o| *o);
-                    if let Some(key) = entry.link_key {
-                        first_link.insert(key, entry.path.clone());
-                    }
-                }
-                out.size = entry.stamp.size;
-                report.files += 1;
-                report.bytes += entry.stamp.size;
-                progress.add_files(1);
-            }
-        }
-        out.mode = entry.stamp.mode & 0o7777;
-        out.mtime_sec = entry.stamp.mtime_ns.div_euclid(1_000_000_000);
-        out.mtime_nsec = entry.stamp.mtime_ns.rem_euclid(1_000_000_000) as u32;
-        encode_entry(&out, &mut encoded);
-        if encoded.len() >= 1 << 20 {
-            manifest.push(&encoded, |c| {
-                send(BlobKind::Manifest, c).map(|id| manifest_ids.push(id))
-            })?;
-            encoded.clear();
-        }
-        Ok(())
-    };
-    // Entries arrive in walk order; stop at the first pipeline error.
-    let mut failure = None;
-    let (items, walker) = walk_ahead(source.clone(), walker_journal);
-    for item in items.iter() {
-        if let Err(e) = on_entry(item) {
-            failure = Some(e);
-            break;
-        }
-    }
-    // Dropping the queue stops a walker that is still going.
-    drop(items);
-    let walked = walker
-        .join()
-        .map_err(|_| BackupError::Task("the source walker panicked".into()))?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    let skipped = walked.map_err(|e| match e {
-        WalkError::Source(e) => BackupError::Source(e),
-        WalkError::Journal(e) => BackupError::Journal(e),
-    })?;
-    manifest.push(&encoded, |c| {
-        send(BlobKind::Manifest, c).map(|id| manifest_ids.push(id))
-    })?;
-    manifest.finish(|c| send(BlobKind::Manifest, c).map(|id| manifest_ids.push(id)))?;
-    bundler.flush()?;
-    for s in skipped.into_iter().chain(skipped_files) {
-        tracing::warn!(path = %String::from_utf8_lossy(&s.path), reason = %s.reason, "not backed up");
-        report.skipped.push(s.into());
-    }
-    Ok(Scanned {
-        manifest: manifest_ids,
-        report,
-    })
-}
-
-/// What tells, once a file is read, whether it changed meanwhile.
-enum ReadVersion {
-    /// The open file's own stamp.
-    File(std::fs::File),
-    /// The source's stamp for the path, looked up again.
-    LookAgain,
-    /// Objects are read as one version, this one.
-    Object(FileStamp, Box<ObjectMeta>),
-}
-
-/// A file's or object's chunk ids, and an object's metadata.
-type ReadResult = (Vec<BlobId>, Option<Box<ObjectMeta>>);
-
-/// Reads and chunks one file, retrying while it changes under us. The outer
-/// error stops the backup; the inner one skips (and reports) this file.
-fn read_file(
-    source: &dyn Source,
-    chunker: &mut ChunkBuffer<'_>,
-    entry: &mut SourceEntry,
-    send: &dyn Fn(BlobKind, Vec<u8>) -> Result<BlobId, BackupError>,
-    report: &mut BackupReport,
-    progress: &Progress,
-) -> Result<Result<ReadResult, String>, BackupError> {
-    for _ in 0..READ_ATTEMPTS {
-        let mut ids = Vec::new();
-        let size = entry.stamp.size;
-        let mut chunk = |reader: &mut dyn Read| {
-            chunker.chunk_reader(reader, size, |chunk| {
-                progress.add_read(chunk.len() as u64);
-                send(BlobKind::Data, chunk).map(|id| ids.push(id))
-            })
-        };
-        // How to tell, after reading, which version was read.
-        let (read, after) = match source.open(entry)? {
-            Content::File(mut file) => (chunk(&mut file), ReadVersion::File(file)),
-            Content::Reader(mut r) => (chunk(&mut r), ReadVersion::LookAgain),
-            Content::Object {
-                mut reader,
-                stamp,
-                meta,
-            } => (chunk(&mut reader), ReadVersion::Object(stamp, meta)),
-            Content::Vanished => return Ok(Err("vanished during the backup".into())),
-        };
-        let len = match read {
-            Ok(len) => len,
-            // An object that cannot be read means the store is failing, not
-            // that one file is bad: stop rather than commit a snapshot
-            // without it (the run loop retries with backoff).
-            Err(ChunkReadError::Read(e)) if entry.kind == EntryKind::Object => {
-                return Err(BackupError::Source(SourceError::Io {
-                    root: source.describe(),
-                    op: "read object",
-                    path: String::from_utf8_lossy(&entry.path).into_owned(),
-                    source: e,
-                }));
-            }
-            Err(ChunkReadError::Read(e)) => return Ok(Err(format!("read error: {e}"))),
-            Err(ChunkReadError::Emit(e)) => return Err(e),
-        };
-        report.files_read += 1;
-        report.bytes_read += len;
-        let (now, object) = match after {
-            ReadVersion::File(file) => match file.metadata() {
-                Ok(meta) => (Some(stamp_of(&meta)), None),
-                Err(e) => return Ok(Err(format!("stat after reading: {e}"))),
-            },
-            ReadVersion::LookAgain => (source.stamp_now(entry)?, None),
-            // One version was read whole: what was read is that version,
-            // even if it is newer than the listing said.
-            ReadVersion::Object(stamp, meta) => {
-                entry.stamp = stamp;
-                (Some(stamp), Some(meta))
-            }
-        };
-        match now {
-            None => return Ok(Err("vanished while being read".into())),
-            Some(now) if now == entry.stamp && len == now.size => return Ok(Ok((ids, object))),
-            // Changed while we read it: what we read may be torn. Try again
-            // with the new stamp rather than store a mix of two versions.
-            Some(now) => entry.stamp = now,
-        }
-    }
-    Ok(Err(format!(
-        "kept changing while being read ({READ_ATTEMPTS} attempts); not stored"
-    )))
-}
+use scan::scan_source;
+use upload::upload_stage;
 
 /// Stage 2: batched "which ids are missing", then sealing of the missing
 /// chunks on blocking threads; hands the seal tasks to the uploader in order.
@@ -780,97 +506,11 @@ async fn seal_group(
     sealed.send(task).await.map_err(|_| BackupError::Aborted)
 }
 
-struct Uploaded {
-    blobs: u64,
-    bytes: u64,
-}
-
-/// Stage 4: batches sealed blobs onto the upload stream and checks that
-/// every batch comes back acknowledged.
-async fn upload_stage(
-    mut sealed: mpsc::Receiver<JoinHandle<Result<Vec<SealedBlob>, SealError>>>,
-    client: HubClient,
-    session_id: u64,
-    progress: Progress,
-) -> Result<Uploaded, BackupError> {
-    let mut ingest = client.bulk;
-    let (batch_tx, batch_rx) = mpsc::channel::<BlobBatch>(BATCH_QUEUE);
-    let acks = tokio::spawn(async move {
-        let mut stream = ingest
-            .upload_blobs(ReceiverStream::new(batch_rx))
-            .await
-            .map_err(hub("UploadBlobs"))?
-            .into_inner();
-        let mut acked = Vec::new();
-        while let Some(ack) = stream.message().await.map_err(hub("UploadBlobs"))? {
-            tracing::debug!(batch = ack.batch, stored = ack.stored, "batch acknowledged");
-            acked.push(ack.batch);
-        }
-        Ok::<_, BackupError>(acked)
-    });
-
-    let mut sent = Uploaded { blobs: 0, bytes: 0 };
-    let mut batches = 0u64;
-    let mut current: Vec<ferry_proto::v1::Blob> = Vec::new();
-    let mut current_bytes = 0usize;
-    let mut stream_broken = false;
-    loop {
-        let next = sealed.recv().await;
-        let flush = match &next {
-            None => !current.is_empty(),
-            Some(_) => current.len() >= UPLOAD_BATCH_BLOBS || current_bytes >= UPLOAD_BATCH_BYTES,
-        };
-        if flush {
-            let batch = BlobBatch {
-                session_id,
-                batch: batches,
-                blobs: std::mem::take(&mut current),
-            };
-            if batch_tx.send(batch).await.is_err() {
-                stream_broken = true;
-                break;
-            }
-            progress.add_sent(current_bytes as u64);
-            batches += 1;
-            current_bytes = 0;
-        }
-        let Some(task) = next else { break };
-        for blob in task.await.map_err(|e| BackupError::Task(e.to_string()))?? {
-            sent.blobs += 1;
-            sent.bytes += blob.data.len() as u64;
-            current_bytes += blob.data.len();
-            current.push(ferry_proto::v1::Blob {
-                id: blob.id.0.to_vec(),
-                kind: blob.kind as u32,
-                flags: u32::from(blob.flags),
-                data: blob.data.into(),
-            });
-        }
-    }
-    drop(batch_tx);
-    let acked = flatten(acks.await)?;
-    if stream_broken {
-        return Err(BackupError::Protocol {
-            call: "UploadBlobs",
-            reason: "the hub closed the upload stream early".into(),
-        });
-    }
-    let mut acked_sorted = acked.clone();
-    acked_sorted.sort_unstable();
-    acked_sorted.dedup();
-    if acked_sorted.len() != acked.len() || acked_sorted != (0..batches).collect::<Vec<_>>() {
-        return Err(BackupError::Protocol {
-            call: "UploadBlobs",
-            reason: format!("sent {batches} batches, acknowledged {acked:?}"),
-        });
-    }
-    Ok(sent)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicI64, Ordering};
 
+    use super::scan::{ReadResult, read_file};
     use super::*;
     use crate::journal::FileStamp;
 
