@@ -18,14 +18,21 @@
 # user when run as root; defaults, so commits are fsynced like SQLite's),
 # outside $REPO, so the repo size counts the pool alone. Its rows are
 # "ferrypg" and "ferrypg-hub"; bench/ratios.py reports ferry ÷ ferrypg.
+#
+# Peer "ferrytls" is ferry with TLS on the agent-hub link: a self-signed
+# certificate from `ferry-hub tls init`, trusted by pin.
 
 FERRY_BIN=${FERRY_BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/release}
 
-setup_ferry() { ferry_setup ferry sqlite; }
-setup_ferrypg() { ferry_setup ferrypg postgres; }
+setup_ferry() { ferry_setup ferry sqlite plain; }
+setup_ferrypg() { ferry_setup ferrypg postgres plain; }
 backup_ferrypg() { backup_ferry "$@"; }
 restore_ferrypg() { restore_ferry "$@"; }
 teardown_ferrypg() { teardown_ferry; }
+setup_ferrytls() { ferry_setup ferrytls sqlite tls; }
+backup_ferrytls() { backup_ferry "$@"; }
+restore_ferrytls() { restore_ferry "$@"; }
+teardown_ferrytls() { teardown_ferry; }
 
 # ferry_pg_start DIR: initdb and start a cluster in DIR on a free loopback
 # port; sets FERRY_PG_CTL (a command prefix) and FERRY_PG_PORT.
@@ -44,11 +51,12 @@ ferry_pg_start() {
   (cd "$dir" && "${FERRY_PG_RUN[@]}" "$bin/createdb" -h 127.0.0.1 -p "$FERRY_PG_PORT" -U ferry ferry)
 }
 
-# ferry_setup PEER ENGINE: a hub with its catalog on ENGINE (sqlite or
-# postgres) and an agent config, for the rows of PEER.
+# ferry_setup PEER ENGINE LINK: a hub with its catalog on ENGINE (sqlite or
+# postgres), the agent-hub link plain or tls, and an agent config, for the
+# rows of PEER.
 ferry_setup() {
   FERRY_PEER=$1
-  local engine=$2
+  local engine=$2 link=$3 scheme=http agent_tls=
   local cfg=$REPO/agent.toml
   mkdir -p "$REPO" "$RUN/cache/ferry"
   rm -f "$REPO/hub.ready"
@@ -73,12 +81,32 @@ s3 = { endpoint = "$S3_ENDPOINT", region = "${AWS_REGION:-garage}", bucket = "$S
 TOML
     REPO_BYTES_CMD="echo \$(( \$(rclone size 'benchs3:$S3_BUCKET/repo-$PEER' --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"bytes\"])') + \$(du -sb '$REPO' | cut -f1) ))"
   fi
-  hub+=(--data-dir "$REPO/hub")
+  if [ "$link" = tls ]; then
+    "${hub[@]}" --json tls init --name 127.0.0.1 --cert-file "$REPO/hub.crt" \
+      --key-file "$REPO/hub.key" > "$REPO/tls.json"
+    cat >> "$REPO/hub.toml" <<TOML
+[tls]
+cert-file = "$REPO/hub.crt"
+key-file = "$REPO/hub.key"
+TOML
+    scheme=https
+    agent_tls=$(printf '\n[tls]\npin = "%s"\n' \
+      "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["pin"])' "$REPO/tls.json")")
+  fi
+  hub+=(--config "$REPO/hub.toml" --data-dir "$REPO/hub")
   "${hub[@]}" serve --listen 127.0.0.1:0 \
     --ready-file "$REPO/hub.ready" > "$RUN/logs/ferry.hub.log" 2>&1 &
   FERRY_HUB_PID=$!
   for _ in $(seq 1 200); do [ -f "$REPO/hub.ready" ] && break; sleep 0.05; done
   [ -f "$REPO/hub.ready" ] || { echo "ferry-hub did not start:" >&2; tail -5 "$RUN/logs/ferry.hub.log" >&2; return 1; }
+  # The hub must run as configured: a dropped --config once made ferrypg
+  # measure SQLite (and BACKEND=s3 a local pool) without a word.
+  if [ "$engine" = postgres ] && ! grep -q 'catalog on PostgreSQL' "$RUN/logs/ferry.hub.log"; then
+    echo "ferrypg: the hub's catalog is not on PostgreSQL" >&2; return 1
+  fi
+  if [ "$link" = tls ] && ! grep -q 'tls=true' "$RUN/logs/ferry.hub.log"; then
+    echo "ferrytls: the hub does not serve TLS" >&2; return 1
+  fi
   {
     "${hub[@]}" tenant add bench
     "${hub[@]}" site add --tenant bench agent --token-file "$RUN/cache/ferry/site.token"
@@ -87,7 +115,7 @@ TOML
     "$FERRY_BIN/ferry-agent" key generate --out "$RUN/cache/ferry/tenant.key"
   } > "$RUN/logs/ferry.init.log" 2>&1
   cat > "$cfg" <<TOML
-hub = "http://$(cat "$REPO/hub.ready")"
+hub = "$scheme://$(cat "$REPO/hub.ready")"
 token-file = "$RUN/cache/ferry/site.token"
 key-file = "$RUN/cache/ferry/tenant.key"
 state-dir = "$RUN/cache/ferry/state"
@@ -101,6 +129,7 @@ bucket = "bench/data"
 name = "small"
 path = "$SMALL"
 bucket = "bench/small"
+$agent_tls
 TOML
 }
 

@@ -7,8 +7,8 @@
 # Correctness only: no time is looked at. Run it after changing the plugin or
 # the commands it drives; it takes a few minutes.
 #   bench/smoke.sh
-# Knobs: PEERS ("ferry"; "ferry ferrypg" checks the catalog on PostgreSQL
-#   too), FERRY_BIN (binaries to run instead of building), QUICK_DATA
+# Knobs: PEERS ("ferry"; "ferry ferrypg ferrytls" checks the catalog on
+#   PostgreSQL and TLS on the link too), FERRY_BIN (binaries to run instead of building), QUICK_DATA
 #   (/tmp/benchdata-quick), SHARED_BENCH (../shared/bench), KEEP=1 (keep the run dir).
 set -euo pipefail
 cd "$(dirname "$0")/.."
