@@ -17,8 +17,6 @@ use crate::client::HubClient;
 use crate::config::AgentConfig;
 use crate::config::SourceKind;
 use crate::daemon;
-use crate::events::queue::QueueWriter;
-use crate::events::webhook::{self, Route};
 use crate::progress::Progress;
 use crate::restore::RestoreTarget;
 use crate::restore::{RestoreJob, Which, list_commits, run_restore};
@@ -429,80 +427,16 @@ async fn restore(
 }
 
 async fn run_service(config_path: &Path, ready_file: Option<PathBuf>) -> Result<ExitCode> {
-    let ctx = connect(config_path).await?;
-    std::fs::create_dir_all(&ctx.config.state_dir)
-        .with_context(|| format!("creating state dir {}", ctx.config.state_dir.display()))?;
-    let config = Arc::new(ctx.config);
-    let queue_path = config.state_dir.join("events.db");
-    let shared = daemon::Shared {
-        client: ctx.client,
-        keys: ctx.keys,
-        config: config.clone(),
-        queue_path: queue_path.clone(),
-        reconcile_interval: config.run.reconcile_interval(),
-        settle: config.run.settle(),
-    };
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let mut routes = Vec::new();
-    let mut loops = tokio::task::JoinSet::new();
-    for (index, source) in config.sources.iter().enumerate() {
-        let SourceKind::Bucket(location) = source.kind() else {
-            tracing::warn!(source = %source.name, "run keeps bucket sources only; back up directories with `backup`");
-            continue;
+    let config = AgentConfig::load(config_path)?;
+    let on_ready = move |webhook: Option<std::net::SocketAddr>| -> std::io::Result<()> {
+        let (Some(path), Some(bound)) = (&ready_file, webhook) else {
+            return Ok(());
         };
-        let wake = Arc::new(tokio::sync::Notify::new());
-        routes.push(Route {
-            source: source.name.as_str().into(),
-            bucket: location.bucket.clone(),
-            prefix: location.prefix.clone(),
-            wake: wake.clone(),
-        });
-        loops.spawn(daemon::follow_bucket(
-            shared.clone(),
-            index,
-            wake,
-            stop.clone(),
-        ));
-    }
-    let server = match &config.webhook {
-        Some(webhook) => {
-            let token = match &webhook.token_file {
-                Some(file) => Some(
-                    std::fs::read_to_string(file)
-                        .with_context(|| format!("webhook token file {}", file.display()))?
-                        .trim()
-                        .to_owned(),
-                ),
-                None => None,
-            };
-            let tls = match (&webhook.cert_file, &webhook.key_file) {
-                (Some(cert), Some(key)) => Some(ferry_tls::TlsAcceptor::from(
-                    ferry_tls::server_config(cert, key, None, &[ferry_tls::ALPN_HTTP1])?,
-                )),
-                _ => None,
-            };
-            let queue = QueueWriter::start(&queue_path, webhook.max_pending)?;
-            let (bound, serve) = webhook::bind(webhook.listen, routes, queue, token, tls)
-                .await
-                .with_context(|| format!("webhook listen address {}", webhook.listen))?;
-            tracing::info!(address = %bound, "webhook listening");
-            if let Some(path) = &ready_file {
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, bound.to_string())
-                    .and_then(|()| std::fs::rename(&tmp, path))
-                    .with_context(|| format!("writing ready file {}", path.display()))?;
-            }
-            Some(tokio::spawn(serve))
-        }
-        None => None,
+        // Written whole then renamed, so a watcher never reads half an address.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bound.to_string()).and_then(|()| std::fs::rename(&tmp, path))
     };
-    shutdown_signal().await;
-    tracing::info!("stopping");
-    let _ = stop_tx.send(true);
-    if let Some(server) = server {
-        server.abort();
-    }
-    while loops.join_next().await.is_some() {}
+    daemon::run(config, on_ready, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

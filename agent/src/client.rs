@@ -73,30 +73,35 @@ pub struct HubClient {
 }
 
 impl HubClient {
+    /// Connects now: a hub that cannot be reached is an error at once.
     pub async fn connect(link: &HubLink, token: &str) -> Result<Self, ClientError> {
-        let url = &link.url;
-        let endpoint = Endpoint::from(link.uri.clone())
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_frame_size(MAX_FRAME)
-            .timeout(CALL_DEADLINE)
-            // A hub that has gone away (frozen, unplugged) is noticed within
-            // keepalive interval + timeout, even in the middle of a stream.
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
         let connect_err = |source| ClientError::Connect {
-            url: url.to_string(),
+            url: link.url.clone(),
             source,
         };
+        let endpoint = endpoint(link);
         let channel = endpoint
             .connect_with_connector(link.dialer(CONNECT_TIMEOUT))
             .await
             .map_err(connect_err)?;
-        let bulk_channel = endpoint
+        let bulk = endpoint
             .connect_with_connector(link.dialer(CONNECT_TIMEOUT))
             .await
             .map_err(connect_err)?;
+        Self::on(channel, bulk, token)
+    }
+
+    /// Connects when the first call needs it (and again after a lost
+    /// connection, as every channel does): for the daemon, which starts
+    /// whether or not the hub is up.
+    pub fn connect_lazy(link: &HubLink, token: &str) -> Result<Self, ClientError> {
+        let endpoint = endpoint(link);
+        let channel = endpoint.connect_with_connector_lazy(link.dialer(CONNECT_TIMEOUT));
+        let bulk = endpoint.connect_with_connector_lazy(link.dialer(CONNECT_TIMEOUT));
+        Self::on(channel, bulk, token)
+    }
+
+    fn on(channel: Channel, bulk_channel: Channel, token: &str) -> Result<Self, ClientError> {
         let value = MetadataValue::try_from(format!("Bearer {}", token.trim()))
             .map_err(|_| ClientError::BadToken)?;
         let auth = TokenAuth { value };
@@ -116,6 +121,20 @@ impl HubClient {
             bulk,
         })
     }
+}
+
+/// The endpoint both channels dial: windows, deadline and keepalive.
+fn endpoint(link: &HubLink) -> Endpoint {
+    Endpoint::from(link.uri.clone())
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .timeout(CALL_DEADLINE)
+        // A hub that has gone away (frozen, unplugged) is noticed within
+        // keepalive interval + timeout, even in the middle of a stream.
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
 }
 
 /// How a failed call reads to the operator: a connection to the hub that

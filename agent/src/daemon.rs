@@ -5,6 +5,8 @@
 //! after events arrive. Events leave the queue only once the snapshot that
 //! took them is committed at the hub.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +17,11 @@ use tokio::time::Instant;
 
 use crate::backup::{BackupJob, BackupReport, run_backup_rechecked};
 use crate::client::HubClient;
-use crate::config::{AgentConfig, SourceConfig, SourceKind};
+use crate::config::{AgentConfig, ConfigError, SourceConfig, SourceKind};
 use crate::events::overlay::EventOverlay;
-use crate::events::queue::{Changes, QueueReader};
+use crate::events::queue::{Changes, QueueError, QueueReader, QueueWriter};
+use crate::events::webhook::{self, Route};
+use crate::hub_link::{HubLink, LinkError};
 use crate::progress::Progress;
 use crate::source::Source;
 use crate::source::bucket::BucketSource;
@@ -26,6 +30,133 @@ use crate::source::bucket::BucketSource;
 const EVENTS_PER_SNAPSHOT: usize = 100_000;
 /// Longest wait between attempts after a failed snapshot.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("tenant key: {0}")]
+    Key(#[from] ferry_crypto::KeyFileError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    #[error("webhook TLS: {0}")]
+    Tls(#[from] ferry_tls::TlsError),
+    #[error("event queue: {0}")]
+    Queue(#[from] QueueError),
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("webhook listen address {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the agent as a service until `shutdown` resolves: the webhook (if
+/// configured) and one loop per bucket source. `on_ready` hears the
+/// webhook's bound address once it listens. The hub need not be up: the
+/// connection is made when the first snapshot needs it, and every failed
+/// snapshot is retried with backoff, so a hub that was away is used again
+/// as soon as it answers.
+///
+/// # Errors
+/// Bad config, key, TLS files, queue or listen address: what no retry fixes.
+pub async fn run(
+    config: AgentConfig,
+    on_ready: impl FnOnce(Option<SocketAddr>) -> std::io::Result<()>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let keys = Arc::new(TenantKeys::load(&config.key_file)?);
+    let token = config.token()?;
+    let link = HubLink::new(&config.hub, config.tls.as_ref(), config.insecure_plaintext)?;
+    let client = HubClient::connect_lazy(&link, &token)?;
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| DaemonError::Io {
+        what: "creating state dir",
+        path: config.state_dir.clone(),
+        source,
+    })?;
+    let config = Arc::new(config);
+    let queue_path = config.state_dir.join("events.db");
+    let shared = Shared {
+        client,
+        keys,
+        config: config.clone(),
+        queue_path: queue_path.clone(),
+        reconcile_interval: config.run.reconcile_interval(),
+        settle: config.run.settle(),
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    let mut routes = Vec::new();
+    let mut loops = tokio::task::JoinSet::new();
+    for (index, source) in config.sources.iter().enumerate() {
+        let SourceKind::Bucket(location) = source.kind() else {
+            tracing::warn!(source = %source.name, "run keeps bucket sources only; back up directories with `backup`");
+            continue;
+        };
+        let wake = Arc::new(Notify::new());
+        routes.push(Route {
+            source: source.name.as_str().into(),
+            bucket: location.bucket.clone(),
+            prefix: location.prefix.clone(),
+            wake: wake.clone(),
+        });
+        loops.spawn(follow_bucket(shared.clone(), index, wake, stop.clone()));
+    }
+    let (server, bound) = match &config.webhook {
+        Some(hook) => {
+            let token = match &hook.token_file {
+                Some(file) => Some(
+                    std::fs::read_to_string(file)
+                        .map_err(|source| DaemonError::Io {
+                            what: "reading webhook token file",
+                            path: file.clone(),
+                            source,
+                        })?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            let tls = match (&hook.cert_file, &hook.key_file) {
+                (Some(cert), Some(key)) => Some(ferry_tls::TlsAcceptor::from(
+                    ferry_tls::server_config(cert, key, None, &[ferry_tls::ALPN_HTTP1])?,
+                )),
+                _ => None,
+            };
+            let queue = QueueWriter::start(&queue_path, hook.max_pending)?;
+            let (bound, serve) = webhook::bind(hook.listen, routes, queue, token, tls)
+                .await
+                .map_err(|source| DaemonError::Bind {
+                    address: hook.listen,
+                    source,
+                })?;
+            tracing::info!(address = %bound, "webhook listening");
+            (Some(tokio::spawn(serve)), Some(bound))
+        }
+        None => (None, None),
+    };
+    on_ready(bound).map_err(|source| DaemonError::Io {
+        what: "announcing the webhook address",
+        path: PathBuf::from("(ready file)"),
+        source,
+    })?;
+    shutdown.await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    if let Some(server) = server {
+        server.abort();
+    }
+    while loops.join_next().await.is_some() {}
+    Ok(())
+}
 
 /// What every source loop shares.
 #[derive(Clone)]

@@ -252,3 +252,59 @@ fn a_full_queue_answers_503_with_retry_after() {
     assert_eq!(answer.status, 503, "{}", answer.body);
     assert_eq!(answer.header("retry-after"), Some("1"));
 }
+
+/// The longest the daemon may take to notice a frozen hub (keepalive: a
+/// ping every 5 s, 10 s for its answer) and log the failed snapshot.
+const FROZEN_HUB_NOTICED_WITHIN: Duration = Duration::from_secs(40);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_rides_out_a_frozen_hub_and_snapshots_once_it_thaws() {
+    let garage = Garage::start();
+    for b in ["photos", "photos-dr"] {
+        garage.create_bucket(b);
+    }
+    let client = garage.location("photos", "").client().await.unwrap();
+    put(&client, "a.txt", b"first object").await;
+    let work = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&work.path().join("hub"));
+    let empty = work.path().join("unused");
+    std::fs::create_dir_all(&empty).unwrap();
+    let site = Site::create(&hub, &work.path().join("site"), &empty, "site-a", "photos");
+    write_config(&site, &hub, &garage, 1000, "photos-dr");
+    let log = site.dir.join("agent.log");
+    let agent = tokio::task::block_in_place(|| Daemon::start(&site.config, &site.dir));
+    tokio::task::block_in_place(|| wait_for_snapshots(&site, 1, &log));
+
+    hub.freeze();
+    let frozen_at = Instant::now();
+    put(&client, "b.txt", b"written while the hub is frozen").await;
+    let answer = tokio::task::block_in_place(|| {
+        request(
+            &agent.addr,
+            "POST",
+            "/",
+            Some(TOKEN),
+            minio_body(&[("ObjectCreated:Put", "b.txt", 31, "0000000000000020")]).as_bytes(),
+        )
+    });
+    assert_eq!(answer.status, 200, "events queue while the hub is away");
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("snapshot failed") {
+            assert!(
+                text.contains("lost the connection to the hub"),
+                "the failure says the hub was lost:\n{text}"
+            );
+            break;
+        }
+        assert!(
+            frozen_at.elapsed() < FROZEN_HUB_NOTICED_WITHIN,
+            "the daemon did not notice the frozen hub:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    hub.thaw();
+    // Retried with backoff, the snapshot lands once the hub answers.
+    let second = tokio::task::block_in_place(|| wait_for_snapshots(&site, 2, &log));
+    assert_eq!(second["files"], 2, "{second}");
+}
