@@ -141,19 +141,24 @@ fn endpoint(link: &HubLink) -> Endpoint {
 /// was lost (no answer to keepalive, reset, refused) is told apart from an
 /// answer the hub gave.
 pub fn call_failed(call: &str, status: &tonic::Status) -> String {
-    match std::error::Error::source(status) {
-        Some(source) if source.downcast_ref::<tonic::transport::Error>().is_some() => {
-            let mut chain = vec![source.to_string()];
-            let mut next = source.source();
-            while let Some(e) = next {
-                chain.push(e.to_string());
-                next = e.source();
-            }
-            format!(
-                "lost the connection to the hub during {call}: {}",
-                chain.join(": ")
-            )
-        }
-        _ => format!("hub refused {call}: {status}"),
+    // A status the hub sent has no source; one made here from a failed
+    // connection carries the transport or I/O error that ended it.
+    let mut chain = Vec::new();
+    let mut lost = false;
+    let mut next = std::error::Error::source(status);
+    while let Some(e) = next {
+        lost |= e.downcast_ref::<tonic::transport::Error>().is_some()
+            || e.downcast_ref::<hyper::Error>().is_some()
+            || e.downcast_ref::<std::io::Error>().is_some();
+        chain.push(e.to_string());
+        next = e.source();
+    }
+    if lost {
+        format!(
+            "lost the connection to the hub during {call}: {}",
+            chain.join(": ")
+        )
+    } else {
+        format!("hub refused {call}: {status}")
     }
 }

@@ -180,6 +180,43 @@ pub enum ConfigError {
     },
     #[error("site token: {0}")]
     Token(String),
+    #[error("{what} {}: {reason}", path.display())]
+    Secret {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+}
+
+/// The first line of a secret file (a token), refused when group or others
+/// may read the file or when it is empty.
+///
+/// # Errors
+/// The file cannot be read, is readable by others, or is empty.
+pub fn read_secret(what: &'static str, path: &Path) -> Result<String, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let failed = |reason: String| ConfigError::Secret {
+        what,
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mode = std::fs::metadata(path)
+        .map_err(|e| failed(e.to_string()))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(failed(format!(
+            "mode {mode:04o} lets group or others read it; run `chmod 600 {}`",
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+    let secret = text.lines().next().unwrap_or_default().trim();
+    if secret.is_empty() {
+        return Err(failed("the file is empty".into()));
+    }
+    Ok(secret.to_owned())
 }
 
 impl AgentConfig {
@@ -355,16 +392,7 @@ impl AgentConfig {
                 "set {TOKEN_ENV} or `token-file` in the config"
             )));
         };
-        let token = std::fs::read_to_string(file)
-            .map_err(|e| ConfigError::Token(format!("{}: {e}", file.display())))?;
-        let token = token.trim();
-        if token.is_empty() {
-            return Err(ConfigError::Token(format!(
-                "{}: file is empty",
-                file.display()
-            )));
-        }
-        Ok(token.to_string())
+        read_secret("site token file", file)
     }
 
     /// The journal database of a source.

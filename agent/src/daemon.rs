@@ -113,16 +113,7 @@ pub async fn run(
     let (server, bound) = match &config.webhook {
         Some(hook) => {
             let token = match &hook.token_file {
-                Some(file) => Some(
-                    std::fs::read_to_string(file)
-                        .map_err(|source| DaemonError::Io {
-                            what: "reading webhook token file",
-                            path: file.clone(),
-                            source,
-                        })?
-                        .trim()
-                        .to_owned(),
-                ),
+                Some(file) => Some(crate::config::read_secret("webhook token file", file)?),
                 None => None,
             };
             let tls = match (&hook.cert_file, &hook.key_file) {

@@ -49,9 +49,9 @@ pub enum KeyFileError {
     /// Refused to overwrite an existing file.
     #[error("key file {}: already exists; refusing to overwrite a key file", path.display())]
     Exists { path: PathBuf },
-    /// A private key file that group or others can read.
+    /// A key file that group or others can read.
     #[error(
-        "key file {}: mode {mode:04o} lets group or others read the private identity; run `chmod 600 {}`",
+        "key file {}: mode {mode:04o} lets group or others read the key; run `chmod 600 {}`",
         path.display(), path.display()
     )]
     InsecureMode { path: PathBuf, mode: u32 },
@@ -302,8 +302,10 @@ impl TenantKeys {
         let chunker_seed =
             parse_hex_key(&raw.chunker_seed).map_err(|problem| field("chunker-seed", problem))?;
 
-        // Like ssh: a private key others can read is refused, not just warned about.
-        if identity.is_some() && mode & 0o077 != 0 {
+        // Like ssh: a key others can read is refused, not just warned about.
+        // The write-only variant too: its dedup key and chunker seed let a
+        // reader test guessed content, and it signs commits.
+        if mode & 0o077 != 0 {
             return Err(KeyFileError::InsecureMode {
                 path: path.to_path_buf(),
                 mode,

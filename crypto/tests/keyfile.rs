@@ -94,9 +94,11 @@ fn public_round_trip_is_write_only() {
         .write_private(&dir.path().join("p.toml"))
         .unwrap_err();
     assert!(matches!(err, KeyFileError::NoIdentity { .. }), "{err}");
-    // A public file may be group-readable (no identity in it).
+    // A write-only file is still secret (its dedup key lets a reader test
+    // guessed content): group- or world-readable, it is refused.
     fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-    assert!(TenantKeys::load(&path).is_ok());
+    let err = TenantKeys::load(&path).unwrap_err();
+    assert!(matches!(err, KeyFileError::InsecureMode { .. }), "{err}");
 }
 
 #[test]

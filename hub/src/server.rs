@@ -36,6 +36,12 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{what} {path}: mode {mode:04o} lets group or others read it; run `chmod 600 {path}`")]
+    ReadableSecret {
+        what: &'static str,
+        path: String,
+        mode: u32,
+    },
     #[error("blocking task failed: {0}")]
     Task(String),
     #[error("gRPC server: {0}")]
@@ -86,11 +92,16 @@ pub fn tls_acceptor(
 pub fn open_catalog(config: &HubConfig) -> Result<Arc<dyn Catalog>, ServeError> {
     match config.catalog.engine {
         CatalogEngine::Sqlite => {
-            std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::Io {
-                what: "creating data dir",
-                path: config.data_dir.display().to_string(),
-                source,
-            })?;
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&config.data_dir)
+                .map_err(|source| ServeError::Io {
+                    what: "creating data dir",
+                    path: config.data_dir.display().to_string(),
+                    source,
+                })?;
             Ok(Arc::new(SqliteCatalog::open(config.catalog_path())?))
         }
         CatalogEngine::Postgres => {
@@ -107,6 +118,20 @@ pub fn open_catalog(config: &HubConfig) -> Result<Arc<dyn Catalog>, ServeError> 
 /// `FERRY_CATALOG_PASSWORD`, else none.
 fn catalog_password(config: &HubConfig) -> Result<Option<String>, ServeError> {
     if let Some(path) = &config.catalog.password_file {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|source| ServeError::Io {
+            what: "reading catalog password file",
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(ServeError::ReadableSecret {
+                what: "catalog password file",
+                path: path.display().to_string(),
+                mode,
+            });
+        }
         let text = std::fs::read_to_string(path).map_err(|source| ServeError::Io {
             what: "reading catalog password file",
             path: path.display().to_string(),

@@ -271,6 +271,13 @@ impl Drop for Hub {
     }
 }
 
+/// Writes a secret file (a token) as the agent accepts one: mode 0600.
+pub fn write_secret(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// A hub config's `[catalog]` table for the `ferry` database on `pg`, the
 /// password in a file under `dir`.
 pub fn postgres_catalog_toml(dir: &Path, pg: &postgres::Postgres) -> String {

@@ -77,7 +77,7 @@ fn write_config(
     max_pending: u64,
     target: &str,
 ) -> PathBuf {
-    std::fs::write(site.dir.join("webhook.token"), format!("{TOKEN}\n")).unwrap();
+    ferry_tests::write_secret(&site.dir.join("webhook.token"), &format!("{TOKEN}\n"));
     let text = format!(
         "hub = \"{}\"\ntoken-file = \"site.token\"\nkey-file = \"{}\"\nstate-dir = \"state\"\n\n[webhook]\nlisten = \"127.0.0.1:0\"\ntoken-file = \"webhook.token\"\nmax-pending = {max_pending}\n\n[run]\nsettle = \"50ms\"\nreconcile-interval = \"1h\"\n\n[[source]]\nname = \"photos\"\nbucket = \"{}\"\ns3 = {}\n\n[[target]]\nname = \"dr\"\ns3 = {}\n",
         hub.url(),

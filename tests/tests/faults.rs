@@ -4,6 +4,8 @@
 //! tokens (the crash and token tests on both catalog engines), write-only
 //! keys, corrupt key files and configs, and a tampered pack.
 
+use std::os::unix::fs::PermissionsExt;
+
 use ferry_tests::postgres::Postgres;
 use ferry_tests::tree::{assert_same, describe};
 use ferry_tests::{Hub, Site, check, copy_tree, quick_dataset};
@@ -88,6 +90,18 @@ fn bad_credentials_keys_and_configs_give_clear_errors() {
     std::fs::write(src.join("a.txt"), b"hello").unwrap();
     let hub = Hub::start(&work.path().join("hub"));
     let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "docs");
+
+    // A token file others may read: refused before anything is sent.
+    let token_file = site.dir.join("site.token");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = site.agent(&["backup"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("site token file") && stderr(&out).contains("mode 0644"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     // Wrong token: refused, nothing committed.
     std::fs::write(site.dir.join("site.token"), "ferry_site_0000").unwrap();

@@ -4,6 +4,7 @@
 //! the hub's dependency tree holds no `age` at all.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::Command;
 
 use ferry_crypto::TenantKeys;
@@ -130,5 +131,39 @@ fn hub_links_no_age_and_holds_no_key() {
             !["age", "age-core", "ferry-crypto", "chacha20poly1305"].contains(&name),
             "ferry-hub depends on {name}"
         );
+    }
+}
+
+/// The hub's data dir is the hub's alone: no file or directory in it lets
+/// group or others in (the catalog names every site; the packs say who
+/// stores how much).
+#[test]
+fn the_hubs_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("a.bin"), ferry_tests::noise(300_000, 3)).unwrap();
+    let hub = Hub::start(&work.path().join("hub"));
+    let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "docs");
+    site.backup();
+    let data = work.path().join("hub");
+    let files = ferry_tests::tree::files_with_extension(&data, "");
+    assert!(
+        files.iter().any(|f| f.ends_with("catalog.db")) && !hub.pack_files().is_empty(),
+        "{files:?}"
+    );
+    let mut dirs = vec![data.clone()];
+    for f in &files {
+        dirs.extend(
+            f.ancestors()
+                .skip(1)
+                .take_while(|d| d.starts_with(&data))
+                .map(Path::to_path_buf),
+        );
+    }
+    for path in files.iter().chain(&dirs) {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} has mode {mode:04o}", path.display());
     }
 }

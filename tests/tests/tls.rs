@@ -274,7 +274,7 @@ fn the_webhook_serves_tls_when_given_a_certificate() {
     let src = work.path().join("src");
     std::fs::create_dir_all(&src).unwrap();
     let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "docs");
-    std::fs::write(site.dir.join("webhook.token"), "hook-token\n").unwrap();
+    ferry_tests::write_secret(&site.dir.join("webhook.token"), "hook-token\n");
     let webhook = format!(
         "[webhook]\nlisten = \"127.0.0.1:0\"\ntoken-file = \"webhook.token\"\ncert-file = \"{}\"\nkey-file = \"{}\"\n",
         cert.cert.display(),

@@ -12,6 +12,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,6 +24,11 @@ use super::{BlobStore, BlobStoreError, BoxFuture, validate_name};
 #[derive(Debug, Clone)]
 pub struct LocalDirStore {
     root: Arc<PathBuf>,
+    /// Fan-out directories known to be durable: created and their parent
+    /// fsynced by this process, or found fsynced once. A put into any other
+    /// directory fsyncs its parent first, even when the directory exists:
+    /// it may be another writer's, created a moment ago and not yet synced.
+    durable_dirs: Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
 }
 
 impl LocalDirStore {
@@ -33,9 +39,16 @@ impl LocalDirStore {
     /// [`BlobStoreError::Io`] if the directory cannot be created.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, BlobStoreError> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(io_err("create store directory", &root))?;
+        // Packs are ciphertext, but who stores what, and how much, is the
+        // hub's to know: owner only.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
+            .map_err(io_err("create store directory", &root))?;
         Ok(Self {
             root: Arc::new(root),
+            durable_dirs: Arc::default(),
         })
     }
 
@@ -77,7 +90,11 @@ impl BlobStore for LocalDirStore {
         Box::pin(async move {
             let path = self.path_for(name)?;
             let root = Arc::clone(&self.root);
-            Self::blocking("put", name, move || put_blocking(&root, &path, &data)).await
+            let durable = Arc::clone(&self.durable_dirs);
+            Self::blocking("put", name, move || {
+                put_blocking(&root, &durable, &path, &data)
+            })
+            .await
         })
     }
 
@@ -147,14 +164,29 @@ impl BlobStore for LocalDirStore {
 }
 
 /// Writes `data` to `path` atomically and durably (see the module docs).
-fn put_blocking(root: &Path, path: &Path, data: &[u8]) -> Result<(), BlobStoreError> {
+fn put_blocking(
+    root: &Path,
+    durable: &std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    path: &Path,
+    data: &[u8],
+) -> Result<(), BlobStoreError> {
     let dir = path.parent().unwrap_or(root);
-    create_dirs_durably(root, dir)?;
+    let known = durable
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .contains(dir);
+    if !known {
+        create_dirs_durably(root, dir)?;
+        durable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(dir.to_path_buf());
+    }
 
     let tmp = dir.join(format!(".tmp-{:016x}", rand::random::<u64>()));
     let result = (|| {
         // Past the page cache where possible: see ferry_direct.
-        let file = ferry_direct::write_new_file(&tmp, 0o666, data)
+        let file = ferry_direct::write_new_file(&tmp, 0o600, data)
             .map_err(io_err("write temp file", &tmp))?;
         file.sync_all().map_err(io_err("fsync temp file", &tmp))?;
         fs::rename(&tmp, path).map_err(io_err("rename temp file to", path))?;
@@ -167,20 +199,22 @@ fn put_blocking(root: &Path, path: &Path, data: &[u8]) -> Result<(), BlobStoreEr
     result
 }
 
-/// Creates `dir` and any missing ancestors below `root`, fsyncing each parent
-/// whose entries changed so the new directories survive a crash.
+/// Creates `dir` and any missing ancestors below `root`, and fsyncs the
+/// parent of each, so the directories survive a crash. A directory that
+/// exists gets its parent fsynced too: another writer may have created it
+/// a moment ago and not synced it yet.
 fn create_dirs_durably(root: &Path, dir: &Path) -> Result<(), BlobStoreError> {
-    if dir == root || dir.is_dir() {
+    if dir == root {
         return Ok(());
     }
     let parent = dir.parent().unwrap_or(root);
     create_dirs_durably(root, parent)?;
-    match fs::create_dir(dir) {
-        Ok(()) => sync_dir(parent),
-        // Another writer created it concurrently; it fsynced the parent.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(io_err("create directory", dir)(e)),
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        Err(e) => return Err(io_err("create directory", dir)(e)),
     }
+    sync_dir(parent)
 }
 
 /// Opens object `name` at `path` and returns it with its size. A directory

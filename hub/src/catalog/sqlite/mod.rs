@@ -86,6 +86,23 @@ impl Tx<'_> {
     }
 }
 
+/// Takes group and other permissions off the database and its WAL files.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::metadata(&file) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 impl SqliteCatalog {
     /// Opens (creating if needed) the catalog at `path` and brings its schema
     /// up to date.
@@ -101,6 +118,12 @@ impl SqliteCatalog {
             source: source.into(),
         };
         let mut conn = Connection::open(&path).map_err(open_err)?;
+        // The catalog names every site and holds their token hashes: the
+        // hub's alone. Before WAL mode, whose files copy the database's mode.
+        owner_only(&path).map_err(|source| CatalogError::Open {
+            target: path.display().to_string(),
+            source: source.into(),
+        })?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
