@@ -41,6 +41,10 @@ pub struct PackerConfig {
     /// Requests that may wait for the packer before `store` blocks
     /// (backpressure on uploads).
     pub queue_depth: usize,
+    /// Bytes of blobs the packer holds at once, queued or being written;
+    /// `store` waits beyond it. Without it the queue could hold
+    /// `queue_depth` requests of 64 MiB: 4 GiB.
+    pub queue_bytes: usize,
     /// Groups being written at once. Each pays fsync latency (pack, its
     /// directory, the catalog); overlapping them keeps the disk busy.
     pub concurrent_groups: usize,
@@ -52,6 +56,7 @@ impl Default for PackerConfig {
             max_pack_bytes: 16 << 20,
             max_wait: Duration::from_millis(2),
             queue_depth: 64,
+            queue_bytes: 256 << 20,
             concurrent_groups: 3,
         }
     }
@@ -136,6 +141,9 @@ pub struct Packer {
     tx: mpsc::Sender<Request>,
     task: JoinHandle<()>,
     stored: Arc<StoredFilter>,
+    /// KiB of blobs in the packer's hands ([`PackerConfig::queue_bytes`]).
+    held: Arc<tokio::sync::Semaphore>,
+    held_kib: usize,
 }
 
 impl Packer {
@@ -152,6 +160,7 @@ impl Packer {
         config: PackerConfig,
     ) -> Self {
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
+        let held_kib = (config.queue_bytes / 1024).clamp(1, u32::MAX as usize);
         let stored = Arc::new(StoredFilter::default());
         let (filter, reader) = (stored.clone(), catalog.clone());
         tokio::task::spawn_blocking(move || {
@@ -176,7 +185,13 @@ impl Packer {
             tenant_names: Default::default(),
         };
         let task = tokio::spawn(worker.run(rx));
-        Self { tx, task, stored }
+        Self {
+            tx,
+            task,
+            stored,
+            held: Arc::new(tokio::sync::Semaphore::new(held_kib)),
+            held_kib,
+        }
     }
 
     /// The filter of stored ids this packer keeps up to date, for the dedup
@@ -216,7 +231,15 @@ impl Packer {
                 return Err(PackerError::HeaderIdMismatch { id: blob.id });
             }
         }
-        let bytes = blobs.iter().map(|b| b.data.len()).sum();
+        let bytes: usize = blobs.iter().map(|b| b.data.len()).sum();
+        // Held until the answer: a request larger than the whole bound
+        // takes all of it and goes alone.
+        let kib = bytes.div_ceil(1024).clamp(1, self.held_kib);
+        let _held = self
+            .held
+            .acquire_many(u32::try_from(kib).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| PackerError::Closed)?;
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Request {

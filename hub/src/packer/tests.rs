@@ -390,3 +390,89 @@ async fn store_after_shutdown_of_task_is_closed() {
     let err = p.store(f.a, vec![blob(1, 1)]).await.unwrap_err();
     assert!(matches!(err, PackerError::Closed), "{err:?}");
 }
+
+/// A pool whose puts wait for the test to open the gate, counting them.
+struct GatedStore {
+    inner: LocalDirStore,
+    gate: tokio::sync::Semaphore,
+    puts: std::sync::Mutex<Vec<usize>>,
+}
+
+impl BlobStore for GatedStore {
+    fn put<'a>(
+        &'a self,
+        name: &'a str,
+        data: Vec<u8>,
+    ) -> BoxFuture<'a, Result<(), BlobStoreError>> {
+        Box::pin(async move {
+            self.puts.lock().unwrap().push(data.len());
+            let _open = self.gate.acquire().await.unwrap();
+            self.inner.put(name, data).await
+        })
+    }
+    fn get<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<u8>, BlobStoreError>> {
+        self.inner.get(name)
+    }
+    fn get_range<'a>(
+        &'a self,
+        name: &'a str,
+        offset: u64,
+        len: u64,
+    ) -> BoxFuture<'a, Result<Vec<u8>, BlobStoreError>> {
+        self.inner.get_range(name, offset, len)
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Vec<String>, BlobStoreError>> {
+        self.inner.list(prefix)
+    }
+    fn delete<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), BlobStoreError>> {
+        self.inner.delete(name)
+    }
+    fn size<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<u64, BlobStoreError>> {
+        self.inner.size(name)
+    }
+}
+
+/// The packer holds at most `queue_bytes` of blobs: a second request that
+/// would pass it waits outside until the first is answered, instead of
+/// queuing (or joining the group being written).
+#[tokio::test]
+async fn the_packer_holds_at_most_its_queue_bytes() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(GatedStore {
+        inner: LocalDirStore::open(dir.path()).unwrap(),
+        gate: tokio::sync::Semaphore::new(0),
+        puts: Default::default(),
+    });
+    let config = PackerConfig {
+        queue_bytes: 4 << 10,
+        ..PackerConfig::default()
+    };
+    let p = Arc::new(Packer::start(
+        store.clone(),
+        Arc::clone(&f.catalog),
+        "pool-1".to_owned(),
+        config,
+    ));
+    let first = tokio::spawn({
+        let p = p.clone();
+        let a = f.a;
+        async move { p.store(a, vec![blob(1, 3 << 10)]).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let second = tokio::spawn({
+        let p = p.clone();
+        let a = f.a;
+        async move { p.store(a, vec![blob(2, 3 << 10)]).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    {
+        let puts = store.puts.lock().unwrap();
+        assert_eq!(puts.len(), 1, "the second request got in: {puts:?}");
+        assert!(puts[0] < 6 << 10, "the two were grouped: {puts:?}");
+    }
+    store.gate.add_permits(2);
+    assert_eq!(first.await.unwrap().unwrap().stored, 1);
+    assert_eq!(second.await.unwrap().unwrap().stored, 1);
+    assert_eq!(store.puts.lock().unwrap().len(), 2);
+}

@@ -291,6 +291,14 @@ impl Ingest for IngestService {
                 req.kind
             )));
         }
+        // Every listing of the bucket carries the body: one huge body would
+        // make the whole journal unlistable.
+        if req.body.len() > MAX_COMMIT_BODY_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "CommitRequest.body: {} bytes, at most {MAX_COMMIT_BODY_BYTES}",
+                req.body.len()
+            )));
+        }
         let manifest = ids_from("CommitRequest.manifest", &req.manifest, MAX_IDS_PER_CALL)?;
         let parts = hashes_from("CommitRequest.reference_parts", &req.reference_parts)?;
         hub.refuse_unstored_parts(&site.tenant_name, &parts).await?;

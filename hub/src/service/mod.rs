@@ -74,6 +74,8 @@ const LEASE_SECS: i64 = 3600;
 const MAX_HEADER_BYTES: usize = 64 << 10;
 /// Largest blob accepted: a 4 MiB chunk plus encryption overhead.
 const MAX_BLOB_BYTES: usize = (4 << 20) + (64 << 10);
+/// Largest commit body (opaque to the hub; the agent's sends none today).
+const MAX_COMMIT_BODY_BYTES: usize = 64 << 10;
 /// Most ids in one FindMissing or FetchBlobs call.
 const MAX_IDS_PER_CALL: usize = 10_000;
 /// Batches of one upload stream being stored at once (they group into one pack).

@@ -469,3 +469,36 @@ async fn the_gate_refuses_unauthenticated_and_oversized_requests() {
     // The connection is still good for a call of the right size.
     assert!(hub.find_missing("alpha", session, &[id(1)]).await == [0]);
 }
+
+/// A commit body past its bound is refused and journals nothing: every
+/// listing of the bucket would carry it.
+#[tokio::test]
+async fn an_oversized_commit_body_is_refused() {
+    let mut hub = hub().await;
+    let session = hub.open("alpha").await;
+    let request = |body_len: usize| CommitRequest {
+        session_id: session,
+        kind: "snapshot".to_owned(),
+        manifest: Vec::new(),
+        body: vec![0; body_len],
+        files: 0,
+        bytes: 0,
+        data_chunk_ids: bytes::Bytes::new(),
+        reference_parts: Vec::new(),
+    };
+    let err = hub
+        .ingest
+        .commit(authed("alpha", request(MAX_COMMIT_BODY_BYTES + 1)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("CommitRequest.body"), "{err}");
+    let seq = hub
+        .ingest
+        .commit(authed("alpha", request(MAX_COMMIT_BODY_BYTES)))
+        .await
+        .unwrap()
+        .into_inner()
+        .seq;
+    assert_eq!(seq, 1, "the refused commit took no sequence number");
+}
