@@ -476,6 +476,28 @@ fn gather_ready(first: BlobId, ids: &mut mpsc::Receiver<BlobId>) -> Vec<BlobId> 
     batch
 }
 
+/// Whether `rel` (a checked relative manifest path) names a regular file
+/// below `target` through real directories only. A symlink the manifest
+/// made earlier must not let a hard link reach outside the target: linking
+/// `dir/link/passwd`, with `dir/link` pointing at /etc, would put a name for
+/// /etc/passwd in the tree, and the entry's metadata would then be applied
+/// to it.
+fn is_restored_file(target: &Path, rel: &[u8]) -> bool {
+    let mut at = target.to_path_buf();
+    let mut parts = rel.split(|b| *b == b'/').peekable();
+    while let Some(part) = parts.next() {
+        at.push(OsStr::from_bytes(part));
+        let Ok(meta) = fs::symlink_metadata(&at) else {
+            return false;
+        };
+        let last = parts.peek().is_none();
+        if (last && !meta.is_file()) || (!last && !meta.is_dir()) {
+            return false;
+        }
+    }
+    true
+}
+
 struct DirMeta {
     path: PathBuf,
     mode: u32,
@@ -547,10 +569,7 @@ fn write_tree(
             }
             Ok(EntryType::File) if !entry.hardlink_to.is_empty() => {
                 let first = target.join(OsStr::from_bytes(&entry.hardlink_to));
-                let is_file = fs::symlink_metadata(&first)
-                    .map(|m| m.is_file())
-                    .unwrap_or(false);
-                if !is_file {
+                if !is_restored_file(target, &entry.hardlink_to) {
                     return Err(RestoreError::Target {
                         path: path.clone(),
                         reason: "hard link to an entry that is not a restored file".into(),
@@ -675,5 +694,33 @@ fn set_owner(path: &Path, uid: u32, gid: u32) -> Result<(), RestoreError> {
             path: path.to_path_buf(),
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn a_hard_link_target_is_reached_through_real_directories_only() {
+        let target = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"not yours").unwrap();
+        std::fs::create_dir(target.path().join("dir")).unwrap();
+        std::fs::write(target.path().join("dir/file"), b"restored").unwrap();
+        std::os::unix::fs::symlink(outside.path(), target.path().join("dir/link")).unwrap();
+        std::os::unix::fs::symlink("file", target.path().join("dir/file-link")).unwrap();
+        assert!(is_restored_file(target.path(), b"dir/file"));
+        assert!(
+            !is_restored_file(target.path(), b"dir/link/secret"),
+            "through a symlinked directory"
+        );
+        assert!(
+            !is_restored_file(target.path(), b"dir/file-link"),
+            "a symlink itself"
+        );
+        assert!(!is_restored_file(target.path(), b"dir"), "a directory");
+        assert!(!is_restored_file(target.path(), b"dir/missing"));
     }
 }

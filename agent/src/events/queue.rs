@@ -65,9 +65,12 @@ CREATE TABLE IF NOT EXISTS events (
 );
 -- What a snapshot takes and then clears, oldest first, without sorting the backlog.
 CREATE INDEX IF NOT EXISTS events_by_source ON events (source, id);
+-- A mark per source; `mark` counts how often it was set, so a snapshot
+-- clears only the mark it took, never one set while it ran.
 CREATE TABLE IF NOT EXISTS gaps (
     source TEXT PRIMARY KEY,
-    reason TEXT NOT NULL
+    reason TEXT NOT NULL,
+    mark INTEGER NOT NULL DEFAULT 1
 );
 ";
 
@@ -85,6 +88,18 @@ fn open(path: &Path) -> Result<Connection, QueueError> {
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(err("set synchronous"))?;
     conn.execute_batch(SCHEMA).map_err(err("create schema"))?;
+    // Queues made before `mark` existed.
+    let has_mark: bool = conn
+        .query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('gaps') WHERE name = 'mark'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(err("read the gaps table's columns"))?;
+    if !has_mark {
+        conn.execute_batch("ALTER TABLE gaps ADD COLUMN mark INTEGER NOT NULL DEFAULT 1")
+            .map_err(err("add gaps.mark"))?;
+    }
     Ok(conn)
 }
 
@@ -219,8 +234,10 @@ fn commit_group(conn: &mut Connection, group: &[Write]) -> rusqlite::Result<Vec<
              (source, key, removed, version_id, sequencer, etag, size, event_time)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
-        let mut gap =
-            tx.prepare_cached("INSERT OR REPLACE INTO gaps (source, reason) VALUES (?1, ?2)")?;
+        let mut gap = tx.prepare_cached(
+            "INSERT INTO gaps (source, reason) VALUES (?1, ?2) \
+                 ON CONFLICT (source) DO UPDATE SET reason = excluded.reason, mark = gaps.mark + 1",
+        )?;
         for write in group {
             let mut new = 0;
             for q in &write.events {
@@ -256,6 +273,8 @@ pub struct Changes {
     pub keys: BTreeMap<String, EventKind>,
     /// Events may have been lost: list the bucket in full instead.
     pub gap: Option<String>,
+    /// Which setting of the gap mark was taken (see the `gaps` table).
+    pub gap_mark: i64,
 }
 
 /// The backup side of the queue (its own connection).
@@ -287,11 +306,13 @@ impl QueueReader {
     /// # Errors
     /// The read fails.
     pub fn changes(&self, source: &str, limit: usize) -> Result<Changes, QueueError> {
-        let gap: Option<String> = self
+        let gap: Option<(String, i64)> = self
             .conn
-            .query_row("SELECT reason FROM gaps WHERE source = ?1", [source], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT reason, mark FROM gaps WHERE source = ?1",
+                [source],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .map(Some)
             .or_else(|e| match e {
                 rusqlite::Error::QueryReturnedNoRows => Ok(None),
@@ -317,8 +338,10 @@ impl QueueReader {
                 },
             )
             .map_err(self.err("read events"))?;
+        let (gap, gap_mark) = gap.map_or((None, 0), |(reason, mark)| (Some(reason), mark));
         let mut changes = Changes {
             gap,
+            gap_mark,
             ..Changes::default()
         };
         // Per key, the event with the greatest sequencer wins; among equal
@@ -355,8 +378,12 @@ impl QueueReader {
             )
             .map_err(self.err("delete taken events"))?;
         if changes.gap.is_some() {
+            // A mark set again while the snapshot ran stays for the next one.
             self.conn
-                .execute("DELETE FROM gaps WHERE source = ?1", [source])
+                .execute(
+                    "DELETE FROM gaps WHERE source = ?1 AND mark = ?2",
+                    params![source, changes.gap_mark],
+                )
                 .map_err(self.err("clear gap"))?;
         }
         Ok(())
@@ -463,6 +490,35 @@ mod tests {
         assert_eq!(changes.gap.as_deref(), Some("503 answered"));
         reader.acknowledge("photos", &changes).unwrap();
         assert_eq!(reader.pending().unwrap(), 0);
+        assert!(reader.changes("photos", 1000).unwrap().gap.is_none());
+    }
+
+    /// A 503 answered while a snapshot runs marks a gap the snapshot did
+    /// not cover: acknowledging the snapshot must not clear it.
+    #[tokio::test]
+    async fn a_gap_marked_during_a_snapshot_survives_its_acknowledgement() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let writer = QueueWriter::start(&path, 10).unwrap();
+        writer
+            .mark_gap(vec!["photos".into()], "first 503")
+            .await
+            .unwrap();
+        let reader = QueueReader::open(&path).unwrap();
+        let taken = reader.changes("photos", 1000).unwrap();
+        assert_eq!(taken.gap.as_deref(), Some("first 503"));
+        writer
+            .mark_gap(vec!["photos".into()], "second 503")
+            .await
+            .unwrap();
+        reader.acknowledge("photos", &taken).unwrap();
+        let next = reader.changes("photos", 1000).unwrap();
+        assert_eq!(
+            next.gap.as_deref(),
+            Some("second 503"),
+            "the later gap was lost"
+        );
+        reader.acknowledge("photos", &next).unwrap();
         assert!(reader.changes("photos", 1000).unwrap().gap.is_none());
     }
 }
