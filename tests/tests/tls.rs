@@ -70,6 +70,12 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The command failed, and its error says `what`.
+fn fails_saying(out: &Output, what: &str) {
+    assert!(!out.status.success(), "it succeeded: {}", stderr(out));
+    assert!(stderr(out).contains(what), "{}", stderr(out));
+}
+
 /// The snapshots the hub holds for the site's bucket, as the agent lists them.
 fn snapshot_count(site: &Site) -> usize {
     let out = check(&site.agent(&["--json", "snapshots"]), "snapshots");
@@ -117,12 +123,7 @@ fn a_tls_hub_with_a_pinned_certificate_backs_up_and_restores_and_a_wrong_pin_fai
     // https:// with no [tls] is an error, never a silent downgrade.
     site.write_config(&hub.https_url(), &src);
     let failed = site.agent(&["backup"]);
-    assert!(!failed.status.success());
-    assert!(
-        stderr(&failed).contains("no [tls] table"),
-        "{}",
-        stderr(&failed)
-    );
+    fails_saying(&failed, "no [tls] table");
 
     site.write_config_with(&hub.https_url(), &src, &pinned);
     assert_eq!(
@@ -149,16 +150,8 @@ fn an_https_address_against_a_plaintext_hub_fails() {
         &src,
         &format!("[tls]\npin = \"{}\"\n", cert.pin),
     );
-    let failed = site.agent(&["backup"]);
-    assert!(
-        !failed.status.success(),
-        "an https:// hub address was served over plaintext"
-    );
-    assert!(
-        stderr(&failed).contains("cannot connect to the hub"),
-        "{}",
-        stderr(&failed)
-    );
+    // Never served over plaintext: the handshake fails.
+    fails_saying(&site.agent(&["backup"]), "cannot connect to the hub");
     site.write_config(&hub.url(), &src);
     assert_eq!(snapshot_count(&site), 0);
 }
@@ -218,12 +211,7 @@ fn mutual_tls_needs_the_sites_certificate_beside_its_token() {
         ),
     );
     let failed = site.agent(&["backup"]);
-    assert!(!failed.status.success());
-    assert!(
-        stderr(&failed).contains("not valid for name"),
-        "{}",
-        stderr(&failed)
-    );
+    fails_saying(&failed, "not valid for name");
 }
 
 #[test]
@@ -238,12 +226,7 @@ fn a_hub_refuses_plaintext_off_loopback_unless_told() {
         "--listen",
         "192.0.2.1:7420",
     ]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("refusing to serve plaintext gRPC on 192.0.2.1:7420"),
-        "{}",
-        stderr(&out)
-    );
+    fails_saying(&out, "refusing to serve plaintext gRPC on 192.0.2.1:7420");
     assert!(!data.exists(), "nothing was created before the refusal");
 
     // Told, it goes as far as the bind (which fails: not this host's address).
@@ -258,12 +241,7 @@ fn a_hub_refuses_plaintext_off_loopback_unless_told() {
         "--listen",
         "192.0.2.1:7420",
     ]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("binding 192.0.2.1:7420"),
-        "{}",
-        stderr(&out)
-    );
+    fails_saying(&out, "binding 192.0.2.1:7420");
 }
 
 #[test]
@@ -315,8 +293,6 @@ fn the_webhook_serves_tls_when_given_a_certificate() {
         ),
     ] {
         site.write_config_with(&hub.url(), &src, &format!("[webhook]\n{table}"));
-        let out = site.agent(&["run"]);
-        assert!(!out.status.success());
-        assert!(stderr(&out).contains(field), "{}", stderr(&out));
+        fails_saying(&site.agent(&["run"]), field);
     }
 }
