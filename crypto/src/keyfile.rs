@@ -242,7 +242,16 @@ impl TenantKeys {
     /// Loads either variant, validating every field; a private file must be 0600.
     pub fn load(path: &Path) -> Result<TenantKeys, KeyFileError> {
         let (text, mode) = read_limited(path)?;
-        let raw: KeyFileToml = toml::from_str(&text).map_err(|e| syntax_error(path, &text, &e))?;
+        Self::parse(path, &text, mode)
+    }
+
+    /// [`Self::load`] of a key file's text and permission bits (`path` for
+    /// messages only).
+    ///
+    /// # Errors
+    /// As [`Self::load`], but for reading the file.
+    pub fn parse(path: &Path, text: &str, mode: u32) -> Result<TenantKeys, KeyFileError> {
+        let raw: KeyFileToml = toml::from_str(text).map_err(|e| syntax_error(path, text, &e))?;
         let field = |field: &'static str, problem: String| KeyFileError::Field {
             path: path.to_path_buf(),
             field,

@@ -203,7 +203,16 @@ impl HubConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config: HubConfig = toml::from_str(&text).map_err(|e| HubConfigError::Parse {
+        Self::parse(path, &text)
+    }
+
+    /// [`Self::load`] of a config's text; relative paths are relative to
+    /// `path`'s directory.
+    ///
+    /// # Errors
+    /// The text is not a valid config; the error names the file and field.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, HubConfigError> {
+        let mut config: HubConfig = toml::from_str(text).map_err(|e| HubConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;

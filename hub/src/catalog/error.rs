@@ -106,7 +106,7 @@ pub(crate) fn to_i64(field: &'static str, value: u64) -> Result<i64, CatalogErro
 /// # Errors
 ///
 /// `Corrupt` naming `what`.
-pub(crate) fn from_i64<T: TryFrom<i64>>(what: &'static str, value: i64) -> Result<T, CatalogError> {
+pub fn from_i64<T: TryFrom<i64>>(what: &'static str, value: i64) -> Result<T, CatalogError> {
     T::try_from(value).map_err(|_| CatalogError::Corrupt {
         what,
         detail: format!("stored value {value} out of range"),
@@ -130,7 +130,7 @@ pub(crate) fn stored_id(what: &'static str, bytes: &[u8]) -> Result<BlobId, Cata
 /// # Errors
 ///
 /// `Corrupt` naming `what` if the bytes are not whole ids.
-pub(crate) fn stored_ids(what: &'static str, bytes: &[u8]) -> Result<Vec<BlobId>, CatalogError> {
+pub fn stored_ids(what: &'static str, bytes: &[u8]) -> Result<Vec<BlobId>, CatalogError> {
     let chunks = bytes.chunks_exact(ferry_proto::ID_LEN);
     if !chunks.remainder().is_empty() {
         return Err(CatalogError::Corrupt {

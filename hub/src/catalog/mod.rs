@@ -48,7 +48,7 @@ pub mod sqlite;
 
 pub use crate::pack::PackEntry;
 pub use blobs::BlobIndex;
-pub use error::{CatalogError, EngineError, ErrorKind};
+pub use error::{CatalogError, EngineError, ErrorKind, from_i64, stored_ids};
 pub use journal::{JournalRead, JournalWrite};
 pub use model::*;
 pub use namespace::{NamespaceRead, NamespaceWrite};
