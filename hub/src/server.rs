@@ -168,7 +168,21 @@ pub async fn open_pools(
             source,
         };
         let store: Arc<dyn BlobStore> = match kind {
-            PoolKind::Dir(path) => Arc::new(LocalDirStore::open(path).map_err(failed)?),
+            PoolKind::Dir(path) => {
+                let store = LocalDirStore::open(path).map_err(failed)?;
+                // What a crash left between writing and renaming: never an
+                // acknowledged pack (those are renamed before the ack).
+                let sweeping = store.clone();
+                let swept =
+                    tokio::task::spawn_blocking(move || sweeping.sweep_temp_files(TEMP_FILE_AGE))
+                        .await
+                        .map_err(|e| ServeError::Task(e.to_string()))?
+                        .map_err(failed)?;
+                if swept > 0 {
+                    tracing::info!(pool = name, swept, "removed temp files left by a crash");
+                }
+                Arc::new(store)
+            }
             PoolKind::S3(location) => {
                 Arc::new(S3Store::open(location.clone()).await.map_err(failed)?)
             }
@@ -293,6 +307,9 @@ pub async fn serve(
     tracing::info!("ferry-hub stopped");
     Ok(())
 }
+
+/// Temp files older than this are a crash's leftovers, swept at start.
+const TEMP_FILE_AGE: Duration = Duration::from_secs(3600);
 
 /// How long a stopping hub waits for open calls to finish.
 const DRAIN_LIMIT: Duration = Duration::from_secs(30);

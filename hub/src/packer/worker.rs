@@ -217,6 +217,8 @@ impl Worker {
             hash,
         };
         let object = pack_object_name(&record.name);
+        // Timed for the debug line below: where a pack's latency goes.
+        let started = std::time::Instant::now();
         self.store
             .put(&object, bytes)
             .await
@@ -229,6 +231,7 @@ impl Worker {
         let entries: Vec<(TenantId, _)> = entries.into_iter().map(|e| (tenant, e)).collect();
         let (catalog, stored) = (Arc::clone(&self.catalog), Arc::clone(&self.stored));
         let (name, blob_count) = (record.name.clone(), entries.len());
+        let put_ms = started.elapsed().as_millis() as u64;
         let newly = blocking("record pack", move || {
             let newly = catalog.record_pack(&record, &entries)?;
             stored.insert(tenant, entries.iter().map(|(_, e)| &e.id));
@@ -239,7 +242,8 @@ impl Worker {
             pack: name.clone(),
             source: Arc::new(e),
         })?;
-        tracing::debug!(pack = %name, pool = %self.pool, tenant = tenant.0, blobs = blob_count, newly, "pack stored");
+        let record_ms = started.elapsed().as_millis() as u64 - put_ms;
+        tracing::debug!(pack = %name, pool = %self.pool, tenant = tenant.0, blobs = blob_count, newly, put_ms, record_ms, "pack stored");
         Ok(())
     }
 }
