@@ -210,15 +210,7 @@ impl BlobIndex for PostgresCatalog {
                 let header = match headers.iter().find(|(id, _)| *id == e.header_id) {
                     Some(&(_, number)) => number,
                     None => {
-                        let number: i64 = tx
-                            .query_one(
-                                "INSERT INTO headers (header_id) VALUES ($1) \
-                                 ON CONFLICT (header_id) DO UPDATE SET header_id = excluded.header_id \
-                                 RETURNING id",
-                                &[&&e.header_id.0[..]],
-                            )
-                            .and_then(|r| r.try_get(0))
-                            .map_err(pg("record session header"))?;
+                        let number = header_number(&mut tx, &e.header_id)?;
                         headers.push((e.header_id, number));
                         number
                     }
@@ -294,5 +286,37 @@ impl BlobIndex for PostgresCatalog {
                 })
                 .collect()
         })
+    }
+}
+
+/// The number of session header `id`, adding the header if it is new.
+/// Read first and inserted without an update: an upsert that updates takes
+/// the header's row lock until commit, and every pack of a session names the
+/// same header, so its packs were recorded one at a time, each waiting out
+/// the previous one's commit.
+fn header_number(tx: &mut postgres::Transaction<'_>, id: &BlobId) -> Result<i64, CatalogError> {
+    let select = |tx: &mut postgres::Transaction<'_>| {
+        tx.query_opt("SELECT id FROM headers WHERE header_id = $1", &[&&id.0[..]])
+            .and_then(|row| row.map(|r| r.try_get(0)).transpose())
+            .map_err(pg("look up session header"))
+    };
+    if let Some(number) = select(tx)? {
+        return Ok(number);
+    }
+    let inserted = tx
+        .query_opt(
+            "INSERT INTO headers (header_id) VALUES ($1) ON CONFLICT (header_id) DO NOTHING RETURNING id",
+            &[&&id.0[..]],
+        )
+        .and_then(|row| row.map(|r| r.try_get(0)).transpose())
+        .map_err(pg("record session header"))?;
+    match inserted {
+        Some(number) => Ok(number),
+        // Another transaction added it meanwhile (the insert waited for its
+        // commit): read committed, it is visible now.
+        None => select(tx)?.ok_or_else(|| CatalogError::Corrupt {
+            what: "headers",
+            detail: format!("session header {id} neither inserted nor found"),
+        }),
     }
 }
