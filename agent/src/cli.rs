@@ -251,8 +251,7 @@ async fn connect(config_path: &Path) -> Result<Connected> {
     let config = AgentConfig::load(config_path)?;
     let keys = Arc::new(TenantKeys::load(&config.key_file)?);
     let token = config.token()?;
-    let link =
-        crate::hub_link::HubLink::new(&config.hub, config.tls.as_ref(), config.insecure_plaintext)?;
+    let link = crate::hub_link::HubLink::of(&config)?;
     let client = HubClient::connect(&link, &token).await?;
     Ok(Connected {
         config,

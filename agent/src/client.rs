@@ -15,8 +15,6 @@ use crate::hub_link::HubLink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error(transparent)]
-    Link(#[from] crate::hub_link::LinkError),
     #[error("cannot connect to the hub at {url}: {source}")]
     Connect {
         url: String,

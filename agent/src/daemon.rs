@@ -76,7 +76,7 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let keys = Arc::new(TenantKeys::load(&config.key_file)?);
     let token = config.token()?;
-    let link = HubLink::new(&config.hub, config.tls.as_ref(), config.insecure_plaintext)?;
+    let link = HubLink::of(&config)?;
     let client = HubClient::connect_lazy(&link, &token)?;
     std::fs::create_dir_all(&config.state_dir).map_err(|source| DaemonError::Io {
         what: "creating state dir",

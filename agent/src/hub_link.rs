@@ -115,6 +115,14 @@ impl HubLink {
         })
     }
 
+    /// The link `config` describes (`hub`, `[tls]`, `insecure-plaintext`).
+    ///
+    /// # Errors
+    /// As [`HubLink::new`].
+    pub fn of(config: &crate::config::AgentConfig) -> Result<HubLink, LinkError> {
+        Self::new(&config.hub, config.tls.as_ref(), config.insecure_plaintext)
+    }
+
     /// Whether the link is TLS.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()

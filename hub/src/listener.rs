@@ -42,7 +42,7 @@ pub struct Limits {
 /// What the services learn of a connection (a request extension).
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
-    pub remote: Option<SocketAddr>,
+    pub remote: SocketAddr,
     /// Set by the gate once a request on this connection authenticated;
     /// read by the connection's deadline.
     authenticated: Arc<AtomicBool>,
@@ -84,7 +84,7 @@ impl AsyncRead for Conn {
             if this.info.authenticated.load(Ordering::Relaxed) {
                 this.deadline = None;
             } else if deadline.as_mut().poll(cx).is_ready() {
-                tracing::warn!(peer = ?this.info.remote, "closing a connection that did not authenticate in time");
+                tracing::warn!(peer = %this.info.remote, "closing a connection that did not authenticate in time");
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "no authenticated request in time",
@@ -188,7 +188,7 @@ pub fn incoming(
     ReceiverStream::new(accepted).map(move |a| {
         Ok(Conn {
             info: ConnInfo {
-                remote: Some(a.remote),
+                remote: a.remote,
                 authenticated: Arc::new(AtomicBool::new(false)),
             },
             deadline: Some(Box::pin(tokio::time::sleep_until(
@@ -280,7 +280,7 @@ mod tests {
         socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
         let _other = socket.connect(addr).await.unwrap();
         let other = conns.next().await.unwrap().unwrap();
-        assert_eq!(other.info.remote.map(|r| r.ip()), "127.0.0.2".parse().ok());
+        assert_eq!(other.info.remote.ip().to_string(), "127.0.0.2");
         // A closed connection gives its place back.
         drop(first);
         let _d = TcpStream::connect(addr).await.unwrap();

@@ -40,13 +40,13 @@ const RPCS: &[(&str, Option<usize>)] = &[
     ("/ferry.v1.Journal/FetchBlobs", Some(1 << 20)),
 ];
 
-/// The request body limit of the RPC at `path`: `Err` for a path no
-/// service serves (tonic answers UNIMPLEMENTED), `Ok(None)` for a stream.
-fn body_limit(path: &str) -> Result<Option<usize>, ()> {
+/// The request body limit of the RPC at `path`: `None` for a client
+/// stream, whose messages the codec caps one by one, and for a path no
+/// service serves (tonic answers UNIMPLEMENTED without reading the body).
+fn body_limit(path: &str) -> Option<usize> {
     RPCS.iter()
         .find(|(p, _)| *p == path)
-        .map(|(_, limit)| *limit)
-        .ok_or(())
+        .and_then(|(_, limit)| *limit)
 }
 
 /// Puts the gate in front of a service.
@@ -95,7 +95,7 @@ where
         let hub = self.hub.clone();
         Box::pin(async move {
             let conn = request.extensions().get::<ConnInfo>().cloned();
-            let peer = conn.as_ref().and_then(|c| c.remote);
+            let peer = conn.as_ref().map(|c| c.remote);
             let path = request.uri().path().to_owned();
             let principal = match hub.authenticate(request.headers(), peer, &path).await {
                 Ok(p) => p,
@@ -105,7 +105,7 @@ where
             if let Some(conn) = &conn {
                 conn.authenticated();
             }
-            if let Ok(Some(limit)) = body_limit(&path) {
+            if let Some(limit) = body_limit(&path) {
                 // Five bytes of gRPC framing ahead of the message.
                 let limit = limit + 5;
                 let rpc = path.rsplit('/').next().unwrap_or_default().to_owned();

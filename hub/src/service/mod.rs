@@ -1,6 +1,6 @@
 //! The gRPC services agents call: `Ingest` and `Journal`. Every call is
-//! authenticated by a site token before its body is read (see `gate`); a site writes only to buckets it is the
-//! source of.
+//! authenticated by a site token before its body is read (see `gate`); a
+//! site writes only to buckets it is the source of.
 //!
 //! Blobs are per tenant: every blob lookup, upload and fetch is made for the
 //! calling site's tenant, so a site can neither learn of, read, nor
