@@ -101,3 +101,38 @@ fn a_catalog_dropped_on_a_runtime_thread_closes_its_connections() {
         .unwrap();
     runtime.block_on(async move { drop(cat) });
 }
+
+#[test]
+fn a_first_version_catalog_is_migrated_and_keeps_the_pack_key() {
+    let pg = Postgres::start();
+    let mut config: postgres::Config = pg.url().parse().unwrap();
+    config.password(pg.password());
+    let mut raw = config.connect(postgres::NoTls).unwrap();
+    raw.batch_execute(schema::MIGRATIONS[0]).unwrap();
+    raw.batch_execute(
+        "CREATE TABLE schema_version (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
+         INSERT INTO schema_version VALUES (1, 1);",
+    )
+    .unwrap();
+    let cat = connect(&pg, &pg.url());
+    let version: i64 = raw
+        .query_one("SELECT version FROM schema_version", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, schema::MIGRATIONS.len() as i64);
+    let before = conformance::populate(&cat);
+    conformance::check_populated(&cat, &before);
+    // A blob row naming a pack that does not exist is still refused.
+    let err = raw
+        .execute(
+            "INSERT INTO blobs (tenant_id, id, kind, flags, header, pack_id, pack_offset, length) \
+             SELECT tenant_id, '\\x00'::bytea, kind, flags, header, 999999, 0, 1 FROM blobs LIMIT 1",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&postgres::error::SqlState::FOREIGN_KEY_VIOLATION),
+        "{err}"
+    );
+}
