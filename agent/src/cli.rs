@@ -13,13 +13,14 @@ use ferry_crypto::TenantKeys;
 use serde::Serialize;
 
 use crate::backup::{BackupJob, run_backup_rechecked};
+use crate::chain::{KnownHeads, list_verified};
 use crate::client::HubClient;
 use crate::config::AgentConfig;
 use crate::config::SourceKind;
 use crate::daemon;
 use crate::progress::Progress;
 use crate::restore::RestoreTarget;
-use crate::restore::{RestoreJob, Which, list_commits, run_restore};
+use crate::restore::{RestoreJob, Which, run_restore};
 use crate::restore_bucket::BucketTarget;
 use crate::source::Source;
 use crate::source::bucket::BucketSource;
@@ -66,6 +67,11 @@ enum Command {
     },
     /// List the snapshots of a bucket.
     Snapshots(BucketArg),
+    /// Forget the newest commit this site has seen of a bucket. Backups and
+    /// restores refuse a hub whose journal of the bucket is shorter than
+    /// that (rolled back); after knowingly moving to a hub with less
+    /// history, this lets them accept its journal, once its chain verifies.
+    ForgetHead(BucketArg),
     /// Run as a service: serve the S3 event webhook and keep every bucket
     /// source's snapshots current (a full listing first, then event-driven
     /// snapshots) until SIGINT or SIGTERM.
@@ -171,6 +177,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Key(cmd) => key_command(cmd, cli.json),
         Command::Backup { source } => backup(&cli.config, source.as_deref(), cli.json).await,
         Command::Snapshots(bucket) => snapshots(&cli.config, &bucket, cli.json).await,
+        Command::ForgetHead(bucket) => {
+            let config = AgentConfig::load(&cli.config)?;
+            let bucket = bucket_of(&config, &bucket)?;
+            let heads = KnownHeads::open(&config.heads_path())?;
+            let forgotten = heads.forget(&bucket)?;
+            if cli.json {
+                print_json(
+                    &serde_json::json!({ "bucket": bucket, "forgotten_seq": forgotten.map(|h| h.seq) }),
+                )?;
+            } else {
+                match forgotten {
+                    Some(head) => {
+                        println!("{bucket}: forgot commit {} as the newest seen", head.seq)
+                    }
+                    None => println!("{bucket}: no commit seen yet"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run { ready_file } => run_service(&cli.config, ready_file).await,
         Command::Restore {
             bucket,
@@ -285,6 +310,7 @@ async fn backup(config_path: &Path, source: Option<&str>, json: bool) -> Result<
         keys: ctx.keys.clone(),
         source: source_impl.clone(),
         journal_path: ctx.config.journal_path(source),
+        heads_path: ctx.config.heads_path(),
         bucket: source.bucket.clone(),
         progress: Progress::new(json, "backup"),
         trust_journal,
@@ -331,21 +357,22 @@ struct SnapshotRow {
 async fn snapshots(config_path: &Path, arg: &BucketArg, json: bool) -> Result<ExitCode> {
     let ctx = connect(config_path).await?;
     let bucket = bucket_of(&ctx.config, arg)?;
-    let rows: Vec<SnapshotRow> = list_commits(&ctx.client, &bucket)
-        .await?
-        .into_iter()
-        .filter(|c| c.kind == "snapshot")
-        .map(|c| SnapshotRow {
-            seq: c.seq,
-            time: chrono::DateTime::from_timestamp_millis(c.time_unix_ms)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-                .unwrap_or_default(),
-            time_unix_ms: c.time_unix_ms,
-            site: c.site,
-            files: c.files,
-            bytes: c.bytes,
-        })
-        .collect();
+    let rows: Vec<SnapshotRow> =
+        list_verified(&ctx.client, &ctx.keys, &bucket, &ctx.config.heads_path())
+            .await?
+            .into_iter()
+            .filter(|c| c.kind == "snapshot")
+            .map(|c| SnapshotRow {
+                seq: c.seq,
+                time: chrono::DateTime::from_timestamp_millis(c.time_unix_ms)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_default(),
+                time_unix_ms: c.time_unix_ms,
+                site: c.site,
+                files: c.files,
+                bytes: c.bytes,
+            })
+            .collect();
     if json {
         print_json(&rows)?;
     } else {
@@ -401,6 +428,7 @@ async fn restore(
     let report = run_restore(RestoreJob {
         client: ctx.client.clone(),
         keys: ctx.keys.clone(),
+        heads_path: ctx.config.heads_path(),
         bucket,
         which,
         target,

@@ -395,6 +395,11 @@ impl AgentConfig {
         read_secret("site token file", file)
     }
 
+    /// The heads of the buckets this site has seen (see [`crate::chain`]).
+    pub fn heads_path(&self) -> PathBuf {
+        self.state_dir.join("heads.db")
+    }
+
     /// The journal database of a source.
     pub fn journal_path(&self, source: &SourceConfig) -> PathBuf {
         self.state_dir.join(format!("{}.journal.db", source.name))

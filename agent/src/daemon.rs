@@ -304,6 +304,7 @@ async fn snapshot(
         keys: shared.keys.clone(),
         source: scanned.clone(),
         journal_path: journal_path.clone(),
+        heads_path: shared.config.heads_path(),
         bucket: source.bucket.clone(),
         progress: Progress::hidden(),
         trust_journal,

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod blob_codec;
+pub mod chain;
 pub mod chunker;
 pub mod cli;
 pub mod client;

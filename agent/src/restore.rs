@@ -17,9 +17,7 @@ use std::sync::Arc;
 use ferry_crypto::{OpenError, SessionOpener, TenantKeys};
 use ferry_direct::DirectWriter;
 use ferry_proto::manifest::{ManifestDecoder, ManifestError};
-use ferry_proto::v1::{
-    CommitInfo, EntryType, FetchBlobsRequest, ListCommitsRequest, ManifestEntry,
-};
+use ferry_proto::v1::{CommitInfo, EntryType, FetchBlobsRequest, ManifestEntry};
 use ferry_proto::{BadId, BlobId, BlobKind};
 use filetime::FileTime;
 use serde::Serialize;
@@ -27,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::blob_codec::{OpenChunkError, open_chunk};
+use crate::chain::{self, ChainError};
 use crate::client::HubClient;
 use crate::progress::Progress;
 use crate::restore_bucket::{BucketTarget, write_bucket};
@@ -66,6 +65,8 @@ pub enum RestoreError {
     #[error("{0}")]
     BadId(#[from] BadId),
     #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
     Manifest(#[from] ManifestError),
     #[error("restore target {path}: {reason}")]
     Target { path: PathBuf, reason: String },
@@ -92,38 +93,6 @@ pub enum Which {
     Seq(u64),
     /// The newest commit at or before this time (Unix milliseconds).
     At(i64),
-}
-
-/// All commits of a bucket, oldest first.
-pub async fn list_commits(
-    client: &HubClient,
-    bucket: &str,
-) -> Result<Vec<CommitInfo>, RestoreError> {
-    let mut journal = client.journal.clone();
-    let mut all = Vec::new();
-    loop {
-        let after_seq = all.last().map_or(0, |c: &CommitInfo| c.seq);
-        let page = journal
-            .list_commits(ListCommitsRequest {
-                bucket: bucket.to_string(),
-                after_seq,
-                limit: 1000,
-            })
-            .await
-            .map_err(hub("ListCommits"))?
-            .into_inner()
-            .commits;
-        if page.is_empty() {
-            return Ok(all);
-        }
-        if page.iter().any(|c| c.seq <= after_seq) {
-            return Err(RestoreError::Protocol {
-                call: "ListCommits",
-                reason: "commits out of order".into(),
-            });
-        }
-        all.extend(page);
-    }
 }
 
 pub fn pick(
@@ -291,6 +260,8 @@ impl FetchStream {
 pub struct RestoreJob {
     pub client: HubClient,
     pub keys: Arc<TenantKeys>,
+    /// The heads this site has seen of its buckets ([`crate::chain`]).
+    pub heads_path: PathBuf,
     pub bucket: String,
     pub which: Which,
     pub target: RestoreTarget,
@@ -304,16 +275,10 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
     if let RestoreTarget::Dir(dir) = &job.target {
         prepare_target(dir)?;
     }
-    let commit = pick(
-        list_commits(&job.client, &job.bucket).await?,
-        &job.bucket,
-        job.which,
-    )?;
-    let manifest = commit
-        .manifest
-        .iter()
-        .map(|id| BlobId::from_slice("CommitInfo.manifest", id))
-        .collect::<Result<Vec<_>, _>>()?;
+    let commits =
+        chain::list_verified(&job.client, &job.keys, &job.bucket, &job.heads_path).await?;
+    let commit = pick(commits, &job.bucket, job.which)?;
+    let manifest = chain::manifest_of(&job.client, &job.bucket, &commit).await?;
     tracing::info!(bucket = %job.bucket, seq = commit.seq, "restoring snapshot");
     let fetcher = Fetcher {
         client: job.client.clone(),

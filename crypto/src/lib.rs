@@ -9,6 +9,7 @@
 //! Only the agent links this crate; the hub never holds a key.
 
 pub mod chunking;
+mod commit_mac;
 pub mod envelope;
 mod header;
 pub mod keyfile;

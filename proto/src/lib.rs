@@ -1,6 +1,7 @@
 //! Ferry's gRPC services and the byte formats agent and hub share.
 
 pub mod auth;
+pub mod chain;
 pub mod ids;
 pub mod manifest;
 pub mod status;

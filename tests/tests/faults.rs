@@ -246,6 +246,13 @@ fn journal_is_not_trusted_when_the_hub_lacks_its_chunks() {
         "bucket add",
     );
     site.write_config(&second_hub.url(), &src);
+    // The agent has seen a commit the new hub lacks: it refuses the hub's
+    // journal as rolled back until told the move was meant.
+    let refused = site.agent(&["backup"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("rolled back"), "{stderr}");
+    check(&site.agent(&["forget-head"]), "forget-head");
     let report = site.backup();
     assert_eq!(
         report["files_read"].as_u64(),
@@ -302,6 +309,7 @@ async fn calls_without_a_valid_token_or_from_another_site_are_refused() {
         bucket: site.bucket.clone(),
         after_seq: 0,
         limit: 0,
+        omit_manifests: false,
     };
     assert_eq!(
         code(journal.list_commits(list.clone()).await),

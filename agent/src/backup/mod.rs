@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferry_crypto::{SealError, SessionSealer, TenantKeys};
+use ferry_proto::chain::{CommitClaim, body_digest, manifest_digest};
 use ferry_proto::manifest::{MANIFEST_MAGIC, encode_entry};
 use ferry_proto::status::MISSING_CHUNKS;
 use ferry_proto::v1::{
@@ -32,6 +33,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::blob_codec::{SealedBlob, seal_chunk};
+use crate::chain::{self, ChainError, Head, KnownHeads};
 use crate::chunker::{ChunkBuffer, ChunkReadError, ChunkerParams};
 use crate::client::HubClient;
 use crate::journal::{FileStamp, Journal, JournalError};
@@ -91,6 +93,8 @@ pub enum BackupError {
     Protocol { call: &'static str, reason: String },
     #[error("the hub lacks chunks the journal says it has: {0}")]
     MissingChunks(String),
+    #[error(transparent)]
+    Chain(#[from] ChainError),
     #[error("internal task failed: {0}")]
     Task(String),
     #[error("the hub stopped answering {call}: nothing for {seconds} s")]
@@ -151,6 +155,8 @@ pub struct BackupJob {
     pub keys: Arc<TenantKeys>,
     pub source: Arc<dyn Source>,
     pub journal_path: PathBuf,
+    /// The heads this site has seen of its buckets ([`crate::chain`]).
+    pub heads_path: PathBuf,
     pub bucket: String,
     pub progress: Progress,
     /// Reuse the journal's chunk lists for unchanged files. Off after the hub
@@ -192,6 +198,9 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
         .into_inner();
     let session_id = opened.session_id;
     tracing::info!(bucket = %job.bucket, session_id, "upload session opened");
+    // Before anything is sent: the journal this commit will extend must be
+    // the one this site last saw, grown perhaps, never cut or forked.
+    let head = checked_head(&job, opened.head_seq, &opened.head_mac).await?;
 
     let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
     let (sealed_tx, sealed_rx) = mpsc::channel(SEALED_QUEUE);
@@ -279,23 +288,45 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
     let (mut journal, data_chunk_ids, reference_parts) = references
         .await
         .map_err(|e| BackupError::Task(e.to_string()))??;
+    let (kind, body) = ("snapshot", Vec::new());
+    let seq = head.map_or(1, |h| h.seq + 1);
+    let claim = CommitClaim {
+        bucket: &job.bucket,
+        seq,
+        parent: Head::parent_of_next(head.as_ref()),
+        kind,
+        manifest_digest: manifest_digest(&scanned.manifest),
+        body_digest: body_digest(&body),
+        files: report.files,
+        bytes: report.bytes,
+    };
+    let mac = job.keys.commit_mac(&claim.encode());
     let committed = job
         .client
         .ingest
         .clone()
         .commit(CommitRequest {
             session_id,
-            kind: "snapshot".into(),
+            kind: kind.into(),
             manifest: scanned.manifest.iter().map(|id| id.0.to_vec()).collect(),
-            body: Vec::new(),
+            body,
             files: report.files,
             bytes: report.bytes,
             data_chunk_ids: data_chunk_ids.into(),
             reference_parts,
+            seq,
+            mac: mac.to_vec(),
         })
         .await
         .map_err(refused("Commit"))?
         .into_inner();
+    if committed.seq != seq {
+        return Err(BackupError::Protocol {
+            call: "Commit",
+            reason: format!("asked for commit {seq}, the hub made {}", committed.seq),
+        });
+    }
+    KnownHeads::open(&job.heads_path)?.advance(&job.bucket, Head { seq, mac })?;
     report.seq = committed.seq;
     tokio::task::spawn_blocking(move || journal.promote())
         .await
@@ -303,6 +334,40 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
     job.progress.finish();
     tracing::info!(bucket = %job.bucket, seq = report.seq, "snapshot committed");
     Ok(report)
+}
+
+/// The bucket's head as the hub gave it at session open, checked: against
+/// the head this site last saw when it has one (the chain after it
+/// verified), else the whole chain from the first commit.
+async fn checked_head(
+    job: &BackupJob,
+    head_seq: u64,
+    head_mac: &[u8],
+) -> Result<Option<Head>, BackupError> {
+    let known = KnownHeads::open(&job.heads_path)?.get(&job.bucket)?;
+    let bucket = job.bucket.as_str();
+    if let Some(known) = known
+        && head_seq <= known.seq
+    {
+        let at_known = (head_seq == known.seq).then_some(head_mac);
+        chain::check_known(bucket, Some(known), head_seq, at_known)?;
+        return Ok(Some(known));
+    }
+    let after = known.map_or(0, |k| k.seq);
+    let commits = chain::list_after(&job.client, bucket, after).await?;
+    let head = chain::verify(&job.keys, bucket, known, &commits)?;
+    if head.map_or(0, |h| h.seq) != head_seq || head.is_some_and(|h| h.mac[..] != *head_mac) {
+        return Err(BackupError::Protocol {
+            call: "OpenSession",
+            reason: format!(
+                "bucket {bucket}: the session's head is not the journal's newest commit"
+            ),
+        });
+    }
+    if let Some(head) = head {
+        KnownHeads::open(&job.heads_path)?.advance(bucket, head)?;
+    }
+    Ok(head)
 }
 
 fn flatten<T>(

@@ -25,6 +25,14 @@ pub trait JournalRead {
     /// Storage errors, or `Corrupt` if the stored row cannot be decoded.
     fn commit(&mut self, bucket: BucketId, seq: u64) -> Result<Option<Commit>, CatalogError>;
 
+    /// The commit of `bucket` with the highest sequence number: where the
+    /// next append goes after.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors, or `Corrupt` if the stored row cannot be decoded.
+    fn last_commit(&mut self, bucket: BucketId) -> Result<Option<Commit>, CatalogError>;
+
     /// The commit with the highest sequence number among those of `bucket`
     /// timed at or before `time_unix_ms`.
     ///
@@ -48,7 +56,8 @@ pub trait JournalWrite: JournalRead {
     ///
     /// `NotFound` for an unknown bucket or site, `Invalid` if the site is of
     /// another tenant or a count does not fit, `MissingBlobs` if the
-    /// manifest references a blob the bucket's tenant has not stored.
+    /// manifest references a blob the bucket's tenant has not stored,
+    /// `Conflict` if the commit claims a sequence number that is not next.
     fn append_commit(&mut self, bucket: BucketId, commit: &NewCommit) -> Result<u64, CatalogError>;
 
     /// Puts a commit read back from the pools (`ferry-hub recover`) at
@@ -145,14 +154,47 @@ pub(crate) fn seq_taken(bucket: BucketId, seq: i64) -> CatalogError {
     }
 }
 
-/// The sequence number after `last`.
+/// The sequence number after `last`, which `commit` must claim if it claims
+/// one.
 ///
 /// # Errors
 ///
-/// `Corrupt` if the bucket's sequence is exhausted.
-pub(crate) fn next_seq(bucket: BucketId, last: i64) -> Result<i64, CatalogError> {
-    last.checked_add(1).ok_or_else(|| CatalogError::Corrupt {
+/// `Corrupt` if the bucket's sequence is exhausted, `Conflict` if the
+/// commit claims another number (the journal moved on since its writer
+/// looked).
+pub(crate) fn next_seq(
+    bucket: BucketId,
+    last: i64,
+    commit: &NewCommit,
+) -> Result<i64, CatalogError> {
+    let next = last.checked_add(1).ok_or_else(|| CatalogError::Corrupt {
         what: "commits.seq",
         detail: format!("bucket {bucket}: sequence exhausted"),
-    })
+    })?;
+    match commit.seq {
+        Some(claimed) if i64::try_from(claimed) != Ok(next) => Err(CatalogError::Conflict {
+            what: "commit",
+            key: format!("{bucket}/{claimed}"),
+            reason: format!("the journal's next sequence number is {next}"),
+        }),
+        _ => Ok(next),
+    }
+}
+
+/// A stored MAC column: empty or NULL for none, else 32 bytes.
+///
+/// # Errors
+///
+/// `Corrupt` for any other length.
+pub(crate) fn stored_mac(mac: Option<Vec<u8>>) -> Result<Option<[u8; 32]>, CatalogError> {
+    match mac {
+        None => Ok(None),
+        Some(bytes) if bytes.is_empty() => Ok(None),
+        Some(bytes) => <[u8; 32]>::try_from(bytes.as_slice())
+            .map(Some)
+            .map_err(|_| CatalogError::Corrupt {
+                what: "commits.mac",
+                detail: format!("{} bytes, not 32", bytes.len()),
+            }),
+    }
 }

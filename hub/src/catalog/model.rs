@@ -163,6 +163,14 @@ pub struct NewCommit {
     pub body: Vec<u8>,
     pub files: u64,
     pub bytes: u64,
+    /// The sequence number the writer claims (its MAC covers it): the append
+    /// is refused with `Conflict` unless it is the next. `None` takes the
+    /// next, whatever it is.
+    pub seq: Option<u64>,
+    /// The agent's MAC over the commit and its parent's MAC
+    /// (`ferry_proto::chain`); the hub stores it without being able to
+    /// check it. `None` for a commit made before commits were signed.
+    pub mac: Option<[u8; 32]>,
 }
 
 /// A commit in a bucket's journal.
@@ -176,6 +184,7 @@ pub struct Commit {
     pub body: Vec<u8>,
     pub files: u64,
     pub bytes: u64,
+    pub mac: Option<[u8; 32]>,
 }
 
 /// Checks a tenant, site, bucket or pool name: 1 to [`MAX_NAME_LEN`] bytes of

@@ -1,7 +1,8 @@
 //! Journal segments: one object per commit, in the newest pool before the
 //! commit is acknowledged.
 //!
-//! Layout, sealed (see [`super::seal`]) with magic `FERRYSG1`:
+//! Layout, sealed (see [`super::seal`]) with magic `FERRYSG2` (`FERRYSG1`,
+//! read still, is the same without the MAC):
 //!
 //! ```text
 //! tenant name | bucket name | site name          (length u8, bytes)
@@ -11,6 +12,7 @@
 //! reference_parts  count u32 | hashes [32]...   (refs objects, see super::refs)
 //! references       count u32 | ids [32]...      (the rest, inline)
 //! body             len u32 | bytes               (the agent's, encrypted)
+//! mac              len u32 | 0 or 32 bytes       (the agent's commit MAC)
 //! ```
 //!
 //! Everything but the body is plaintext, so the hub (which holds no key)
@@ -31,7 +33,9 @@ use super::codec::{Decoder, Encoder};
 use super::{RecordError, seal, short_hash, unseal};
 use crate::catalog::CommitKind;
 
-const MAGIC: &[u8; 8] = b"FERRYSG1";
+const MAGIC: &[u8; 8] = b"FERRYSG2";
+/// Segments written before commits carried a MAC.
+const MAGIC_V1: &[u8; 8] = b"FERRYSG1";
 const RECORD: &str = "journal segment";
 
 /// One commit as the pools keep it.
@@ -55,6 +59,8 @@ pub struct Segment {
     pub references: Vec<BlobId>,
     /// Opaque bytes from the agent (encrypted).
     pub body: Vec<u8>,
+    /// The agent's MAC of the commit (`None` in a first-version segment).
+    pub mac: Option<[u8; 32]>,
 }
 
 /// Where the segments of one bucket live: `journal/<tenant>/<bucket>/`.
@@ -90,6 +96,7 @@ impl Segment {
         e.hashes("reference_parts", &self.reference_parts)?;
         e.ids("references", &self.references)?;
         e.bytes("body", &self.body)?;
+        e.bytes("mac", self.mac.as_ref().map_or(&[][..], |m| &m[..]))?;
         let bytes = seal(MAGIC, &e.finish());
         let name = format!(
             "{}{:020}-{}.seg",
@@ -107,7 +114,14 @@ impl Segment {
     /// A [`RecordError`] naming what is wrong. Never panics, whatever the
     /// bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        let mut d = Decoder::new(RECORD, unseal(RECORD, MAGIC, bytes)?);
+        let (payload, signed) = match unseal(RECORD, MAGIC, bytes) {
+            Ok(payload) => (payload, true),
+            Err(e) => match unseal(RECORD, MAGIC_V1, bytes) {
+                Ok(payload) => (payload, false),
+                Err(_) => return Err(e),
+            },
+        };
+        let mut d = Decoder::new(RECORD, payload);
         let tenant = d.name("tenant")?;
         let bucket = d.name("bucket")?;
         let site = d.name("site")?;
@@ -118,7 +132,7 @@ impl Segment {
             1 => CommitKind::Snapshot,
             other => return Err(d.bad_value("kind", u64::from(other))),
         };
-        let segment = Self {
+        let mut segment = Self {
             tenant,
             bucket,
             site,
@@ -131,7 +145,18 @@ impl Segment {
             reference_parts: d.hashes("reference_parts")?,
             references: d.ids("references")?,
             body: d.bytes("body")?,
+            mac: None,
         };
+        if signed {
+            let mac = d.bytes("mac")?;
+            segment.mac = match mac.len() {
+                0 => None,
+                _ => Some(
+                    <[u8; 32]>::try_from(mac.as_slice())
+                        .map_err(|_| d.bad_value("mac", mac.len() as u64))?,
+                ),
+            };
+        }
         d.finish()?;
         if segment.seq == 0 {
             return Err(RecordError::BadValue {
@@ -175,6 +200,7 @@ mod tests {
             reference_parts: vec![[9; 32]],
             references: vec![BlobId([3; 32])],
             body: b"ciphertext".to_vec(),
+            mac: Some([5; 32]),
         }
     }
 
@@ -197,6 +223,43 @@ mod tests {
         .encode()
         .unwrap();
         assert_ne!(name, other);
+    }
+
+    /// A segment as the first version wrote it: no MAC field.
+    #[test]
+    fn a_first_version_segment_reads_without_a_mac() {
+        let segment = Segment {
+            mac: None,
+            ..sample()
+        };
+        let mut e = Encoder::new(RECORD, 512);
+        e.name("tenant", &segment.tenant).unwrap();
+        e.name("bucket", &segment.bucket).unwrap();
+        e.name("site", &segment.site).unwrap();
+        e.u64(segment.seq);
+        e.i64(segment.time_unix_ms);
+        e.u8(1);
+        e.u64(segment.files);
+        e.u64(segment.bytes);
+        e.ids("manifest", &segment.manifest).unwrap();
+        e.hashes("reference_parts", &segment.reference_parts)
+            .unwrap();
+        e.ids("references", &segment.references).unwrap();
+        e.bytes("body", &segment.body).unwrap();
+        let v1 = seal(MAGIC_V1, &e.finish());
+        assert_eq!(Segment::decode(&v1).unwrap(), segment);
+        // And a second-version one without a MAC round-trips as such.
+        let (_, v2) = segment.encode().unwrap();
+        assert_eq!(Segment::decode(&v2).unwrap(), segment);
+        // A MAC of another length is refused.
+        let mut bad = sample();
+        bad.mac = None;
+        let (_, bytes) = bad.encode().unwrap();
+        let mut payload = unseal(RECORD, MAGIC, &bytes).unwrap().to_vec();
+        payload.truncate(payload.len() - 4);
+        payload.extend_from_slice(&3u32.to_le_bytes());
+        payload.extend_from_slice(b"abc");
+        assert!(Segment::decode(&seal(MAGIC, &payload)).is_err());
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub(super) async fn restore(
                 body: segment.body.clone(),
                 files: segment.files,
                 bytes: segment.bytes,
+                seq: None,
+                mac: segment.mac,
             };
             let bucket_id = target.bucket;
             let added = blocking(catalog, move |c| {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use ferry_proto::chain::MAC_LEN;
 use ferry_proto::v1::ingest_server::Ingest;
 use ferry_proto::v1::{
     BlobBatch, BlobBatchAck, CheckReferencesRequest, CheckReferencesResponse, CommitRequest,
@@ -128,9 +129,12 @@ impl Ingest for IngestService {
             .map_err(|e| Status::unavailable(format!("storing the session header: {e}")))?;
         let lease_until = unix_now() + LEASE_SECS;
         let site_id = site.id;
-        let session = hub
+        let (session, head) = hub
             .catalog(move |c| {
-                c.write(|w| w.open_session(site_id, bucket.id, &header_id, lease_until))
+                c.write(|w| {
+                    let session = w.open_session(site_id, bucket.id, &header_id, lease_until)?;
+                    Ok((session, w.last_commit(bucket.id)?))
+                })
             })
             .await?;
         tracing::info!(site = %site.name, bucket = %req.bucket, session = session.0, "session opened");
@@ -138,6 +142,11 @@ impl Ingest for IngestService {
             session_id: session.0 as u64,
             lease_until_unix: lease_until,
             header_id: header_id.0.to_vec(),
+            head_seq: head.as_ref().map_or(0, |c| c.seq),
+            head_mac: head
+                .and_then(|c| c.mac)
+                .map(|m| m.to_vec())
+                .unwrap_or_default(),
         }))
     }
 
@@ -299,6 +308,19 @@ impl Ingest for IngestService {
                 req.body.len()
             )));
         }
+        // The hub cannot check a MAC, only that there is one: an agent
+        // checks the chain when it reads the journal back.
+        let mac = <[u8; MAC_LEN]>::try_from(req.mac.as_slice()).map_err(|_| {
+            Status::invalid_argument(format!(
+                "CommitRequest.mac: {} bytes, {MAC_LEN} expected",
+                req.mac.len()
+            ))
+        })?;
+        if req.seq == 0 {
+            return Err(Status::invalid_argument(
+                "CommitRequest.seq: 0 (the session's head_seq + 1 expected)",
+            ));
+        }
         let manifest = ids_from("CommitRequest.manifest", &req.manifest, MAX_IDS_PER_CALL)?;
         let parts = hashes_from("CommitRequest.reference_parts", &req.reference_parts)?;
         hub.refuse_unstored_parts(&site.tenant_name, &parts).await?;
@@ -320,6 +342,8 @@ impl Ingest for IngestService {
             body: req.body,
             files: req.files,
             bytes: req.bytes,
+            seq: Some(req.seq),
+            mac: Some(mac),
         };
         let bucket = session.bucket;
         let sid = session.id;
@@ -336,6 +360,7 @@ impl Ingest for IngestService {
             reference_parts: parts,
             references: ids_of(&references),
             body: commit.body.clone(),
+            mac: commit.mac,
         };
         let (records, runtime) = (hub.records.clone(), tokio::runtime::Handle::current());
         let seq = hub

@@ -5,10 +5,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use ferry_proto::BlobId;
+use ferry_proto::chain::manifest_digest;
 use ferry_proto::v1::journal_server::Journal;
 use ferry_proto::v1::{
     CommitInfo, FetchBlobsRequest, FetchedBlob, ListCommitsRequest, ListCommitsResponse,
 };
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -16,6 +18,12 @@ use tonic::{Request, Response, Status};
 
 use super::*;
 use crate::fetch;
+
+/// A listing page's commits at most.
+const MAX_COMMITS_PER_PAGE: usize = 1000;
+/// A listing page's encoded size at most (but one commit always fits): a
+/// commit's manifest ids and body are bounded, so its page is too.
+const MAX_PAGE_BYTES: usize = 1 << 20;
 
 #[derive(Clone)]
 pub struct JournalService(pub Arc<HubState>);
@@ -33,30 +41,54 @@ impl Journal for JournalService {
         let req = request.into_inner();
         let bucket = hub.bucket_for_read(&site, &req.bucket).await?;
         let limit = match req.limit {
-            0 => 1000,
-            n => n.min(1000) as usize,
+            0 => MAX_COMMITS_PER_PAGE,
+            n => (n as usize).min(MAX_COMMITS_PER_PAGE),
         };
         let (bucket_id, tenant, after) = (bucket.id, site.tenant, req.after_seq);
+        // One more than the page holds, to tell whether there is more.
         let (commits, sites) = hub
             .catalog(move |c| {
-                c.read(|r| Ok((r.commits(bucket_id, after, limit)?, r.list_sites(tenant)?)))
+                c.read(|r| {
+                    Ok((
+                        r.commits(bucket_id, after, limit + 1)?,
+                        r.list_sites(tenant)?,
+                    ))
+                })
             })
             .await?;
         let names: HashMap<_, _> = sites.into_iter().map(|s| (s.id, s.name)).collect();
-        let commits = commits
-            .into_iter()
-            .map(|c| CommitInfo {
+        let mut page = Vec::new();
+        let mut page_bytes = 0;
+        let mut more = false;
+        for c in commits {
+            let info = CommitInfo {
                 seq: c.seq,
                 site: names.get(&c.site).cloned().unwrap_or_default(),
                 time_unix_ms: c.time_unix_ms,
                 kind: c.kind.as_str().to_string(),
-                manifest: c.manifest.iter().map(|id| id.0.to_vec()).collect(),
+                manifest: match req.omit_manifests {
+                    true => Vec::new(),
+                    false => c.manifest.iter().map(|id| id.0.to_vec()).collect(),
+                },
+                manifest_digest: manifest_digest(&c.manifest).to_vec(),
                 body: c.body,
                 files: c.files,
                 bytes: c.bytes,
-            })
-            .collect();
-        Ok(Response::new(ListCommitsResponse { commits }))
+                mac: c.mac.map(|m| m.to_vec()).unwrap_or_default(),
+            };
+            // A page holds at least one commit, whatever its size.
+            let size = info.encoded_len();
+            if page.len() == limit || (!page.is_empty() && page_bytes + size > MAX_PAGE_BYTES) {
+                more = true;
+                break;
+            }
+            page_bytes += size;
+            page.push(info);
+        }
+        Ok(Response::new(ListCommitsResponse {
+            commits: page,
+            more,
+        }))
     }
 
     type FetchBlobsStream = BlobStream;

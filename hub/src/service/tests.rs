@@ -12,8 +12,8 @@ use ferry_proto::v1::Blob;
 use ferry_proto::v1::ingest_client::IngestClient;
 use ferry_proto::v1::journal_client::JournalClient;
 use ferry_proto::v1::{
-    BlobBatch, BlobBatchAck, CheckReferencesRequest, CommitRequest, FetchBlobsRequest,
-    FindMissingRequest, OpenSessionRequest,
+    BlobBatch, BlobBatchAck, CheckReferencesRequest, CommitInfo, CommitRequest, FetchBlobsRequest,
+    FindMissingRequest, ListCommitsRequest, OpenSessionRequest,
 };
 use tokio_stream::StreamExt;
 use tonic::Request;
@@ -150,6 +150,30 @@ impl Hub {
             .session_id
     }
 
+    /// Every commit of the tenant's bucket, manifests included.
+    async fn list(&mut self, tenant: &str) -> Vec<CommitInfo> {
+        let mut all: Vec<CommitInfo> = Vec::new();
+        loop {
+            let page = self
+                .journal
+                .list_commits(authed(
+                    tenant,
+                    ListCommitsRequest {
+                        bucket: format!("{tenant}/data"),
+                        after_seq: all.last().map_or(0, |c| c.seq),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            all.extend(page.commits);
+            if !page.more {
+                return all;
+            }
+        }
+    }
+
     async fn find_missing(&mut self, tenant: &str, session: u64, ids: &[BlobId]) -> Vec<u32> {
         self.ingest
             .find_missing(authed(
@@ -232,6 +256,7 @@ impl Hub {
         chunks: &[BlobId],
         reference_parts: Vec<Vec<u8>>,
     ) -> Result<u64, Status> {
+        let seq = self.list(tenant).await.len() as u64 + 1;
         self.ingest
             .commit(authed(
                 tenant,
@@ -244,6 +269,8 @@ impl Hub {
                     bytes: 1,
                     data_chunk_ids: chunks.iter().flat_map(|i| i.0).collect(),
                     reference_parts,
+                    seq,
+                    mac: vec![seq as u8; 32],
                 },
             ))
             .await
@@ -413,6 +440,8 @@ async fn a_commit_with_a_torn_id_list_is_refused_and_journals_nothing() {
                 session_id: session,
                 kind: "snapshot".to_owned(),
                 data_chunk_ids: torn.into(),
+                seq: 1,
+                mac: vec![1; 32],
                 ..Default::default()
             },
         ))
@@ -485,6 +514,8 @@ async fn an_oversized_commit_body_is_refused() {
         bytes: 0,
         data_chunk_ids: bytes::Bytes::new(),
         reference_parts: Vec::new(),
+        seq: 1,
+        mac: vec![1; 32],
     };
     let err = hub
         .ingest
@@ -501,4 +532,112 @@ async fn an_oversized_commit_body_is_refused() {
         .into_inner()
         .seq;
     assert_eq!(seq, 1, "the refused commit took no sequence number");
+}
+
+/// A session opens on the bucket's head; a commit goes at the number it
+/// claims or is refused, and needs a MAC (which the hub keeps, unable to
+/// check it); listings carry MACs and manifest digests, and page by size.
+#[tokio::test]
+async fn commits_claim_their_number_and_carry_a_mac() {
+    let mut hub = hub().await;
+    let open = |hub: &mut Hub| {
+        let mut ingest = hub.ingest.clone();
+        async move {
+            ingest
+                .open_session(authed(
+                    "alpha",
+                    OpenSessionRequest {
+                        bucket: "alpha/data".to_owned(),
+                        header: b"age-encryption.org/v1\nh\n".to_vec(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let opened = open(&mut hub).await;
+    assert_eq!((opened.head_seq, opened.head_mac.len()), (0, 0));
+    let commit = |session: u64, seq: u64, mac: Vec<u8>, body: Vec<u8>| CommitRequest {
+        session_id: session,
+        kind: "snapshot".to_owned(),
+        manifest: vec![],
+        body,
+        seq,
+        mac,
+        ..Default::default()
+    };
+    let refused = |r: Result<tonic::Response<_>, Status>| r.unwrap_err();
+    let err = refused(
+        hub.ingest
+            .commit(authed(
+                "alpha",
+                commit(opened.session_id, 1, vec![], vec![]),
+            ))
+            .await,
+    );
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("CommitRequest.mac"), "{err}");
+    let err = refused(
+        hub.ingest
+            .commit(authed(
+                "alpha",
+                commit(opened.session_id, 2, vec![7; 32], vec![]),
+            ))
+            .await,
+    );
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(hub.list("alpha").await.is_empty());
+
+    // Commits with bodies big enough that a page holds only some of them.
+    let body = vec![0x55; MAX_COMMIT_BODY_BYTES];
+    for seq in 1..=20u64 {
+        let opened = open(&mut hub).await;
+        assert_eq!(opened.head_seq, seq - 1);
+        if seq > 1 {
+            assert_eq!(opened.head_mac, vec![seq as u8 - 1; 32]);
+        }
+        let done = hub
+            .ingest
+            .commit(authed(
+                "alpha",
+                commit(opened.session_id, seq, vec![seq as u8; 32], body.clone()),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(done.seq, seq);
+    }
+    let first = hub
+        .journal
+        .list_commits(authed(
+            "alpha",
+            ListCommitsRequest {
+                bucket: "alpha/data".to_owned(),
+                omit_manifests: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        first.more,
+        "20 commits of 64 KiB bodies fill more than a page"
+    );
+    assert!(
+        (1..20).contains(&first.commits.len()),
+        "{}",
+        first.commits.len()
+    );
+    let all = hub.list("alpha").await;
+    let seqs: Vec<u64> = all.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+    for c in &all {
+        assert_eq!(c.mac, vec![c.seq as u8; 32]);
+        assert_eq!(
+            c.manifest_digest,
+            ferry_proto::chain::manifest_digest(&[]).to_vec()
+        );
+    }
 }

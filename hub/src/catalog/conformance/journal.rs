@@ -41,7 +41,8 @@ pub fn journal_sequence(cat: &dyn Catalog) {
             &c1.manifest,
             &c1.body,
             c1.files,
-            c1.bytes
+            c1.bytes,
+            c1.mac
         ),
         (
             snapshot.site,
@@ -50,7 +51,8 @@ pub fn journal_sequence(cat: &dyn Catalog) {
             &snapshot.manifest,
             &snapshot.body,
             snapshot.files,
-            snapshot.bytes
+            snapshot.bytes,
+            snapshot.mac
         )
     );
     assert!(cat.read(|r| r.commit(b1, 4)).unwrap().is_none());
@@ -59,6 +61,56 @@ pub fn journal_sequence(cat: &dyn Catalog) {
     assert_eq!(
         cat.read(|r| r.commit(b2, 1)).unwrap().unwrap().time_unix_ms,
         5
+    );
+}
+
+/// A commit that claims a sequence number goes there or nowhere (its MAC
+/// covers the number); the head is the highest commit; a commit without a
+/// MAC reads back without one.
+pub fn claimed_sequence_numbers_and_macs(cat: &dyn Catalog) {
+    let (_, site, bucket) = namespace(cat);
+    assert!(cat.read(|r| r.last_commit(bucket)).unwrap().is_none());
+    let claiming = |seq| NewCommit {
+        seq: Some(seq),
+        ..new_commit(site, 100 + seq as i64, vec![])
+    };
+    for wrong in [0, 2, u64::MAX] {
+        let err = cat
+            .write(|w| w.append_commit(bucket, &claiming(wrong)))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{wrong}: {err:?}");
+    }
+    assert!(cat.read(|r| r.last_commit(bucket)).unwrap().is_none());
+    assert_eq!(
+        cat.write(|w| w.append_commit(bucket, &claiming(1)))
+            .unwrap(),
+        1
+    );
+    let unsigned = NewCommit {
+        mac: None,
+        ..new_commit(site, 200, vec![])
+    };
+    assert_eq!(
+        cat.write(|w| w.append_commit(bucket, &unsigned)).unwrap(),
+        2
+    );
+    let err = cat
+        .write(|w| w.append_commit(bucket, &claiming(2)))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err:?}");
+    assert_eq!(
+        cat.write(|w| w.append_commit(bucket, &claiming(3)))
+            .unwrap(),
+        3
+    );
+
+    let head = cat.read(|r| r.last_commit(bucket)).unwrap().unwrap();
+    assert_eq!((head.seq, head.mac), (3, claiming(3).mac));
+    let listed = cat.read(|r| r.commits(bucket, 0, 10)).unwrap();
+    let macs: Vec<_> = listed.iter().map(|c| (c.seq, c.mac)).collect();
+    assert_eq!(
+        macs,
+        [(1, claiming(1).mac), (2, None), (3, claiming(3).mac)]
     );
 }
 

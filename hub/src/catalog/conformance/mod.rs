@@ -30,8 +30,8 @@ use std::collections::BTreeSet;
 use ferry_proto::{BlobId, BlobKind};
 
 use super::{
-    BucketId, Catalog, CatalogError, CatalogExt, CommitKind, NewCommit, PackEntry, PackRecord,
-    SiteId, TenantId,
+    BucketId, Catalog, CatalogError, CatalogExt, CommitKind, ErrorKind, NewCommit, PackEntry,
+    PackRecord, SiteId, TenantId,
 };
 
 /// Runs every check in this module against `cat`.
@@ -51,6 +51,7 @@ pub fn run_all(cat: &dyn Catalog) {
     same_pack_recorded_for_another_tenant(cat);
     record_pack_needs_known_tenants(cat);
     journal_sequence(cat);
+    claimed_sequence_numbers_and_macs(cat);
     journal_queries(cat);
     restored_commits(cat);
     commit_requires_stored_blobs(cat);
@@ -163,5 +164,7 @@ pub fn new_commit(site: SiteId, time_unix_ms: i64, manifest: Vec<BlobId>) -> New
         files: manifest.len() as u64,
         bytes: 1 << 40,
         manifest,
+        seq: None,
+        mac: Some(*blake3::hash(&time_unix_ms.to_le_bytes()).as_bytes()),
     }
 }

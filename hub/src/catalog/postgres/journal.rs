@@ -6,12 +6,14 @@ use postgres::types::ToSql;
 use super::blobs::missing_ids;
 use super::{Tx, pg};
 use crate::catalog::error::{from_i64, ids_bytes, stored_ids};
-use crate::catalog::journal::{check_append, check_restore, next_seq, seq_taken, stored_counts};
+use crate::catalog::journal::{
+    check_append, check_restore, next_seq, seq_taken, stored_counts, stored_mac,
+};
 use crate::catalog::{
     BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite, NewCommit, SiteId,
 };
 
-const COMMIT_COLUMNS: &str = "seq, site_id, time_ms, kind, manifest, body, files, bytes";
+const COMMIT_COLUMNS: &str = "seq, site_id, time_ms, kind, manifest, body, files, bytes, mac";
 
 fn decode_commit(row: &Row) -> Result<Commit, CatalogError> {
     let read = |source| CatalogError::unavailable("read commit", source);
@@ -23,6 +25,7 @@ fn decode_commit(row: &Row) -> Result<Commit, CatalogError> {
     let body: Vec<u8> = row.try_get(5).map_err(read)?;
     let files: i64 = row.try_get(6).map_err(read)?;
     let bytes: i64 = row.try_get(7).map_err(read)?;
+    let mac: Option<Vec<u8>> = row.try_get(8).map_err(read)?;
     Ok(Commit {
         seq: from_i64("commits.seq", seq)?,
         site: SiteId(site),
@@ -35,6 +38,7 @@ fn decode_commit(row: &Row) -> Result<Commit, CatalogError> {
         body,
         files: from_i64("commits.files", files)?,
         bytes: from_i64("commits.bytes", bytes)?,
+        mac: stored_mac(mac)?,
     })
 }
 
@@ -86,6 +90,15 @@ impl JournalRead for Tx<'_, '_> {
         Ok(found.into_iter().next())
     }
 
+    fn last_commit(&mut self, bucket: BucketId) -> Result<Option<Commit>, CatalogError> {
+        let found = self.query_commits(
+            "read journal head",
+            "bucket_id = $1 ORDER BY seq DESC LIMIT 1",
+            &[&bucket.0],
+        )?;
+        Ok(found.into_iter().next())
+    }
+
     fn latest_commit_at_or_before(
         &mut self,
         bucket: BucketId,
@@ -116,7 +129,7 @@ impl JournalWrite for Tx<'_, '_> {
             )
             .and_then(|r| r.try_get(0))
             .map_err(pg("read journal head"))?;
-        let seq = next_seq(bucket, last)?;
+        let seq = next_seq(bucket, last, commit)?;
         if !self.insert_commit(bucket, seq, commit)? {
             return Err(seq_taken(bucket, seq));
         }
@@ -148,8 +161,8 @@ impl Tx<'_, '_> {
         let (files, bytes) = stored_counts(commit)?;
         let inserted = self.tx
             .execute(
-                "INSERT INTO commits (bucket_id, seq, site_id, time_ms, kind, manifest, body, files, bytes) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                "INSERT INTO commits (bucket_id, seq, site_id, time_ms, kind, manifest, body, files, bytes, mac) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
                 &[
                     &bucket.0,
                     &seq,
@@ -160,6 +173,7 @@ impl Tx<'_, '_> {
                     &commit.body,
                     &files,
                     &bytes,
+                    &commit.mac.as_ref().map(|m| &m[..]),
                 ],
             )
             .map_err(pg("insert commit"))?;

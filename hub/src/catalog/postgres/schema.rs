@@ -93,6 +93,11 @@ CREATE INDEX commits_by_time ON commits (bucket_id, time_ms);
 ALTER TABLE blobs DROP CONSTRAINT blobs_tenant_id_fkey;
 ALTER TABLE blobs DROP CONSTRAINT blobs_header_fkey;
 "#,
+    // Version 3: a commit's MAC, from its agent (NULL for commits made before
+    // commits were signed).
+    r#"
+ALTER TABLE commits ADD COLUMN mac BYTEA;
+"#,
 ];
 
 /// A number no other application takes an advisory lock on: hubs starting

@@ -6,12 +6,14 @@ use super::blobs::missing_ids;
 use super::namespace::{bucket_tenant, site_tenant};
 use super::{Tx, sql};
 use crate::catalog::error::{from_i64, ids_bytes, stored_ids};
-use crate::catalog::journal::{check_append, check_restore, next_seq, seq_taken, stored_counts};
+use crate::catalog::journal::{
+    check_append, check_restore, next_seq, seq_taken, stored_counts, stored_mac,
+};
 use crate::catalog::{
     BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite, NewCommit, SiteId,
 };
 
-const COMMIT_COLUMNS: &str = "seq, site_id, time_ms, kind, manifest, body, files, bytes";
+const COMMIT_COLUMNS: &str = "seq, site_id, time_ms, kind, manifest, body, files, bytes, mac";
 
 /// A commit row as stored, before its values are checked.
 struct RawCommit {
@@ -23,6 +25,7 @@ struct RawCommit {
     body: Vec<u8>,
     files: i64,
     bytes: i64,
+    mac: Option<Vec<u8>>,
 }
 
 fn raw_commit_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawCommit> {
@@ -35,6 +38,7 @@ fn raw_commit_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawCommit> {
         body: row.get(5)?,
         files: row.get(6)?,
         bytes: row.get(7)?,
+        mac: row.get(8)?,
     })
 }
 
@@ -52,6 +56,7 @@ impl RawCommit {
             body: self.body,
             files: from_i64("commits.files", self.files)?,
             bytes: from_i64("commits.bytes", self.bytes)?,
+            mac: stored_mac(self.mac)?,
         })
     }
 }
@@ -107,6 +112,16 @@ impl JournalRead for Tx<'_> {
         Ok(found.into_iter().next())
     }
 
+    fn last_commit(&mut self, bucket: BucketId) -> Result<Option<Commit>, CatalogError> {
+        let found = query_commits(
+            self.conn,
+            "read journal head",
+            "bucket_id = ?1 ORDER BY seq DESC LIMIT 1",
+            params![bucket.0],
+        )?;
+        Ok(found.into_iter().next())
+    }
+
     fn latest_commit_at_or_before(
         &mut self,
         bucket: BucketId,
@@ -138,7 +153,7 @@ impl JournalWrite for Tx<'_> {
                 |r| r.get(0),
             )
             .map_err(sql("read journal head"))?;
-        let seq = next_seq(bucket, last)?;
+        let seq = next_seq(bucket, last, commit)?;
         if !self.insert_commit(bucket, seq, commit)? {
             return Err(seq_taken(bucket, seq));
         }
@@ -173,8 +188,8 @@ impl Tx<'_> {
         let (files, bytes) = stored_counts(commit)?;
         let inserted = self.conn
             .execute(
-                "INSERT INTO commits (bucket_id, seq, site_id, time_ms, kind, manifest, body, files, bytes) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+                "INSERT INTO commits (bucket_id, seq, site_id, time_ms, kind, manifest, body, files, bytes, mac) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
                 params![
                     bucket.0,
                     seq,
@@ -184,7 +199,8 @@ impl Tx<'_> {
                     ids_bytes(&commit.manifest),
                     commit.body,
                     files,
-                    bytes
+                    bytes,
+                    commit.mac.as_ref().map(|m| &m[..])
                 ],
             )
             .map_err(sql("insert commit"))?;

@@ -112,6 +112,11 @@ ALTER TABLE blobs_v2 RENAME TO blobs;
 -- A revoked site's token is refused; the row stays, for its journal.
 ALTER TABLE sites ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- A commit's MAC, from its agent (NULL for commits made before commits
+-- were signed).
+ALTER TABLE commits ADD COLUMN mac BLOB;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {
