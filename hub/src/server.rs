@@ -211,6 +211,23 @@ pub async fn open_pools(
     })
 }
 
+/// Indexes the packs the pools hold and the catalog lacks, in the
+/// background: a hub that stopped between putting a pack and recording it
+/// left one, and `recover` would index it anyway (the pools are the
+/// truth), so it is adopted rather than deleted. Read-only on the pools.
+async fn adopt_unrecorded_packs(catalog: Arc<dyn Catalog>, pools: Arc<Pools>) {
+    match crate::recover::adopt_unrecorded_packs(catalog, &pools).await {
+        Ok(report) if report.packs > 0 || !report.damaged.is_empty() => tracing::info!(
+            packs = report.packs,
+            blobs = report.blobs_added,
+            damaged = report.damaged.len(),
+            "unrecorded packs adopted"
+        ),
+        Ok(_) => tracing::info!("no unrecorded packs"),
+        Err(e) => tracing::warn!(error = %e, "looking for unrecorded packs"),
+    }
+}
+
 /// Serves until `shutdown` resolves. `ready` receives the bound address
 /// (useful with port 0).
 pub async fn serve(
@@ -232,6 +249,7 @@ pub async fn serve(
         newest.to_owned(),
         PackerConfig::default(),
     );
+    tokio::spawn(adopt_unrecorded_packs(catalog.clone(), pools.clone()));
     let state = HubState::new(catalog, pools, packer);
 
     let listener = TcpListener::bind(listen)

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use ferry_tests::garage::Garage;
 use ferry_tests::postgres::Postgres;
 use ferry_tests::tree::{assert_same, describe, files_with_extension};
-use ferry_tests::{Hub, Site, noise};
+use ferry_tests::{Hub, Site, check, noise};
 
 fn rfc3339_now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -310,7 +310,14 @@ fn recover_names_damaged_objects_and_what_they_affect() {
     // What the damage does not reach restores identical.
     let hub = Hub::start_with_config(&data_dir, &config);
     site.write_config(&hub.url(), &src);
+    // Commit 3 is lost, and the site saw it: its agent takes the shorter
+    // journal for a rollback until told the loss is known.
     let out = w.join("restored-1");
+    let refused = site.agent(&["restore", "--snapshot", "1", "--to", out.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("rolled back"), "{stderr}");
+    check(&site.agent(&["forget-head"]), "forget-head");
     site.restore(&out, &["--snapshot", "1"]);
     assert_same(
         &state1,
@@ -339,4 +346,51 @@ fn recover_names_damaged_objects_and_what_they_affect() {
         .iter()
         .any(|d| d["object"].as_str().unwrap().ends_with(&name(inner)));
     assert!(found, "{verified}");
+}
+
+/// A pack in the pool that the catalog does not know (the hub stopped
+/// between putting it and recording it) is indexed when a hub starts: the
+/// pools are the truth, and `recover` would index it anyway.
+#[test]
+fn a_pack_the_catalog_never_recorded_is_adopted_at_start() {
+    let w = tempfile::tempdir().unwrap();
+    let w = w.path();
+    let src = w.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("data.bin"), noise(3 << 20, 21)).unwrap();
+    let data_dir = w.join("hub");
+    let hub = Hub::start(&data_dir);
+    let site = Site::create(&hub, &w.join("site"), &src, "site-a", "docs");
+    site.backup();
+    drop(hub);
+    // The catalog forgets every pack and blob; the pool keeps them.
+    let conn = rusqlite::Connection::open(data_dir.join("catalog.db")).unwrap();
+    conn.execute_batch("DELETE FROM blobs; DELETE FROM packs;")
+        .unwrap();
+    drop(conn);
+    let hub = Hub::start(&data_dir);
+    site.write_config(&hub.url(), &src);
+    let adopted = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        hub.log().contains("unrecorded packs adopted")
+    });
+    assert!(adopted, "{}", hub.log());
+    let out = w.join("restored");
+    site.restore(&out, &[]);
+    assert_same(&describe(&src), &describe(&out), "restore after adoption");
+    // A second start finds nothing left to adopt (the log file is the
+    // same across starts).
+    drop(hub);
+    let hub = Hub::start(&data_dir);
+    let looked = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        hub.log().contains("no unrecorded packs")
+    });
+    assert!(looked, "{}", hub.log());
+    assert_eq!(
+        hub.log().matches("unrecorded packs adopted").count(),
+        1,
+        "{}",
+        hub.log()
+    );
 }

@@ -12,6 +12,7 @@ mod journal;
 mod namespace;
 mod packs;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -121,7 +122,7 @@ pub async fn recover(
         ms = started.elapsed().as_millis() as u64,
         "namespace recovered"
     );
-    packs::index(&catalog, pools, options, &mut report).await?;
+    packs::index(&catalog, pools, options, &HashSet::new(), &mut report).await?;
     tracing::info!(
         packs = report.packs,
         blobs = report.blobs_added,
@@ -134,6 +135,26 @@ pub async fn recover(
         ms = started.elapsed().as_millis() as u64,
         "journals recovered"
     );
+    Ok(report)
+}
+
+/// Indexes only the packs the catalog lacks (see `server`): what a hub
+/// that stopped between putting a pack and recording it left behind.
+///
+/// # Errors
+///
+/// As [`recover`]'s.
+pub async fn adopt_unrecorded_packs(
+    catalog: Arc<dyn Catalog>,
+    pools: &Pools,
+) -> Result<Report, RecoverError> {
+    let known: HashSet<String> = blocking(&catalog, |c| c.list_packs())
+        .await?
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    let mut report = Report::default();
+    packs::index(&catalog, pools, Options::default(), &known, &mut report).await?;
     Ok(report)
 }
 

@@ -32,6 +32,7 @@ pub(super) async fn index(
     catalog: &Arc<dyn Catalog>,
     pools: &Pools,
     options: Options,
+    skip: &HashSet<String>,
     report: &mut Report,
 ) -> Result<(), RecoverError> {
     let mut seen = HashSet::new();
@@ -42,7 +43,7 @@ pub(super) async fn index(
             continue;
         };
         // A pack copied to a second pool is indexed once, where first seen.
-        if seen.insert(name.to_owned()) {
+        if !skip.contains(name) && seen.insert(name.to_owned()) {
             queue.push((pool, object));
         }
     }
