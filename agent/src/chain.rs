@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use ferry_crypto::TenantKeys;
 use ferry_proto::chain::{CommitClaim, GENESIS, MAC_LEN, body_digest, manifest_digest};
-use ferry_proto::v1::{CommitInfo, ListCommitsRequest};
+use ferry_proto::v1::{CommitInfo, ListCommitsRequest, ListCommitsResponse};
 use ferry_proto::{BadId, BlobId};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -179,23 +179,10 @@ pub async fn list_after(
     bucket: &str,
     after_seq: u64,
 ) -> Result<Vec<CommitInfo>, ChainError> {
-    let mut journal = client.journal.clone();
     let mut all: Vec<CommitInfo> = Vec::new();
     loop {
         let after = all.last().map_or(after_seq, |c| c.seq);
-        let page = journal
-            .list_commits(ListCommitsRequest {
-                bucket: bucket.to_string(),
-                after_seq: after,
-                limit: 0,
-                omit_manifests: true,
-            })
-            .await
-            .map_err(|status| ChainError::Hub {
-                call: "ListCommits",
-                status,
-            })?
-            .into_inner();
+        let page = list_page(client, bucket, after, 0, true).await?;
         if page.commits.iter().any(|c| c.seq <= after) {
             return Err(ChainError::Protocol("commits out of order".into()));
         }
@@ -234,6 +221,29 @@ pub async fn list_verified(
     Ok(commits)
 }
 
+/// One ListCommits call.
+async fn list_page(
+    client: &HubClient,
+    bucket: &str,
+    after_seq: u64,
+    limit: u32,
+    omit_manifests: bool,
+) -> Result<ListCommitsResponse, ChainError> {
+    let request = ListCommitsRequest {
+        bucket: bucket.to_string(),
+        after_seq,
+        limit,
+        omit_manifests,
+    };
+    match client.journal.clone().list_commits(request).await {
+        Ok(response) => Ok(response.into_inner()),
+        Err(status) => Err(ChainError::Hub {
+            call: "ListCommits",
+            status,
+        }),
+    }
+}
+
 /// The manifest ids of commit `seq`, checked against the digest its
 /// verified listing gave.
 ///
@@ -245,21 +255,7 @@ pub async fn manifest_of(
     bucket: &str,
     commit: &CommitInfo,
 ) -> Result<Vec<BlobId>, ChainError> {
-    let listed = client
-        .journal
-        .clone()
-        .list_commits(ListCommitsRequest {
-            bucket: bucket.to_string(),
-            after_seq: commit.seq - 1,
-            limit: 1,
-            omit_manifests: false,
-        })
-        .await
-        .map_err(|status| ChainError::Hub {
-            call: "ListCommits",
-            status,
-        })?
-        .into_inner();
+    let listed = list_page(client, bucket, commit.seq - 1, 1, false).await?;
     let broken = |reason: &str| ChainError::Broken {
         bucket: bucket.to_owned(),
         seq: commit.seq,
