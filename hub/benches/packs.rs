@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferry_hub::blobstore::{BlobStore, LocalDirStore};
-use ferry_hub::catalog::{BlobIndex, Catalog, CatalogExt, PackRecord, SqliteCatalog};
+use ferry_hub::catalog::{BlobIndex, BlobOwner, Catalog, CatalogExt, PackRecord, SqliteCatalog};
 use ferry_hub::pack::{PackBlob, PackEntry, encode_pack};
 use ferry_hub::packer::{Packer, PackerConfig};
 use ferry_proto::{BlobId, BlobKind};
@@ -32,20 +32,29 @@ fn blobs(seed: u64) -> Vec<PackBlob> {
         .collect()
 }
 
+/// A tenant and its one site, whose copies the benchmarks store.
+fn bench_owner(catalog: &dyn Catalog) -> BlobOwner {
+    let tenant = catalog.write(|w| w.create_tenant("bench")).unwrap();
+    let site = catalog
+        .write(|w| w.create_site(tenant, "site", &[7; 32]))
+        .unwrap();
+    BlobOwner { tenant, site }
+}
+
 fn packs(c: &mut Criterion) {
     let mut g = c.benchmark_group("hub");
     g.sample_size(10)
         .throughput(Throughput::Bytes((BLOB * BLOBS) as u64));
     let sample = blobs(0);
     g.bench_function("encode pack (16 MiB)", |b| {
-        b.iter(|| encode_pack("bench", &sample).unwrap().bytes.len())
+        b.iter(|| encode_pack("bench", "site", &sample).unwrap().bytes.len())
     });
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let catalog: Arc<dyn Catalog> =
         Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap());
-    let tenant = catalog.write(|w| w.create_tenant("bench")).unwrap();
+    let owner = bench_owner(&*catalog);
     let store: Arc<dyn BlobStore> = Arc::new(LocalDirStore::open(dir.path().join("pool")).unwrap());
     let packer = runtime
         .block_on(async { Packer::start(store, catalog, "local".into(), PackerConfig::default()) });
@@ -54,7 +63,7 @@ fn packs(c: &mut Criterion) {
         b.iter(|| {
             seed += 1;
             let batch = blobs(seed);
-            runtime.block_on(packer.store(tenant, batch)).unwrap()
+            runtime.block_on(packer.store(owner, batch)).unwrap()
         })
     });
     g.finish();
@@ -68,7 +77,7 @@ const REFERENCES: usize = 50_000;
 fn reference_check(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let catalog = SqliteCatalog::open(dir.path().join("catalog.db")).unwrap();
-    let tenant = catalog.write(|w| w.create_tenant("bench")).unwrap();
+    let owner = bench_owner(&catalog);
     let mut ids: Vec<BlobId> = (0..REFERENCES as u64)
         .map(|i| BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
         .collect();
@@ -91,7 +100,7 @@ fn reference_check(c: &mut Criterion) {
                     offset: 4096 * i,
                     length: 4096,
                 };
-                (tenant, entry)
+                (owner, entry)
             })
             .collect();
         catalog.record_pack(&record, &entries).unwrap();
@@ -101,7 +110,7 @@ fn reference_check(c: &mut Criterion) {
     g.sample_size(20)
         .throughput(Throughput::Elements(REFERENCES as u64));
     g.bench_function("reference check (50,000 stored ids)", |b| {
-        b.iter(|| assert!(catalog.missing_blobs(tenant, &ids).unwrap().is_empty()))
+        b.iter(|| assert!(catalog.missing_blobs(owner, &ids).unwrap().is_empty()))
     });
     g.finish();
 }

@@ -7,12 +7,17 @@
 //! Layout (all integers little-endian):
 //!
 //! ```text
-//! magic  b"FERRYPK2"
+//! magic  b"FERRYPK3"
 //! blobs  blob bytes back to back, in index order, no gaps
-//! index  tenant_len u8 | tenant [tenant_len] | count u32, then per blob:
+//! index  tenant_len u8 | tenant [tenant_len] | site_len u8 | site [site_len] |
+//!        count u32, then per blob:
 //!        id [32] | kind u8 | flags u8 | header_id [32] | offset u64 | length u32
-//! footer index_len u32 | blake3 [32] of every byte before the footer | b"FERRYPKE"
+//! footer index_len u32 | blake3 [32] of every byte before the footer | b"FERRYPKS"
 //! ```
+//!
+//! The first version (`FERRYPK2` ... `FERRYPKE`, read still) has no site.
+//! The footer's magic says the version too, because recovery reads only a
+//! pack's tail.
 //!
 //! Offsets are absolute positions in the pack file, so a blob can be fetched
 //! with one ranged read. The blobs must tile the blob area exactly (first at
@@ -20,9 +25,11 @@
 //! the index starts): every byte of a pack is then accounted for, which keeps
 //! the decoder simple and leaves no room for hidden data.
 //!
-//! A pack holds the blobs of one tenant, and says which: the tenant's name
-//! is in the index, so `recover` knows whose blob index each entry belongs
-//! to from the pack alone (catalog ids are not portable, names are).
+//! A pack holds the blobs one site of one tenant uploaded, and says which:
+//! their names are in the index, so `recover` knows whose copies its
+//! entries are from the pack alone (catalog ids are not portable, names
+//! are). A site's backups dedup only against its own copies (see
+//! `catalog::BlobOwner`), so whose copy a blob is must survive a recovery.
 //!
 //! A pack's name is the hex of the BLAKE3 of the whole pack file
 //! ([`pack_name`]); its object name in a pool is [`pack_object_name`].
@@ -33,16 +40,19 @@ use bytes::Bytes;
 use ferry_proto::{BlobId, BlobKind, ID_LEN};
 
 /// First bytes of every pack.
-pub const PACK_MAGIC: &[u8; 8] = b"FERRYPK2";
+pub const PACK_MAGIC: &[u8; 8] = b"FERRYPK3";
 /// Last bytes of every pack.
-pub const FOOTER_MAGIC: &[u8; 8] = b"FERRYPKE";
+pub const FOOTER_MAGIC: &[u8; 8] = b"FERRYPKS";
+/// The first version's magics: no site in the index.
+const PACK_MAGIC_V2: &[u8; 8] = b"FERRYPK2";
+const FOOTER_MAGIC_V2: &[u8; 8] = b"FERRYPKE";
 /// Size of one index entry.
 pub const ENTRY_LEN: usize = ID_LEN + 1 + 1 + ID_LEN + 8 + 4;
 /// Size of the fixed footer.
 pub const FOOTER_LEN: usize = 4 + 32 + FOOTER_MAGIC.len();
 /// Size of the index's count field.
 const COUNT_LEN: usize = 4;
-/// Size of the index's tenant length field.
+/// Size of the index's tenant (and site) length field.
 const TENANT_LEN_LEN: usize = 1;
 /// Size of the smallest valid pack: magic, an empty index of a one-letter
 /// tenant, the footer.
@@ -90,6 +100,9 @@ pub struct PackEntry {
 pub struct PackIndex {
     /// The name of the tenant every blob of the pack belongs to.
     pub tenant: String,
+    /// The name of the site that uploaded them (`None` in a first-version
+    /// pack, from before copies were per site).
+    pub site: Option<String>,
     pub entries: Vec<PackEntry>,
 }
 
@@ -100,6 +113,8 @@ pub struct PackFooter {
     pub index_len: u32,
     /// BLAKE3 of every byte of the pack before the footer.
     pub content_hash: [u8; 32],
+    /// Whether the index names a site (the current version).
+    pub has_site: bool,
 }
 
 impl PackFooter {
@@ -115,14 +130,18 @@ impl PackFooter {
 pub enum PackError {
     #[error("pack is {len} bytes, shorter than the minimum of {min}")]
     TooShort { len: u64, min: u64 },
-    #[error("pack header: bad magic {found}, expected FERRYPK2")]
+    #[error("pack header: bad magic {found}, expected FERRYPK3 (or FERRYPK2)")]
     BadMagic { found: String },
-    #[error("pack footer: bad magic {found}, expected FERRYPKE")]
+    #[error("pack footer: bad magic {found}, expected FERRYPKS (or FERRYPKE)")]
     BadFooterMagic { found: String },
+    #[error("pack header says {header}, its footer {footer}: not one version")]
+    MixedVersions { header: String, footer: String },
     #[error("pack footer: index_len {index_len} does not fit in a pack of {pack_len} bytes")]
     IndexLenOutOfRange { index_len: u32, pack_len: u64 },
     #[error("pack index: tenant name {found:?} is not a valid tenant name")]
     BadTenant { found: String },
+    #[error("pack index: site name {found:?} is not a valid site name")]
+    BadSite { found: String },
     #[error(
         "pack index: count {count} needs {expected} bytes of index, footer index_len says {index_len}"
     )]
@@ -186,20 +205,24 @@ pub struct EncodedPack {
     pub hash: [u8; 32],
 }
 
-/// Encodes `blobs` of `tenant`, in order, into one pack.
+/// Encodes `blobs` that `site` of `tenant` uploaded, in order, into one
+/// pack.
 ///
 /// # Errors
 ///
-/// [`PackError::BadTenant`] for a name outside the catalog's rules,
+/// [`PackError::BadTenant`] or [`PackError::BadSite`] for a name outside
+/// the catalog's rules,
 /// [`PackError::BlobTooLarge`] if a blob exceeds `u32::MAX` bytes and
 /// [`PackError::TooManyBlobs`] if the index would not fit the footer's
 /// `index_len`.
-pub fn encode_pack(tenant: &str, blobs: &[PackBlob]) -> Result<EncodedPack, PackError> {
-    let tenant_len = check_tenant(tenant.as_bytes())?;
+pub fn encode_pack(tenant: &str, site: &str, blobs: &[PackBlob]) -> Result<EncodedPack, PackError> {
+    let tenant_len = check_name(tenant.as_bytes(), |found| PackError::BadTenant { found })?;
+    let site_len = check_name(site.as_bytes(), |found| PackError::BadSite { found })?;
+    let names_len = 2 * TENANT_LEN_LEN + tenant.len() + site.len();
     let index_len = blobs
         .len()
         .checked_mul(ENTRY_LEN)
-        .and_then(|n| n.checked_add(TENANT_LEN_LEN + tenant.len() + COUNT_LEN))
+        .and_then(|n| n.checked_add(names_len + COUNT_LEN))
         .filter(|n| u32::try_from(*n).is_ok())
         .ok_or(PackError::TooManyBlobs { count: blobs.len() })?;
     let count =
@@ -228,6 +251,8 @@ pub fn encode_pack(tenant: &str, blobs: &[PackBlob]) -> Result<EncodedPack, Pack
 
     out.push(tenant_len);
     out.extend_from_slice(tenant.as_bytes());
+    out.push(site_len);
+    out.extend_from_slice(site.as_bytes());
     out.extend_from_slice(&count.to_le_bytes());
     for e in &entries {
         out.extend_from_slice(e.id.as_bytes());
@@ -272,13 +297,24 @@ pub fn parse_pack(bytes: &[u8]) -> Result<PackIndex, PackError> {
             min: MIN_PACK_LEN as u64,
         });
     }
-    if !bytes.starts_with(PACK_MAGIC) {
-        return Err(PackError::BadMagic {
-            found: printable(&bytes[..PACK_MAGIC.len()]),
-        });
-    }
+    let magic = &bytes[..PACK_MAGIC.len()];
+    let has_site = match magic {
+        m if m == PACK_MAGIC => true,
+        m if m == PACK_MAGIC_V2 => false,
+        _ => {
+            return Err(PackError::BadMagic {
+                found: printable(magic),
+            });
+        }
+    };
     let content_end = bytes.len() - FOOTER_LEN;
     let footer = parse_footer(&bytes[content_end..])?;
+    if footer.has_site != has_site {
+        return Err(PackError::MixedVersions {
+            header: printable(magic),
+            footer: printable(&bytes[bytes.len() - FOOTER_MAGIC.len()..]),
+        });
+    }
     let index_start = index_start(&footer, pack_len)?;
 
     let actual = blake3::hash(&bytes[..content_end]);
@@ -296,7 +332,7 @@ pub fn parse_pack(bytes: &[u8]) -> Result<PackIndex, PackError> {
                 index_len: footer.index_len,
                 pack_len,
             })?;
-    parse_index(index, index_start)
+    parse_index(index, index_start, has_site)
 }
 
 /// Decodes the fixed-size footer (the last [`FOOTER_LEN`] bytes of a pack).
@@ -315,14 +351,19 @@ pub fn parse_footer(footer: &[u8]) -> Result<PackFooter, PackError> {
     }
     let (index_len, rest) = footer.split_first_chunk::<4>().ok_or_else(short)?;
     let (hash, magic) = rest.split_first_chunk::<32>().ok_or_else(short)?;
-    if magic != FOOTER_MAGIC {
-        return Err(PackError::BadFooterMagic {
-            found: printable(magic),
-        });
-    }
+    let has_site = match magic {
+        m if m == FOOTER_MAGIC => true,
+        m if m == FOOTER_MAGIC_V2 => false,
+        _ => {
+            return Err(PackError::BadFooterMagic {
+                found: printable(magic),
+            });
+        }
+    };
     Ok(PackFooter {
         index_len: u32::from_le_bytes(*index_len),
         content_hash: *hash,
+        has_site,
     })
 }
 
@@ -363,7 +404,7 @@ pub fn parse_pack_index_unverified(tail: &[u8], pack_len: u64) -> Result<PackInd
             have,
             need: footer.tail_len(),
         })?;
-    parse_index(&tail[index_pos..footer_start], index_start)
+    parse_index(&tail[index_pos..footer_start], index_start, footer.has_site)
 }
 
 /// Checks that the footer's index_len fits in a pack of `pack_len` bytes and
@@ -383,38 +424,52 @@ fn index_start(footer: &PackFooter, pack_len: u64) -> Result<u64, PackError> {
         .ok_or(out_of_range)
 }
 
-/// Checks a tenant name as the catalog does and returns its length.
-fn check_tenant(name: &[u8]) -> Result<u8, PackError> {
+/// Checks a tenant or site name as the catalog does and returns its length.
+fn check_name(name: &[u8], bad: fn(String) -> PackError) -> Result<u8, PackError> {
     match (
         crate::catalog::is_valid_name(name),
         u8::try_from(name.len()),
     ) {
         (true, Ok(len)) => Ok(len),
-        _ => Err(PackError::BadTenant {
-            found: printable(name),
-        }),
+        _ => Err(bad(printable(name))),
     }
 }
 
-/// Parses an index (tenant and count fields included) whose blob area ends
-/// at `blob_end`.
-fn parse_index(index: &[u8], blob_end: u64) -> Result<PackIndex, PackError> {
+/// A length-prefixed name at the start of `bytes`, checked, and the rest.
+fn split_name(
+    bytes: &[u8],
+    short: PackError,
+    bad: fn(String) -> PackError,
+) -> Result<(String, &[u8]), PackError> {
+    let (&len, rest) = bytes.split_first().ok_or_else(|| short.clone())?;
+    let (name, rest) = rest.split_at_checked(usize::from(len)).ok_or(short)?;
+    check_name(name, bad)?;
+    // check_name allowed ASCII only.
+    Ok((String::from_utf8_lossy(name).into_owned(), rest))
+}
+
+/// Parses an index (names and count fields included) whose blob area ends
+/// at `blob_end`; `has_site` for the current version.
+fn parse_index(index: &[u8], blob_end: u64, has_site: bool) -> Result<PackIndex, PackError> {
     let index_len = index.len() as u64;
-    let short = |count| PackError::IndexLenMismatch {
-        count,
+    let short = PackError::IndexLenMismatch {
+        count: 0,
         index_len,
         expected: (TENANT_LEN_LEN + COUNT_LEN) as u64,
     };
-    let (&tenant_len, rest) = index.split_first().ok_or(short(0))?;
-    let (tenant, rest) = rest
-        .split_at_checked(usize::from(tenant_len))
-        .ok_or(short(0))?;
-    check_tenant(tenant)?;
-    let (count, body) = rest.split_first_chunk::<4>().ok_or(short(0))?;
+    let (tenant, rest) = split_name(index, short.clone(), |found| PackError::BadTenant { found })?;
+    let (site, rest) = match has_site {
+        true => {
+            let (site, rest) =
+                split_name(rest, short.clone(), |found| PackError::BadSite { found })?;
+            (Some(site), rest)
+        }
+        false => (None, rest),
+    };
+    let (count, body) = rest.split_first_chunk::<4>().ok_or(short)?;
     let count = u32::from_le_bytes(*count);
-    // u32 * 78 + 4 + 256 cannot overflow u64.
-    let expected = u64::from(count) * ENTRY_LEN as u64
-        + (TENANT_LEN_LEN + usize::from(tenant_len) + COUNT_LEN) as u64;
+    // u32 * 78 + 4 + 2 * 256 cannot overflow u64.
+    let expected = u64::from(count) * ENTRY_LEN as u64 + (index.len() - body.len()) as u64;
     if expected != index_len {
         return Err(PackError::IndexLenMismatch {
             count,
@@ -455,8 +510,8 @@ fn parse_index(index: &[u8], blob_end: u64) -> Result<PackIndex, PackError> {
         });
     }
     Ok(PackIndex {
-        // check_tenant allowed ASCII only.
-        tenant: String::from_utf8_lossy(tenant).into_owned(),
+        tenant,
+        site,
         entries,
     })
 }
@@ -489,216 +544,4 @@ fn printable(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::rngs::StdRng;
-    use rand::{Rng, RngCore, SeedableRng};
-
-    fn blob(n: u8, len: usize) -> PackBlob {
-        PackBlob {
-            id: BlobId([n; 32]),
-            kind: if n.is_multiple_of(2) {
-                BlobKind::Data
-            } else {
-                BlobKind::Manifest
-            },
-            flags: n % 2,
-            header_id: BlobId([0xEE; 32]),
-            data: (0..len).map(|i| (i as u8).wrapping_mul(n)).collect(),
-        }
-    }
-
-    fn small_pack() -> (Vec<PackBlob>, Vec<u8>, Vec<PackEntry>) {
-        let blobs = vec![blob(1, 5), blob(2, 0), blob(3, 9)];
-        let EncodedPack {
-            bytes,
-            entries,
-            hash,
-        } = encode_pack("acme", &blobs).unwrap();
-        assert_eq!(hash, *blake3::hash(&bytes).as_bytes());
-        (blobs, bytes, entries)
-    }
-
-    #[test]
-    fn round_trip() {
-        let (blobs, bytes, entries) = small_pack();
-        let index = parse_pack(&bytes).unwrap();
-        assert_eq!((index.tenant.as_str(), &index.entries), ("acme", &entries));
-        assert_eq!(entries.len(), blobs.len());
-        for (b, e) in blobs.iter().zip(&entries) {
-            assert_eq!(
-                (e.id, e.kind, e.flags, e.header_id),
-                (b.id, b.kind, b.flags, b.header_id)
-            );
-            let start = e.offset as usize;
-            assert_eq!(&bytes[start..start + e.length as usize], &b.data[..]);
-        }
-        assert!(bytes.starts_with(PACK_MAGIC) && bytes.ends_with(FOOTER_MAGIC));
-    }
-
-    #[test]
-    fn empty_pack_round_trips() {
-        let EncodedPack { bytes, entries, .. } = encode_pack("t", &[]).unwrap();
-        assert_eq!(bytes.len(), MIN_PACK_LEN);
-        assert!(entries.is_empty());
-        assert!(parse_pack(&bytes).unwrap().entries.is_empty());
-    }
-
-    #[test]
-    fn a_tenant_outside_the_name_rules_is_refused_both_ways() {
-        for bad in ["", "A", "a/b", &"a".repeat(64)] {
-            assert!(matches!(
-                encode_pack(bad, &[]),
-                Err(PackError::BadTenant { .. })
-            ));
-        }
-        let (_, mut bytes, entries) = small_pack();
-        let tenant_at = bytes.len() - FOOTER_LEN - (COUNT_LEN + entries.len() * ENTRY_LEN) - 4;
-        bytes[tenant_at] = b'A';
-        reseal(&mut bytes);
-        assert!(matches!(
-            parse_pack(&bytes),
-            Err(PackError::BadTenant { .. })
-        ));
-    }
-
-    #[test]
-    fn unverified_index_from_tail_matches() {
-        let (_, bytes, entries) = small_pack();
-        let footer = parse_footer(&bytes[bytes.len() - FOOTER_LEN..]).unwrap();
-        let tail = &bytes[bytes.len() - footer.tail_len() as usize..];
-        assert_eq!(
-            parse_pack_index_unverified(tail, bytes.len() as u64)
-                .unwrap()
-                .entries,
-            entries
-        );
-        // A longer tail works too; a shorter one is refused.
-        assert_eq!(
-            parse_pack_index_unverified(&bytes, bytes.len() as u64)
-                .unwrap()
-                .entries,
-            entries
-        );
-        assert!(matches!(
-            parse_pack_index_unverified(&tail[1..], bytes.len() as u64),
-            Err(PackError::TailTooShort { .. })
-        ));
-    }
-
-    #[test]
-    fn every_truncation_is_rejected() {
-        let (_, bytes, _) = small_pack();
-        for len in 0..bytes.len() {
-            assert!(
-                parse_pack(&bytes[..len]).is_err(),
-                "truncation to {len} accepted"
-            );
-        }
-    }
-
-    #[test]
-    fn every_single_byte_flip_is_rejected() {
-        let (_, bytes, _) = small_pack();
-        for pos in 0..bytes.len() {
-            for mask in [0x01u8, 0x80, 0xFF] {
-                let mut bad = bytes.clone();
-                bad[pos] ^= mask;
-                assert!(
-                    parse_pack(&bad).is_err(),
-                    "flip {mask:#x} at {pos} accepted"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn flip_in_content_is_a_hash_mismatch() {
-        let (_, mut bytes, entries) = small_pack();
-        bytes[entries[0].offset as usize] ^= 1;
-        assert!(matches!(
-            parse_pack(&bytes),
-            Err(PackError::HashMismatch { .. })
-        ));
-    }
-
-    /// Re-seals a pack after tampering, so the index checks (not the hash) are
-    /// what must catch the damage.
-    fn reseal(bytes: &mut [u8]) {
-        let content_end = bytes.len() - FOOTER_LEN;
-        let hash = blake3::hash(&bytes[..content_end]);
-        bytes[content_end + 4..content_end + 36].copy_from_slice(hash.as_bytes());
-    }
-
-    #[test]
-    fn resealed_index_damage_is_rejected() {
-        let (_, bytes, entries) = small_pack();
-        let count_at = bytes.len() - FOOTER_LEN - (COUNT_LEN + entries.len() * ENTRY_LEN);
-        let index_start = count_at - TENANT_LEN_LEN - "acme".len();
-        // Overlapping offsets, a gap, a bad kind, a length past the end.
-        let entry1 = count_at + COUNT_LEN + ENTRY_LEN;
-        let cases: Vec<(usize, u8)> = vec![
-            (entry1 + 66, 0x01),           // offset of entry 1
-            (entry1 + 32, 0x7F),           // kind of entry 1
-            (entry1 + 74, 0x10),           // length of entry 1
-            (count_at, 0x02),              // count
-            (index_start, 0x01),           // tenant length
-            (bytes.len() - FOOTER_LEN, 1), // index_len
-        ];
-        for (pos, mask) in cases {
-            let mut bad = bytes.clone();
-            bad[pos] ^= mask;
-            reseal(&mut bad);
-            assert!(parse_pack(&bad).is_err(), "resealed flip at {pos} accepted");
-        }
-    }
-
-    #[test]
-    fn random_bytes_never_panic() {
-        let mut rng = StdRng::seed_from_u64(0xFE44);
-        let (_, valid, _) = small_pack();
-        for round in 0..20_000 {
-            let bytes: Vec<u8> = if round % 2 == 0 {
-                let len = rng.gen_range(0..400);
-                let mut b = vec![0u8; len];
-                rng.fill_bytes(&mut b);
-                // Give some inputs valid magics so parsing gets further.
-                if round % 4 == 0 && len >= MIN_PACK_LEN {
-                    b[..8].copy_from_slice(PACK_MAGIC);
-                    b[len - 8..].copy_from_slice(FOOTER_MAGIC);
-                }
-                b
-            } else {
-                // Mutate a valid pack and re-seal it, to exercise the index checks.
-                let mut b = valid.clone();
-                for _ in 0..rng.gen_range(1..4) {
-                    let pos = rng.gen_range(0..b.len());
-                    b[pos] = rng.r#gen();
-                }
-                if b.ends_with(FOOTER_MAGIC) {
-                    reseal(&mut b);
-                }
-                b
-            };
-            if let Ok(index) = parse_pack(&bytes) {
-                for e in index.entries {
-                    assert!(e.offset + u64::from(e.length) <= bytes.len() as u64);
-                }
-            }
-            let pack_len = bytes.len() as u64 + rng.gen_range(0..3);
-            let _ = parse_pack_index_unverified(&bytes, pack_len);
-            let _ = parse_footer(&bytes);
-        }
-    }
-
-    #[test]
-    fn pack_object_name_fans_out() {
-        let (_, bytes, _) = small_pack();
-        let name = pack_name(&bytes);
-        assert_eq!(name.len(), 64);
-        assert_eq!(
-            pack_object_name(&name),
-            format!("packs/{}/{name}.pack", &name[..2])
-        );
-    }
-}
+mod tests;

@@ -1,4 +1,4 @@
-//! A Bloom filter over the (tenant, blob id) pairs the catalog holds, asked
+//! A Bloom filter over the (owner, blob id) pairs the catalog holds, asked
 //! before the catalog is: an id the filter has never seen is surely not
 //! stored, so the dedup query and the packer's re-check skip their SQLite
 //! lookup for it. On a first backup nearly every id is new, and those two
@@ -14,7 +14,7 @@ use std::sync::{PoisonError, RwLock};
 
 use ferry_proto::BlobId;
 
-use crate::catalog::{Catalog, CatalogError, TenantId};
+use crate::catalog::{BlobOwner, Catalog, CatalogError, SiteId};
 
 /// Filter bits per entry of its capacity; with [`PROBES`] probes a full
 /// filter answers "maybe" for about 1.2 % of absent ids.
@@ -38,7 +38,7 @@ enum State {
     /// Not built yet: ids recorded meanwhile wait here for the build.
     #[default]
     Unbuilt,
-    Building(Vec<(TenantId, BlobId)>),
+    Building(Vec<(BlobOwner, BlobId)>),
     Ready(Bits),
 }
 
@@ -57,7 +57,7 @@ impl StoredFilter {
             .for_each_blob_id(&mut |_, _| count += 1)
             .and_then(|()| {
                 let mut bits = Bits::with_capacity((count * HEADROOM).max(MIN_CAPACITY));
-                catalog.for_each_blob_id(&mut |tenant, id| bits.insert(tenant, id))?;
+                catalog.for_each_blob_id(&mut |owner, id| bits.insert(owner, id))?;
                 Ok(bits)
             });
         let mut state = self.write();
@@ -66,18 +66,18 @@ impl StoredFilter {
             _ => Vec::new(),
         };
         let mut bits = loaded?;
-        for (tenant, id) in &pending {
-            bits.insert(*tenant, id);
+        for (owner, id) in &pending {
+            bits.insert(*owner, id);
         }
         *state = State::Ready(bits);
         Ok(count)
     }
 
     /// Notes ids just recorded in the catalog.
-    pub fn insert<'a>(&self, tenant: TenantId, ids: impl IntoIterator<Item = &'a BlobId>) {
+    pub fn insert<'a>(&self, owner: BlobOwner, ids: impl IntoIterator<Item = &'a BlobId>) {
         match &mut *self.write() {
-            State::Ready(bits) => ids.into_iter().for_each(|id| bits.insert(tenant, id)),
-            State::Building(pending) => pending.extend(ids.into_iter().map(|id| (tenant, *id))),
+            State::Ready(bits) => ids.into_iter().for_each(|id| bits.insert(owner, id)),
+            State::Building(pending) => pending.extend(ids.into_iter().map(|id| (owner, *id))),
             State::Unbuilt => {}
         }
     }
@@ -90,10 +90,15 @@ impl StoredFilter {
         )
     }
 
-    /// True when `tenant` surely has not stored `id`.
-    pub fn absent(&self, tenant: TenantId, id: &BlobId) -> bool {
+    /// True when `owner` surely has no copy of `id` (its own or one of
+    /// [`SiteId::UNKNOWN`], as [`Catalog::missing_blobs`] counts).
+    pub fn absent(&self, owner: BlobOwner, id: &BlobId) -> bool {
+        let unknown = BlobOwner {
+            site: SiteId::UNKNOWN,
+            ..owner
+        };
         match &*self.state.read().unwrap_or_else(PoisonError::into_inner) {
-            State::Ready(bits) => !bits.contains(tenant, id),
+            State::Ready(bits) => !bits.contains(owner, id) && !bits.contains(unknown, id),
             _ => false,
         }
     }
@@ -126,16 +131,16 @@ impl std::fmt::Debug for StoredFilter {
 pub fn missing_blobs(
     catalog: &dyn Catalog,
     filter: &StoredFilter,
-    tenant: TenantId,
+    owner: BlobOwner,
     ids: &[BlobId],
 ) -> Result<Vec<BlobId>, CatalogError> {
     let (absent, maybe): (Vec<BlobId>, Vec<BlobId>) =
-        ids.iter().partition(|id| filter.absent(tenant, id));
+        ids.iter().partition(|id| filter.absent(owner, id));
     if absent.is_empty() {
-        return catalog.missing_blobs(tenant, ids);
+        return catalog.missing_blobs(owner, ids);
     }
     let mut missing: std::collections::HashSet<BlobId> = absent.into_iter().collect();
-    missing.extend(catalog.missing_blobs(tenant, &maybe)?);
+    missing.extend(catalog.missing_blobs(owner, &maybe)?);
     let mut seen = std::collections::HashSet::with_capacity(missing.len());
     Ok(ids
         .iter()
@@ -160,8 +165,9 @@ impl Bits {
 
     /// Bit positions of a pair. Blob ids are keyed hashes, uniform already,
     /// so their four 64-bit words serve as the probes' hashes.
-    fn positions(&self, tenant: TenantId, id: &BlobId) -> [u64; PROBES] {
-        let salt = (tenant.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    fn positions(&self, owner: BlobOwner, id: &BlobId) -> [u64; PROBES] {
+        let salt = (owner.tenant.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ (owner.site.0 as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
         let mut out = [0; PROBES];
         for (slot, word) in out.iter_mut().zip(id.0.chunks_exact(8)) {
             let mut raw = [0; 8];
@@ -173,16 +179,16 @@ impl Bits {
         out
     }
 
-    fn insert(&mut self, tenant: TenantId, id: &BlobId) {
-        for bit in self.positions(tenant, id) {
+    fn insert(&mut self, owner: BlobOwner, id: &BlobId) {
+        for bit in self.positions(owner, id) {
             if let Some(word) = self.words.get_mut((bit / 64) as usize) {
                 *word |= 1 << (bit % 64);
             }
         }
     }
 
-    fn contains(&self, tenant: TenantId, id: &BlobId) -> bool {
-        self.positions(tenant, id).iter().all(|&bit| {
+    fn contains(&self, owner: BlobOwner, id: &BlobId) -> bool {
+        self.positions(owner, id).iter().all(|&bit| {
             self.words
                 .get((bit / 64) as usize)
                 .is_some_and(|word| word & (1 << (bit % 64)) != 0)
@@ -193,6 +199,14 @@ impl Bits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::TenantId;
+
+    fn owner(tenant: i64, site: i64) -> BlobOwner {
+        BlobOwner {
+            tenant: TenantId(tenant),
+            site: SiteId(site),
+        }
+    }
 
     fn id(n: u64) -> BlobId {
         // Ids are keyed hashes in practice: spread the test ids the same way.
@@ -202,7 +216,7 @@ mod tests {
     #[test]
     fn inserted_ids_are_never_absent_and_most_others_are() {
         let mut bits = Bits::with_capacity(10_000);
-        let t = TenantId(1);
+        let t = owner(1, 7);
         for n in 0..10_000 {
             bits.insert(t, &id(n));
         }
@@ -215,20 +229,36 @@ mod tests {
             false_maybes < 3_000,
             "{false_maybes} of 100,000 absent ids looked stored"
         );
-        // Another tenant's ids are not this tenant's.
-        let other = (0..10_000)
-            .filter(|&n| bits.contains(TenantId(2), &id(n)))
-            .count();
-        assert!(
-            other < 300,
-            "{other} of tenant 1's ids looked stored for tenant 2"
-        );
+        // Another tenant's or site's ids are not this owner's.
+        for other_owner in [owner(2, 7), owner(1, 8)] {
+            let other = (0..10_000)
+                .filter(|&n| bits.contains(other_owner, &id(n)))
+                .count();
+            assert!(
+                other < 300,
+                "{other} of {t:?}'s ids looked stored for {other_owner:?}"
+            );
+        }
     }
 
     #[test]
     fn unbuilt_filter_knows_nothing_absent() {
         let filter = StoredFilter::default();
-        filter.insert(TenantId(1), &[id(1)]);
-        assert!(!filter.absent(TenantId(1), &id(2)));
+        filter.insert(owner(1, 7), &[id(1)]);
+        assert!(!filter.absent(owner(1, 7), &id(2)));
+    }
+
+    /// A copy of no known site counts for every site of its tenant, as the
+    /// catalog counts it.
+    #[test]
+    fn a_copy_of_no_known_site_is_present_for_every_site() {
+        let filter = StoredFilter::default();
+        *filter.write() = State::Ready(Bits::with_capacity(100));
+        filter.insert(owner(1, 7), &[id(1)]);
+        filter.insert(owner(1, SiteId::UNKNOWN.0), &[id(2)]);
+        assert!(!filter.absent(owner(1, 7), &id(1)));
+        assert!(filter.absent(owner(1, 8), &id(1)));
+        assert!(!filter.absent(owner(1, 8), &id(2)));
+        assert!(filter.absent(owner(2, 8), &id(2)));
     }
 }

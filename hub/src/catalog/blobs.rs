@@ -1,4 +1,5 @@
-//! The blob index: which pack, in which pool, holds each (tenant, blob).
+//! The blob index: which pack, in which pool, holds each copy of a blob
+//! (per tenant and uploading site: see [`BlobOwner`]).
 //!
 //! These calls are not part of a unit of work: each is one transaction of
 //! its own, and an engine may spread one over several connections (a long
@@ -7,20 +8,21 @@
 
 use ferry_proto::BlobId;
 
-use super::{BlobLocation, CatalogError, PackEntry, PackRecord, TenantId};
+use super::{BlobLocation, BlobOwner, CatalogError, PackEntry, PackRecord, SiteId};
 
 /// Bulk lookups and pack records.
 pub trait BlobIndex {
-    /// The ids in `ids` that `tenant` has not stored, in input order, each
-    /// once. Blobs of other tenants count as missing. Any number of ids may
-    /// be asked at once.
+    /// The ids in `ids` of which `owner` has no copy (its own, or one of
+    /// [`super::SiteId::UNKNOWN`]), in input order, each once. Copies of
+    /// other sites and other tenants count as missing. Any number of ids
+    /// may be asked at once.
     ///
     /// # Errors
     ///
-    /// Storage errors only (an unknown tenant has every id missing).
-    fn missing_blobs(&self, tenant: TenantId, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError>;
+    /// Storage errors only (an unknown owner has every id missing).
+    fn missing_blobs(&self, owner: BlobOwner, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError>;
 
-    /// Calls `visit` with every stored blob's tenant and id, in no set
+    /// Calls `visit` with every stored copy's owner and id, in no set
     /// order, from one consistent snapshot (a connection of its own: other
     /// calls do not wait for it).
     ///
@@ -29,25 +31,25 @@ pub trait BlobIndex {
     /// Storage errors, or `Corrupt` if a stored id cannot be decoded.
     fn for_each_blob_id(
         &self,
-        visit: &mut dyn FnMut(TenantId, &BlobId),
+        visit: &mut dyn FnMut(BlobOwner, &BlobId),
     ) -> Result<(), CatalogError>;
 
-    /// The locations of `tenant`'s stored blobs among `ids`, in input order,
-    /// each once; ids the tenant has not stored (even if another tenant has)
-    /// are left out.
+    /// The locations of `owner`'s copies among `ids` (its own, else one of
+    /// [`super::SiteId::UNKNOWN`]), in input order, each once; ids it has
+    /// no copy of (even if another site or tenant has) are left out.
     ///
     /// # Errors
     ///
     /// Storage errors, or `Corrupt` if a stored row cannot be decoded.
     fn blob_locations(
         &self,
-        tenant: TenantId,
+        owner: BlobOwner,
         ids: &[BlobId],
     ) -> Result<Vec<BlobLocation>, CatalogError>;
 
-    /// Records a pack and its blobs in one transaction. Each entry names the
-    /// tenant the blob belongs to. A (tenant, id) already stored keeps its
-    /// first location. A pack already recorded (same name, pool, size and
+    /// Records a pack and its blobs in one transaction. Each entry names
+    /// whose copy it is. A copy (owner, id) already stored keeps its first
+    /// location. A pack already recorded (same name, pool, size and
     /// hash) is kept and only its entries not yet stored are added: packs
     /// are named by content, so recording the same pack and entries again
     /// is a no-op. Returns how many blobs were newly stored.
@@ -55,13 +57,13 @@ pub trait BlobIndex {
     /// # Errors
     ///
     /// `Invalid` if the record is malformed or an entry lies outside the
-    /// pack, `NotFound` for an unknown tenant, `Conflict` if a pack of that
+    /// pack, `NotFound` for an unknown tenant or a site not of its tenant, `Conflict` if a pack of that
     /// name was recorded with different pool, size or hash. Nothing is
     /// recorded on error.
     fn record_pack(
         &self,
         pack: &PackRecord,
-        entries: &[(TenantId, PackEntry)],
+        entries: &[(BlobOwner, PackEntry)],
     ) -> Result<usize, CatalogError>;
 
     /// [`Self::record_pack`] for several packs, as few transactions as the
@@ -75,7 +77,7 @@ pub trait BlobIndex {
     /// recorded.
     fn record_packs(
         &self,
-        packs: &[(PackRecord, Vec<(TenantId, PackEntry)>)],
+        packs: &[(PackRecord, Vec<(BlobOwner, PackEntry)>)],
     ) -> Result<usize, CatalogError> {
         let mut stored = 0;
         for (pack, entries) in packs {
@@ -107,7 +109,7 @@ pub trait BlobIndex {
 /// bad pool name, a size past `i64`, an entry outside the pack.
 pub(crate) fn check_pack_record(
     pack: &PackRecord,
-    entries: &[(TenantId, PackEntry)],
+    entries: &[(BlobOwner, PackEntry)],
 ) -> Result<i64, CatalogError> {
     if pack.name != hex::encode(pack.hash) {
         return Err(CatalogError::Invalid {
@@ -132,6 +134,40 @@ pub(crate) fn check_pack_record(
         }
     }
     Ok(size)
+}
+
+/// Checks that every owner's site (but [`SiteId::UNKNOWN`]) is one of
+/// `site_tenants` and of the owner's tenant.
+///
+/// # Errors
+///
+/// `NotFound` for a site that does not exist, `Invalid` for one of another
+/// tenant.
+pub(crate) fn check_owners(
+    owners: &std::collections::BTreeSet<BlobOwner>,
+    site_tenants: &[(SiteId, super::TenantId)],
+) -> Result<(), CatalogError> {
+    for owner in owners.iter().filter(|o| o.site != SiteId::UNKNOWN) {
+        match site_tenants.iter().find(|(site, _)| *site == owner.site) {
+            None => {
+                return Err(CatalogError::NotFound {
+                    what: "site",
+                    key: owner.site.to_string(),
+                });
+            }
+            Some((_, tenant)) if *tenant != owner.tenant => {
+                return Err(CatalogError::Invalid {
+                    field: "pack entry",
+                    reason: format!(
+                        "site {} is not of tenant {}, whose blob copy it would own",
+                        owner.site, owner.tenant
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// A pack row decoded.

@@ -36,6 +36,24 @@ id_type!(
     /// A bucket's catalog id.
     BucketId
 );
+
+/// Whose copy of a blob a row is: the tenant it belongs to and the site
+/// that uploaded it. Dedup is per site: a blob counts as stored for a site
+/// only in a copy that site uploaded, so another site holding the same
+/// write-only key cannot plant garbage under an id that site will back up
+/// (and cannot learn through FindMissing what that site stored). Copies of
+/// [`SiteId::UNKNOWN`] (made before copies were per site) count for every
+/// site of the tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobOwner {
+    pub tenant: TenantId,
+    pub site: SiteId,
+}
+
+impl SiteId {
+    /// The uploader of a copy made before copies were per site.
+    pub const UNKNOWN: SiteId = SiteId(0);
+}
 id_type!(
     /// An upload session's catalog id.
     SessionId

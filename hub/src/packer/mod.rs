@@ -6,10 +6,12 @@
 //! blobs the catalog already holds, writes one pack to the pool and records
 //! it in the catalog. Every request in the group is answered only then.
 //!
-//! Every request names the tenant its blobs belong to, and deduplication is
-//! per tenant: a blob is skipped only if *its tenant* already holds that id.
-//! A pack holds one tenant's blobs and names that tenant, so a group with
-//! several tenants' blobs is written as several packs.
+//! Every request names the owner of its blobs (the tenant, and the site
+//! that uploaded them), and deduplication is per owner: a blob is skipped
+//! only if *its owner* already holds a copy of that id (see
+//! [`crate::catalog::BlobOwner`]). A pack holds one owner's blobs and names
+//! tenant and site, so a group with several owners' blobs is written as
+//! several packs.
 //!
 //! **Acknowledgement guarantee:** [`Packer::store`] returns `Ok` only once
 //! every blob it was given is durable in a pool *and* indexed in the catalog
@@ -25,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::blobstore::{BlobStore, BlobStoreError};
-use crate::catalog::{BlobLocation, Catalog, CatalogError, TenantId};
+use crate::catalog::{BlobLocation, BlobOwner, Catalog, CatalogError};
 use crate::pack::{PackBlob, PackError, pack_object_name};
 use crate::stored_filter::StoredFilter;
 
@@ -128,7 +130,7 @@ pub enum PackerError {
 }
 
 pub(crate) struct Request {
-    tenant: TenantId,
+    owner: BlobOwner,
     blobs: Vec<PackBlob>,
     bytes: usize,
     reply: oneshot::Sender<Result<StoreOutcome, PackerError>>,
@@ -182,7 +184,7 @@ impl Packer {
             pool: pool_name,
             config,
             stored: stored.clone(),
-            tenant_names: Default::default(),
+            owner_names: Default::default(),
         };
         let task = tokio::spawn(worker.run(rx));
         Self {
@@ -200,9 +202,10 @@ impl Packer {
         &self.stored
     }
 
-    /// Stores `blobs` for `tenant`, returning once all are durable and
-    /// catalogued (see the module docs). Blobs `tenant` already stored are
-    /// skipped, so retries are cheap; other tenants' blobs never count.
+    /// Stores `blobs` for `owner`, returning once all are durable and
+    /// catalogued (see the module docs). Blobs `owner` already holds a copy
+    /// of are skipped, so retries are cheap; other owners' copies never
+    /// count.
     ///
     /// # Errors
     ///
@@ -211,7 +214,7 @@ impl Packer {
     /// group failed; `Closed` if the packer is gone.
     pub async fn store(
         &self,
-        tenant: TenantId,
+        owner: BlobOwner,
         blobs: Vec<PackBlob>,
     ) -> Result<StoreOutcome, PackerError> {
         if blobs.is_empty() {
@@ -243,7 +246,7 @@ impl Packer {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(Request {
-                tenant,
+                owner,
                 blobs,
                 bytes,
                 reply,

@@ -1,6 +1,6 @@
 use super::*;
 use crate::blobstore::{BoxFuture, LocalDirStore};
-use crate::catalog::{CatalogExt, SqliteCatalog};
+use crate::catalog::{BlobOwner, CatalogExt, SqliteCatalog};
 use crate::pack::parse_pack;
 use crate::stored_filter;
 
@@ -8,17 +8,23 @@ struct Fixture {
     _dir: tempfile::TempDir,
     store: Arc<dyn BlobStore>,
     catalog: Arc<dyn Catalog>,
-    /// Two tenants.
-    a: TenantId,
-    b: TenantId,
+    /// A site of each of two tenants.
+    a: BlobOwner,
+    b: BlobOwner,
 }
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(LocalDirStore::open(dir.path().join("pool")).unwrap());
     let catalog = Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap());
-    let a = catalog.write(|w| w.create_tenant("tenant-a")).unwrap();
-    let b = catalog.write(|w| w.create_tenant("tenant-b")).unwrap();
+    let owner = |tenant_name: &str| {
+        let tenant = catalog.write(|w| w.create_tenant(tenant_name)).unwrap();
+        let site = catalog
+            .write(|w| w.create_site(tenant, "site-a", &rand::random()))
+            .unwrap();
+        BlobOwner { tenant, site }
+    };
+    let (a, b) = (owner("tenant-a"), owner("tenant-b"));
     Fixture {
         _dir: dir,
         store,

@@ -1,5 +1,5 @@
 //! The packing task: gathers requests into groups and writes each group
-//! as packs, one per tenant.
+//! as packs, one per owner (tenant and uploading site).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::{PackerConfig, PackerError, Request, StoreOutcome};
 use crate::blobstore::BlobStore;
-use crate::catalog::{Catalog, CatalogError, CatalogExt, PackRecord, TenantId};
+use crate::catalog::{BlobOwner, Catalog, CatalogError, CatalogExt, PackRecord};
 use crate::pack::{EncodedPack, PackBlob, encode_pack, pack_object_name};
 use crate::stored_filter::{self, StoredFilter};
 
@@ -20,8 +20,9 @@ pub(super) struct Worker {
     pub(super) pool: String,
     pub(super) config: PackerConfig,
     pub(super) stored: Arc<StoredFilter>,
-    /// Tenant names by id, for the packs' indexes (a tenant is never renamed).
-    pub(super) tenant_names: Mutex<HashMap<TenantId, String>>,
+    /// Tenant and site names by owner, for the packs' indexes (neither is
+    /// ever renamed).
+    pub(super) owner_names: Mutex<HashMap<BlobOwner, (String, String)>>,
 }
 
 impl Worker {
@@ -84,9 +85,9 @@ impl Worker {
 
     /// Writes one group and answers every request in it.
     async fn commit_group(&self, mut group: Vec<Request>) {
-        let blobs: Vec<(TenantId, Vec<PackBlob>)> = group
+        let blobs: Vec<(BlobOwner, Vec<PackBlob>)> = group
             .iter_mut()
-            .map(|r| (r.tenant, std::mem::take(&mut r.blobs)))
+            .map(|r| (r.owner, std::mem::take(&mut r.blobs)))
             .collect();
         match self.write(blobs).await {
             Ok(outcomes) => {
@@ -108,26 +109,26 @@ impl Worker {
     /// request.
     async fn write(
         &self,
-        requests: Vec<(TenantId, Vec<PackBlob>)>,
+        requests: Vec<(BlobOwner, Vec<PackBlob>)>,
     ) -> Result<Vec<StoreOutcome>, PackerError> {
-        // The distinct ids of each tenant in the group.
-        let mut asked: BTreeMap<TenantId, Vec<BlobId>> = BTreeMap::new();
+        // The distinct ids of each owner in the group.
+        let mut asked: BTreeMap<BlobOwner, Vec<BlobId>> = BTreeMap::new();
         let mut seen = HashSet::new();
-        for (tenant, blobs) in &requests {
+        for (owner, blobs) in &requests {
             for blob in blobs {
-                if seen.insert((*tenant, blob.id)) {
-                    asked.entry(*tenant).or_default().push(blob.id);
+                if seen.insert((*owner, blob.id)) {
+                    asked.entry(*owner).or_default().push(blob.id);
                 }
             }
         }
         let (catalog, stored) = (Arc::clone(&self.catalog), Arc::clone(&self.stored));
-        let missing: HashSet<(TenantId, BlobId)> = blocking("look up blobs", move || {
+        let missing: HashSet<(BlobOwner, BlobId)> = blocking("look up blobs", move || {
             let mut missing = HashSet::new();
-            for (tenant, ids) in asked {
+            for (owner, ids) in asked {
                 missing.extend(
-                    stored_filter::missing_blobs(&*catalog, &stored, tenant, &ids)?
+                    stored_filter::missing_blobs(&*catalog, &stored, owner, &ids)?
                         .into_iter()
-                        .map(|id| (tenant, id)),
+                        .map(|id| (owner, id)),
                 );
             }
             Ok(missing)
@@ -137,78 +138,86 @@ impl Worker {
             source: Arc::new(e),
         })?;
 
-        // Keep the first copy of each missing (tenant, id); count the rest as
+        // Keep the first copy of each missing (owner, id); count the rest as
         // present.
         let mut chosen = HashSet::new();
-        let mut per_tenant: BTreeMap<TenantId, Vec<PackBlob>> = BTreeMap::new();
+        let mut per_owner: BTreeMap<BlobOwner, Vec<PackBlob>> = BTreeMap::new();
         let mut outcomes = Vec::with_capacity(requests.len());
-        for (tenant, blobs) in requests {
+        for (owner, blobs) in requests {
             let mut outcome = StoreOutcome::default();
             for blob in blobs {
-                let key = (tenant, blob.id);
+                let key = (owner, blob.id);
                 if missing.contains(&key) && chosen.insert(key) {
                     outcome.stored += 1;
-                    per_tenant.entry(tenant).or_default().push(blob);
+                    per_owner.entry(owner).or_default().push(blob);
                 } else {
                     outcome.already_present += 1;
                 }
             }
             outcomes.push(outcome);
         }
-        // A pack holds one tenant's blobs (it names the tenant, for
-        // recovery): a group of several tenants becomes several packs,
+        // A pack holds one owner's blobs (it names tenant and site, for
+        // recovery): a group of several owners becomes several packs,
         // written at once.
-        let writes = per_tenant
+        let writes = per_owner
             .into_iter()
-            .map(|(tenant, blobs)| self.write_pack(tenant, blobs));
+            .map(|(owner, blobs)| self.write_pack(owner, blobs));
         for written in futures_util::future::join_all(writes).await {
             written?;
         }
         Ok(outcomes)
     }
 
-    /// The name of `tenant`, from the catalog the first time.
-    async fn tenant_name(&self, tenant: TenantId) -> Result<String, PackerError> {
-        if let Some(name) = self.lock_names().get(&tenant) {
-            return Ok(name.clone());
+    /// The tenant's and site's names of `owner`, from the catalog the
+    /// first time.
+    async fn owner_names(&self, owner: BlobOwner) -> Result<(String, String), PackerError> {
+        if let Some(names) = self.lock_names().get(&owner) {
+            return Ok(names.clone());
         }
         let catalog = Arc::clone(&self.catalog);
-        let found = blocking("look up tenant", move || catalog.read(|r| r.tenant(tenant)))
-            .await?
-            .map_err(|e| PackerError::Lookup {
-                source: Arc::new(e),
-            })?;
-        let name = found
-            .ok_or_else(|| PackerError::Lookup {
-                source: Arc::new(CatalogError::NotFound {
-                    what: "tenant",
-                    key: tenant.to_string(),
-                }),
-            })?
-            .name;
-        self.lock_names().insert(tenant, name.clone());
-        Ok(name)
+        let found = blocking("look up tenant and site", move || {
+            catalog.read(|r| Ok((r.tenant(owner.tenant)?, r.site(owner.site)?)))
+        })
+        .await?
+        .map_err(|e| PackerError::Lookup {
+            source: Arc::new(e),
+        })?;
+        let not_found = |what, key: i64| PackerError::Lookup {
+            source: Arc::new(CatalogError::NotFound {
+                what,
+                key: key.to_string(),
+            }),
+        };
+        let names = match found {
+            (Some(tenant), Some(site)) if site.tenant == owner.tenant => (tenant.name, site.name),
+            (None, _) => return Err(not_found("tenant", owner.tenant.0)),
+            (Some(_), _) => return Err(not_found("site of the tenant", owner.site.0)),
+        };
+        self.lock_names().insert(owner, names.clone());
+        Ok(names)
     }
 
-    fn lock_names(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, String>> {
+    fn lock_names(&self) -> std::sync::MutexGuard<'_, HashMap<BlobOwner, (String, String)>> {
         // The map is only a cache; a poisoned one is still right.
-        self.tenant_names
+        self.owner_names
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Writes `blobs` of `tenant` as one pack and records it.
-    async fn write_pack(&self, tenant: TenantId, blobs: Vec<PackBlob>) -> Result<(), PackerError> {
-        let tenant_name = self.tenant_name(tenant).await?;
+    /// Writes `blobs` of `owner` as one pack and records it.
+    async fn write_pack(&self, owner: BlobOwner, blobs: Vec<PackBlob>) -> Result<(), PackerError> {
+        let (tenant_name, site_name) = self.owner_names(owner).await?;
         // Encoding copies and hashes up to max_pack_bytes: keep it off the
         // async workers.
         let EncodedPack {
             bytes,
             entries,
             hash,
-        } = blocking("encode pack", move || encode_pack(&tenant_name, &blobs))
-            .await?
-            .map_err(|source| PackerError::Encode { source })?;
+        } = blocking("encode pack", move || {
+            encode_pack(&tenant_name, &site_name, &blobs)
+        })
+        .await?
+        .map_err(|source| PackerError::Encode { source })?;
 
         let record = PackRecord {
             name: hex::encode(hash),
@@ -228,13 +237,13 @@ impl Worker {
                 source: Arc::new(e),
             })?;
 
-        let entries: Vec<(TenantId, _)> = entries.into_iter().map(|e| (tenant, e)).collect();
+        let entries: Vec<(BlobOwner, _)> = entries.into_iter().map(|e| (owner, e)).collect();
         let (catalog, stored) = (Arc::clone(&self.catalog), Arc::clone(&self.stored));
         let (name, blob_count) = (record.name.clone(), entries.len());
         let put_ms = started.elapsed().as_millis() as u64;
         let newly = blocking("record pack", move || {
             let newly = catalog.record_pack(&record, &entries)?;
-            stored.insert(tenant, entries.iter().map(|(_, e)| &e.id));
+            stored.insert(owner, entries.iter().map(|(_, e)| &e.id));
             Ok(newly)
         })
         .await?
@@ -243,7 +252,7 @@ impl Worker {
             source: Arc::new(e),
         })?;
         let record_ms = started.elapsed().as_millis() as u64 - put_ms;
-        tracing::debug!(pack = %name, pool = %self.pool, tenant = tenant.0, blobs = blob_count, newly, put_ms, record_ms, "pack stored");
+        tracing::debug!(pack = %name, pool = %self.pool, tenant = owner.tenant.0, site = owner.site.0, blobs = blob_count, newly, put_ms, record_ms, "pack stored");
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use ferry_proto::BlobId;
 
 use super::{Affected, RecoverError, Report, blocking, list_all};
 use crate::blobstore::Pools;
-use crate::catalog::{BucketId, Catalog, CatalogExt, NewCommit, SiteId, TenantId};
+use crate::catalog::{BlobOwner, BucketId, Catalog, CatalogExt, NewCommit, SiteId, TenantId};
 use crate::records::segment::{PREFIX, parse_name};
 use crate::records::{Segment, refs};
 
@@ -91,7 +91,12 @@ pub(super) async fn restore(
                 true => report.commits_added += 1,
                 false => report.commits_present += 1,
             }
-            if let Some(problem) = unstored_chunks(catalog, pools, target.tenant, &segment).await? {
+            // The committing site's own copies, as the commit was checked.
+            let owner = BlobOwner {
+                tenant: target.tenant,
+                site,
+            };
+            if let Some(problem) = unstored_chunks(catalog, pools, owner, &segment).await? {
                 report.affected.push(Affected {
                     bucket: name.clone(),
                     seq,
@@ -192,15 +197,15 @@ async fn choose(
 async fn unstored_chunks(
     catalog: &Arc<dyn Catalog>,
     pools: &Pools,
-    tenant: TenantId,
+    owner: BlobOwner,
     segment: &Segment,
 ) -> Result<Option<String>, RecoverError> {
-    let mut missing = count_missing(catalog, tenant, segment.manifest.clone()).await?;
-    missing += count_missing(catalog, tenant, segment.references.clone()).await?;
+    let mut missing = count_missing(catalog, owner, segment.manifest.clone()).await?;
+    missing += count_missing(catalog, owner, segment.references.clone()).await?;
     let mut lost_parts = Vec::new();
     for hash in &segment.reference_parts {
         match read_part(pools, &segment.tenant, hash).await {
-            Some(ids) => missing += count_missing(catalog, tenant, ids).await?,
+            Some(ids) => missing += count_missing(catalog, owner, ids).await?,
             None => lost_parts.push(hex::encode(hash)),
         }
     }
@@ -230,10 +235,10 @@ async fn read_part(pools: &Pools, tenant: &str, hash: &[u8; 32]) -> Option<Vec<B
     None
 }
 
-/// How many of `ids` the tenant's recovered blob index lacks.
+/// How many of `ids` the owner's recovered copies lack.
 async fn count_missing(
     catalog: &Arc<dyn Catalog>,
-    tenant: TenantId,
+    owner: BlobOwner,
     ids: Vec<BlobId>,
 ) -> Result<usize, RecoverError> {
     if ids.is_empty() {
@@ -242,7 +247,7 @@ async fn count_missing(
     blocking(catalog, move |c| {
         let mut missing = 0;
         for part in ids.chunks(CHECK_IDS) {
-            missing += c.missing_blobs(tenant, part)?.len();
+            missing += c.missing_blobs(owner, part)?.len();
         }
         Ok(missing)
     })

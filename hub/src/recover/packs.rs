@@ -7,7 +7,7 @@ use tokio::task::JoinSet;
 
 use super::{Options, RecoverError, Report, blocking, list_all};
 use crate::blobstore::{BlobStore, Pools};
-use crate::catalog::{Catalog, CatalogExt, PackRecord, TenantId};
+use crate::catalog::{BlobOwner, Catalog, CatalogExt, PackRecord, SiteId};
 use crate::pack::{FOOTER_LEN, PackIndex, parse_footer, parse_pack, parse_pack_index_unverified};
 
 /// Packs read at once: pools on S3 answer each read after a round trip.
@@ -47,7 +47,7 @@ pub(super) async fn index(
             queue.push((pool, object));
         }
     }
-    let mut tenants: HashMap<String, TenantId> = HashMap::new();
+    let mut owners: HashMap<(String, Option<String>), BlobOwner> = HashMap::new();
     let (mut batch, mut names, mut batch_entries) = (Vec::new(), Vec::new(), 0);
     let mut reading = JoinSet::new();
     let mut queue = queue.into_iter();
@@ -75,13 +75,13 @@ pub(super) async fn index(
                 continue;
             }
         };
-        let Some(tenant) = tenant_id(catalog, &mut tenants, &read.index.tenant).await? else {
+        let (tenant, site) = (&read.index.tenant, &read.index.site);
+        let Some(owner) = owner_of(catalog, &mut owners, tenant, site.as_deref()).await? else {
             report.damaged(
                 &read.pool,
                 &read.object,
                 format!(
-                    "pack of tenant {:?}, which no namespace record adds",
-                    read.index.tenant
+                    "pack of tenant {tenant:?} and site {site:?}, which no namespace record adds"
                 ),
             );
             continue;
@@ -89,7 +89,7 @@ pub(super) async fn index(
         report.packs += 1;
         report.pack_bytes += read.record.size;
         batch_entries += read.index.entries.len();
-        let entries: Vec<_> = read.index.entries.iter().map(|e| (tenant, *e)).collect();
+        let entries: Vec<_> = read.index.entries.iter().map(|e| (owner, *e)).collect();
         batch.push((read.record, entries));
         names.push((read.pool, read.object));
         if batch.len() >= BATCH_PACKS || batch_entries >= BATCH_ENTRIES {
@@ -102,7 +102,7 @@ pub(super) async fn index(
 }
 
 /// Packs read and waiting to be recorded, and where each was read.
-type Pending = Vec<(PackRecord, Vec<(TenantId, crate::pack::PackEntry)>)>;
+type Pending = Vec<(PackRecord, Vec<(BlobOwner, crate::pack::PackEntry)>)>;
 
 /// Records a batch of packs in one go; if one of them is refused, records
 /// them one at a time so only that one is reported. The batch moves to the
@@ -196,21 +196,46 @@ async fn read_pack(
     })
 }
 
-/// The id of tenant `name`, if the namespace pass made it.
-async fn tenant_id(
+/// Whose copies a pack's blobs are: its tenant and site by name, if the
+/// namespace pass made them; a first-version pack names no site, and its
+/// copies are of [`SiteId::UNKNOWN`].
+async fn owner_of(
     catalog: &Arc<dyn Catalog>,
-    cache: &mut HashMap<String, TenantId>,
-    name: &str,
-) -> Result<Option<TenantId>, RecoverError> {
-    if let Some(id) = cache.get(name) {
-        return Ok(Some(*id));
+    cache: &mut HashMap<(String, Option<String>), BlobOwner>,
+    tenant: &str,
+    site: Option<&str>,
+) -> Result<Option<BlobOwner>, RecoverError> {
+    let key = (tenant.to_owned(), site.map(str::to_owned));
+    if let Some(owner) = cache.get(&key) {
+        return Ok(Some(*owner));
     }
-    let owned = name.to_owned();
-    let found = blocking(catalog, move |c| c.read(|r| r.tenant_by_name(&owned))).await?;
-    if let Some(t) = &found {
-        cache.insert(name.to_owned(), t.id);
+    let (tenant_name, site_name) = key.clone();
+    let found = blocking(catalog, move |c| {
+        c.read(|r| {
+            let Some(tenant) = r.tenant_by_name(&tenant_name)? else {
+                return Ok(None);
+            };
+            let Some(site_name) = site_name else {
+                return Ok(Some(BlobOwner {
+                    tenant: tenant.id,
+                    site: SiteId::UNKNOWN,
+                }));
+            };
+            let site = r
+                .list_sites(tenant.id)?
+                .into_iter()
+                .find(|s| s.name == site_name);
+            Ok(site.map(|s| BlobOwner {
+                tenant: tenant.id,
+                site: s.id,
+            }))
+        })
+    })
+    .await?;
+    if let Some(owner) = found {
+        cache.insert(key, owner);
     }
-    Ok(found.map(|t| t.id))
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ impl Ingest for IngestService {
         let header_id = BlobId::of_public(&req.header);
         hub.packer
             .store(
-                site.tenant,
+                site.owner(),
                 vec![PackBlob {
                     id: header_id,
                     kind: BlobKind::SessionHeader,
@@ -159,10 +159,10 @@ impl Ingest for IngestService {
         let req = request.into_inner();
         hub.session(&site, req.session_id).await?;
         let ids = ids_from("FindMissingRequest.ids", &req.ids, MAX_IDS_PER_CALL)?;
-        let (tenant, asked) = (site.tenant, ids.clone());
+        let (owner, asked) = (site.owner(), ids.clone());
         let stored = hub.packer.stored().clone();
         let missing: std::collections::HashSet<BlobId> = hub
-            .catalog(move |c| crate::stored_filter::missing_blobs(c, &stored, tenant, &asked))
+            .catalog(move |c| crate::stored_filter::missing_blobs(c, &stored, owner, &asked))
             .await?
             .into_iter()
             .collect();
@@ -229,9 +229,9 @@ impl Ingest for IngestService {
                                 .collect::<Result<Vec<_>, _>>()?;
                             own_small_blobs(&mut blobs);
                             let hub = hub.clone();
-                            let (number, tenant) = (batch.batch, site.tenant);
+                            let (number, owner) = (batch.batch, site.owner());
                             storing.spawn(async move {
-                                let outcome = hub.packer.store(tenant, blobs).await.map_err(|e| {
+                                let outcome = hub.packer.store(owner, blobs).await.map_err(|e| {
                                     Status::unavailable(format!("storing batch {number}: {e}"))
                                 })?;
                                 Ok::<_, Status>(BlobBatchAck {
@@ -268,7 +268,7 @@ impl Ingest for IngestService {
         hub.session(&site, req.session_id).await?;
         let ids = req.data_chunk_ids;
         hub.refuse_missing(
-            site.tenant,
+            site.owner(),
             "CheckReferencesRequest.data_chunk_ids",
             Vec::new(),
             ids.clone(),
@@ -327,7 +327,7 @@ impl Ingest for IngestService {
         // Never journal a commit that points at blobs the hub does not hold.
         let references = req.data_chunk_ids;
         hub.refuse_missing(
-            site.tenant,
+            site.owner(),
             "CommitRequest.data_chunk_ids",
             manifest.clone(),
             references.clone(),

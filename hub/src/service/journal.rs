@@ -100,11 +100,18 @@ impl Journal for JournalService {
         let hub = self.0.clone();
         let site = super::gate::principal(&request)?;
         let req = request.into_inner();
-        hub.bucket_for_read(&site, &req.bucket).await?;
+        let bucket = hub.bucket_for_read(&site, &req.bucket).await?;
         let ids = ids_from("FetchBlobsRequest.ids", &req.ids, MAX_IDS_PER_CALL)?;
-        let (tenant, asked) = (site.tenant, ids.clone());
+        // The copies the bucket's source site uploaded, which its commits
+        // reference: never another site's (which could be anything under
+        // that id), and nothing a site of the tenant stored elsewhere.
+        let owner = BlobOwner {
+            tenant: site.tenant,
+            site: bucket.source_site,
+        };
+        let asked = ids.clone();
         let locations: HashMap<BlobId, _> = hub
-            .catalog(move |c| c.blob_locations(tenant, &asked))
+            .catalog(move |c| c.blob_locations(owner, &asked))
             .await?
             .into_iter()
             .map(|l| (l.id, l))

@@ -61,8 +61,8 @@ pub fn router(
 
 use crate::blobstore::Pools;
 use crate::catalog::{
-    Bucket, Catalog, CatalogError, CatalogExt, CommitKind, ErrorKind, NewCommit, Session, Site,
-    TenantId,
+    BlobOwner, Bucket, Catalog, CatalogError, CatalogExt, CommitKind, ErrorKind, NewCommit,
+    Session, Site,
 };
 use crate::pack::PackBlob;
 use crate::packer::Packer;
@@ -171,13 +171,13 @@ impl HubState {
             .map_err(catalog_status)
     }
 
-    /// Refuses (FAILED_PRECONDITION, [`MISSING_CHUNKS`]) unless the tenant
-    /// holds every blob of `manifest` and of `packed` (32-byte ids back to
-    /// back, from the request's `field`). Checked a slice at a time, so no
+    /// Refuses (FAILED_PRECONDITION, [`MISSING_CHUNKS`]) unless `owner`
+    /// holds a copy of every blob of `manifest` and of `packed` (32-byte ids
+    /// back to back, from the request's `field`). Checked a slice at a time, so no
     /// second copy of a long list is made.
     async fn refuse_missing(
         &self,
-        tenant: TenantId,
+        owner: BlobOwner,
         field: &'static str,
         manifest: Vec<BlobId>,
         packed: bytes::Bytes,
@@ -190,9 +190,9 @@ impl HubState {
         }
         let missing = self
             .catalog(move |c| {
-                let mut missing = c.missing_blobs(tenant, &manifest)?;
+                let mut missing = c.missing_blobs(owner, &manifest)?;
                 for part in packed.chunks(MAX_IDS_PER_CALL * ID_LEN) {
-                    missing.extend(c.missing_blobs(tenant, &ids_of(part))?);
+                    missing.extend(c.missing_blobs(owner, &ids_of(part))?);
                 }
                 Ok(missing)
             })
@@ -311,6 +311,16 @@ impl HubState {
 pub(crate) struct Principal {
     pub site: Site,
     pub tenant_name: String,
+}
+
+impl Principal {
+    /// Whose copies this site's uploads are, and which it dedups against.
+    pub fn owner(&self) -> BlobOwner {
+        BlobOwner {
+            tenant: self.site.tenant,
+            site: self.site.id,
+        }
+    }
 }
 
 impl std::ops::Deref for Principal {

@@ -5,7 +5,7 @@ use super::*;
 /// Recorded blobs stop being missing and can be located; lists keep input
 /// order and drop duplicates.
 pub fn record_and_locate_blobs(cat: &dyn Catalog) {
-    let t = tenant(cat);
+    let t = uploader(cat);
     let ids: Vec<BlobId> = (0..5).map(|_| random_id()).collect();
     let absent = random_id();
     assert_eq!(cat.missing_blobs(t, &ids).unwrap(), ids);
@@ -48,7 +48,7 @@ fn packs_in(cat: &dyn Catalog, pool: &str) -> u64 {
 
 /// A blob stored twice keeps the location of the first pack.
 pub fn first_location_wins(cat: &dyn Catalog) {
-    let t = tenant(cat);
+    let t = uploader(cat);
     let old = random_id();
     let new = random_id();
     let first = store_blobs(cat, t, &[old]);
@@ -62,7 +62,7 @@ pub fn first_location_wins(cat: &dyn Catalog) {
 /// Recording the same pack twice stores nothing new and is not an error;
 /// recording a different pack under the same name is a conflict.
 pub fn record_pack_is_idempotent(cat: &dyn Catalog) {
-    let t = tenant(cat);
+    let t = uploader(cat);
     let ids = [random_id(), random_id()];
     let (record, entries) = fake_pack(t, &ids);
     assert_eq!(cat.record_pack(&record, &entries).unwrap(), 2);
@@ -82,7 +82,7 @@ pub fn record_pack_is_idempotent(cat: &dyn Catalog) {
 /// Several packs recorded in one call: all located, a rerun adds nothing,
 /// and a conflicting one is refused.
 pub fn record_packs_in_bulk(cat: &dyn Catalog) {
-    let t = tenant(cat);
+    let t = uploader(cat);
     let (a, b) = ([random_id(), random_id()], [random_id()]);
     let packs = vec![fake_pack(t, &a), fake_pack(t, &b)];
     assert_eq!(cat.record_packs(&packs).unwrap(), 3);
@@ -100,7 +100,7 @@ pub fn record_packs_in_bulk(cat: &dyn Catalog) {
 
 /// Malformed pack records are refused whole: nothing of them is stored.
 pub fn record_pack_rejects_bad_input(cat: &dyn Catalog) {
-    let t = tenant(cat);
+    let t = uploader(cat);
     let ids = [random_id(), random_id()];
     let (record, mut entries) = fake_pack(t, &ids);
     entries[1].1.offset = record.size - 5;
@@ -136,7 +136,7 @@ pub fn record_pack_rejects_bad_input(cat: &dyn Catalog) {
 
 /// Membership queries work for large batches (10,000 and 20,000 ids).
 pub fn missing_blobs_in_bulk(cat: &dyn Catalog) {
-    let t = tenant(cat);
+    let t = uploader(cat);
     let ids: Vec<BlobId> = (0..10_000).map(|_| random_id()).collect();
     let stored: Vec<BlobId> = ids.iter().step_by(3).copied().collect();
     let (record, entries) = fake_pack(t, &stored);
@@ -155,7 +155,7 @@ pub fn missing_blobs_in_bulk(cat: &dyn Catalog) {
     assert_eq!(cat.missing_blobs(t, &twice).unwrap(), expected);
     assert_eq!(cat.blob_locations(t, &ids).unwrap().len(), stored.len());
     // Another tenant sees none of them, however many are asked.
-    let other = tenant(cat);
+    let other = uploader(cat);
     assert_eq!(cat.missing_blobs(other, &ids).unwrap(), ids);
     assert!(cat.blob_locations(other, &ids).unwrap().is_empty());
 }
@@ -164,7 +164,7 @@ pub fn missing_blobs_in_bulk(cat: &dyn Catalog) {
 /// another and cannot be located by it; once the other tenant stores the
 /// same id, each has its own location and the first tenant's is unchanged.
 pub fn blobs_are_per_tenant(cat: &dyn Catalog) {
-    let (a, b) = (tenant(cat), tenant(cat));
+    let (a, b) = (uploader(cat), uploader(cat));
     let ids = [random_id(), random_id(), random_id()];
     let pack_a = store_blobs(cat, a, &ids);
     let locs_a = cat.blob_locations(a, &ids).unwrap();
@@ -175,12 +175,8 @@ pub fn blobs_are_per_tenant(cat: &dyn Catalog) {
     assert_eq!(cat.missing_blobs(b, &ids).unwrap(), ids);
     assert!(cat.blob_locations(b, &ids).unwrap().is_empty());
     // An unknown tenant has stored nothing either.
-    assert_eq!(cat.missing_blobs(TenantId(i64::MAX), &ids).unwrap(), ids);
-    assert!(
-        cat.blob_locations(TenantId(i64::MAX), &ids)
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(cat.missing_blobs(nobody(), &ids).unwrap(), ids);
+    assert!(cat.blob_locations(nobody(), &ids).unwrap().is_empty());
 
     // (c) B storing the same ids is a new store for B and leaves A alone.
     let (pack_b, entries_b) = fake_pack(b, &[ids[1], ids[0]]);
@@ -212,7 +208,7 @@ pub fn blobs_are_per_tenant(cat: &dyn Catalog) {
 /// tenant finds only its own copy, and a (tenant, id) repeated in one pack is
 /// stored once, at its first entry.
 pub fn one_pack_holds_several_tenants(cat: &dyn Catalog) {
-    let (a, b) = (tenant(cat), tenant(cat));
+    let (a, b) = (uploader(cat), uploader(cat));
     let (shared, only_a, only_b) = (random_id(), random_id(), random_id());
     let (record, entries) = fake_mixed_pack(&[
         (a, shared),
@@ -241,12 +237,12 @@ pub fn one_pack_holds_several_tenants(cat: &dyn Catalog) {
 /// pack: recording it again with that tenant's entries stores them, pointing
 /// at the one pack, and leaves the first tenant's blobs alone.
 pub fn same_pack_recorded_for_another_tenant(cat: &dyn Catalog) {
-    let (a, b) = (tenant(cat), tenant(cat));
+    let (a, b) = (uploader(cat), uploader(cat));
     let ids = [random_id(), random_id()];
     let (record, entries_a) = fake_pack(a, &ids);
     assert_eq!(cat.record_pack(&record, &entries_a).unwrap(), 2);
     let locs_a = cat.blob_locations(a, &ids).unwrap();
-    let entries_b: Vec<(TenantId, PackEntry)> = entries_a.iter().map(|(_, e)| (b, *e)).collect();
+    let entries_b: Vec<(BlobOwner, PackEntry)> = entries_a.iter().map(|(_, e)| (b, *e)).collect();
     assert_eq!(cat.record_pack(&record, &entries_b).unwrap(), 2);
     assert_eq!(cat.record_pack(&record, &entries_b).unwrap(), 0);
     let locs_b = cat.blob_locations(b, &ids).unwrap();
@@ -258,9 +254,9 @@ pub fn same_pack_recorded_for_another_tenant(cat: &dyn Catalog) {
 
 /// A pack naming an unknown tenant is refused whole.
 pub fn record_pack_needs_known_tenants(cat: &dyn Catalog) {
-    let a = tenant(cat);
+    let a = uploader(cat);
     let ids = [random_id(), random_id()];
-    let (record, entries) = fake_mixed_pack(&[(a, ids[0]), (TenantId(i64::MAX), ids[1])]);
+    let (record, entries) = fake_mixed_pack(&[(a, ids[0]), (nobody(), ids[1])]);
     assert_not_found(cat.record_pack(&record, &entries));
     assert_eq!(cat.missing_blobs(a, &ids).unwrap(), ids);
     assert!(
@@ -269,4 +265,73 @@ pub fn record_pack_needs_known_tenants(cat: &dyn Catalog) {
             .iter()
             .any(|p| p.hash == record.hash)
     );
+}
+
+/// An owner no catalog has.
+fn nobody() -> BlobOwner {
+    BlobOwner {
+        tenant: TenantId(i64::MAX),
+        site: SiteId(i64::MAX),
+    }
+}
+
+/// Copies are per site: one site's copy of an id is missing for another
+/// site of the same tenant (which cannot locate it either) until that site
+/// stores its own; each then finds its own copy. A copy of no known site
+/// counts for every site of its tenant. A pack entry owned by a site of
+/// another tenant, or by no site, is refused.
+pub fn copies_are_per_site(cat: &dyn Catalog) {
+    let a = uploader(cat);
+    let b = site_of(cat, a.tenant);
+    let legacy = BlobOwner {
+        site: SiteId::UNKNOWN,
+        ..a
+    };
+    let (x, y, old) = (random_id(), random_id(), random_id());
+    let pack_a = store_blobs(cat, a, &[x, y]);
+    let pack_old = store_blobs(cat, legacy, &[old]);
+    assert_eq!(cat.missing_blobs(b, &[x, y, old]).unwrap(), [x, y]);
+    let seen_by_b = cat.blob_locations(b, &[x, y, old]).unwrap();
+    assert_eq!(seen_by_b.iter().map(|l| l.id).collect::<Vec<_>>(), [old]);
+    assert_eq!(seen_by_b[0].pack, pack_old.name);
+    assert!(cat.missing_blobs(a, &[x, y, old]).unwrap().is_empty());
+
+    // B uploads its own copy of x: one new row, A's copy untouched.
+    let pack_b = store_blobs(cat, b, &[x]);
+    assert_eq!(cat.missing_blobs(b, &[x, y]).unwrap(), [y]);
+    let of = |owner, id| cat.blob_locations(owner, &[id]).unwrap()[0].pack.clone();
+    assert_eq!(of(a, x), pack_a.name);
+    assert_eq!(of(b, x), pack_b.name);
+    // An own copy is preferred to one of no known site.
+    let pack_own_old = store_blobs(cat, a, &[old]);
+    assert_eq!(of(a, old), pack_own_old.name);
+    assert_eq!(of(b, old), pack_old.name);
+
+    // Every copy is listed with its owner.
+    let mut copies = Vec::new();
+    cat.for_each_blob_id(&mut |owner, id| {
+        if owner.tenant == a.tenant {
+            copies.push((owner, *id));
+        }
+    })
+    .unwrap();
+    copies.sort();
+    let mut expected = vec![(a, x), (a, y), (b, x), (legacy, old), (a, old)];
+    expected.sort();
+    assert_eq!(copies, expected);
+
+    // Owners that cannot be: a site of another tenant, a site that does not exist.
+    let stranger = uploader(cat);
+    let borrowed = BlobOwner {
+        tenant: a.tenant,
+        site: stranger.site,
+    };
+    let (record, entries) = fake_pack(borrowed, &[random_id()]);
+    assert_invalid(cat.record_pack(&record, &entries), "pack entry");
+    let ghost = BlobOwner {
+        tenant: a.tenant,
+        site: SiteId(i64::MAX),
+    };
+    let (record, entries) = fake_pack(ghost, &[random_id()]);
+    assert_not_found(cat.record_pack(&record, &entries));
 }

@@ -10,7 +10,7 @@ pub fn journal_sequence(cat: &dyn Catalog) {
         .write(|w| w.create_bucket(tenant, "bucket-b", site))
         .unwrap();
     let blobs = [random_id(), random_id()];
-    store_blobs(cat, tenant, &blobs);
+    store_blobs(cat, BlobOwner { tenant, site }, &blobs);
 
     let mut snapshot = new_commit(site, 10, blobs.to_vec());
     snapshot.kind = CommitKind::Snapshot;
@@ -207,7 +207,7 @@ pub fn commit_requires_stored_blobs(cat: &dyn Catalog) {
     let (tenant, site, bucket) = namespace(cat);
     let stored = random_id();
     let absent = random_id();
-    store_blobs(cat, tenant, &[stored]);
+    store_blobs(cat, BlobOwner { tenant, site }, &[stored]);
     let err = cat
         .write(|w| w.append_commit(bucket, &new_commit(site, 1, vec![stored, absent, absent])))
         .unwrap_err();
@@ -226,10 +226,17 @@ pub fn commit_requires_stored_blobs(cat: &dyn Catalog) {
 /// tenant's copy of an id does not count.
 pub fn commit_checks_blobs_of_its_tenant(cat: &dyn Catalog) {
     let (tenant, site, bucket) = namespace(cat);
-    let (other, _, _) = namespace(cat);
+    let (other, other_site, _) = namespace(cat);
     let (own, foreign) = (random_id(), random_id());
-    store_blobs(cat, tenant, &[own]);
-    store_blobs(cat, other, &[own, foreign]);
+    store_blobs(cat, BlobOwner { tenant, site }, &[own]);
+    store_blobs(
+        cat,
+        BlobOwner {
+            tenant: other,
+            site: other_site,
+        },
+        &[own, foreign],
+    );
     let err = cat
         .write(|w| w.append_commit(bucket, &new_commit(site, 1, vec![own, foreign])))
         .unwrap_err();
@@ -238,7 +245,17 @@ pub fn commit_checks_blobs_of_its_tenant(cat: &dyn Catalog) {
         "{err:?}"
     );
     assert!(cat.read(|r| r.commits(bucket, 0, 10)).unwrap().is_empty());
-    store_blobs(cat, tenant, &[foreign]);
+    // Nor does another site's copy in the same tenant.
+    let sibling = site_of(cat, tenant);
+    store_blobs(cat, sibling, &[foreign]);
+    let err = cat
+        .write(|w| w.append_commit(bucket, &new_commit(site, 1, vec![own, foreign])))
+        .unwrap_err();
+    assert!(
+        matches!(err, CatalogError::MissingBlobs { count: 1, .. }),
+        "{err:?}"
+    );
+    store_blobs(cat, BlobOwner { tenant, site }, &[foreign]);
     assert_eq!(
         cat.write(|w| w.append_commit(bucket, &new_commit(site, 2, vec![own, foreign])))
             .unwrap(),

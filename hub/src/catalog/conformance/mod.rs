@@ -30,8 +30,8 @@ use std::collections::BTreeSet;
 use ferry_proto::{BlobId, BlobKind};
 
 use super::{
-    BucketId, Catalog, CatalogError, CatalogExt, CommitKind, ErrorKind, NewCommit, PackEntry,
-    PackRecord, SiteId, TenantId,
+    BlobOwner, BucketId, Catalog, CatalogError, CatalogExt, CommitKind, ErrorKind, NewCommit,
+    PackEntry, PackRecord, SiteId, TenantId,
 };
 
 /// Runs every check in this module against `cat`.
@@ -47,6 +47,7 @@ pub fn run_all(cat: &dyn Catalog) {
     record_pack_rejects_bad_input(cat);
     missing_blobs_in_bulk(cat);
     blobs_are_per_tenant(cat);
+    copies_are_per_site(cat);
     one_pack_holds_several_tenants(cat);
     same_pack_recorded_for_another_tenant(cat);
     record_pack_needs_known_tenants(cat);
@@ -91,20 +92,33 @@ pub fn namespace(cat: &dyn Catalog) -> (TenantId, SiteId, BucketId) {
     (tenant, site, bucket)
 }
 
-/// A pack record plus entries for `ids`, all of `tenant`, laid out as a real
+/// A fresh site of `tenant`, as the owner of the copies it uploads.
+pub fn site_of(cat: &dyn Catalog, tenant: TenantId) -> BlobOwner {
+    let site = cat
+        .write(|w| w.create_site(tenant, &unique("s"), &rand::random()))
+        .unwrap();
+    BlobOwner { tenant, site }
+}
+
+/// A fresh tenant with one site, as the owner of the copies it uploads.
+pub fn uploader(cat: &dyn Catalog) -> BlobOwner {
+    site_of(cat, tenant(cat))
+}
+
+/// A pack record plus entries for `ids`, all of `owner`, laid out as a real
 /// pack would be (the catalog never reads the pack itself).
-pub fn fake_pack(tenant: TenantId, ids: &[BlobId]) -> (PackRecord, Vec<(TenantId, PackEntry)>) {
-    let blobs: Vec<(TenantId, BlobId)> = ids.iter().map(|id| (tenant, *id)).collect();
+pub fn fake_pack(owner: BlobOwner, ids: &[BlobId]) -> (PackRecord, Vec<(BlobOwner, PackEntry)>) {
+    let blobs: Vec<(BlobOwner, BlobId)> = ids.iter().map(|id| (owner, *id)).collect();
     fake_mixed_pack(&blobs)
 }
 
-/// Like [`fake_pack`], for a pack holding blobs of several tenants.
-pub fn fake_mixed_pack(blobs: &[(TenantId, BlobId)]) -> (PackRecord, Vec<(TenantId, PackEntry)>) {
+/// Like [`fake_pack`], for a pack holding blobs of several owners.
+pub fn fake_mixed_pack(blobs: &[(BlobOwner, BlobId)]) -> (PackRecord, Vec<(BlobOwner, PackEntry)>) {
     let header_id = random_id();
-    let entries: Vec<(TenantId, PackEntry)> = blobs
+    let entries: Vec<(BlobOwner, PackEntry)> = blobs
         .iter()
         .zip(0u64..)
-        .map(|((tenant, id), i)| {
+        .map(|((owner, id), i)| {
             let entry = PackEntry {
                 id: *id,
                 kind: BlobKind::Data,
@@ -113,7 +127,7 @@ pub fn fake_mixed_pack(blobs: &[(TenantId, BlobId)]) -> (PackRecord, Vec<(Tenant
                 offset: 8 + i * 10,
                 length: 10,
             };
-            (*tenant, entry)
+            (*owner, entry)
         })
         .collect();
     let hash: [u8; 32] = rand::random();
@@ -126,9 +140,9 @@ pub fn fake_mixed_pack(blobs: &[(TenantId, BlobId)]) -> (PackRecord, Vec<(Tenant
     (record, entries)
 }
 
-/// Records a fake pack holding `ids` for `tenant` and returns it.
-pub fn store_blobs(cat: &dyn Catalog, tenant: TenantId, ids: &[BlobId]) -> PackRecord {
-    let (record, entries) = fake_pack(tenant, ids);
+/// Records a fake pack holding `ids` for `owner` and returns it.
+pub fn store_blobs(cat: &dyn Catalog, owner: BlobOwner, ids: &[BlobId]) -> PackRecord {
+    let (record, entries) = fake_pack(owner, ids);
     cat.record_pack(&record, &entries).unwrap();
     record
 }

@@ -13,7 +13,7 @@ pub struct Populated {
     pub bucket: BucketId,
     pub session: crate::catalog::SessionId,
     pub pack: PackRecord,
-    pub entries: Vec<(TenantId, PackEntry)>,
+    pub entries: Vec<(BlobOwner, PackEntry)>,
     pub commit: NewCommit,
 }
 
@@ -32,7 +32,7 @@ pub fn populate(cat: &dyn Catalog) -> Populated {
     let session = cat
         .write(|w| w.open_session(site, bucket, &ids[0], 42))
         .unwrap();
-    let (pack, entries) = fake_pack(tenant, &ids);
+    let (pack, entries) = fake_pack(BlobOwner { tenant, site }, &ids);
     cat.record_pack(&pack, &entries).unwrap();
     let commit = new_commit(site, 7, ids.to_vec());
     assert_eq!(cat.write(|w| w.append_commit(bucket, &commit)).unwrap(), 1);
@@ -82,8 +82,9 @@ pub fn check_populated(cat: &dyn Catalog, p: &Populated) {
     );
     assert!(cat.list_packs().unwrap().contains(&p.pack));
     let ids: Vec<BlobId> = p.entries.iter().map(|(_, e)| e.id).collect();
-    assert!(cat.missing_blobs(p.tenant, &ids).unwrap().is_empty());
-    assert_eq!(cat.blob_locations(p.tenant, &ids).unwrap().len(), ids.len());
+    let owner = p.entries[0].0;
+    assert!(cat.missing_blobs(owner, &ids).unwrap().is_empty());
+    assert_eq!(cat.blob_locations(owner, &ids).unwrap().len(), ids.len());
     let c = cat.read(|r| r.commit(p.bucket, 1)).unwrap().unwrap();
     assert_eq!(
         (c.manifest.as_slice(), c.body.as_slice()),

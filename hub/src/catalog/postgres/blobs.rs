@@ -8,19 +8,21 @@ use ferry_proto::{BlobId, BlobKind};
 use postgres::GenericClient;
 
 use super::{PostgresCatalog, pg};
-use crate::catalog::blobs::{check_pack_record, check_same_pack, pack_record};
+use crate::catalog::blobs::{check_owners, check_pack_record, check_same_pack, pack_record};
 use crate::catalog::error::{from_i64, stored_id, to_i64};
-use crate::catalog::{BlobIndex, BlobLocation, CatalogError, PackEntry, PackRecord, TenantId};
+use crate::catalog::{
+    BlobIndex, BlobLocation, BlobOwner, CatalogError, PackEntry, PackRecord, SiteId, TenantId,
+};
 
 /// Ids per lookup query.
 const BATCH: usize = 5000;
 /// Rows fetched at a time when every blob id is listed.
 const LIST_ROWS: i32 = 10_000;
 
-/// The ids among `ids` that `tenant` has not stored, in order, each once.
+/// The ids among `ids` of which `owner` has no copy, in order, each once.
 pub(super) fn missing_ids(
     client: &mut impl GenericClient,
-    tenant: TenantId,
+    owner: BlobOwner,
     ids: &[BlobId],
 ) -> Result<Vec<BlobId>, CatalogError> {
     let mut found: HashSet<BlobId> = HashSet::new();
@@ -28,8 +30,8 @@ pub(super) fn missing_ids(
         let asked: Vec<&[u8]> = batch.iter().map(|id| &id.0[..]).collect();
         let rows = client
             .query(
-                "SELECT id FROM blobs WHERE tenant_id = $1 AND id = ANY($2)",
-                &[&tenant.0, &asked],
+                "SELECT id FROM blobs WHERE tenant_id = $1 AND id = ANY($2) AND site_id IN ($3, $4)",
+                &[&owner.tenant.0, &asked, &owner.site.0, &SiteId::UNKNOWN.0],
             )
             .map_err(pg("look up blobs"))?;
         for row in rows {
@@ -76,6 +78,7 @@ fn location_row(row: &postgres::Row) -> Result<BlobLocation, CatalogError> {
 #[derive(Default)]
 struct BlobColumns<'a> {
     tenant: Vec<i64>,
+    site: Vec<i64>,
     id: Vec<&'a [u8]>,
     kind: Vec<i16>,
     flags: Vec<i16>,
@@ -86,13 +89,13 @@ struct BlobColumns<'a> {
 }
 
 impl BlobIndex for PostgresCatalog {
-    fn missing_blobs(&self, tenant: TenantId, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError> {
-        self.with_retries(|client| missing_ids(client, tenant, ids))
+    fn missing_blobs(&self, owner: BlobOwner, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError> {
+        self.with_retries(|client| missing_ids(client, owner, ids))
     }
 
     fn for_each_blob_id(
         &self,
-        visit: &mut dyn FnMut(TenantId, &BlobId),
+        visit: &mut dyn FnMut(BlobOwner, &BlobId),
     ) -> Result<(), CatalogError> {
         // A connection of its own, read through a portal a slice at a
         // time, so memory stays flat however many blobs there are.
@@ -104,7 +107,7 @@ impl BlobIndex for PostgresCatalog {
             .start()
             .map_err(pg("begin read transaction"))?;
         let portal = tx
-            .bind("SELECT tenant_id, id FROM blobs", &[])
+            .bind("SELECT tenant_id, site_id, id FROM blobs", &[])
             .map_err(pg("list blob ids"))?;
         loop {
             let rows = tx
@@ -115,8 +118,13 @@ impl BlobIndex for PostgresCatalog {
             }
             for row in rows {
                 let tenant: i64 = row.try_get(0).map_err(pg("read blob tenant"))?;
-                let raw: &[u8] = row.try_get(1).map_err(pg("read blob id"))?;
-                visit(TenantId(tenant), &stored_id("blobs.id", raw)?);
+                let site: i64 = row.try_get(1).map_err(pg("read blob site"))?;
+                let raw: &[u8] = row.try_get(2).map_err(pg("read blob id"))?;
+                let owner = BlobOwner {
+                    tenant: TenantId(tenant),
+                    site: SiteId(site),
+                };
+                visit(owner, &stored_id("blobs.id", raw)?);
             }
         }
         tx.commit().map_err(pg("end read transaction"))
@@ -124,7 +132,7 @@ impl BlobIndex for PostgresCatalog {
 
     fn blob_locations(
         &self,
-        tenant: TenantId,
+        owner: BlobOwner,
         ids: &[BlobId],
     ) -> Result<Vec<BlobLocation>, CatalogError> {
         self.with_retries(|client| {
@@ -135,13 +143,15 @@ impl BlobIndex for PostgresCatalog {
                     .query(
                         "SELECT b.id, b.kind, b.flags, h.header_id, p.pool, p.name, b.pack_offset, b.length \
                          FROM blobs b JOIN packs p ON p.id = b.pack_id JOIN headers h ON h.id = b.header \
-                         WHERE b.tenant_id = $1 AND b.id = ANY($2)",
-                        &[&tenant.0, &asked],
+                         WHERE b.tenant_id = $1 AND b.id = ANY($2) AND b.site_id IN ($3, $4) \
+                         ORDER BY b.site_id = $4",
+                        &[&owner.tenant.0, &asked, &owner.site.0, &SiteId::UNKNOWN.0],
                     )
                     .map_err(pg("look up blob locations"))?;
+                // The owner's own copy sorts first and is kept.
                 for row in &rows {
                     let loc = location_row(row)?;
-                    found.insert(loc.id, loc);
+                    found.entry(loc.id).or_insert(loc);
                 }
             }
             // Input order, each id once: remove as we go.
@@ -152,19 +162,27 @@ impl BlobIndex for PostgresCatalog {
     fn record_pack(
         &self,
         pack: &PackRecord,
-        entries: &[(TenantId, PackEntry)],
+        entries: &[(BlobOwner, PackEntry)],
     ) -> Result<usize, CatalogError> {
         let size = check_pack_record(pack, entries)?;
-        let tenants: Vec<i64> = entries
+        let owners: BTreeSet<BlobOwner> = entries.iter().map(|(o, _)| *o).collect();
+        let tenants: Vec<i64> = owners
             .iter()
-            .map(|(t, _)| t.0)
+            .map(|o| o.tenant.0)
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        // In key order (stable, so a repeated (tenant, id) keeps its first
-        // entry): the index inserts then walk the B-tree in one direction.
-        let mut in_key_order: Vec<&(TenantId, PackEntry)> = entries.iter().collect();
-        in_key_order.sort_by_key(|(tenant, e)| (tenant.0, e.id.0));
+        let sites: Vec<i64> = owners
+            .iter()
+            .filter(|o| o.site != SiteId::UNKNOWN)
+            .map(|o| o.site.0)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // In key order (stable, so a repeated copy keeps its first entry):
+        // the index inserts then walk the B-tree in one direction.
+        let mut in_key_order: Vec<&(BlobOwner, PackEntry)> = entries.iter().collect();
+        in_key_order.sort_by_key(|(o, e)| (o.tenant.0, e.id.0, o.site.0));
         self.with_retries(|client| {
             let mut tx = client.transaction().map_err(pg("begin write transaction"))?;
             let known: Vec<i64> = tx
@@ -177,6 +195,15 @@ impl BlobIndex for PostgresCatalog {
                     key: absent.to_string(),
                 });
             }
+            let site_tenants: Vec<(SiteId, TenantId)> = tx
+                .query("SELECT id, tenant_id FROM sites WHERE id = ANY($1)", &[&sites])
+                .and_then(|rows| {
+                    rows.iter()
+                        .map(|r| Ok((SiteId(r.try_get(0)?), TenantId(r.try_get(1)?))))
+                        .collect()
+                })
+                .map_err(pg("look up sites"))?;
+            check_owners(&owners, &site_tenants)?;
             let inserted = tx
                 .query_opt(
                     "INSERT INTO packs (name, pool, size, hash) VALUES ($1, $2, $3, $4) \
@@ -206,7 +233,7 @@ impl BlobIndex for PostgresCatalog {
             };
             let mut headers: Vec<(BlobId, i64)> = Vec::new();
             let mut columns = BlobColumns::default();
-            for (tenant, e) in &in_key_order {
+            for (owner, e) in &in_key_order {
                 let header = match headers.iter().find(|(id, _)| *id == e.header_id) {
                     Some(&(_, number)) => number,
                     None => {
@@ -215,7 +242,8 @@ impl BlobIndex for PostgresCatalog {
                         number
                     }
                 };
-                columns.tenant.push(tenant.0);
+                columns.tenant.push(owner.tenant.0);
+                columns.site.push(owner.site.0);
                 columns.id.push(&e.id.0[..]);
                 columns.kind.push(i16::from(e.kind as u8));
                 columns.flags.push(i16::from(e.flags));
@@ -226,9 +254,9 @@ impl BlobIndex for PostgresCatalog {
             }
             let stored = tx
                 .execute(
-                    "INSERT INTO blobs (tenant_id, id, kind, flags, header, pack_id, pack_offset, length) \
+                    "INSERT INTO blobs (tenant_id, id, kind, flags, header, pack_id, pack_offset, length, site_id) \
                      SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::smallint[], $4::smallint[], \
-                                          $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[]) \
+                                          $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[]) \
                      ON CONFLICT DO NOTHING",
                     &[
                         &columns.tenant,
@@ -239,6 +267,7 @@ impl BlobIndex for PostgresCatalog {
                         &columns.pack,
                         &columns.offset,
                         &columns.length,
+                        &columns.site,
                     ],
                 )
                 .map_err(pg("insert blobs"))?;

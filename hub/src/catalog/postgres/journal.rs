@@ -10,7 +10,8 @@ use crate::catalog::journal::{
     check_append, check_restore, next_seq, seq_taken, stored_counts, stored_mac,
 };
 use crate::catalog::{
-    BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite, NewCommit, SiteId,
+    BlobOwner, BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite, NewCommit,
+    SiteId,
 };
 
 const COMMIT_COLUMNS: &str = "seq, site_id, time_ms, kind, manifest, body, files, bytes, mac";
@@ -119,7 +120,12 @@ impl JournalWrite for Tx<'_, '_> {
         // from every hub take sequence numbers one at a time.
         let tenant = self.bucket_tenant(bucket, true)?;
         let site_tenant = self.site_tenant(commit.site)?;
-        let missing = missing_ids(self.tx, tenant, &commit.manifest)?;
+        // The committing site's own copies (see BlobOwner).
+        let owner = BlobOwner {
+            tenant,
+            site: commit.site,
+        };
+        let missing = missing_ids(self.tx, owner, &commit.manifest)?;
         check_append(bucket, commit, tenant, site_tenant, &missing)?;
         let last: i64 = self
             .tx

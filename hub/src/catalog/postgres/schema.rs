@@ -98,6 +98,15 @@ ALTER TABLE blobs DROP CONSTRAINT blobs_header_fkey;
     r#"
 ALTER TABLE commits ADD COLUMN mac BYTEA;
 "#,
+    // Version 4: a blob row is one site's copy (dedup is per site, see
+    // catalog::BlobOwner); rows from before are of site 0, which every site of
+    // the tenant trusts.
+    r#"
+ALTER TABLE blobs ADD COLUMN site_id BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE blobs DROP CONSTRAINT blobs_pkey;
+ALTER TABLE blobs ADD PRIMARY KEY (tenant_id, id, site_id);
+ALTER TABLE blobs ALTER COLUMN site_id DROP DEFAULT;
+"#,
 ];
 
 /// A number no other application takes an advisory lock on: hubs starting

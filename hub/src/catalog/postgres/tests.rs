@@ -84,7 +84,11 @@ fn a_dropped_connection_is_replaced() {
         cat.read(|r| r.tenant(tenant)).unwrap().unwrap().name,
         "before"
     );
-    assert!(cat.missing_blobs(tenant, &[]).unwrap().is_empty());
+    assert!(
+        cat.missing_blobs(conformance::site_of(&cat, tenant), &[])
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// A hub drops its catalog on a runtime thread as it stops: closing the
@@ -125,8 +129,8 @@ fn a_first_version_catalog_is_migrated_and_keeps_the_pack_key() {
     // A blob row naming a pack that does not exist is still refused.
     let err = raw
         .execute(
-            "INSERT INTO blobs (tenant_id, id, kind, flags, header, pack_id, pack_offset, length) \
-             SELECT tenant_id, '\\x00'::bytea, kind, flags, header, 999999, 0, 1 FROM blobs LIMIT 1",
+            "INSERT INTO blobs (tenant_id, id, site_id, kind, flags, header, pack_id, pack_offset, length) \
+             SELECT tenant_id, '\\x00'::bytea, site_id, kind, flags, header, 999999, 0, 1 FROM blobs LIMIT 1",
             &[],
         )
         .unwrap_err();

@@ -1,5 +1,5 @@
-//! The blob index in SQLite: pack rows, blob rows keyed by (tenant, id),
-//! and session headers by number.
+//! The blob index in SQLite: pack rows, blob rows keyed by (tenant, id,
+//! site), and session headers by number.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -8,31 +8,40 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::namespace::tenant_exists;
 use super::{SqliteCatalog, sql, write_tx};
-use crate::catalog::blobs::{check_pack_record, check_same_pack, pack_record};
+use crate::catalog::blobs::{check_owners, check_pack_record, check_same_pack, pack_record};
 use crate::catalog::error::{from_i64, stored_id, to_i64};
-use crate::catalog::{BlobIndex, BlobLocation, CatalogError, PackEntry, PackRecord, TenantId};
+use crate::catalog::{
+    BlobIndex, BlobLocation, BlobOwner, CatalogError, PackEntry, PackRecord, SiteId, TenantId,
+};
 
 /// A reference check of at least this many ids is split across the
 /// readers: below it, a thread costs more than it saves.
 const SPLIT_CHECK_FROM: usize = 8192;
 
-/// The ids among `ids` that `tenant` has not stored, in order, each once.
+/// The ids among `ids` of which `owner` has no copy, in order, each once.
 /// One point lookup per id that only asks whether the row exists: a commit
 /// checks every id it references, nearly all of them stored, so nothing is
 /// read, allocated or hashed for an id that is found.
 pub(super) fn missing_ids(
     conn: &Connection,
-    tenant: TenantId,
+    owner: BlobOwner,
     ids: &[BlobId],
 ) -> Result<Vec<BlobId>, CatalogError> {
     let mut stmt = conn
-        .prepare_cached("SELECT 1 FROM blobs WHERE tenant_id = ?1 AND id = ?2")
+        .prepare_cached(
+            "SELECT 1 FROM blobs WHERE tenant_id = ?1 AND id = ?2 AND site_id IN (?3, ?4)",
+        )
         .map_err(sql("look up blobs"))?;
     let mut missing = Vec::new();
     let mut seen = HashSet::new();
     for id in ids {
         let stored = stmt
-            .exists(params![tenant.0, &id.0[..]])
+            .exists(params![
+                owner.tenant.0,
+                &id.0[..],
+                owner.site.0,
+                SiteId::UNKNOWN.0
+            ])
             .map_err(sql("look up blobs"))?;
         if !stored && seen.insert(*id) {
             missing.push(*id);
@@ -82,26 +91,26 @@ impl SqliteCatalog {
     /// [`missing_ids`] in one read transaction.
     fn missing_in_one_snapshot(
         &self,
-        tenant: TenantId,
+        owner: BlobOwner,
         ids: &[BlobId],
     ) -> Result<Vec<BlobId>, CatalogError> {
         let mut conn = self.reader();
         let tx = conn.transaction().map_err(sql("begin read transaction"))?;
-        missing_ids(&tx, tenant, ids)
+        missing_ids(&tx, owner, ids)
     }
 }
 
 impl BlobIndex for SqliteCatalog {
-    fn missing_blobs(&self, tenant: TenantId, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError> {
+    fn missing_blobs(&self, owner: BlobOwner, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError> {
         if ids.len() < SPLIT_CHECK_FROM {
-            return self.missing_in_one_snapshot(tenant, ids);
+            return self.missing_in_one_snapshot(owner, ids);
         }
         // A commit's check, on both cores: each half in its own snapshot.
         // Blob rows are never deleted, so a blob found in either is stored.
         let (first, second) = ids.split_at(ids.len() / 2);
         let (first, second) = std::thread::scope(|scope| {
-            let other = scope.spawn(|| self.missing_in_one_snapshot(tenant, second));
-            let first = self.missing_in_one_snapshot(tenant, first);
+            let other = scope.spawn(|| self.missing_in_one_snapshot(owner, second));
+            let first = self.missing_in_one_snapshot(owner, first);
             // A panic there is raised here, as it would be on one thread.
             let second = other
                 .join()
@@ -117,7 +126,7 @@ impl BlobIndex for SqliteCatalog {
 
     fn for_each_blob_id(
         &self,
-        visit: &mut dyn FnMut(TenantId, &BlobId),
+        visit: &mut dyn FnMut(BlobOwner, &BlobId),
     ) -> Result<(), CatalogError> {
         let mut conn = Connection::open(&self.path).map_err(|source| CatalogError::Open {
             target: self.path.display().to_string(),
@@ -125,23 +134,28 @@ impl BlobIndex for SqliteCatalog {
         })?;
         let tx = conn.transaction().map_err(sql("begin read transaction"))?;
         let mut stmt = tx
-            .prepare("SELECT tenant_id, id FROM blobs")
+            .prepare("SELECT tenant_id, site_id, id FROM blobs")
             .map_err(sql("list blob ids"))?;
         let mut rows = stmt.query([]).map_err(sql("list blob ids"))?;
         while let Some(row) = rows.next().map_err(sql("list blob ids"))? {
             let tenant: i64 = row.get(0).map_err(sql("read blob tenant"))?;
+            let site: i64 = row.get(1).map_err(sql("read blob site"))?;
             let raw: &[u8] = row
-                .get_ref(1)
+                .get_ref(2)
                 .and_then(|v| v.as_blob().map_err(rusqlite::Error::from))
                 .map_err(sql("read blob id"))?;
-            visit(TenantId(tenant), &stored_id("blobs.id", raw)?);
+            let owner = BlobOwner {
+                tenant: TenantId(tenant),
+                site: SiteId(site),
+            };
+            visit(owner, &stored_id("blobs.id", raw)?);
         }
         Ok(())
     }
 
     fn blob_locations(
         &self,
-        tenant: TenantId,
+        owner: BlobOwner,
         ids: &[BlobId],
     ) -> Result<Vec<BlobLocation>, CatalogError> {
         let mut conn = self.reader();
@@ -153,12 +167,21 @@ impl BlobIndex for SqliteCatalog {
             .prepare_cached(
                 "SELECT b.id, b.kind, b.flags, h.header_id, p.pool, p.name, b.pack_offset, b.length \
                  FROM blobs b JOIN packs p ON p.id = b.pack_id JOIN headers h ON h.id = b.header \
-                 WHERE b.tenant_id = ?1 AND b.id = ?2",
+                 WHERE b.tenant_id = ?1 AND b.id = ?2 AND b.site_id IN (?3, ?4) \
+                 ORDER BY b.site_id = ?4 LIMIT 1",
             )
             .map_err(sql(op))?;
         let mut found = HashMap::with_capacity(ids.len());
         for id in ids {
-            let mut rows = stmt.query(params![tenant.0, &id.0[..]]).map_err(sql(op))?;
+            // The owner's own copy sorts first.
+            let mut rows = stmt
+                .query(params![
+                    owner.tenant.0,
+                    &id.0[..],
+                    owner.site.0,
+                    SiteId::UNKNOWN.0
+                ])
+                .map_err(sql(op))?;
             if let Some(row) = rows.next().map_err(sql(op))? {
                 let loc = location_row(row)?;
                 found.insert(loc.id, loc);
@@ -171,7 +194,7 @@ impl BlobIndex for SqliteCatalog {
     fn record_pack(
         &self,
         pack: &PackRecord,
-        entries: &[(TenantId, PackEntry)],
+        entries: &[(BlobOwner, PackEntry)],
     ) -> Result<usize, CatalogError> {
         let mut conn = self.conn();
         let tx = write_tx(&mut conn)?;
@@ -182,7 +205,7 @@ impl BlobIndex for SqliteCatalog {
 
     fn record_packs(
         &self,
-        packs: &[(PackRecord, Vec<(TenantId, PackEntry)>)],
+        packs: &[(PackRecord, Vec<(BlobOwner, PackEntry)>)],
     ) -> Result<usize, CatalogError> {
         let mut conn = self.conn();
         let tx = write_tx(&mut conn)?;
@@ -235,13 +258,30 @@ impl BlobIndex for SqliteCatalog {
 fn record_pack_in(
     tx: &rusqlite::Transaction<'_>,
     pack: &PackRecord,
-    entries: &[(TenantId, PackEntry)],
+    entries: &[(BlobOwner, PackEntry)],
 ) -> Result<usize, CatalogError> {
     let size = check_pack_record(pack, entries)?;
-    let tenants: BTreeSet<TenantId> = entries.iter().map(|(t, _)| *t).collect();
+    let owners: BTreeSet<BlobOwner> = entries.iter().map(|(o, _)| *o).collect();
+    let tenants: BTreeSet<TenantId> = owners.iter().map(|o| o.tenant).collect();
     for tenant in tenants {
         tenant_exists(tx, tenant)?;
     }
+    let mut site_tenants = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare_cached("SELECT tenant_id FROM sites WHERE id = ?1")
+            .map_err(sql("look up site"))?;
+        for site in owners.iter().map(|o| o.site).collect::<BTreeSet<_>>() {
+            let tenant: Option<i64> = stmt
+                .query_row([site.0], |r| r.get(0))
+                .optional()
+                .map_err(sql("look up site"))?;
+            if let Some(tenant) = tenant {
+                site_tenants.push((site, TenantId(tenant)));
+            }
+        }
+    }
+    check_owners(&owners, &site_tenants)?;
     let existing = tx
         .query_row(
             "SELECT id, pool, size, hash FROM packs WHERE name = ?1",
@@ -276,18 +316,18 @@ fn record_pack_in(
         let mut insert = tx
             .prepare_cached(
                 "INSERT OR IGNORE INTO blobs \
-                 (tenant_id, id, kind, flags, header, pack_id, pack_offset, length) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                 (tenant_id, id, site_id, kind, flags, header, pack_id, pack_offset, length) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .map_err(sql("insert blob"))?;
         // A pack's blobs come from a few sessions, most often one.
         let mut headers: Vec<(BlobId, i64)> = Vec::new();
         // In key order: each insert then lands at or after the last one
         // instead of seeking from the root for a random id. Stable, so a
-        // (tenant, id) the pack holds twice keeps its first entry.
-        let mut in_key_order: Vec<&(TenantId, PackEntry)> = entries.iter().collect();
-        in_key_order.sort_by_key(|(tenant, e)| (tenant.0, e.id.0));
-        for (tenant, e) in in_key_order {
+        // copy the pack holds twice keeps its first entry.
+        let mut in_key_order: Vec<&(BlobOwner, PackEntry)> = entries.iter().collect();
+        in_key_order.sort_by_key(|(o, e)| (o.tenant.0, e.id.0, o.site.0));
+        for (owner, e) in in_key_order {
             let header = match headers.iter().find(|(id, _)| *id == e.header_id) {
                 Some(&(_, number)) => number,
                 None => {
@@ -298,8 +338,9 @@ fn record_pack_in(
             };
             stored += insert
                 .execute(params![
-                    tenant.0,
+                    owner.tenant.0,
                     &e.id.0[..],
+                    owner.site.0,
                     e.kind as u8,
                     e.flags,
                     header,

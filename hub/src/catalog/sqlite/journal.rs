@@ -10,7 +10,8 @@ use crate::catalog::journal::{
     check_append, check_restore, next_seq, seq_taken, stored_counts, stored_mac,
 };
 use crate::catalog::{
-    BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite, NewCommit, SiteId,
+    BlobOwner, BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite, NewCommit,
+    SiteId,
 };
 
 const COMMIT_COLUMNS: &str = "seq, site_id, time_ms, kind, manifest, body, files, bytes, mac";
@@ -143,7 +144,12 @@ impl JournalWrite for Tx<'_> {
         let site_tenant = site_tenant(self.conn, commit.site)?;
         // Checked inside the write transaction, so no GC sweep or other
         // writer can slip between the check and the commit.
-        let missing = missing_ids(self.conn, tenant, &commit.manifest)?;
+        // The committing site's own copies (see BlobOwner).
+        let owner = BlobOwner {
+            tenant,
+            site: commit.site,
+        };
+        let missing = missing_ids(self.conn, owner, &commit.manifest)?;
         check_append(bucket, commit, tenant, site_tenant, &missing)?;
         let last: i64 = self
             .conn

@@ -117,6 +117,26 @@ ALTER TABLE sites ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0;
 -- were signed).
 ALTER TABLE commits ADD COLUMN mac BLOB;
 "#,
+    r#"
+-- A blob row is one site's copy (dedup is per site, see catalog::BlobOwner);
+-- rows from before are of site 0, which every site of the tenant trusts.
+CREATE TABLE blobs_v3 (
+    tenant_id   INTEGER NOT NULL REFERENCES tenants(id),
+    id          BLOB NOT NULL,
+    site_id     INTEGER NOT NULL,
+    kind        INTEGER NOT NULL,
+    flags       INTEGER NOT NULL,
+    header      INTEGER NOT NULL REFERENCES headers(id),
+    pack_id     INTEGER NOT NULL REFERENCES packs(id),
+    pack_offset INTEGER NOT NULL,
+    length      INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, id, site_id)
+) STRICT, WITHOUT ROWID;
+INSERT INTO blobs_v3
+    SELECT tenant_id, id, 0, kind, flags, header, pack_id, pack_offset, length FROM blobs;
+DROP TABLE blobs;
+ALTER TABLE blobs_v3 RENAME TO blobs;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {

@@ -8,7 +8,7 @@ use rusqlite::params;
 use super::blobs::header_number;
 use super::schema::MIGRATIONS;
 use super::*;
-use crate::catalog::{BlobIndex, CatalogExt, TenantId, conformance};
+use crate::catalog::{BlobIndex, BlobOwner, CatalogExt, SiteId, TenantId, conformance};
 
 #[test]
 fn conformance_suite() {
@@ -57,11 +57,12 @@ fn pragmas_are_set() {
 fn lookups_do_not_wait_for_a_write_in_progress() {
     let dir = tempfile::tempdir().unwrap();
     let cat = Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap());
-    let (tenant, _, _) = conformance::namespace(&*cat);
+    let (tenant, site, _) = conformance::namespace(&*cat);
+    let owner = BlobOwner { tenant, site };
     let stored = BlobId(rand::random());
-    conformance::store_blobs(&*cat, tenant, &[stored]);
+    conformance::store_blobs(&*cat, owner, &[stored]);
     let pending = BlobId(rand::random());
-    let (record, entries) = conformance::fake_pack(tenant, &[pending]);
+    let (record, entries) = conformance::fake_pack(owner, &[pending]);
 
     // A pack being recorded: the writer's lock held, its insert not committed.
     let mut conn = cat.conn();
@@ -80,11 +81,12 @@ fn lookups_do_not_wait_for_a_write_in_progress() {
     let e = &entries[0].1;
     let header = header_number(&tx, &e.header_id).unwrap();
     tx.execute(
-        "INSERT INTO blobs (tenant_id, id, kind, flags, header, pack_id, pack_offset, length) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO blobs (tenant_id, id, site_id, kind, flags, header, pack_id, pack_offset, length) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             tenant.0,
             &pending.0[..],
+            site.0,
             e.kind as u8,
             e.flags,
             header,
@@ -97,7 +99,7 @@ fn lookups_do_not_wait_for_a_write_in_progress() {
 
     let lookup = {
         let cat = cat.clone();
-        std::thread::spawn(move || cat.missing_blobs(tenant, &[stored, pending]).unwrap())
+        std::thread::spawn(move || cat.missing_blobs(owner, &[stored, pending]).unwrap())
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !lookup.is_finished() && std::time::Instant::now() < deadline {
@@ -110,7 +112,7 @@ fn lookups_do_not_wait_for_a_write_in_progress() {
     tx.commit().unwrap();
     drop(conn);
     assert!(
-        cat.missing_blobs(tenant, &[stored, pending])
+        cat.missing_blobs(owner, &[stored, pending])
             .unwrap()
             .is_empty()
     );
@@ -121,12 +123,13 @@ fn the_wal_stays_small_however_much_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("catalog.db");
     let cat = SqliteCatalog::open(&path).unwrap();
-    let (tenant, _, _) = conformance::namespace(&cat);
+    let (tenant, site, _) = conformance::namespace(&cat);
+    let owner = BlobOwner { tenant, site };
     // 40,000 blob rows in 400 packs: each pack's transaction logs the
     // pages it touched, tens of megabytes of log in all.
     for _ in 0..400 {
         let ids: Vec<BlobId> = (0..100).map(|_| BlobId(rand::random())).collect();
-        conformance::store_blobs(&cat, tenant, &ids);
+        conformance::store_blobs(&cat, owner, &ids);
     }
     let wal = std::fs::metadata(dir.path().join("catalog.db-wal"))
         .unwrap()
@@ -165,8 +168,13 @@ fn a_first_version_catalog_is_migrated_with_its_blobs() {
         }
     }
     let cat = SqliteCatalog::open(&path).unwrap();
+    // Rows from before copies were per site are of no known site.
+    let legacy = BlobOwner {
+        tenant: TenantId(1),
+        site: SiteId::UNKNOWN,
+    };
     let ids: Vec<BlobId> = (0..3u8).map(|i| BlobId([i; 32])).collect();
-    let found = cat.blob_locations(TenantId(1), &ids).unwrap();
+    let found = cat.blob_locations(legacy, &ids).unwrap();
     let seen: Vec<_> = found
         .iter()
         .map(|l| (l.id, l.header_id, l.offset, l.flags, l.pack.as_str()))
@@ -186,8 +194,8 @@ fn a_first_version_catalog_is_migrated_with_its_blobs() {
     assert_eq!(headers, 2, "one row per distinct session header");
     // And new packs go on being recorded beside the migrated rows.
     let more = [BlobId([9; 32])];
-    conformance::store_blobs(&cat, TenantId(1), &more);
-    assert!(cat.missing_blobs(TenantId(1), &more).unwrap().is_empty());
+    conformance::store_blobs(&cat, legacy, &more);
+    assert!(cat.missing_blobs(legacy, &more).unwrap().is_empty());
 }
 
 #[test]
@@ -196,8 +204,9 @@ fn a_committed_snapshot_leaves_the_log_empty() {
     let path = dir.path().join("catalog.db");
     let cat = SqliteCatalog::open(&path).unwrap();
     let (tenant, site, bucket) = conformance::namespace(&cat);
+    let owner = BlobOwner { tenant, site };
     let ids: Vec<BlobId> = (0..2000).map(|_| BlobId(rand::random())).collect();
-    conformance::store_blobs(&cat, tenant, &ids);
+    conformance::store_blobs(&cat, owner, &ids);
     let wal = || {
         std::fs::metadata(dir.path().join("catalog.db-wal"))
             .map(|m| m.len())
@@ -210,7 +219,7 @@ fn a_committed_snapshot_leaves_the_log_empty() {
     // Everything is still there, read through a fresh connection.
     drop(cat);
     let cat = SqliteCatalog::open(&path).unwrap();
-    assert!(cat.missing_blobs(tenant, &ids).unwrap().is_empty());
+    assert!(cat.missing_blobs(owner, &ids).unwrap().is_empty());
     assert_eq!(cat.read(|r| r.commits(bucket, 0, 10)).unwrap().len(), 1);
 }
 
@@ -250,7 +259,9 @@ fn corrupt_rows_are_errors_not_panics() {
             .map(|r| BlobId::from_slice("t", &r.unwrap()).unwrap())
             .collect()
     };
-    let err = cat.blob_locations(populated.tenant, &ids).unwrap_err();
+    let err = cat
+        .blob_locations(populated.entries[0].0, &ids)
+        .unwrap_err();
     assert!(
         matches!(
             err,
