@@ -122,6 +122,18 @@ pub enum OpenChunkError {
     Flags { id: BlobId, flags: u8 },
 }
 
+impl OpenChunkError {
+    /// The chunk that failed.
+    pub fn id(&self) -> BlobId {
+        match self {
+            Self::Decrypt { id, .. }
+            | Self::Decompress { id, .. }
+            | Self::Mismatch { id }
+            | Self::Flags { id, .. } => *id,
+        }
+    }
+}
+
 /// Decrypts, decompresses and verifies one chunk.
 pub fn open_chunk(
     keys: &TenantKeys,

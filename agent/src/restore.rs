@@ -17,7 +17,9 @@ use std::sync::Arc;
 use ferry_crypto::{OpenError, SessionOpener, TenantKeys};
 use ferry_direct::DirectWriter;
 use ferry_proto::manifest::{ManifestDecoder, ManifestError};
-use ferry_proto::v1::{CommitInfo, EntryType, FetchBlobsRequest, ManifestEntry};
+use ferry_proto::v1::{
+    CommitInfo, EntryType, FetchBlobsRequest, ManifestEntry, ReportBadBlobsRequest,
+};
 use ferry_proto::{BadId, BlobId, BlobKind};
 use filetime::FileTime;
 use serde::Serialize;
@@ -56,6 +58,18 @@ pub enum RestoreError {
     NoSuchSnapshot { bucket: String, reason: String },
     #[error(transparent)]
     Chunk(#[from] OpenChunkError),
+    #[error(
+        "{source}; {}",
+        if *reported {
+            "the hub was told, and the bucket's source site uploads it again at its next backup"
+        } else {
+            "telling the hub failed"
+        }
+    )]
+    BadChunk {
+        source: OpenChunkError,
+        reported: bool,
+    },
     #[error("session header {id}: {source}")]
     Header {
         id: BlobId,
@@ -312,17 +326,47 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
         (p, f, w) => {
             // The root cause, not a stage that stopped because a neighbour went away.
             let errors = [p.err(), f.err(), w.err()];
-            return Err(errors
+            let root = errors
                 .into_iter()
                 .flatten()
                 .find(|e| !matches!(e, RestoreError::Aborted))
-                .unwrap_or(RestoreError::Aborted));
+                .unwrap_or(RestoreError::Aborted);
+            return Err(report_bad_chunk(&job.client, &job.bucket, root).await);
         }
     };
     job.progress.finish();
     report.bucket = job.bucket;
     report.seq = commit.seq;
     Ok(report)
+}
+
+/// A chunk that did not open to its id is damaged or forged where the hub
+/// keeps it: told so, the hub marks that copy bad, and the bucket's source
+/// site uploads the chunk again at its next backup that needs it.
+async fn report_bad_chunk(client: &HubClient, bucket: &str, error: RestoreError) -> RestoreError {
+    let RestoreError::Chunk(source) = error else {
+        return error;
+    };
+    let id = source.id();
+    let reported = client
+        .journal
+        .clone()
+        .report_bad_blobs(ReportBadBlobsRequest {
+            bucket: bucket.to_owned(),
+            ids: id.0.to_vec(),
+        })
+        .await;
+    let reported = match reported {
+        Ok(answer) => {
+            tracing::warn!(bucket, chunk = %id, marked = answer.into_inner().marked, "bad chunk reported to the hub");
+            true
+        }
+        Err(status) => {
+            tracing::warn!(bucket, chunk = %id, %status, "could not report a bad chunk");
+            false
+        }
+    };
+    RestoreError::BadChunk { source, reported }
 }
 
 fn flatten<T>(

@@ -4,7 +4,7 @@
 
 use ferry_proto::v1::{
     BlobBatch, CheckReferencesRequest, CommitRequest, FetchBlobsRequest, FindMissingRequest,
-    ListCommitsRequest, OpenSessionRequest,
+    ListCommitsRequest, OpenSessionRequest, ReportBadBlobsRequest,
 };
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((which, body)) = data.split_first() else {
         return;
     };
-    match which % 7 {
+    match which % 8 {
         0 => {
             let _ = OpenSessionRequest::decode(body);
         }
@@ -36,8 +36,11 @@ fuzz_target!(|data: &[u8]| {
         5 => {
             let _ = ListCommitsRequest::decode(body);
         }
-        _ => {
+        6 => {
             let _ = FetchBlobsRequest::decode(body);
+        }
+        _ => {
+            let _ = ReportBadBlobsRequest::decode(body);
         }
     }
 });

@@ -172,3 +172,47 @@ async fn garbage_under_a_known_id_from_another_site_is_never_used() {
     let err = own_bucket.message().await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
 }
+
+/// A copy that does not open to its id (damaged in the pool) fails the
+/// restore, which names it and tells the hub; the hub marks it bad, the
+/// site's next backup uploads that chunk again, and the restore succeeds.
+#[test]
+fn a_damaged_copy_is_reported_at_restore_and_replaced_by_the_next_backup() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("data.bin"), noise(900_000, 5)).unwrap();
+    let hub = Hub::start(&work.path().join("hub"));
+    let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "docs");
+    site.backup();
+
+    // Flip a byte in the middle of one data chunk's ciphertext.
+    let (pack, at) = hub
+        .pack_files()
+        .into_iter()
+        .find_map(|path| {
+            let bytes = std::fs::read(&path).unwrap();
+            let index = ferry_hub::pack::parse_pack(&bytes).unwrap();
+            let e = index
+                .entries
+                .iter()
+                .find(|e| e.kind == ferry_proto::BlobKind::Data)?;
+            Some((path, e.offset as usize + e.length as usize / 2))
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[at] ^= 0x40;
+    std::fs::write(&pack, &bytes).unwrap();
+
+    let out = site.agent(&["restore", "--to", work.path().join("r1").to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the hub was told"), "{stderr}");
+    assert!(hub.log().contains("blobs reported bad"), "{}", hub.log());
+
+    let report = site.backup();
+    assert!(report["chunks_sent"].as_u64().unwrap() >= 1, "{report}");
+    let restored = work.path().join("r2");
+    site.restore(&restored, &[]);
+    assert_same(&describe(&src), &describe(&restored), "after the re-upload");
+}

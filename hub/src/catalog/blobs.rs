@@ -12,8 +12,9 @@ use super::{BlobLocation, BlobOwner, CatalogError, PackEntry, PackRecord, SiteId
 
 /// Bulk lookups and pack records.
 pub trait BlobIndex {
-    /// The ids in `ids` of which `owner` has no copy (its own, or one of
-    /// [`super::SiteId::UNKNOWN`]), in input order, each once. Copies of
+    /// The ids in `ids` of which `owner` has no good copy (its own, or one
+    /// of [`super::SiteId::UNKNOWN`], not marked bad), in input order, each
+    /// once. Copies of
     /// other sites and other tenants count as missing. Any number of ids
     /// may be asked at once.
     ///
@@ -34,8 +35,9 @@ pub trait BlobIndex {
         visit: &mut dyn FnMut(BlobOwner, &BlobId),
     ) -> Result<(), CatalogError>;
 
-    /// The locations of `owner`'s copies among `ids` (its own, else one of
-    /// [`super::SiteId::UNKNOWN`]), in input order, each once; ids it has
+    /// The locations of `owner`'s good copies among `ids` (its own, else
+    /// one of [`super::SiteId::UNKNOWN`]; none marked bad), in input order,
+    /// each once; ids it has
     /// no copy of (even if another site or tenant has) are left out.
     ///
     /// # Errors
@@ -49,7 +51,8 @@ pub trait BlobIndex {
 
     /// Records a pack and its blobs in one transaction. Each entry names
     /// whose copy it is. A copy (owner, id) already stored keeps its first
-    /// location. A pack already recorded (same name, pool, size and
+    /// location, unless it was marked bad ([`Self::mark_bad`]): then the new
+    /// copy replaces it. A pack already recorded (same name, pool, size and
     /// hash) is kept and only its entries not yet stored are added: packs
     /// are named by content, so recording the same pack and entries again
     /// is a no-op. Returns how many blobs were newly stored.
@@ -99,6 +102,18 @@ pub trait BlobIndex {
     ///
     /// Storage errors only.
     fn packs_per_pool(&self) -> Result<Vec<(String, u64)>, CatalogError>;
+
+    /// Marks as bad the copies of `ids` that [`Self::blob_locations`] gives
+    /// `owner` (a key holder found their bytes do not open to their id):
+    /// they are then missing for every lookup, so the owner's next backup
+    /// that needs one uploads it again, and recording that copy replaces
+    /// the bad one. Returns how many copies were marked; ids `owner` has
+    /// no copy of are ignored.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only.
+    fn mark_bad(&self, owner: BlobOwner, ids: &[BlobId]) -> Result<usize, CatalogError>;
 }
 
 /// Checks a pack record before any engine stores it.

@@ -9,6 +9,7 @@ use ferry_proto::chain::manifest_digest;
 use ferry_proto::v1::journal_server::Journal;
 use ferry_proto::v1::{
     CommitInfo, FetchBlobsRequest, FetchedBlob, ListCommitsRequest, ListCommitsResponse,
+    ReportBadBlobsRequest, ReportBadBlobsResponse,
 };
 use prost::Message;
 use tokio::sync::mpsc;
@@ -147,5 +148,39 @@ impl Journal for JournalService {
             tx.send(item).await.is_ok()
         }));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn report_bad_blobs(
+        &self,
+        request: Request<ReportBadBlobsRequest>,
+    ) -> Result<Response<ReportBadBlobsResponse>, Status> {
+        let hub = &self.0;
+        let site = super::gate::principal(&request)?;
+        let req = request.into_inner();
+        let bucket = hub.bucket_for_read(&site, &req.bucket).await?;
+        if !req.ids.len().is_multiple_of(ferry_proto::ID_LEN) {
+            return Err(Status::invalid_argument(format!(
+                "ReportBadBlobsRequest.ids: {} bytes is not a whole number of 32-byte ids",
+                req.ids.len()
+            )));
+        }
+        let ids = ids_of(&req.ids);
+        if ids.len() > MAX_IDS_PER_CALL {
+            return Err(Status::invalid_argument(format!(
+                "ReportBadBlobsRequest.ids: {} ids, at most {MAX_IDS_PER_CALL}",
+                ids.len()
+            )));
+        }
+        // The copies FetchBlobs serves this bucket (see fetch_blobs).
+        let owner = BlobOwner {
+            tenant: site.tenant,
+            site: bucket.source_site,
+        };
+        let count = ids.len();
+        let marked = hub.catalog(move |c| c.mark_bad(owner, &ids)).await?;
+        tracing::warn!(site = %site.name, bucket = %req.bucket, reported = count, marked, "blobs reported bad");
+        Ok(Response::new(ReportBadBlobsResponse {
+            marked: u32::try_from(marked).unwrap_or(u32::MAX),
+        }))
     }
 }

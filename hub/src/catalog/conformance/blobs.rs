@@ -335,3 +335,41 @@ pub fn copies_are_per_site(cat: &dyn Catalog) {
     let (record, entries) = fake_pack(ghost, &[random_id()]);
     assert_not_found(cat.record_pack(&record, &entries));
 }
+
+/// A copy marked bad is missing for every lookup and located by none; the
+/// next copy recorded for its owner replaces it. Marking goes to the copy
+/// the marker is served (its own, else one of no known site).
+pub fn bad_copies_are_missing_and_replaced(cat: &dyn Catalog) {
+    let a = uploader(cat);
+    let b = site_of(cat, a.tenant);
+    let legacy = BlobOwner {
+        site: SiteId::UNKNOWN,
+        ..a
+    };
+    let (x, y, never) = (random_id(), random_id(), random_id());
+    store_blobs(cat, a, &[x, y]);
+    assert_eq!(cat.mark_bad(a, &[x, never]).unwrap(), 1);
+    assert_eq!(cat.mark_bad(a, &[x]).unwrap(), 0, "already bad");
+    assert_eq!(cat.missing_blobs(a, &[x, y]).unwrap(), [x]);
+    let located: Vec<BlobId> = cat
+        .blob_locations(a, &[x, y])
+        .unwrap()
+        .iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(located, [y]);
+    // The owner's next copy replaces the bad one, and counts as new.
+    let again = store_blobs(cat, a, &[x, y]);
+    assert!(cat.missing_blobs(a, &[x, y]).unwrap().is_empty());
+    assert_eq!(cat.blob_locations(a, &[x]).unwrap()[0].pack, again.name);
+    assert_ne!(cat.blob_locations(a, &[y]).unwrap()[0].pack, again.name);
+
+    // A copy of no known site, marked through another site's view of it.
+    let (old, both) = (random_id(), random_id());
+    store_blobs(cat, legacy, &[old, both]);
+    let own = store_blobs(cat, a, &[both]);
+    assert_eq!(cat.mark_bad(b, &[old, both]).unwrap(), 2);
+    assert_eq!(cat.missing_blobs(b, &[old, both]).unwrap(), [old, both]);
+    assert_eq!(cat.missing_blobs(a, &[old, both]).unwrap(), [old]);
+    assert_eq!(cat.blob_locations(a, &[both]).unwrap()[0].pack, own.name);
+}

@@ -48,6 +48,7 @@ pub fn run_all(cat: &dyn Catalog) {
     missing_blobs_in_bulk(cat);
     blobs_are_per_tenant(cat);
     copies_are_per_site(cat);
+    bad_copies_are_missing_and_replaced(cat);
     one_pack_holds_several_tenants(cat);
     same_pack_recorded_for_another_tenant(cat);
     record_pack_needs_known_tenants(cat);

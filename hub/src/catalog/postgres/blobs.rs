@@ -30,7 +30,8 @@ pub(super) fn missing_ids(
         let asked: Vec<&[u8]> = batch.iter().map(|id| &id.0[..]).collect();
         let rows = client
             .query(
-                "SELECT id FROM blobs WHERE tenant_id = $1 AND id = ANY($2) AND site_id IN ($3, $4)",
+                "SELECT id FROM blobs \
+                 WHERE tenant_id = $1 AND id = ANY($2) AND site_id IN ($3, $4) AND NOT bad",
                 &[&owner.tenant.0, &asked, &owner.site.0, &SiteId::UNKNOWN.0],
             )
             .map_err(pg("look up blobs"))?;
@@ -144,6 +145,7 @@ impl BlobIndex for PostgresCatalog {
                         "SELECT b.id, b.kind, b.flags, h.header_id, p.pool, p.name, b.pack_offset, b.length \
                          FROM blobs b JOIN packs p ON p.id = b.pack_id JOIN headers h ON h.id = b.header \
                          WHERE b.tenant_id = $1 AND b.id = ANY($2) AND b.site_id IN ($3, $4) \
+                           AND NOT b.bad \
                          ORDER BY b.site_id = $4",
                         &[&owner.tenant.0, &asked, &owner.site.0, &SiteId::UNKNOWN.0],
                     )
@@ -233,7 +235,14 @@ impl BlobIndex for PostgresCatalog {
             };
             let mut headers: Vec<(BlobId, i64)> = Vec::new();
             let mut columns = BlobColumns::default();
+            let mut last: Option<(BlobOwner, BlobId)> = None;
             for (owner, e) in &in_key_order {
+                // One row per copy: a second proposal of a row in one
+                // upsert is an error in PostgreSQL (sorted, so repeats
+                // are adjacent; the first is kept).
+                if last.replace((*owner, e.id)) == Some((*owner, e.id)) {
+                    continue;
+                }
                 let header = match headers.iter().find(|(id, _)| *id == e.header_id) {
                     Some(&(_, number)) => number,
                     None => {
@@ -257,7 +266,11 @@ impl BlobIndex for PostgresCatalog {
                     "INSERT INTO blobs (tenant_id, id, kind, flags, header, pack_id, pack_offset, length, site_id) \
                      SELECT * FROM UNNEST($1::bigint[], $2::bytea[], $3::smallint[], $4::smallint[], \
                                           $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[]) \
-                     ON CONFLICT DO NOTHING",
+                     ON CONFLICT (tenant_id, id, site_id) DO UPDATE SET \
+                       kind = excluded.kind, flags = excluded.flags, header = excluded.header, \
+                       pack_id = excluded.pack_id, pack_offset = excluded.pack_offset, \
+                       length = excluded.length, bad = FALSE \
+                     WHERE blobs.bad",
                     &[
                         &columns.tenant,
                         &columns.id,
@@ -296,6 +309,32 @@ impl BlobIndex for PostgresCatalog {
                     )
                 })
                 .collect()
+        })
+    }
+
+    fn mark_bad(&self, owner: BlobOwner, ids: &[BlobId]) -> Result<usize, CatalogError> {
+        self.with_retries(|client| {
+            let mut tx = client.transaction().map_err(pg("begin write transaction"))?;
+            let mut marked = 0;
+            for batch in ids.chunks(BATCH) {
+                let asked: Vec<&[u8]> = batch.iter().map(|id| &id.0[..]).collect();
+                // The copy blob_locations serves: the owner's own, else
+                // the one of no known site.
+                let n = tx
+                    .execute(
+                        "UPDATE blobs b SET bad = TRUE FROM ( \
+                           SELECT DISTINCT ON (id) id, site_id FROM blobs \
+                           WHERE tenant_id = $1 AND id = ANY($2) AND site_id IN ($3, $4) AND NOT bad \
+                           ORDER BY id, site_id = $4 \
+                         ) served \
+                         WHERE b.tenant_id = $1 AND b.id = served.id AND b.site_id = served.site_id",
+                        &[&owner.tenant.0, &asked, &owner.site.0, &SiteId::UNKNOWN.0],
+                    )
+                    .map_err(pg("mark blobs bad"))?;
+                marked += usize::try_from(n).unwrap_or(usize::MAX);
+            }
+            tx.commit().map_err(pg("commit blob marks"))?;
+            Ok(marked)
         })
     }
 

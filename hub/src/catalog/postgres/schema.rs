@@ -107,6 +107,11 @@ ALTER TABLE blobs DROP CONSTRAINT blobs_pkey;
 ALTER TABLE blobs ADD PRIMARY KEY (tenant_id, id, site_id);
 ALTER TABLE blobs ALTER COLUMN site_id DROP DEFAULT;
 "#,
+    // Version 5: a copy a key holder found damaged: missing for every lookup,
+    // replaced by the next copy recorded.
+    r#"
+ALTER TABLE blobs ADD COLUMN bad BOOLEAN NOT NULL DEFAULT FALSE;
+"#,
 ];
 
 /// A number no other application takes an advisory lock on: hubs starting

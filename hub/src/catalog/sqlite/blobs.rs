@@ -29,7 +29,8 @@ pub(super) fn missing_ids(
 ) -> Result<Vec<BlobId>, CatalogError> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT 1 FROM blobs WHERE tenant_id = ?1 AND id = ?2 AND site_id IN (?3, ?4)",
+            "SELECT 1 FROM blobs \
+             WHERE tenant_id = ?1 AND id = ?2 AND site_id IN (?3, ?4) AND bad = 0",
         )
         .map_err(sql("look up blobs"))?;
     let mut missing = Vec::new();
@@ -167,7 +168,7 @@ impl BlobIndex for SqliteCatalog {
             .prepare_cached(
                 "SELECT b.id, b.kind, b.flags, h.header_id, p.pool, p.name, b.pack_offset, b.length \
                  FROM blobs b JOIN packs p ON p.id = b.pack_id JOIN headers h ON h.id = b.header \
-                 WHERE b.tenant_id = ?1 AND b.id = ?2 AND b.site_id IN (?3, ?4) \
+                 WHERE b.tenant_id = ?1 AND b.id = ?2 AND b.site_id IN (?3, ?4) AND b.bad = 0 \
                  ORDER BY b.site_id = ?4 LIMIT 1",
             )
             .map_err(sql(op))?;
@@ -237,6 +238,36 @@ impl BlobIndex for SqliteCatalog {
         raws.into_iter()
             .map(|(name, pool, size, hash)| pack_record(name, pool, size, &hash))
             .collect()
+    }
+
+    fn mark_bad(&self, owner: BlobOwner, ids: &[BlobId]) -> Result<usize, CatalogError> {
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn)?;
+        let mut marked = 0;
+        {
+            // The copy blob_locations serves: the owner's own, else the
+            // one of no known site.
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE blobs SET bad = 1 WHERE tenant_id = ?1 AND id = ?2 AND bad = 0 \
+                     AND site_id = (SELECT site_id FROM blobs \
+                         WHERE tenant_id = ?1 AND id = ?2 AND site_id IN (?3, ?4) AND bad = 0 \
+                         ORDER BY site_id = ?4 LIMIT 1)",
+                )
+                .map_err(sql("mark blob bad"))?;
+            for id in ids {
+                marked += stmt
+                    .execute(params![
+                        owner.tenant.0,
+                        &id.0[..],
+                        owner.site.0,
+                        SiteId::UNKNOWN.0
+                    ])
+                    .map_err(sql("mark blob bad"))?;
+            }
+        }
+        tx.commit().map_err(sql("commit blob marks"))?;
+        Ok(marked)
     }
 
     fn packs_per_pool(&self) -> Result<Vec<(String, u64)>, CatalogError> {
@@ -315,9 +346,14 @@ fn record_pack_in(
     {
         let mut insert = tx
             .prepare_cached(
-                "INSERT OR IGNORE INTO blobs \
+                "INSERT INTO blobs \
                  (tenant_id, id, site_id, kind, flags, header, pack_id, pack_offset, length) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (tenant_id, id, site_id) DO UPDATE SET \
+                   kind = excluded.kind, flags = excluded.flags, header = excluded.header, \
+                   pack_id = excluded.pack_id, pack_offset = excluded.pack_offset, \
+                   length = excluded.length, bad = 0 \
+                 WHERE blobs.bad = 1",
             )
             .map_err(sql("insert blob"))?;
         // A pack's blobs come from a few sessions, most often one.

@@ -137,6 +137,11 @@ INSERT INTO blobs_v3
 DROP TABLE blobs;
 ALTER TABLE blobs_v3 RENAME TO blobs;
 "#,
+    r#"
+-- A copy a key holder found damaged: missing for every lookup, replaced by
+-- the next copy recorded.
+ALTER TABLE blobs ADD COLUMN bad INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {
