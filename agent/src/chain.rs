@@ -168,57 +168,89 @@ pub fn check_known(
     Ok(())
 }
 
-/// Every commit of `bucket` after `after_seq`, oldest first, without their
-/// manifests (each carries its manifest's digest).
+/// Walks the commits of `bucket` after `from` (`None`: from the first),
+/// oldest first and a page at a time, checking each link of the chain as
+/// it comes (memory stays at one page however long the journal), and hands
+/// each checked commit to `visit`. Returns the head the chain reaches.
+/// Listings carry no manifests, only their digests.
 ///
 /// # Errors
 ///
-/// The hub's, or `Protocol` for a listing out of order.
-pub async fn list_after(
+/// [`ChainError::Broken`] at the first bad link, the hub's error, or
+/// `Protocol` for a listing out of order.
+pub async fn walk(
     client: &HubClient,
+    keys: &TenantKeys,
     bucket: &str,
-    after_seq: u64,
-) -> Result<Vec<CommitInfo>, ChainError> {
-    let mut all: Vec<CommitInfo> = Vec::new();
+    from: Option<Head>,
+    mut visit: impl FnMut(CommitInfo),
+) -> Result<Option<Head>, ChainError> {
+    let mut head = from;
     loop {
-        let after = all.last().map_or(after_seq, |c| c.seq);
+        let after = head.map_or(0, |h| h.seq);
         let page = list_page(client, bucket, after, 0, true).await?;
         if page.commits.iter().any(|c| c.seq <= after) {
             return Err(ChainError::Protocol("commits out of order".into()));
         }
+        head = verify(keys, bucket, head, &page.commits)?;
         let done = !page.more || page.commits.is_empty();
-        all.extend(page.commits);
+        page.commits.into_iter().for_each(&mut visit);
         if done {
-            return Ok(all);
+            return Ok(head);
         }
     }
 }
 
-/// Every commit of `bucket`, its chain verified from the first commit and
-/// against the head this site last saw, which then moves to the newest.
+/// Walks every commit of `bucket` ([`walk`] from the first), then checks
+/// the chain against the head this site last saw, which then moves to the
+/// newest.
 ///
 /// # Errors
 ///
 /// [`ChainError`]: a broken or rolled-back chain, or the hub's error.
+pub async fn walk_verified(
+    client: &HubClient,
+    keys: &TenantKeys,
+    bucket: &str,
+    heads: &Path,
+    mut visit: impl FnMut(CommitInfo),
+) -> Result<(), ChainError> {
+    let heads = KnownHeads::open(heads)?;
+    let known = heads.get(bucket)?;
+    let mut at_known = None;
+    let head = walk(client, keys, bucket, None, |c| {
+        if known.is_some_and(|k| k.seq == c.seq) {
+            at_known = Some(c.mac.clone());
+        }
+        visit(c);
+    })
+    .await?;
+    check_known(
+        bucket,
+        known,
+        head.map_or(0, |h| h.seq),
+        at_known.as_deref(),
+    )?;
+    if let Some(head) = head {
+        heads.advance(bucket, head)?;
+    }
+    Ok(())
+}
+
+/// [`walk_verified`], collecting every commit.
+///
+/// # Errors
+///
+/// As [`walk_verified`].
 pub async fn list_verified(
     client: &HubClient,
     keys: &TenantKeys,
     bucket: &str,
     heads: &Path,
 ) -> Result<Vec<CommitInfo>, ChainError> {
-    let commits = list_after(client, bucket, 0).await?;
-    let head = verify(keys, bucket, None, &commits)?;
-    let heads = KnownHeads::open(heads)?;
-    let known = heads.get(bucket)?;
-    let at_known = known.and_then(|k| {
-        let i = usize::try_from(k.seq).ok()?.checked_sub(1)?;
-        commits.get(i).map(|c| c.mac.as_slice())
-    });
-    check_known(bucket, known, head.map_or(0, |h| h.seq), at_known)?;
-    if let Some(head) = head {
-        heads.advance(bucket, head)?;
-    }
-    Ok(commits)
+    let mut all = Vec::new();
+    walk_verified(client, keys, bucket, heads, |c| all.push(c)).await?;
+    Ok(all)
 }
 
 /// One ListCommits call.

@@ -109,27 +109,51 @@ pub enum Which {
     At(i64),
 }
 
-pub fn pick(
-    commits: Vec<CommitInfo>,
-    bucket: &str,
+/// Chooses the commit to restore from a journal walked oldest first,
+/// keeping only the best so far.
+pub struct Pick {
     which: Which,
-) -> Result<CommitInfo, RestoreError> {
-    let none = |reason: String| RestoreError::NoSuchSnapshot {
-        bucket: bucket.to_string(),
-        reason,
-    };
-    let mut snapshots = commits.into_iter().filter(|c| c.kind == "snapshot");
-    match which {
-        Which::Latest => snapshots
-            .next_back()
-            .ok_or_else(|| none("has no snapshots".into())),
-        Which::Seq(seq) => snapshots
-            .into_iter()
-            .find(|c| c.seq == seq)
-            .ok_or_else(|| none(format!("has no snapshot {seq}"))),
-        Which::At(ms) => snapshots
-            .rfind(|c| c.time_unix_ms <= ms)
-            .ok_or_else(|| none("has no snapshot at or before that time".into())),
+    chosen: Option<CommitInfo>,
+}
+
+impl Pick {
+    pub fn new(which: Which) -> Self {
+        Self {
+            which,
+            chosen: None,
+        }
+    }
+
+    /// Considers the next commit in sequence order.
+    pub fn offer(&mut self, c: CommitInfo) {
+        if c.kind != "snapshot" {
+            return;
+        }
+        let wanted = match self.which {
+            Which::Latest => true,
+            Which::Seq(seq) => c.seq == seq,
+            // The newest at or before: later ones replace earlier ones.
+            Which::At(ms) => c.time_unix_ms <= ms,
+        };
+        if wanted {
+            self.chosen = Some(c);
+        }
+    }
+
+    /// The chosen commit.
+    ///
+    /// # Errors
+    ///
+    /// `NoSuchSnapshot` saying why none was.
+    pub fn finish(self, bucket: &str) -> Result<CommitInfo, RestoreError> {
+        self.chosen.ok_or_else(|| RestoreError::NoSuchSnapshot {
+            bucket: bucket.to_string(),
+            reason: match self.which {
+                Which::Latest => "has no snapshots".into(),
+                Which::Seq(seq) => format!("has no snapshot {seq}"),
+                Which::At(_) => "has no snapshot at or before that time".into(),
+            },
+        })
     }
 }
 
@@ -289,9 +313,13 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
     if let RestoreTarget::Dir(dir) = &job.target {
         prepare_target(dir)?;
     }
-    let commits =
-        chain::list_verified(&job.client, &job.keys, &job.bucket, &job.heads_path).await?;
-    let commit = pick(commits, &job.bucket, job.which)?;
+    // The chain is checked as it is walked; only the chosen commit is kept.
+    let mut pick = Pick::new(job.which);
+    chain::walk_verified(&job.client, &job.keys, &job.bucket, &job.heads_path, |c| {
+        pick.offer(c)
+    })
+    .await?;
+    let commit = pick.finish(&job.bucket)?;
     let manifest = chain::manifest_of(&job.client, &job.bucket, &commit).await?;
     tracing::info!(bucket = %job.bucket, seq = commit.seq, "restoring snapshot");
     let fetcher = Fetcher {
@@ -731,5 +759,37 @@ mod tests {
         );
         assert!(!is_restored_file(target.path(), b"dir"), "a directory");
         assert!(!is_restored_file(target.path(), b"dir/missing"));
+    }
+
+    #[test]
+    fn the_pick_keeps_the_wanted_snapshot_of_a_walked_journal() {
+        let commit = |seq: u64, kind: &str, time_unix_ms: i64| CommitInfo {
+            seq,
+            kind: kind.into(),
+            time_unix_ms,
+            ..Default::default()
+        };
+        let journal = [
+            commit(1, "snapshot", 100),
+            commit(2, "batch", 150),
+            commit(3, "snapshot", 200),
+            commit(4, "snapshot", 300),
+            commit(5, "batch", 400),
+        ];
+        let picked = |which| {
+            let mut pick = Pick::new(which);
+            journal.iter().cloned().for_each(|c| pick.offer(c));
+            pick.finish("acme/docs").map(|c| c.seq)
+        };
+        assert_eq!(picked(Which::Latest).unwrap(), 4);
+        assert_eq!(picked(Which::Seq(3)).unwrap(), 3);
+        assert_eq!(picked(Which::At(250)).unwrap(), 3);
+        assert_eq!(picked(Which::At(i64::MAX)).unwrap(), 4);
+        for which in [Which::Seq(2), Which::Seq(9), Which::At(99)] {
+            let err = picked(which).unwrap_err();
+            assert!(matches!(err, RestoreError::NoSuchSnapshot { .. }), "{err}");
+        }
+        let empty = Pick::new(Which::Latest).finish("acme/docs").unwrap_err();
+        assert!(empty.to_string().contains("has no snapshots"), "{empty}");
     }
 }

@@ -353,9 +353,7 @@ async fn checked_head(
         chain::check_known(bucket, Some(known), head_seq, at_known)?;
         return Ok(Some(known));
     }
-    let after = known.map_or(0, |k| k.seq);
-    let commits = chain::list_after(&job.client, bucket, after).await?;
-    let head = chain::verify(&job.keys, bucket, known, &commits)?;
+    let head = chain::walk(&job.client, &job.keys, bucket, known, |_| {}).await?;
     if head.map_or(0, |h| h.seq) != head_seq || head.is_some_and(|h| h.mac[..] != *head_mac) {
         return Err(BackupError::Protocol {
             call: "OpenSession",
