@@ -39,4 +39,6 @@ for ((i = 0; i < ${#targets[@]}; i += 2)); do
     fi
   done
 done
+# The hubs hub_handlers ran in.
+rm -rf "${TMPDIR:-/tmp}"/ferry-fuzz-hub-*
 [ ${#failed[@]} -eq 0 ] || { echo "fuzz: ${failed[*]} failed" >&2; exit 1; }

@@ -19,6 +19,7 @@ use ferry_proto::v1::journal_server::JournalServer;
 use tonic::Status;
 
 mod gate;
+pub mod harness;
 mod ingest;
 mod journal;
 #[cfg(test)]
