@@ -215,14 +215,29 @@ pub async fn open_pools(
 /// background: a hub that stopped between putting a pack and recording it
 /// left one, and `recover` would index it anyway (the pools are the
 /// truth), so it is adopted rather than deleted. Read-only on the pools.
-async fn adopt_unrecorded_packs(catalog: Arc<dyn Catalog>, pools: Arc<Pools>) {
-    match crate::recover::adopt_unrecorded_packs(catalog, &pools).await {
-        Ok(report) if report.packs > 0 || !report.damaged.is_empty() => tracing::info!(
-            packs = report.packs,
-            blobs = report.blobs_added,
-            damaged = report.damaged.len(),
-            "unrecorded packs adopted"
-        ),
+async fn adopt_unrecorded_packs(
+    catalog: Arc<dyn Catalog>,
+    pools: Arc<Pools>,
+    stored: Arc<crate::stored_filter::StoredFilter>,
+) {
+    match crate::recover::adopt_unrecorded_packs(catalog.clone(), &pools).await {
+        Ok(report) if report.packs > 0 || !report.damaged.is_empty() => {
+            tracing::info!(
+                packs = report.packs,
+                blobs = report.blobs_added,
+                damaged = report.damaged.len(),
+                "unrecorded packs adopted"
+            );
+            // The packer's filter may have been built before these rows
+            // were: it would call them surely absent, and they would be
+            // stored again. Built anew, it sees them.
+            if report.blobs_added > 0 {
+                let rebuilt = tokio::task::spawn_blocking(move || stored.build(&*catalog)).await;
+                if let Ok(Err(e)) = rebuilt {
+                    tracing::warn!(error = %e, "rebuilding the stored-blob filter");
+                }
+            }
+        }
         Ok(_) => tracing::info!("no unrecorded packs"),
         Err(e) => tracing::warn!(error = %e, "looking for unrecorded packs"),
     }
@@ -249,7 +264,11 @@ pub async fn serve(
         newest.to_owned(),
         PackerConfig::default(),
     );
-    tokio::spawn(adopt_unrecorded_packs(catalog.clone(), pools.clone()));
+    tokio::spawn(adopt_unrecorded_packs(
+        catalog.clone(),
+        pools.clone(),
+        packer.stored().clone(),
+    ));
     let state = HubState::new(catalog, pools, packer);
 
     let listener = TcpListener::bind(listen)

@@ -31,6 +31,9 @@ const HEADROOM: u64 = 4;
 #[derive(Default)]
 pub struct StoredFilter {
     state: RwLock<State>,
+    /// One build at a time: a build started later (after rows were added
+    /// behind the filter's back) must also be the one that ends last.
+    building: std::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -51,6 +54,7 @@ impl StoredFilter {
     ///
     /// The catalog's, if it cannot be read; the filter then stays unbuilt.
     pub fn build(&self, catalog: &dyn Catalog) -> Result<u64, CatalogError> {
+        let _one_at_a_time = self.building.lock().unwrap_or_else(PoisonError::into_inner);
         *self.write() = State::Building(Vec::new());
         let mut count = 0u64;
         let loaded = catalog

@@ -35,9 +35,10 @@ pub trait BlobIndex {
         visit: &mut dyn FnMut(BlobOwner, &BlobId),
     ) -> Result<(), CatalogError>;
 
-    /// The locations of `owner`'s good copies among `ids` (its own, else
-    /// one of [`super::SiteId::UNKNOWN`]; none marked bad), in input order,
-    /// each once; ids it has
+    /// The locations of `owner`'s copies among `ids` (its own, else one of
+    /// [`super::SiteId::UNKNOWN`]; a good copy before one marked bad, which
+    /// is still served: a mark is a site's word the hub cannot check, so it
+    /// may cost uploads, never a restore), in input order, each once; ids it has
     /// no copy of (even if another site or tenant has) are left out.
     ///
     /// # Errors
@@ -107,7 +108,7 @@ pub trait BlobIndex {
     /// `owner` (a key holder found their bytes do not open to their id):
     /// they are then missing for every lookup, so the owner's next backup
     /// that needs one uploads it again, and recording that copy replaces
-    /// the bad one. Returns how many copies were marked; ids `owner` has
+    /// the bad one. A bad copy is still located, after any good one. Returns how many copies were marked; ids `owner` has
     /// no copy of are ignored.
     ///
     /// # Errors

@@ -164,7 +164,10 @@ impl Journal for JournalService {
                 req.ids.len()
             )));
         }
-        let ids = ids_of(&req.ids);
+        let mut ids = ids_of(&req.ids);
+        // Each id once: engines need not agree on what a repeat means.
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|id| seen.insert(*id));
         if ids.len() > MAX_IDS_PER_CALL {
             return Err(Status::invalid_argument(format!(
                 "ReportBadBlobsRequest.ids: {} ids, at most {MAX_IDS_PER_CALL}",

@@ -336,8 +336,9 @@ pub fn copies_are_per_site(cat: &dyn Catalog) {
     assert_not_found(cat.record_pack(&record, &entries));
 }
 
-/// A copy marked bad is missing for every lookup and located by none; the
-/// next copy recorded for its owner replaces it. Marking goes to the copy
+/// A copy marked bad is missing for every lookup and located only when no
+/// good copy is (a mark may be wrong; a restore must not lose a copy over
+/// it); the next copy recorded for its owner replaces it. Marking goes to the copy
 /// the marker is served (its own, else one of no known site).
 pub fn bad_copies_are_missing_and_replaced(cat: &dyn Catalog) {
     let a = uploader(cat);
@@ -347,17 +348,17 @@ pub fn bad_copies_are_missing_and_replaced(cat: &dyn Catalog) {
         ..a
     };
     let (x, y, never) = (random_id(), random_id(), random_id());
-    store_blobs(cat, a, &[x, y]);
+    let first = store_blobs(cat, a, &[x, y]);
     assert_eq!(cat.mark_bad(a, &[x, never]).unwrap(), 1);
     assert_eq!(cat.mark_bad(a, &[x]).unwrap(), 0, "already bad");
     assert_eq!(cat.missing_blobs(a, &[x, y]).unwrap(), [x]);
-    let located: Vec<BlobId> = cat
+    let located: Vec<(BlobId, String)> = cat
         .blob_locations(a, &[x, y])
         .unwrap()
-        .iter()
-        .map(|l| l.id)
+        .into_iter()
+        .map(|l| (l.id, l.pack))
         .collect();
-    assert_eq!(located, [y]);
+    assert_eq!(located, [(x, first.name.clone()), (y, first.name.clone())]);
     // The owner's next copy replaces the bad one, and counts as new.
     let again = store_blobs(cat, a, &[x, y]);
     assert!(cat.missing_blobs(a, &[x, y]).unwrap().is_empty());
@@ -372,4 +373,8 @@ pub fn bad_copies_are_missing_and_replaced(cat: &dyn Catalog) {
     assert_eq!(cat.missing_blobs(b, &[old, both]).unwrap(), [old, both]);
     assert_eq!(cat.missing_blobs(a, &[old, both]).unwrap(), [old]);
     assert_eq!(cat.blob_locations(a, &[both]).unwrap()[0].pack, own.name);
+    // B's own copy, once stored, is served before the bad shared one.
+    assert_eq!(cat.blob_locations(b, &[old]).unwrap().len(), 1);
+    let mine = store_blobs(cat, b, &[old]);
+    assert_eq!(cat.blob_locations(b, &[old]).unwrap()[0].pack, mine.name);
 }

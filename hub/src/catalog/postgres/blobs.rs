@@ -145,12 +145,12 @@ impl BlobIndex for PostgresCatalog {
                         "SELECT b.id, b.kind, b.flags, h.header_id, p.pool, p.name, b.pack_offset, b.length \
                          FROM blobs b JOIN packs p ON p.id = b.pack_id JOIN headers h ON h.id = b.header \
                          WHERE b.tenant_id = $1 AND b.id = ANY($2) AND b.site_id IN ($3, $4) \
-                           AND NOT b.bad \
-                         ORDER BY b.site_id = $4",
+                         ORDER BY b.bad, b.site_id = $4",
                         &[&owner.tenant.0, &asked, &owner.site.0, &SiteId::UNKNOWN.0],
                     )
                     .map_err(pg("look up blob locations"))?;
-                // The owner's own copy sorts first and is kept.
+                // A good copy before a bad one, the owner's own first: the
+                // first row of each id is kept.
                 for row in &rows {
                     let loc = location_row(row)?;
                     found.entry(loc.id).or_insert(loc);

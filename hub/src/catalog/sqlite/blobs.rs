@@ -168,13 +168,13 @@ impl BlobIndex for SqliteCatalog {
             .prepare_cached(
                 "SELECT b.id, b.kind, b.flags, h.header_id, p.pool, p.name, b.pack_offset, b.length \
                  FROM blobs b JOIN packs p ON p.id = b.pack_id JOIN headers h ON h.id = b.header \
-                 WHERE b.tenant_id = ?1 AND b.id = ?2 AND b.site_id IN (?3, ?4) AND b.bad = 0 \
-                 ORDER BY b.site_id = ?4 LIMIT 1",
+                 WHERE b.tenant_id = ?1 AND b.id = ?2 AND b.site_id IN (?3, ?4) \
+                 ORDER BY b.bad, b.site_id = ?4 LIMIT 1",
             )
             .map_err(sql(op))?;
         let mut found = HashMap::with_capacity(ids.len());
         for id in ids {
-            // The owner's own copy sorts first.
+            // A good copy before a bad one, the owner's own first.
             let mut rows = stmt
                 .query(params![
                     owner.tenant.0,
