@@ -43,6 +43,12 @@ pub enum ChainError {
         reason: String,
     },
     #[error(
+        "bucket {bucket}: commit {seq} carries no MAC. A journal written before commits were \
+         signed has none; if this history is the bucket's own, `ferry-agent trust-history` \
+         accepts it as it stands. Otherwise the MACs were stripped, and it is not used"
+    )]
+    Unsigned { bucket: String, seq: u64 },
+    #[error(
         "bucket {bucket}: the hub's journal ends at commit {hub_seq}, but this site has seen \
          commit {known_seq}: the journal was rolled back, so it is not used"
     )]
@@ -95,8 +101,22 @@ fn claim<'a>(
     })
 }
 
+/// The MAC a listed commit stands for in the chain: its own, or for a
+/// commit without one (made before commits were signed) [`GENESIS`], the
+/// parent of the first signed commit after it. `None` for a MAC of another
+/// length.
+pub fn mac_or_genesis(mac: &[u8]) -> Option<[u8; MAC_LEN]> {
+    match mac.len() {
+        0 => Some(GENESIS),
+        _ => <[u8; MAC_LEN]>::try_from(mac).ok(),
+    }
+}
+
 /// Checks that `commits` continue the chain after `from` (`None`: they
-/// start at the bucket's first commit) and returns the new head.
+/// start at the bucket's first commit) and returns the new head. Commits
+/// numbered up to `unsigned_upto` may carry no MAC: history made before
+/// commits were signed, which this site accepted as it stands
+/// (`ferry-agent trust-history`).
 ///
 /// # Errors
 ///
@@ -107,6 +127,7 @@ pub fn verify(
     bucket: &str,
     from: Option<Head>,
     commits: &[CommitInfo],
+    unsigned_upto: u64,
 ) -> Result<Option<Head>, ChainError> {
     let mut head = from;
     for c in commits {
@@ -120,7 +141,17 @@ pub fn verify(
             return Err(broken(format!("is listed where commit {expected} belongs")));
         }
         if c.mac.is_empty() {
-            return Err(broken("carries no MAC".to_owned()));
+            if c.seq <= unsigned_upto {
+                head = Some(Head {
+                    seq: c.seq,
+                    mac: GENESIS,
+                });
+                continue;
+            }
+            return Err(ChainError::Unsigned {
+                bucket: bucket.to_owned(),
+                seq: c.seq,
+            });
         }
         let claim = claim(bucket, Head::parent_of_next(head.as_ref()), c).map_err(broken)?;
         if !keys.commit_mac_verifies(&claim.encode(), &c.mac) {
@@ -158,7 +189,7 @@ pub fn check_known(
             known_seq: known.seq,
         });
     }
-    if at_known != Some(&known.mac[..]) {
+    if at_known.and_then(mac_or_genesis) != Some(known.mac) {
         return Err(ChainError::Broken {
             bucket: bucket.to_owned(),
             seq: known.seq,
@@ -183,6 +214,7 @@ pub async fn walk(
     keys: &TenantKeys,
     bucket: &str,
     from: Option<Head>,
+    unsigned_upto: u64,
     mut visit: impl FnMut(CommitInfo),
 ) -> Result<Option<Head>, ChainError> {
     let mut head = from;
@@ -192,7 +224,7 @@ pub async fn walk(
         if page.commits.iter().any(|c| c.seq <= after) {
             return Err(ChainError::Protocol("commits out of order".into()));
         }
-        head = verify(keys, bucket, head, &page.commits)?;
+        head = verify(keys, bucket, head, &page.commits, unsigned_upto)?;
         let done = !page.more || page.commits.is_empty();
         page.commits.into_iter().for_each(&mut visit);
         if done {
@@ -217,8 +249,9 @@ pub async fn walk_verified(
 ) -> Result<(), ChainError> {
     let heads = KnownHeads::open(heads)?;
     let known = heads.get(bucket)?;
+    let unsigned_upto = heads.unsigned_upto(bucket)?;
     let mut at_known = None;
-    let head = walk(client, keys, bucket, None, |c| {
+    let head = walk(client, keys, bucket, None, unsigned_upto, |c| {
         if known.is_some_and(|k| k.seq == c.seq) {
             at_known = Some(c.mac.clone());
         }
@@ -339,6 +372,10 @@ impl KnownHeads {
                  bucket TEXT PRIMARY KEY,
                  seq    INTEGER NOT NULL,
                  mac    BLOB NOT NULL
+             ) STRICT;
+             CREATE TABLE IF NOT EXISTS trusted_unsigned (
+                 bucket TEXT PRIMARY KEY,
+                 upto   INTEGER NOT NULL
              ) STRICT;",
         )
         .map_err(err("create schema"))?;
@@ -382,6 +419,42 @@ impl KnownHeads {
             seq: u64::try_from(seq).map_err(|_| bad())?,
             mac: <[u8; MAC_LEN]>::try_from(mac.as_slice()).map_err(|_| bad())?,
         }))
+    }
+
+    /// The highest commit of `bucket` this site accepted without a MAC (0
+    /// for none).
+    ///
+    /// # Errors
+    ///
+    /// `State` if the read fails.
+    pub fn unsigned_upto(&self, bucket: &str) -> Result<u64, ChainError> {
+        let upto: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT upto FROM trusted_unsigned WHERE bucket = ?1",
+                [bucket],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.err("read trusted history"))?;
+        Ok(upto.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+    }
+
+    /// Accepts the commits of `bucket` up to `upto` without MACs.
+    ///
+    /// # Errors
+    ///
+    /// `State` if the write fails.
+    pub fn trust_unsigned(&self, bucket: &str, upto: u64) -> Result<(), ChainError> {
+        let upto = i64::try_from(upto).unwrap_or(i64::MAX);
+        self.conn
+            .execute(
+                "INSERT INTO trusted_unsigned (bucket, upto) VALUES (?1, ?2) \
+                 ON CONFLICT (bucket) DO UPDATE SET upto = excluded.upto",
+                params![bucket, upto],
+            )
+            .map_err(self.err("write trusted history"))?;
+        Ok(())
     }
 
     /// Forgets the head seen of `bucket`, returning it.
@@ -457,16 +530,18 @@ mod tests {
     fn a_whole_chain_verifies_and_a_write_only_key_signs_it() {
         let keys = TenantKeys::generate();
         let commits = chain(&keys.to_public(), "acme/docs", 3);
-        let head = verify(&keys, "acme/docs", None, &commits).unwrap().unwrap();
+        let head = verify(&keys, "acme/docs", None, &commits, 0)
+            .unwrap()
+            .unwrap();
         assert_eq!(head.seq, 3);
         assert_eq!(head.mac[..], commits[2].mac[..]);
         // And from a known head onwards.
-        let from = verify(&keys, "acme/docs", None, &commits[..1]).unwrap();
+        let from = verify(&keys, "acme/docs", None, &commits[..1], 0).unwrap();
         assert_eq!(
-            verify(&keys, "acme/docs", from, &commits[1..]).unwrap(),
+            verify(&keys, "acme/docs", from, &commits[1..], 0).unwrap(),
             Some(head)
         );
-        assert_eq!(verify(&keys, "acme/docs", None, &[]).unwrap(), None);
+        assert_eq!(verify(&keys, "acme/docs", None, &[], 0).unwrap(), None);
     }
 
     #[test]
@@ -476,37 +551,71 @@ mod tests {
         // Reordered.
         let mut reordered = commits.clone();
         reordered.swap(1, 2);
-        assert_eq!(broken_at(verify(&keys, "acme/docs", None, &reordered)), 3);
+        assert_eq!(
+            broken_at(verify(&keys, "acme/docs", None, &reordered, 0)),
+            3
+        );
         // Renumbered to hide the swap.
         let (a, b) = (reordered[1].seq, reordered[2].seq);
         reordered[1].seq = b;
         reordered[2].seq = a;
-        assert_eq!(broken_at(verify(&keys, "acme/docs", None, &reordered)), 2);
+        assert_eq!(
+            broken_at(verify(&keys, "acme/docs", None, &reordered, 0)),
+            2
+        );
         // A gap: commit 2 dropped.
         let gap = [commits[0].clone(), commits[2].clone()];
-        assert_eq!(broken_at(verify(&keys, "acme/docs", None, &gap)), 3);
+        assert_eq!(broken_at(verify(&keys, "acme/docs", None, &gap, 0)), 3);
         // Another bucket's chain, or one commit of it.
-        assert_eq!(broken_at(verify(&keys, "acme/other", None, &commits)), 1);
+        assert_eq!(broken_at(verify(&keys, "acme/other", None, &commits, 0)), 1);
         let mut swapped = commits.clone();
         swapped[2] = chain(&keys, "acme/other", 3)[2].clone();
-        assert_eq!(broken_at(verify(&keys, "acme/docs", None, &swapped)), 3);
+        assert_eq!(broken_at(verify(&keys, "acme/docs", None, &swapped, 0)), 3);
         // Content changed.
         let mut altered = commits.clone();
         altered[1].files += 1;
-        assert_eq!(broken_at(verify(&keys, "acme/docs", None, &altered)), 2);
+        assert_eq!(broken_at(verify(&keys, "acme/docs", None, &altered, 0)), 2);
         let mut altered = commits.clone();
         altered[1].manifest_digest[0] ^= 1;
-        assert_eq!(broken_at(verify(&keys, "acme/docs", None, &altered)), 2);
+        assert_eq!(broken_at(verify(&keys, "acme/docs", None, &altered, 0)), 2);
         // No MAC, or a short digest.
         let mut unsigned = commits.clone();
         unsigned[0].mac.clear();
-        assert_eq!(broken_at(verify(&keys, "acme/docs", None, &unsigned)), 1);
+        let err = verify(&keys, "acme/docs", None, &unsigned, 0).unwrap_err();
+        assert!(matches!(err, ChainError::Unsigned { seq: 1, .. }), "{err}");
+        assert!(err.to_string().contains("trust-history"), "{err}");
         let mut short = commits.clone();
         short[0].manifest_digest.pop();
-        assert_eq!(broken_at(verify(&keys, "acme/docs", None, &short)), 1);
+        assert_eq!(broken_at(verify(&keys, "acme/docs", None, &short, 0)), 1);
         // Another tenant's key.
         let other = TenantKeys::generate();
-        assert_eq!(broken_at(verify(&other, "acme/docs", None, &commits)), 1);
+        assert_eq!(broken_at(verify(&other, "acme/docs", None, &commits, 0)), 1);
+    }
+
+    /// History from before commits were signed: accepted only as far as
+    /// this site said; the first signed commit after it has GENESIS for
+    /// its parent.
+    #[test]
+    fn an_unsigned_history_is_accepted_only_as_far_as_trusted() {
+        let keys = TenantKeys::generate();
+        let mut commits = chain(&keys, "acme/docs", 2);
+        for c in &mut commits {
+            c.mac.clear();
+        }
+        let third = signed(&keys, "acme/docs", GENESIS, 3);
+        commits.push(third.clone());
+        let head = verify(&keys, "acme/docs", None, &commits, 2)
+            .unwrap()
+            .unwrap();
+        assert_eq!((head.seq, &head.mac[..]), (3, &third.mac[..]));
+        let err = verify(&keys, "acme/docs", None, &commits, 1).unwrap_err();
+        assert!(matches!(err, ChainError::Unsigned { seq: 2, .. }), "{err}");
+        // A MAC stripped past the trusted prefix is refused.
+        commits[2].mac.clear();
+        let err = verify(&keys, "acme/docs", None, &commits, 2).unwrap_err();
+        assert!(matches!(err, ChainError::Unsigned { seq: 3, .. }), "{err}");
+        assert_eq!(mac_or_genesis(&[]), Some(GENESIS));
+        assert_eq!(mac_or_genesis(&[1; 31]), None);
     }
 
     #[test]
@@ -572,5 +681,9 @@ mod tests {
         assert_eq!(heads.get("acme/docs").unwrap(), None);
         heads.advance("acme/docs", two).unwrap();
         assert_eq!(heads.get("acme/docs").unwrap(), Some(two));
+        assert_eq!(heads.unsigned_upto("acme/docs").unwrap(), 0);
+        heads.trust_unsigned("acme/docs", 7).unwrap();
+        assert_eq!(heads.unsigned_upto("acme/docs").unwrap(), 7);
+        assert_eq!(heads.unsigned_upto("acme/other").unwrap(), 0);
     }
 }

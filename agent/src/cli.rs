@@ -72,6 +72,11 @@ enum Command {
     /// that (rolled back); after knowingly moving to a hub with less
     /// history, this lets them accept its journal, once its chain verifies.
     ForgetHead(BucketArg),
+    /// Accept a bucket's commits that carry no MAC, as they stand: a
+    /// journal written before commits were signed. Run once, knowing the
+    /// hub's history of the bucket is the bucket's own; commits after it
+    /// must be signed, and a MAC stripped from one later is refused.
+    TrustHistory(BucketArg),
     /// Run as a service: serve the S3 event webhook and keep every bucket
     /// source's snapshots current (a full listing first, then event-driven
     /// snapshots) until SIGINT or SIGTERM.
@@ -177,6 +182,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Key(cmd) => key_command(cmd, cli.json),
         Command::Backup { source } => backup(&cli.config, source.as_deref(), cli.json).await,
         Command::Snapshots(bucket) => snapshots(&cli.config, &bucket, cli.json).await,
+        Command::TrustHistory(bucket) => trust_history(&cli.config, &bucket, cli.json).await,
         Command::ForgetHead(bucket) => {
             let config = AgentConfig::load(&cli.config)?;
             let bucket = bucket_of(&config, &bucket)?;
@@ -352,6 +358,41 @@ struct SnapshotRow {
     site: String,
     files: u64,
     bytes: u64,
+}
+
+async fn trust_history(config_path: &Path, arg: &BucketArg, json: bool) -> Result<ExitCode> {
+    let ctx = connect(config_path).await?;
+    let bucket = bucket_of(&ctx.config, arg)?;
+    let (mut unsigned, mut signed) = (0u64, 0u64);
+    // Every signed commit still has to verify; the unsigned ones are what
+    // is being accepted.
+    crate::chain::walk(
+        &ctx.client,
+        &ctx.keys,
+        &bucket,
+        None,
+        u64::MAX,
+        |c| match c.mac.is_empty() {
+            true => unsigned = c.seq,
+            false => signed += 1,
+        },
+    )
+    .await?;
+    if unsigned > 0 {
+        KnownHeads::open(&ctx.config.heads_path())?.trust_unsigned(&bucket, unsigned)?;
+    }
+    if json {
+        print_json(
+            &serde_json::json!({ "bucket": bucket, "unsigned_upto": unsigned, "signed": signed }),
+        )?;
+    } else if unsigned == 0 {
+        println!("{bucket}: every commit is signed; nothing to accept");
+    } else {
+        println!(
+            "{bucket}: accepted the commits up to {unsigned} that carry no MAC; {signed} signed commits verify"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn snapshots(config_path: &Path, arg: &BucketArg, json: bool) -> Result<ExitCode> {

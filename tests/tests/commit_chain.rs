@@ -132,3 +132,53 @@ fn an_altered_journal_is_refused_and_the_true_one_restores() {
         "{listed}"
     );
 }
+
+/// A journal from before commits were signed (its MACs NULL, as the
+/// migration leaves them) is refused until the site accepts it with
+/// `trust-history`; then it restores, the next backup signs on from it,
+/// and a MAC stripped after it is refused.
+#[test]
+fn an_unsigned_history_is_used_once_trusted_and_no_further() {
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let hub = Hub::start(&work.path().join("hub"));
+    let site = Site::create(&hub, &work.path().join("site"), &src, "site-a", "docs");
+    for round in 1..=2 {
+        std::fs::write(src.join("file.txt"), format!("round {round}")).unwrap();
+        site.backup();
+    }
+    // As an upgrade finds them: no MACs, and an agent that knew no heads.
+    let conn = catalog(&hub);
+    conn.execute("UPDATE commits SET mac = NULL", []).unwrap();
+    std::fs::remove_file(site.dir.join("state/heads.db")).unwrap();
+
+    let err = restore_refused(&site, &work.path().join("r1"));
+    assert!(err.contains("commit 1 carries no MAC"), "{err}");
+    assert!(err.contains("trust-history"), "{err}");
+    let err = refused(&site, &["backup"]);
+    assert!(err.contains("trust-history"), "{err}");
+
+    let out = check(&site.agent(&["trust-history"]), "trust-history");
+    assert!(out.contains("up to 2"), "{out}");
+    let to = work.path().join("r2");
+    site.restore(&to, &["--snapshot", "1"]);
+    assert_eq!(
+        std::fs::read_to_string(to.join("file.txt")).unwrap(),
+        "round 1"
+    );
+    std::fs::write(src.join("file.txt"), "round 3").unwrap();
+    assert_eq!(site.backup()["seq"], 3);
+    let to = work.path().join("r3");
+    site.restore(&to, &[]);
+    assert_eq!(
+        std::fs::read_to_string(to.join("file.txt")).unwrap(),
+        "round 3"
+    );
+
+    // The trust reaches commit 2, not past it.
+    conn.execute("UPDATE commits SET mac = NULL WHERE seq = 3", [])
+        .unwrap();
+    let err = restore_refused(&site, &work.path().join("r4"));
+    assert!(err.contains("commit 3 carries no MAC"), "{err}");
+}

@@ -344,7 +344,9 @@ async fn checked_head(
     head_seq: u64,
     head_mac: &[u8],
 ) -> Result<Option<Head>, BackupError> {
-    let known = KnownHeads::open(&job.heads_path)?.get(&job.bucket)?;
+    let heads = KnownHeads::open(&job.heads_path)?;
+    let known = heads.get(&job.bucket)?;
+    let unsigned_upto = heads.unsigned_upto(&job.bucket)?;
     let bucket = job.bucket.as_str();
     if let Some(known) = known
         && head_seq <= known.seq
@@ -353,8 +355,12 @@ async fn checked_head(
         chain::check_known(bucket, Some(known), head_seq, at_known)?;
         return Ok(Some(known));
     }
-    let head = chain::walk(&job.client, &job.keys, bucket, known, |_| {}).await?;
-    if head.map_or(0, |h| h.seq) != head_seq || head.is_some_and(|h| h.mac[..] != *head_mac) {
+    let head = chain::walk(&job.client, &job.keys, bucket, known, unsigned_upto, |_| {}).await?;
+    let agrees = match head {
+        None => head_seq == 0,
+        Some(h) => h.seq == head_seq && chain::mac_or_genesis(head_mac) == Some(h.mac),
+    };
+    if !agrees {
         return Err(BackupError::Protocol {
             call: "OpenSession",
             reason: format!(
@@ -363,7 +369,7 @@ async fn checked_head(
         });
     }
     if let Some(head) = head {
-        KnownHeads::open(&job.heads_path)?.advance(bucket, head)?;
+        heads.advance(bucket, head)?;
     }
     Ok(head)
 }
