@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ferry_hub::records::Segment;
 use ferry_tests::garage::Garage;
 use ferry_tests::postgres::Postgres;
 use ferry_tests::tree::{assert_same, describe, files_with_extension};
@@ -393,4 +394,62 @@ fn a_pack_the_catalog_never_recorded_is_adopted_at_start() {
         "{}",
         hub.log()
     );
+}
+
+/// An append whose transaction failed after its segment was written leaves
+/// a second segment of that number, here written later (another hub's
+/// clock ahead): recover takes the one the next commit names as its
+/// parent, so the recovered chain verifies and every snapshot restores.
+#[test]
+fn of_two_segments_of_one_number_recover_takes_the_one_the_next_commit_follows() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let src = w.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let config = w.join("hub.toml");
+    let pool = w.join("pool");
+    std::fs::write(
+        &config,
+        format!("[[pool]]\nname = \"disk\"\ndir = \"{}\"\n", pool.display()),
+    )
+    .unwrap();
+    let data_dir = w.join("hub");
+    let hub = Hub::start_with_config(&data_dir, &config);
+    let site = Site::create(&hub, &w.join("site"), &src, "site-a", "docs");
+    std::fs::write(src.join("file.txt"), "one").unwrap();
+    site.backup();
+    std::fs::write(src.join("file.txt"), "two").unwrap();
+    site.backup();
+    drop(hub);
+
+    let dir = pool.join("journal/acme/docs");
+    let first = files_with_extension(&dir, "seg")
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("00000000000000000001-")
+        })
+        .unwrap();
+    let real = Segment::decode(&std::fs::read(&first).unwrap()).unwrap();
+    let never = Segment {
+        time_unix_ms: real.time_unix_ms + 3_600_000,
+        mac: Some([9; 32]),
+        ..real
+    };
+    let (name, bytes) = never.encode().unwrap();
+    std::fs::write(pool.join(&name), bytes).unwrap();
+
+    delete_sqlite_catalog(&data_dir);
+    let (clean, report) = recover(&config, &data_dir, &[]);
+    assert!(clean, "{report}");
+    assert_eq!(n(&report, "superseded_segments"), 1, "{report}");
+    let hub = Hub::start_with_config(&data_dir, &config);
+    site.write_config(&hub.url(), &src);
+    for (seq, text) in [(1, "one"), (2, "two")] {
+        let out = w.join(format!("restored-{seq}"));
+        site.restore(&out, &["--snapshot", &seq.to_string()]);
+        assert_eq!(std::fs::read_to_string(out.join("file.txt")).unwrap(), text);
+    }
 }

@@ -13,6 +13,8 @@
 //! references       count u32 | ids [32]...      (the rest, inline)
 //! body             len u32 | bytes               (the agent's, encrypted)
 //! mac              len u32 | 0 or 32 bytes       (the agent's commit MAC)
+//! parent_mac       len u32 | 0 or 32 bytes       (the MAC of the commit before,
+//!                                                 as the catalog had it)
 //! ```
 //!
 //! Everything but the body is plaintext, so the hub (which holds no key)
@@ -24,8 +26,9 @@
 //! segment: an append whose catalog transaction failed after its segment
 //! was written leaves one, and the next append at that number writes its
 //! own. Appends to a bucket are serialized by the catalog, so of several
-//! segments of one number the latest written (the latest time) is the one
-//! that can have committed.
+//! segments of one number the one the next commit names as its parent is
+//! the one that committed; for the newest number, the latest written (the
+//! latest time).
 
 use ferry_proto::BlobId;
 
@@ -61,6 +64,11 @@ pub struct Segment {
     pub body: Vec<u8>,
     /// The agent's MAC of the commit (`None` in a first-version segment).
     pub mac: Option<[u8; 32]>,
+    /// The MAC of the commit before this one when this one was appended
+    /// (`None` for a first commit, one without a MAC, or a first-version
+    /// segment): it tells which of several segments of that number
+    /// committed.
+    pub parent_mac: Option<[u8; 32]>,
 }
 
 /// Where the segments of one bucket live: `journal/<tenant>/<bucket>/`.
@@ -97,6 +105,10 @@ impl Segment {
         e.ids("references", &self.references)?;
         e.bytes("body", &self.body)?;
         e.bytes("mac", self.mac.as_ref().map_or(&[][..], |m| &m[..]))?;
+        e.bytes(
+            "parent_mac",
+            self.parent_mac.as_ref().map_or(&[][..], |m| &m[..]),
+        )?;
         let bytes = seal(MAGIC, &e.finish());
         let name = format!(
             "{}{:020}-{}.seg",
@@ -146,16 +158,11 @@ impl Segment {
             references: d.ids("references")?,
             body: d.bytes("body")?,
             mac: None,
+            parent_mac: None,
         };
         if signed {
-            let mac = d.bytes("mac")?;
-            segment.mac = match mac.len() {
-                0 => None,
-                _ => Some(
-                    <[u8; 32]>::try_from(mac.as_slice())
-                        .map_err(|_| d.bad_value("mac", mac.len() as u64))?,
-                ),
-            };
+            segment.mac = optional_mac(&mut d, "mac")?;
+            segment.parent_mac = optional_mac(&mut d, "parent_mac")?;
         }
         d.finish()?;
         if segment.seq == 0 {
@@ -166,6 +173,17 @@ impl Segment {
             });
         }
         Ok(segment)
+    }
+}
+
+/// A MAC field: empty for none, else 32 bytes.
+fn optional_mac(d: &mut Decoder<'_>, field: &'static str) -> Result<Option<[u8; 32]>, RecordError> {
+    let bytes = d.bytes(field)?;
+    match bytes.len() {
+        0 => Ok(None),
+        n => <[u8; 32]>::try_from(bytes.as_slice())
+            .map(Some)
+            .map_err(|_| d.bad_value(field, n as u64)),
     }
 }
 
@@ -201,6 +219,7 @@ mod tests {
             references: vec![BlobId([3; 32])],
             body: b"ciphertext".to_vec(),
             mac: Some([5; 32]),
+            parent_mac: Some([4; 32]),
         }
     }
 
@@ -230,6 +249,7 @@ mod tests {
     fn a_first_version_segment_reads_without_a_mac() {
         let segment = Segment {
             mac: None,
+            parent_mac: None,
             ..sample()
         };
         let mut e = Encoder::new(RECORD, 512);
@@ -253,7 +273,7 @@ mod tests {
         assert_eq!(Segment::decode(&v2).unwrap(), segment);
         // A MAC of another length is refused.
         let mut bad = sample();
-        bad.mac = None;
+        bad.parent_mac = None;
         let (_, bytes) = bad.encode().unwrap();
         let mut payload = unseal(RECORD, MAGIC, &bytes).unwrap().to_vec();
         payload.truncate(payload.len() - 4);

@@ -54,8 +54,18 @@ pub(super) async fn restore(
             continue;
         };
         let name = format!("{tenant}/{bucket}");
-        for (seq, found) in segments {
-            let Some(segment) = choose(pools, &tenant, &bucket, seq, found, report).await else {
+        let numbers: Vec<u64> = segments.keys().copied().collect();
+        for seq in numbers {
+            let found = segments.get(&seq).cloned().unwrap_or_default();
+            // Of several segments of one number, the one the next commit
+            // names as its parent committed; only then are the next
+            // number's segments read ahead.
+            let named = match (found.len() > 1, segments.get(&(seq + 1))) {
+                (true, Some(next)) => parents_named(pools, next).await,
+                _ => Vec::new(),
+            };
+            let chosen = choose(pools, &tenant, &bucket, seq, found, &named, report).await;
+            let Some(segment) = chosen else {
                 report.affected.push(Affected {
                     bucket: name.clone(),
                     seq,
@@ -138,15 +148,34 @@ async fn target(
     .await
 }
 
-/// Of the segments found for one number, the one that can have committed:
-/// the latest (see [`crate::records::segment`]). The others are counted as
-/// superseded; unreadable ones are reported.
+/// The parent MACs the segments `found` (of one number) name.
+async fn parents_named(pools: &Pools, found: &[(String, String)]) -> Vec<[u8; 32]> {
+    let mut named = Vec::new();
+    for (pool, object) in found {
+        let Some(store) = pools.get(pool) else {
+            continue;
+        };
+        if let Ok(bytes) = store.get(object).await
+            && let Ok(segment) = Segment::decode(&bytes)
+            && let Some(parent) = segment.parent_mac
+        {
+            named.push(parent);
+        }
+    }
+    named
+}
+
+/// Of the segments found for one number, the one that committed (see
+/// [`crate::records::segment`]): one whose MAC is among `named` (the parents
+/// the next number's segments name), else the latest. The others are
+/// counted as superseded; unreadable ones are reported.
 async fn choose(
     pools: &Pools,
     tenant: &str,
     bucket: &str,
     seq: u64,
     found: Vec<(String, String)>,
+    named: &[[u8; 32]],
     report: &mut Report,
 ) -> Option<Segment> {
     let mut best: Option<(Segment, String)> = None;
@@ -180,10 +209,12 @@ async fn choose(
             }
         };
         readable += 1;
-        let later = best
-            .as_ref()
-            .is_none_or(|(b, name)| (segment.time_unix_ms, &object) > (b.time_unix_ms, name));
-        if later {
+        // Named by the next commit first, then the latest written.
+        let rank = |s: &Segment| s.mac.is_some_and(|m| named.contains(&m));
+        let better = best.as_ref().is_none_or(|(b, name)| {
+            (rank(&segment), segment.time_unix_ms, &object) > (rank(b), b.time_unix_ms, name)
+        });
+        if better {
             best = Some((segment, object));
         }
     }

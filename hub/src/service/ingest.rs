@@ -361,6 +361,7 @@ impl Ingest for IngestService {
             references: ids_of(&references),
             body: commit.body.clone(),
             mac: commit.mac,
+            parent_mac: None,
         };
         let (records, runtime) = (hub.records.clone(), tokio::runtime::Handle::current());
         let seq = hub
@@ -372,6 +373,9 @@ impl Ingest for IngestService {
                 // leave a segment, which the next append at that number
                 // supersedes: see records::segment).
                 c.write(|w| {
+                    // In the same transaction as the append: the commit it
+                    // follows (recover tells committed segments by it).
+                    segment.parent_mac = w.last_commit(bucket)?.and_then(|c| c.mac);
                     let seq = w.append_commit(bucket, &commit)?;
                     segment.seq = seq;
                     segment.bucket = w
