@@ -169,6 +169,11 @@ mod tests {
         let client = async {
             let mut tls = TlsConnector::from(client).connect(name, a).await?;
             assert_eq!(tls.get_ref().1.alpn_protocol(), Some(ALPN_H2));
+            // The cheaper of TLS 1.3's AES suites is the one agreed.
+            assert_eq!(
+                tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite()),
+                Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+            );
             tls.write_all(b"x").await?;
             tls.flush().await?;
             let mut byte = [0u8; 1];

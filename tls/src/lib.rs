@@ -63,7 +63,14 @@ pub const ALPN_H2: &[u8] = b"h2";
 /// HTTP/1.1, which the webhook speaks.
 pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 
-/// The process-wide crypto provider: aws-lc-rs.
+/// The process-wide crypto provider: aws-lc-rs, AES-128-GCM first. What
+/// crosses the link is ciphertext already (age payloads), so the link's
+/// cipher costs the backup its time on every byte: AES-128 takes 10 rounds
+/// to AES-256's 14, and both ends offering it first makes it the one agreed.
 fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
-    std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    std::sync::Arc::new(provider)
 }
