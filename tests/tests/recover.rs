@@ -61,6 +61,35 @@ fn delete_sqlite_catalog(data_dir: &Path) {
     assert!(gone > 0, "no catalog in {}", data_dir.display());
 }
 
+/// A hub under `w/hub` whose one pool is the directory `w/pool`, outside
+/// its data dir (so deleting the catalog leaves the pool).
+struct DiskHub {
+    config: PathBuf,
+    pool: PathBuf,
+    data_dir: PathBuf,
+    hub: Hub,
+}
+
+impl DiskHub {
+    fn start(w: &Path) -> Self {
+        let config = w.join("hub.toml");
+        let pool = w.join("pool");
+        std::fs::write(
+            &config,
+            format!("[[pool]]\nname = \"disk\"\ndir = \"{}\"\n", pool.display()),
+        )
+        .unwrap();
+        let data_dir = w.join("hub");
+        let hub = Hub::start_with_config(&data_dir, &config);
+        Self {
+            config,
+            pool,
+            data_dir,
+            hub,
+        }
+    }
+}
+
 /// One source tree of a site, with the states it was backed up in.
 struct Source {
     site: Site,
@@ -226,15 +255,12 @@ fn recover_names_damaged_objects_and_what_they_affect() {
     let src = w.join("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("one.bin"), noise(400_000, 1)).unwrap();
-    let config = w.join("hub.toml");
-    let pool = w.join("pool");
-    std::fs::write(
-        &config,
-        format!("[[pool]]\nname = \"disk\"\ndir = \"{}\"\n", pool.display()),
-    )
-    .unwrap();
-    let data_dir = w.join("hub");
-    let hub = Hub::start_with_config(&data_dir, &config);
+    let DiskHub {
+        config,
+        pool,
+        data_dir,
+        hub,
+    } = DiskHub::start(w);
     let site = Site::create(&hub, &w.join("site"), &src, "site-a", "docs");
     site.backup();
     let state1 = describe(&src);
@@ -406,15 +432,12 @@ fn of_two_segments_of_one_number_recover_takes_the_one_the_next_commit_follows()
     let w = work.path();
     let src = w.join("src");
     std::fs::create_dir_all(&src).unwrap();
-    let config = w.join("hub.toml");
-    let pool = w.join("pool");
-    std::fs::write(
-        &config,
-        format!("[[pool]]\nname = \"disk\"\ndir = \"{}\"\n", pool.display()),
-    )
-    .unwrap();
-    let data_dir = w.join("hub");
-    let hub = Hub::start_with_config(&data_dir, &config);
+    let DiskHub {
+        config,
+        pool,
+        data_dir,
+        hub,
+    } = DiskHub::start(w);
     let site = Site::create(&hub, &w.join("site"), &src, "site-a", "docs");
     std::fs::write(src.join("file.txt"), "one").unwrap();
     site.backup();
