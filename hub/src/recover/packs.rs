@@ -86,8 +86,6 @@ pub(super) async fn index(
             );
             continue;
         };
-        report.packs += 1;
-        report.pack_bytes += read.record.size;
         batch_entries += read.index.entries.len();
         let entries: Vec<_> = read.index.entries.iter().map(|e| (owner, *e)).collect();
         batch.push((read.record, entries));
@@ -117,18 +115,26 @@ async fn record(
         return Ok(());
     }
     let (together, batch) = blocking(catalog, move |c| Ok((c.record_packs(&batch), batch))).await?;
+    // A pack counts once it is recorded, not when it was read.
     match together {
         Ok(n) => {
             report.blobs_added += n as u64;
+            report.packs += batch.len();
+            report.pack_bytes += batch.iter().map(|(r, _)| r.size).sum::<u64>();
             return Ok(());
         }
         Err(e) if e.kind() == crate::catalog::ErrorKind::Conflict => {}
         Err(e) => return Err(e.into()),
     }
     for ((record, entries), (pool, object)) in batch.into_iter().zip(names) {
+        let size = record.size;
         let added = blocking(catalog, move |c| c.record_pack(&record, &entries)).await;
         match added {
-            Ok(n) => report.blobs_added += n as u64,
+            Ok(n) => {
+                report.blobs_added += n as u64;
+                report.packs += 1;
+                report.pack_bytes += size;
+            }
             Err(RecoverError::Catalog(e)) if e.kind() == crate::catalog::ErrorKind::Conflict => {
                 report.damaged(&pool, &object, format!("cannot index: {e}"));
             }

@@ -13,7 +13,7 @@ use ferry_proto::v1::ingest_client::IngestClient;
 use ferry_proto::v1::journal_client::JournalClient;
 use ferry_proto::v1::{
     BlobBatch, BlobBatchAck, CheckReferencesRequest, CommitInfo, CommitRequest, FetchBlobsRequest,
-    FindMissingRequest, ListCommitsRequest, OpenSessionRequest,
+    FindMissingRequest, ListCommitsRequest, OpenSessionRequest, ReportBadBlobsRequest,
 };
 use tokio_stream::StreamExt;
 use tonic::Request;
@@ -640,4 +640,50 @@ async fn commits_claim_their_number_and_carry_a_mac() {
             ferry_proto::chain::manifest_digest(&[]).to_vec()
         );
     }
+}
+
+/// A reported bad blob is missing for its site from then on, and uploaded
+/// again on request; a report for another tenant's bucket is refused, and
+/// a torn id list names its field.
+#[tokio::test]
+async fn reported_bad_blobs_are_missing_until_uploaded_again() {
+    let mut hub = hub().await;
+    let session = hub.open("alpha").await;
+    let x = id(7);
+    hub.upload("alpha", session, &[(x, b"alpha x")]).await;
+    assert!(hub.find_missing("alpha", session, &[x]).await.is_empty());
+    let report = |bucket: &str, ids: Vec<u8>| ReportBadBlobsRequest {
+        bucket: bucket.to_owned(),
+        ids,
+    };
+    let err = hub
+        .journal
+        .report_bad_blobs(authed("beta", report("alpha/data", x.0.to_vec())))
+        .await
+        .unwrap_err();
+    // Another tenant's bucket is not even said to exist.
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    let err = hub
+        .journal
+        .report_bad_blobs(authed("alpha", report("alpha/data", vec![7; 33])))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("ReportBadBlobsRequest.ids"), "{err}");
+    assert!(hub.find_missing("alpha", session, &[x]).await.is_empty());
+
+    // Reported twice in one call, the copy is marked once.
+    let twice = [x.0, x.0].concat();
+    let marked = hub
+        .journal
+        .report_bad_blobs(authed("alpha", report("alpha/data", twice)))
+        .await
+        .unwrap()
+        .into_inner()
+        .marked;
+    assert_eq!(marked, 1);
+    assert_eq!(hub.find_missing("alpha", session, &[x]).await, [0]);
+    let ack = hub.upload("alpha", session, &[(x, b"alpha x")]).await;
+    assert_eq!(ack.stored, 1, "the bad copy is replaced");
+    assert!(hub.find_missing("alpha", session, &[x]).await.is_empty());
 }
