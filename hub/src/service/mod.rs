@@ -19,6 +19,9 @@ use ferry_proto::v1::journal_server::JournalServer;
 use tonic::Status;
 
 mod gate;
+// A hub for fuzzing its handlers (fuzz/ turns the feature on); never in a
+// release build.
+#[cfg(any(test, feature = "harness"))]
 pub mod harness;
 mod ingest;
 mod journal;
