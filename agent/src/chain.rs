@@ -15,7 +15,7 @@ use ferry_proto::v1::{CommitInfo, ListCommitsRequest, ListCommitsResponse};
 use ferry_proto::{BadId, BlobId};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::client::HubClient;
+use crate::client::{HubCallError, HubClient};
 
 /// A bucket's newest commit as a site knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,13 +57,8 @@ pub enum ChainError {
         hub_seq: u64,
         known_seq: u64,
     },
-    #[error("{}", crate::client::call_failed(call, status))]
-    Hub {
-        call: &'static str,
-        status: tonic::Status,
-    },
-    #[error("hub protocol error in ListCommits: {0}")]
-    Protocol(String),
+    #[error(transparent)]
+    Hub(#[from] HubCallError),
     #[error("{0}")]
     BadId(#[from] BadId),
     #[error("creating the state dir {path}: {source}")]
@@ -222,7 +217,11 @@ pub async fn walk(
         let after = head.map_or(0, |h| h.seq);
         let page = list_page(client, bucket, after, 0, true).await?;
         if page.commits.iter().any(|c| c.seq <= after) {
-            return Err(ChainError::Protocol("commits out of order".into()));
+            return Err(HubCallError::Protocol {
+                call: "ListCommits",
+                reason: "commits out of order".into(),
+            }
+            .into());
         }
         head = verify(keys, bucket, head, &page.commits, unsigned_upto)?;
         let done = !page.more || page.commits.is_empty();
@@ -300,13 +299,10 @@ async fn list_page(
         limit,
         omit_manifests,
     };
-    match client.journal.clone().list_commits(request).await {
-        Ok(response) => Ok(response.into_inner()),
-        Err(status) => Err(ChainError::Hub {
-            call: "ListCommits",
-            status,
-        }),
-    }
+    let response = client.journal.clone().list_commits(request).await;
+    Ok(response
+        .map_err(HubCallError::failed("ListCommits"))?
+        .into_inner())
 }
 
 /// The manifest ids of commit `seq`, checked against the digest its

@@ -135,6 +135,28 @@ fn endpoint(link: &HubLink) -> Endpoint {
         .keep_alive_while_idle(true)
 }
 
+/// A call to the hub that went wrong, as every job (backup, restore, a
+/// journal walk) reports it.
+#[derive(Debug, thiserror::Error)]
+pub enum HubCallError {
+    #[error("{}", call_failed(call, status))]
+    Failed {
+        call: &'static str,
+        status: tonic::Status,
+    },
+    #[error("hub protocol error in {call}: {reason}")]
+    Protocol { call: &'static str, reason: String },
+    #[error("the hub stopped answering {call}: nothing for {seconds} s")]
+    Stalled { call: &'static str, seconds: u64 },
+}
+
+impl HubCallError {
+    /// What `map_err` turns the status of a failed `call` into.
+    pub fn failed(call: &'static str) -> impl FnOnce(tonic::Status) -> Self {
+        move |status| Self::Failed { call, status }
+    }
+}
+
 /// How a failed call reads to the operator: a connection to the hub that
 /// was lost (no answer to keepalive, reset, refused) is told apart from an
 /// answer the hub gave.

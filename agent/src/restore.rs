@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 
 use crate::blob_codec::{OpenChunkError, open_chunk};
 use crate::chain::{self, ChainError};
-use crate::client::HubClient;
+use crate::client::{HubCallError, HubClient};
 use crate::progress::Progress;
 use crate::restore_bucket::{BucketTarget, write_bucket};
 
@@ -45,15 +45,8 @@ const ENTRY_QUEUE: usize = 1024;
 pub enum RestoreError {
     #[error("this key file is write-only (no identity): it can back up but not restore")]
     WriteOnlyKey,
-    #[error("{}", crate::client::call_failed(call, status))]
-    Hub {
-        call: &'static str,
-        status: tonic::Status,
-    },
-    #[error("hub protocol error in {call}: {reason}")]
-    Protocol { call: &'static str, reason: String },
-    #[error("the hub stopped answering {call}: nothing for {seconds} s")]
-    Stalled { call: &'static str, seconds: u64 },
+    #[error(transparent)]
+    Hub(#[from] HubCallError),
     #[error("bucket {bucket}: {reason}")]
     NoSuchSnapshot { bucket: String, reason: String },
     #[error(transparent)]
@@ -94,10 +87,6 @@ pub enum RestoreError {
     Task(String),
     #[error("restore aborted")]
     Aborted,
-}
-
-fn hub(call: &'static str) -> impl FnOnce(tonic::Status) -> RestoreError {
-    move |status| RestoreError::Hub { call, status }
 }
 
 /// Which commit to restore.
@@ -201,10 +190,10 @@ impl Fetcher {
         let blob = self.fetch(&[header_id]).await?.expect(header_id).await?;
         if BlobId::of_public(&blob.data) != header_id || blob.kind != BlobKind::SessionHeader as u32
         {
-            return Err(RestoreError::Protocol {
+            return Err(RestoreError::Hub(HubCallError::Protocol {
                 call: "FetchBlobs",
                 reason: format!("session header {header_id} does not match its id"),
-            });
+            }));
         }
         let opener =
             Arc::new(
@@ -232,7 +221,7 @@ impl Fetcher {
                 ids: ids.iter().map(|id| id.0.to_vec()).collect(),
             })
             .await
-            .map_err(hub("FetchBlobs"))?
+            .map_err(HubCallError::failed("FetchBlobs"))?
             .into_inner();
         Ok(FetchStream(stream))
     }
@@ -275,17 +264,21 @@ struct FetchStream(tonic::Streaming<ferry_proto::v1::FetchedBlob>);
 impl FetchStream {
     /// The next blob, which must be `want`.
     async fn expect(&mut self, want: BlobId) -> Result<ferry_proto::v1::FetchedBlob, RestoreError> {
-        let protocol = |reason| RestoreError::Protocol {
-            call: "FetchBlobs",
-            reason,
+        let protocol = |reason| {
+            RestoreError::Hub(HubCallError::Protocol {
+                call: "FetchBlobs",
+                reason,
+            })
         };
         let blob = tokio::time::timeout(crate::client::STALL_LIMIT, self.0.message())
             .await
-            .map_err(|_| RestoreError::Stalled {
-                call: "FetchBlobs",
-                seconds: crate::client::STALL_LIMIT.as_secs(),
+            .map_err(|_| {
+                RestoreError::Hub(HubCallError::Stalled {
+                    call: "FetchBlobs",
+                    seconds: crate::client::STALL_LIMIT.as_secs(),
+                })
             })?
-            .map_err(hub("FetchBlobs"))?
+            .map_err(HubCallError::failed("FetchBlobs"))?
             .ok_or_else(|| protocol(format!("stream ended before blob {want}")))?;
         let id = BlobId::from_slice("FetchedBlob.id", &blob.id)?;
         if id != want {

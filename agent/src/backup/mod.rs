@@ -35,7 +35,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::blob_codec::{SealedBlob, seal_chunk};
 use crate::chain::{self, ChainError, Head, KnownHeads};
 use crate::chunker::{ChunkBuffer, ChunkReadError, ChunkerParams};
-use crate::client::HubClient;
+use crate::client::{HubCallError, HubClient};
 use crate::journal::{FileStamp, Journal, JournalError};
 use crate::prefetch::{Item, WalkError, walk_ahead};
 use crate::progress::Progress;
@@ -84,28 +84,17 @@ pub enum BackupError {
     Journal(#[from] JournalError),
     #[error("cannot start an encryption session: {0}")]
     Seal(#[from] SealError),
-    #[error("{}", crate::client::call_failed(call, status))]
-    Hub {
-        call: &'static str,
-        status: tonic::Status,
-    },
-    #[error("hub protocol error in {call}: {reason}")]
-    Protocol { call: &'static str, reason: String },
+    #[error(transparent)]
+    Hub(#[from] HubCallError),
     #[error("the hub lacks chunks the journal says it has: {0}")]
     MissingChunks(String),
     #[error(transparent)]
     Chain(#[from] ChainError),
     #[error("internal task failed: {0}")]
     Task(String),
-    #[error("the hub stopped answering {call}: nothing for {seconds} s")]
-    Stalled { call: &'static str, seconds: u64 },
     /// A stage stopped because another one failed; never the root cause.
     #[error("backup aborted")]
     Aborted,
-}
-
-fn hub(call: &'static str) -> impl FnOnce(tonic::Status) -> BackupError {
-    move |status| BackupError::Hub { call, status }
 }
 
 /// What a backup did, for the operator and for `--json`.
@@ -194,7 +183,7 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
             header: sealer.header().to_vec(),
         })
         .await
-        .map_err(hub("OpenSession"))?
+        .map_err(HubCallError::failed("OpenSession"))?
         .into_inner();
     let session_id = opened.session_id;
     tracing::info!(bucket = %job.bucket, session_id, "upload session opened");
@@ -321,10 +310,10 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
         .map_err(refused("Commit"))?
         .into_inner();
     if committed.seq != seq {
-        return Err(BackupError::Protocol {
+        return Err(BackupError::Hub(HubCallError::Protocol {
             call: "Commit",
             reason: format!("asked for commit {seq}, the hub made {}", committed.seq),
-        });
+        }));
     }
     KnownHeads::open(&job.heads_path)?.advance(&job.bucket, Head { seq, mac })?;
     report.seq = committed.seq;
@@ -361,12 +350,12 @@ async fn checked_head(
         Some(h) => h.seq == head_seq && chain::mac_or_genesis(head_mac) == Some(h.mac),
     };
     if !agrees {
-        return Err(BackupError::Protocol {
+        return Err(BackupError::Hub(HubCallError::Protocol {
             call: "OpenSession",
             reason: format!(
                 "bucket {bucket}: the session's head is not the journal's newest commit"
             ),
-        });
+        }));
     }
     if let Some(head) = head {
         heads.advance(bucket, head)?;
@@ -423,7 +412,7 @@ fn refused(call: &'static str) -> impl FnOnce(tonic::Status) -> BackupError {
         {
             BackupError::MissingChunks(status.message().to_string())
         } else {
-            BackupError::Hub { call, status }
+            BackupError::Hub(HubCallError::Failed { call, status })
         }
     }
 }
@@ -486,7 +475,7 @@ async fn dedup_stage(
                     Ok(ingest
                         .find_missing(FindMissingRequest { session_id, ids })
                         .await
-                        .map_err(hub("FindMissing"))?
+                        .map_err(HubCallError::failed("FindMissing"))?
                         .into_inner()
                         .missing)
                 });
@@ -529,12 +518,12 @@ async fn seal_missing(
 ) -> Result<u64, BackupError> {
     let mut wanted = vec![false; batch.len()];
     for &index in missing {
-        let slot = wanted
-            .get_mut(index as usize)
-            .ok_or_else(|| BackupError::Protocol {
+        let slot = wanted.get_mut(index as usize).ok_or_else(|| {
+            BackupError::Hub(HubCallError::Protocol {
                 call: "FindMissing",
                 reason: format!("index {index} out of range for {} ids", batch.len()),
-            })?;
+            })
+        })?;
         *slot = true;
     }
     // Small chunks are sealed in groups, so a task's overhead is paid per

@@ -70,19 +70,19 @@ pub(super) async fn upload_stage(
     drop(batch_tx);
     let acked = flatten(acks.await)?;
     if stream_broken {
-        return Err(BackupError::Protocol {
+        return Err(BackupError::Hub(HubCallError::Protocol {
             call: "UploadBlobs",
             reason: "the hub closed the upload stream early".into(),
-        });
+        }));
     }
     let mut acked_sorted = acked.clone();
     acked_sorted.sort_unstable();
     acked_sorted.dedup();
     if acked_sorted.len() != acked.len() || acked_sorted != (0..batches).collect::<Vec<_>>() {
-        return Err(BackupError::Protocol {
+        return Err(BackupError::Hub(HubCallError::Protocol {
             call: "UploadBlobs",
             reason: format!("sent {batches} batches, acknowledged {acked:?}"),
-        });
+        }));
     }
     Ok(sent)
 }
@@ -99,7 +99,7 @@ async fn read_acks(
     let mut stream = ingest
         .upload_blobs(ReceiverStream::new(batches))
         .await
-        .map_err(hub("UploadBlobs"))?
+        .map_err(HubCallError::failed("UploadBlobs"))?
         .into_inner();
     let mut acked = Vec::new();
     let mut waiting_since: Option<Instant> = None;
@@ -108,7 +108,7 @@ async fn read_acks(
         tokio::select! {
             // Streaming::message keeps its state in the stream: cancel-safe.
             ack = stream.message() => {
-                let Some(ack) = ack.map_err(hub("UploadBlobs"))? else { break };
+                let Some(ack) = ack.map_err(HubCallError::failed("UploadBlobs"))? else { break };
                 tracing::debug!(batch = ack.batch, stored = ack.stored, "batch acknowledged");
                 let _ = outstanding.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                     Some(n.saturating_sub(1))
@@ -120,10 +120,10 @@ async fn read_acks(
                 if outstanding.load(Ordering::SeqCst) == 0 {
                     waiting_since = None;
                 } else if waiting_since.get_or_insert_with(Instant::now).elapsed() >= STALL_LIMIT {
-                    return Err(BackupError::Stalled {
+                    return Err(BackupError::Hub(HubCallError::Stalled {
                         call: "UploadBlobs",
                         seconds: STALL_LIMIT.as_secs(),
-                    });
+                    }));
                 }
             }
         }
