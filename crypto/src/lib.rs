@@ -15,6 +15,7 @@ mod header;
 pub mod keyfile;
 mod safe_write;
 mod stream;
+mod verifier;
 
 pub use envelope::{OpenError, SealError, SessionOpener, SessionSealer};
 pub use keyfile::{KeyFileError, TenantKeys};

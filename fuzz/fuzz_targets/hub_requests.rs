@@ -4,7 +4,7 @@
 
 use ferry_proto::v1::{
     BlobBatch, CheckReferencesRequest, CommitRequest, FetchBlobsRequest, FindMissingRequest,
-    ListCommitsRequest, OpenSessionRequest, ReportBadBlobsRequest,
+    ListCommitsRequest, OpenSessionRequest, ReportBadBlobsRequest, ReportVerifiedBlobsRequest,
 };
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((which, body)) = data.split_first() else {
         return;
     };
-    match which % 8 {
+    match which % 9 {
         0 => {
             let _ = OpenSessionRequest::decode(body);
         }
@@ -39,8 +39,20 @@ fuzz_target!(|data: &[u8]| {
         6 => {
             let _ = FetchBlobsRequest::decode(body);
         }
-        _ => {
+        7 => {
             let _ = ReportBadBlobsRequest::decode(body);
+        }
+        _ => {
+            if let Ok(report) = ReportVerifiedBlobsRequest::decode(body) {
+                let _ = ferry_proto::verified::decode_copies(&report.copies);
+                let _ = ferry_proto::verified::check(
+                    report.copies.get(..32).unwrap_or_default(),
+                    &report.bucket,
+                    &report.copies,
+                    &report.signature,
+                );
+                let _ = ferry_proto::verified::parse_public_key(&report.bucket);
+            }
         }
     }
 });

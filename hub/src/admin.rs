@@ -82,6 +82,30 @@ impl Admin {
         })
     }
 
+    /// Registers (or with `None` removes) `tenant`'s verifier public key:
+    /// copies its signed reports verify count for every site's dedup.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant; the catalog's or the pool's.
+    pub fn set_tenant_verifier(
+        &self,
+        tenant: &str,
+        key: Option<[u8; 32]>,
+    ) -> Result<(), AdminError> {
+        self.change(|w| {
+            let t = tenant_named(w, tenant)?;
+            w.set_tenant_verifier(t.id, key.as_ref())?;
+            Ok((
+                (),
+                Change::TenantVerifierSet {
+                    tenant: tenant.into(),
+                    key,
+                },
+            ))
+        })
+    }
+
     /// Adds a site of `tenant` authenticating with the token hashing to
     /// `token_hash`.
     ///

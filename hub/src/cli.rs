@@ -97,7 +97,23 @@ enum TlsCommand {
 
 #[derive(Subcommand)]
 enum TenantCommand {
-    Add { name: String },
+    Add {
+        name: String,
+    },
+    /// Register the tenant's verifier public key (`ferry-agent key
+    /// verifier` prints it): copies a key holder reports verified, signed
+    /// with it, then count for every site's dedup. Without one, dedup is
+    /// per site.
+    Verifier {
+        tenant: String,
+        /// The public key, 64 hex digits.
+        #[arg(long, required_unless_present = "clear", conflicts_with = "clear")]
+        key: Option<String>,
+        /// Remove the key: copies verified so far stay verified, no new
+        /// report is taken.
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -224,6 +240,26 @@ fn run(cli: Cli) -> Result<()> {
                 cli.json,
                 json!({"tenant": name, "id": id.0}),
                 &format!("tenant {name} added"),
+            );
+            Ok(())
+        }
+        Command::Tenant(TenantCommand::Verifier { tenant, key, clear }) => {
+            let key = match (key, clear) {
+                (Some(text), false) => Some(
+                    ferry_proto::verified::parse_public_key(&text)
+                        .with_context(|| format!("--key {text:?}"))?,
+                ),
+                _ => None,
+            };
+            Admin::open(&config)?.set_tenant_verifier(&tenant, key)?;
+            let hex_key = key.map(hex::encode);
+            output(
+                cli.json,
+                json!({"tenant": tenant, "verifier": hex_key}),
+                &match &hex_key {
+                    Some(k) => format!("tenant {tenant}: verifier key {k} registered"),
+                    None => format!("tenant {tenant}: verifier key removed"),
+                },
             );
             Ok(())
         }

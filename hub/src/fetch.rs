@@ -211,6 +211,8 @@ mod tests {
             pack: pack.into(),
             offset,
             length,
+            site: crate::catalog::SiteId::UNKNOWN,
+            verified: false,
         }
     }
 

@@ -58,10 +58,12 @@ impl StoredFilter {
         *self.write() = State::Building(Vec::new());
         let mut count = 0u64;
         let loaded = catalog
-            .for_each_blob_id(&mut |_, _| count += 1)
+            .for_each_blob_id(&mut |_, _, _| count += 1)
             .and_then(|()| {
                 let mut bits = Bits::with_capacity((count * HEADROOM).max(MIN_CAPACITY));
-                catalog.for_each_blob_id(&mut |owner, id| bits.insert(owner, id))?;
+                catalog.for_each_blob_id(&mut |owner, id, verified| {
+                    bits.insert(filed_under(owner, verified), id);
+                })?;
                 Ok(bits)
             });
         let mut state = self.write();
@@ -75,6 +77,12 @@ impl StoredFilter {
         }
         *state = State::Ready(bits);
         Ok(count)
+    }
+
+    /// Notes copies just marked verified: present for every site of the
+    /// tenant from now on.
+    pub fn insert_verified<'a>(&self, owner: BlobOwner, ids: impl IntoIterator<Item = &'a BlobId>) {
+        self.insert(filed_under(owner, true), ids);
     }
 
     /// Notes ids just recorded in the catalog.
@@ -94,8 +102,9 @@ impl StoredFilter {
         )
     }
 
-    /// True when `owner` surely has no copy of `id` (its own or one of
-    /// [`SiteId::UNKNOWN`], as [`Catalog::missing_blobs`] counts).
+    /// True when `owner` surely has no copy of `id` (its own, one of
+    /// [`SiteId::UNKNOWN`] or a verified one, as [`Catalog::missing_blobs`]
+    /// counts).
     pub fn absent(&self, owner: BlobOwner, id: &BlobId) -> bool {
         let unknown = BlobOwner {
             site: SiteId::UNKNOWN,
@@ -151,6 +160,18 @@ pub fn missing_blobs(
         .filter(|id| missing.contains(id) && seen.insert(**id))
         .copied()
         .collect())
+}
+
+/// The owner a copy is filed under: a verified copy counts for every site
+/// of its tenant, as one of no known site does, so it goes in as that.
+fn filed_under(owner: BlobOwner, verified: bool) -> BlobOwner {
+    match verified {
+        true => BlobOwner {
+            site: SiteId::UNKNOWN,
+            ..owner
+        },
+        false => owner,
+    }
 }
 
 struct Bits {

@@ -6,6 +6,7 @@ pub mod ids;
 pub mod manifest;
 pub mod status;
 pub mod transport;
+pub mod verified;
 
 pub use ids::{BadId, BlobId, BlobKind, FLAG_ZSTD, ID_LEN};
 

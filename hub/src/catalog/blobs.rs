@@ -8,38 +8,40 @@
 
 use ferry_proto::BlobId;
 
-use super::{BlobLocation, BlobOwner, CatalogError, PackEntry, PackRecord, SiteId};
+use super::{BlobLocation, BlobOwner, CatalogError, PackEntry, PackRecord, SiteId, TenantId};
 
 /// Bulk lookups and pack records.
 pub trait BlobIndex {
-    /// The ids in `ids` of which `owner` has no good copy (its own, or one
-    /// of [`super::SiteId::UNKNOWN`], not marked bad), in input order, each
-    /// once. Copies of
-    /// other sites and other tenants count as missing. Any number of ids
-    /// may be asked at once.
+    /// The ids in `ids` of which `owner` has no good copy (not marked bad:
+    /// its own, one of [`super::SiteId::UNKNOWN`], or a verified one of any
+    /// site of its tenant: see [`Self::mark_verified`]), in input order,
+    /// each once. Unverified copies of other sites and copies of other
+    /// tenants count as missing. Any number of ids may be asked at once.
     ///
     /// # Errors
     ///
     /// Storage errors only (an unknown owner has every id missing).
     fn missing_blobs(&self, owner: BlobOwner, ids: &[BlobId]) -> Result<Vec<BlobId>, CatalogError>;
 
-    /// Calls `visit` with every stored copy's owner and id, in no set
-    /// order, from one consistent snapshot (a connection of its own: other
-    /// calls do not wait for it).
+    /// Calls `visit` with every stored copy's owner and id, and whether it
+    /// is verified, in no set order, from one consistent snapshot (a
+    /// connection of its own: other calls do not wait for it).
     ///
     /// # Errors
     ///
     /// Storage errors, or `Corrupt` if a stored id cannot be decoded.
     fn for_each_blob_id(
         &self,
-        visit: &mut dyn FnMut(BlobOwner, &BlobId),
+        visit: &mut dyn FnMut(BlobOwner, &BlobId, bool),
     ) -> Result<(), CatalogError>;
 
-    /// The locations of `owner`'s copies among `ids` (its own, else one of
-    /// [`super::SiteId::UNKNOWN`]; a good copy before one marked bad, which
-    /// is still served: a mark is a site's word the hub cannot check, so it
-    /// may cost uploads, never a restore), in input order, each once; ids it has
-    /// no copy of (even if another site or tenant has) are left out.
+    /// The location of one copy, for `owner`, of each of `ids` that it
+    /// counts (as [`Self::missing_blobs`] does: its own, else one of
+    /// [`super::SiteId::UNKNOWN`], else a verified one of another site;
+    /// a good copy before one marked bad, which is still served: a mark is
+    /// a site's word the hub cannot check, so it may cost uploads, never a
+    /// restore), in input order, each once; ids it has no such copy of are
+    /// left out.
     ///
     /// # Errors
     ///
@@ -53,7 +55,7 @@ pub trait BlobIndex {
     /// Records a pack and its blobs in one transaction. Each entry names
     /// whose copy it is. A copy (owner, id) already stored keeps its first
     /// location, unless it was marked bad ([`Self::mark_bad`]): then the new
-    /// copy replaces it. A pack already recorded (same name, pool, size and
+    /// copy replaces it, unverified. A pack already recorded (same name, pool, size and
     /// hash) is kept and only its entries not yet stored are added: packs
     /// are named by content, so recording the same pack and entries again
     /// is a no-op. Returns how many blobs were newly stored.
@@ -108,13 +110,29 @@ pub trait BlobIndex {
     /// `owner` (a key holder found their bytes do not open to their id):
     /// they are then missing for every lookup, so the owner's next backup
     /// that needs one uploads it again, and recording that copy replaces
-    /// the bad one. A bad copy is still located, after any good one. Returns how many copies were marked; ids `owner` has
-    /// no copy of are ignored.
+    /// the bad one. A bad copy is still located, after any good one.
+    /// Returns how many copies were marked; ids `owner` has no copy of are
+    /// ignored.
     ///
     /// # Errors
     ///
     /// Storage errors only.
     fn mark_bad(&self, owner: BlobOwner, ids: &[BlobId]) -> Result<usize, CatalogError>;
+
+    /// Marks verified the good copies among `copies` (id, and the site
+    /// whose copy it is) of `tenant`: a key holder signed that they open to
+    /// their ids, so from then on they count for every site of the tenant.
+    /// Returns how many were newly marked; copies unknown, bad or verified
+    /// already are ignored.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only.
+    fn mark_verified(
+        &self,
+        tenant: TenantId,
+        copies: &[(BlobId, SiteId)],
+    ) -> Result<usize, CatalogError>;
 }
 
 /// Checks a pack record before any engine stores it.
@@ -161,7 +179,7 @@ pub(crate) fn check_pack_record(
 /// tenant.
 pub(crate) fn check_owners(
     owners: &std::collections::BTreeSet<BlobOwner>,
-    site_tenants: &[(SiteId, super::TenantId)],
+    site_tenants: &[(SiteId, TenantId)],
 ) -> Result<(), CatalogError> {
     for owner in owners.iter().filter(|o| o.site != SiteId::UNKNOWN) {
         match site_tenants.iter().find(|(site, _)| *site == owner.site) {

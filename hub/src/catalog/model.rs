@@ -63,6 +63,9 @@ id_type!(
 pub struct Tenant {
     pub id: TenantId,
     pub name: String,
+    /// The Ed25519 public key whose signed reports mark copies verified
+    /// (`ferry_proto::verified`); `None`: dedup stays per site.
+    pub verifier: Option<[u8; 32]>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,6 +134,10 @@ pub struct BlobLocation {
     /// Absolute offset in the pack file.
     pub offset: u64,
     pub length: u32,
+    /// The site whose copy this is.
+    pub site: SiteId,
+    /// A key holder verified this copy ([`super::BlobIndex::mark_verified`]).
+    pub verified: bool,
 }
 
 /// What a journal entry is.

@@ -82,6 +82,18 @@ pub trait NamespaceWrite: NamespaceRead {
     /// `Invalid` for a bad name, `AlreadyExists` if the name is taken.
     fn create_tenant(&mut self, name: &str) -> Result<TenantId, CatalogError>;
 
+    /// Registers (or with `None` removes) the tenant's verifier public key:
+    /// reports it signed mark copies verified, for every site's dedup.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant.
+    fn set_tenant_verifier(
+        &mut self,
+        tenant: TenantId,
+        key: Option<&[u8; 32]>,
+    ) -> Result<(), CatalogError>;
+
     /// Creates a site of `tenant` that authenticates with a token whose hash
     /// is `token_hash`. Site names are unique per tenant, token hashes
     /// globally (revoked sites' included).

@@ -379,6 +379,8 @@ async fn read_blob_reports_missing_pack() {
         pack: "ab".repeat(32),
         offset: 8,
         length: 4,
+        site: crate::catalog::SiteId::UNKNOWN,
+        verified: false,
     };
     let err = read_blob(f.store.as_ref(), &loc).await.unwrap_err();
     assert!(

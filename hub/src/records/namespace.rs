@@ -10,6 +10,7 @@
 //! 2 site token replaced tenant | name | token_hash [32]
 //! 3 site revoked        tenant | name
 //! 4 bucket added        tenant | name | source site
+//! 5 tenant verifier     tenant | present u8 (0 or 1) | key [32] if present
 //! ```
 //!
 //! The object name is `namespace/<time_unix_ms, 13 digits>-<hash>.ns`, so a
@@ -50,6 +51,11 @@ pub enum Change {
         tenant: String,
         name: String,
         source_site: String,
+    },
+    /// The tenant's verifier public key registered, or (`None`) removed.
+    TenantVerifierSet {
+        tenant: String,
+        key: Option<[u8; 32]>,
     },
 }
 
@@ -108,6 +114,17 @@ impl NamespaceRecord {
                 e.name("name", name)?;
                 e.name("source_site", source_site)?;
             }
+            Change::TenantVerifierSet { tenant, key } => {
+                e.u8(5);
+                e.name("tenant", tenant)?;
+                match key {
+                    Some(key) => {
+                        e.u8(1);
+                        e.hash(key);
+                    }
+                    None => e.u8(0),
+                }
+            }
         }
         if !(0..10_000_000_000_000).contains(&self.time_unix_ms) {
             return Err(RecordError::TooLong {
@@ -157,6 +174,14 @@ impl NamespaceRecord {
                 name: d.name("name")?,
                 source_site: d.name("source_site")?,
             },
+            5 => Change::TenantVerifierSet {
+                tenant: d.name("tenant")?,
+                key: match d.u8("present")? {
+                    0 => None,
+                    1 => Some(d.hash("key")?),
+                    other => return Err(d.bad_value("present", u64::from(other))),
+                },
+            },
             other => return Err(d.bad_value("kind", u64::from(other))),
         };
         d.finish()?;
@@ -194,6 +219,14 @@ mod tests {
                 tenant: "acme".into(),
                 name: "docs".into(),
                 source_site: "site-a".into(),
+            },
+            Change::TenantVerifierSet {
+                tenant: "acme".into(),
+                key: Some([9; 32]),
+            },
+            Change::TenantVerifierSet {
+                tenant: "acme".into(),
+                key: None,
             },
         ]
         .into_iter()

@@ -117,5 +117,11 @@ fn apply(w: &mut dyn WriteTx, change: &Change) -> Result<Applied, CatalogError> 
                     .map(|_| Applied::Bucket),
             }
         }
+        // Setting it again is a no-op: replaying a record twice is harmless.
+        Change::TenantVerifierSet { tenant, key } => {
+            let t = tenant_named(w, tenant)?;
+            w.set_tenant_verifier(t.id, key.as_ref())?;
+            Ok(Applied::Nothing)
+        }
     }
 }

@@ -40,6 +40,7 @@ const RPCS: &[(&str, Option<usize>)] = &[
     ("/ferry.v1.Journal/FetchBlobs", Some(1 << 20)),
     // 10,000 packed ids.
     ("/ferry.v1.Journal/ReportBadBlobs", Some(512 << 10)),
+    ("/ferry.v1.Journal/ReportVerifiedBlobs", Some(768 << 10)),
 ];
 
 /// The request body limit of the RPC at `path`: `None` for a client

@@ -13,7 +13,7 @@ use ferry_proto::v1::ingest_server::Ingest;
 use ferry_proto::v1::journal_server::Journal;
 use ferry_proto::v1::{
     CheckReferencesRequest, CommitRequest, FetchBlobsRequest, FindMissingRequest,
-    ListCommitsRequest, OpenSessionRequest, ReportBadBlobsRequest,
+    ListCommitsRequest, OpenSessionRequest, ReportBadBlobsRequest, ReportVerifiedBlobsRequest,
 };
 use prost::Message;
 use tokio_stream::StreamExt;
@@ -28,6 +28,13 @@ use crate::packer::{Packer, PackerConfig};
 
 /// The bucket the harness's site is the source of.
 pub const BUCKET: &str = "fuzz/data";
+
+/// The tenant's verifier key, so reports reach the signature check: the
+/// public key of RFC 8032's first Ed25519 test vector.
+pub const VERIFIER: [u8; 32] = [
+    0xd7, 0x5a, 0x98, 0x01, 0x82, 0xb1, 0x0a, 0xb7, 0xd5, 0x4b, 0xfe, 0xd3, 0xc9, 0x64, 0x07, 0x3a,
+    0x0e, 0xe1, 0x72, 0xf3, 0xda, 0xa6, 0x23, 0x25, 0xaf, 0x02, 0x1a, 0x68, 0xf7, 0x07, 0x51, 0x1a,
+];
 
 /// A hub and the principal its calls come from.
 pub struct Harness {
@@ -53,6 +60,7 @@ impl Harness {
         let site = catalog
             .write(|w| {
                 let tenant = w.create_tenant("fuzz")?;
+                w.set_tenant_verifier(tenant, Some(&VERIFIER))?;
                 let site = w.create_site(tenant, "site-a", &[1; 32])?;
                 w.create_bucket(tenant, "data", site)?;
                 Ok(site)
@@ -115,7 +123,7 @@ impl Harness {
             return;
         };
         self.runtime.block_on(async {
-            match which % 7 {
+            match which % 8 {
                 0 => {
                     if let Ok(m) = OpenSessionRequest::decode(body) {
                         let _ = self.ingest.open_session(self.authed(m)).await;
@@ -150,9 +158,14 @@ impl Harness {
                         let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
                     }
                 }
-                _ => {
+                6 => {
                     if let Ok(m) = ReportBadBlobsRequest::decode(body) {
                         let _ = self.journal.report_bad_blobs(self.authed(m)).await;
+                    }
+                }
+                _ => {
+                    if let Ok(m) = ReportVerifiedBlobsRequest::decode(body) {
+                        let _ = self.journal.report_verified_blobs(self.authed(m)).await;
                     }
                 }
             }
@@ -213,6 +226,14 @@ mod tests {
                 ReportBadBlobsRequest {
                     bucket: BUCKET.into(),
                     ids: vec![9; 64],
+                }
+                .encode_to_vec()
+            }),
+            frame(7, &|| {
+                ReportVerifiedBlobsRequest {
+                    bucket: BUCKET.into(),
+                    copies: vec![9; 40],
+                    signature: vec![1; 64],
                 }
                 .encode_to_vec()
             }),

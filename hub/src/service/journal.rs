@@ -9,8 +9,10 @@ use ferry_proto::chain::manifest_digest;
 use ferry_proto::v1::journal_server::Journal;
 use ferry_proto::v1::{
     CommitInfo, FetchBlobsRequest, FetchedBlob, ListCommitsRequest, ListCommitsResponse,
-    ReportBadBlobsRequest, ReportBadBlobsResponse,
+    ReportBadBlobsRequest, ReportBadBlobsResponse, ReportVerifiedBlobsRequest,
+    ReportVerifiedBlobsResponse,
 };
+use ferry_proto::verified::{self, ReportError};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -104,8 +106,9 @@ impl Journal for JournalService {
         let bucket = hub.bucket_for_read(&site, &req.bucket).await?;
         let ids = ids_from("FetchBlobsRequest.ids", &req.ids, MAX_IDS_PER_CALL)?;
         // The copies the bucket's source site uploaded, which its commits
-        // reference: never another site's (which could be anything under
-        // that id), and nothing a site of the tenant stored elsewhere.
+        // reference, or verified ones its backups deduplicated against:
+        // never another site's unverified copy (which could be anything
+        // under that id).
         let owner = BlobOwner {
             tenant: site.tenant,
             site: bucket.source_site,
@@ -136,6 +139,8 @@ impl Journal for JournalService {
                     flags: u32::from(loc.flags),
                     header_id: loc.header_id.0.to_vec(),
                     data,
+                    copy_site: u64::try_from(loc.site.0).unwrap_or_default(),
+                    verified: loc.verified,
                 }),
                 Err((id, fetch::FetchError::Missing)) => {
                     Err(Status::not_found(format!("blob {id} is not stored")))
@@ -183,6 +188,68 @@ impl Journal for JournalService {
         let marked = hub.catalog(move |c| c.mark_bad(owner, &ids)).await?;
         tracing::warn!(site = %site.name, bucket = %req.bucket, reported = count, marked, "blobs reported bad");
         Ok(Response::new(ReportBadBlobsResponse {
+            marked: u32::try_from(marked).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn report_verified_blobs(
+        &self,
+        request: Request<ReportVerifiedBlobsRequest>,
+    ) -> Result<Response<ReportVerifiedBlobsResponse>, Status> {
+        let hub = &self.0;
+        let site = super::gate::principal(&request)?;
+        let req = request.into_inner();
+        let bucket = hub.bucket_for_read(&site, &req.bucket).await?;
+        let copies = verified::decode_copies(&req.copies).map_err(|e| {
+            Status::invalid_argument(format!("ReportVerifiedBlobsRequest.copies: {e}"))
+        })?;
+        if copies.len() > MAX_IDS_PER_CALL {
+            return Err(Status::invalid_argument(format!(
+                "ReportVerifiedBlobsRequest.copies: {} copies, at most {MAX_IDS_PER_CALL}",
+                copies.len()
+            )));
+        }
+        let tenant_id = site.tenant;
+        let tenant = hub
+            .catalog(move |c| c.read(|r| r.tenant(tenant_id)))
+            .await?
+            .ok_or_else(|| Status::not_found(format!("tenant {}", site.tenant_name)))?;
+        let Some(key) = tenant.verifier else {
+            return Err(Status::failed_precondition(format!(
+                "tenant {} has no verifier key registered (ferry-hub tenant verifier): dedup stays per site",
+                tenant.name
+            )));
+        };
+        verified::check(&key, &tenant.name, &req.copies, &req.signature).map_err(|e| match e {
+            ReportError::BadSignature | ReportError::BadKey | ReportError::KeyLength { .. } => {
+                Status::permission_denied(format!("ReportVerifiedBlobsRequest.signature: {e}"))
+            }
+            _ => Status::invalid_argument(format!("ReportVerifiedBlobsRequest.signature: {e}")),
+        })?;
+        // Only the source site's copies, which FetchBlobs serves this bucket
+        // unverified (one of no known site counts for every site already):
+        // a report marks nothing the reporter could not have read.
+        let source = bucket.source_site;
+        let mut marking: Vec<(BlobId, crate::catalog::SiteId)> = copies
+            .iter()
+            .filter(|c| i64::try_from(c.site).ok() == Some(source.0))
+            .map(|c| (c.id, source))
+            .collect();
+        marking.sort_unstable();
+        marking.dedup();
+        let ids: Vec<BlobId> = marking.iter().map(|(id, _)| *id).collect();
+        let marked = hub
+            .catalog(move |c| c.mark_verified(tenant_id, &marking))
+            .await?;
+        hub.packer.stored().insert_verified(
+            BlobOwner {
+                tenant: tenant_id,
+                site: source,
+            },
+            &ids,
+        );
+        tracing::info!(site = %site.name, bucket = %req.bucket, reported = copies.len(), marked, "blob copies verified");
+        Ok(Response::new(ReportVerifiedBlobsResponse {
             marked: u32::try_from(marked).unwrap_or(u32::MAX),
         }))
     }

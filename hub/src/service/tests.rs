@@ -14,6 +14,7 @@ use ferry_proto::v1::journal_client::JournalClient;
 use ferry_proto::v1::{
     BlobBatch, BlobBatchAck, CheckReferencesRequest, CommitInfo, CommitRequest, FetchBlobsRequest,
     FindMissingRequest, ListCommitsRequest, OpenSessionRequest, ReportBadBlobsRequest,
+    ReportVerifiedBlobsRequest,
 };
 use tokio_stream::StreamExt;
 use tonic::Request;
@@ -66,13 +67,15 @@ fn small_blobs_leave_the_frame_and_keep_their_bytes() {
 
 struct Hub {
     _dir: tempfile::TempDir,
+    catalog: Arc<dyn Catalog>,
     pool: Arc<dyn BlobStore>,
     ingest: IngestClient<Channel>,
     journal: JournalClient<Channel>,
 }
 
 /// A hub with tenants "alpha" and "beta", each with one site (token
-/// `<tenant>-token`) and a bucket "data" it is the source of.
+/// `<tenant>-token`) and a bucket "data" it is the source of; alpha has a
+/// second site (token `alpha2-token`), the source of "alpha/data2".
 async fn hub() -> Hub {
     let dir = tempfile::tempdir().unwrap();
     let catalog: Arc<dyn Catalog> =
@@ -83,6 +86,14 @@ async fn hub() -> Hub {
             .write(|w| w.create_site(t, "site", &token_hash(&format!("{tenant}-token"))))
             .unwrap();
         catalog.write(|w| w.create_bucket(t, "data", site)).unwrap();
+        if tenant == "alpha" {
+            let second = catalog
+                .write(|w| w.create_site(t, "second", &token_hash("alpha2-token")))
+                .unwrap();
+            catalog
+                .write(|w| w.create_bucket(t, "data2", second))
+                .unwrap();
+        }
     }
     let store: Arc<dyn BlobStore> = Arc::new(LocalDirStore::open(dir.path().join("pool")).unwrap());
     let packer = Packer::start(
@@ -92,7 +103,7 @@ async fn hub() -> Hub {
         PackerConfig::default(),
     );
     let state = HubState::new(
-        catalog,
+        catalog.clone(),
         Arc::new(Pools::one("local", store.clone())),
         packer,
     );
@@ -114,6 +125,7 @@ async fn hub() -> Hub {
         .unwrap();
     Hub {
         _dir: dir,
+        catalog,
         pool: store,
         ingest: IngestClient::new(channel.clone()),
         journal: JournalClient::new(channel),
@@ -135,12 +147,17 @@ fn id(seed: u8) -> BlobId {
 
 impl Hub {
     async fn open(&mut self, tenant: &str) -> u64 {
-        let header = format!("age-encryption.org/v1\n{tenant} header\n").into_bytes();
+        self.open_bucket(tenant, &format!("{tenant}/data")).await
+    }
+
+    /// A session of `bucket`, as the site with `<token>-token`.
+    async fn open_bucket(&mut self, token: &str, bucket: &str) -> u64 {
+        let header = format!("age-encryption.org/v1\n{token} header\n").into_bytes();
         self.ingest
             .open_session(authed(
-                tenant,
+                token,
                 OpenSessionRequest {
-                    bucket: format!("{tenant}/data"),
+                    bucket: bucket.to_owned(),
                     header,
                 },
             ))
@@ -686,4 +703,145 @@ async fn reported_bad_blobs_are_missing_until_uploaded_again() {
     let ack = hub.upload("alpha", session, &[(x, b"alpha x")]).await;
     assert_eq!(ack.stored, 1, "the bad copy is replaced");
     assert!(hub.find_missing("alpha", session, &[x]).await.is_empty());
+}
+
+/// RFC 8032's first Ed25519 test key, as the tenant's verifier.
+fn verifier() -> ed25519_dalek::SigningKey {
+    let secret: [u8; 32] =
+        hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+            .unwrap()
+            .try_into()
+            .unwrap();
+    ed25519_dalek::SigningKey::from_bytes(&secret)
+}
+
+#[tokio::test]
+async fn signed_reports_make_copies_count_for_every_site() {
+    use ed25519_dalek::Signer;
+    use ferry_proto::verified::{self, Copy};
+    let mut hub = hub().await;
+    let first = hub.open("alpha").await;
+    let second = hub.open_bucket("alpha2", "alpha/data2").await;
+    let x = id(7);
+    hub.upload("alpha", first, &[(x, b"alpha x")]).await;
+    // The first site's copy is not the second's to dedup against.
+    assert_eq!(hub.find_missing("alpha2", second, &[x]).await, [0]);
+    let fetched = {
+        let mut stream = hub
+            .journal
+            .fetch_blobs(authed(
+                "alpha",
+                FetchBlobsRequest {
+                    bucket: "alpha/data".into(),
+                    ids: vec![x.0.to_vec()],
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        stream.next().await.unwrap().unwrap()
+    };
+    assert!(!fetched.verified);
+    let copies = verified::encode_copies(&[
+        Copy {
+            id: x,
+            site: fetched.copy_site,
+        },
+        // Another site's copy is not this bucket's to vouch for: ignored.
+        Copy {
+            id: id(8),
+            site: fetched.copy_site + 1,
+        },
+    ]);
+    let report = |copies: &[u8], signature: Vec<u8>| ReportVerifiedBlobsRequest {
+        bucket: "alpha/data".into(),
+        copies: copies.to_vec(),
+        signature,
+    };
+    let signed = verifier()
+        .sign(&verified::claim("alpha", &copies))
+        .to_bytes()
+        .to_vec();
+    // No key registered: refused, nothing marked.
+    let err = hub
+        .journal
+        .report_verified_blobs(authed("alpha", report(&copies, signed.clone())))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    let tenant = hub
+        .catalog
+        .read(|r| r.tenant_by_name("alpha"))
+        .unwrap()
+        .unwrap();
+    let public = verifier().verifying_key().to_bytes();
+    hub.catalog
+        .write(|w| w.set_tenant_verifier(tenant.id, Some(&public)))
+        .unwrap();
+    // Signed by another key, or for another tenant: refused.
+    let forged = ed25519_dalek::SigningKey::from_bytes(&[5; 32])
+        .sign(&verified::claim("alpha", &copies))
+        .to_bytes()
+        .to_vec();
+    let other_tenant = verifier()
+        .sign(&verified::claim("beta", &copies))
+        .to_bytes()
+        .to_vec();
+    for signature in [forged, other_tenant, vec![1; 63]] {
+        let err = hub
+            .journal
+            .report_verified_blobs(authed("alpha", report(&copies, signature)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.code(),
+                tonic::Code::PermissionDenied | tonic::Code::InvalidArgument
+            ),
+            "{err}"
+        );
+        assert!(err.message().contains("signature"), "{err}");
+    }
+    let err = hub
+        .journal
+        .report_verified_blobs(authed("alpha", report(&copies[1..], signed.clone())))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    // Another tenant's site may not report on this bucket at all.
+    let err = hub
+        .journal
+        .report_verified_blobs(authed("beta", report(&copies, signed.clone())))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    assert_eq!(hub.find_missing("alpha2", second, &[x]).await, [0]);
+
+    let marked = hub
+        .journal
+        .report_verified_blobs(authed("alpha", report(&copies, signed)))
+        .await
+        .unwrap()
+        .into_inner()
+        .marked;
+    assert_eq!(marked, 1);
+    // Now the second site dedups against it, and reads it for its bucket.
+    assert!(hub.find_missing("alpha2", second, &[x]).await.is_empty());
+    let mut stream = hub
+        .journal
+        .fetch_blobs(authed(
+            "alpha2",
+            FetchBlobsRequest {
+                bucket: "alpha/data2".into(),
+                ids: vec![x.0.to_vec()],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let blob = stream.next().await.unwrap().unwrap();
+    assert_eq!((&blob.data[..], blob.verified), (&b"alpha x"[..], true));
+    // The other tenant still sees nothing.
+    let beta = hub.open("beta").await;
+    assert_eq!(hub.find_missing("beta", beta, &[x]).await, [0]);
 }

@@ -245,7 +245,14 @@ pub fn same_pack_recorded_for_another_tenant(cat: &dyn Catalog) {
     let entries_b: Vec<(BlobOwner, PackEntry)> = entries_a.iter().map(|(_, e)| (b, *e)).collect();
     assert_eq!(cat.record_pack(&record, &entries_b).unwrap(), 2);
     assert_eq!(cat.record_pack(&record, &entries_b).unwrap(), 0);
-    let locs_b = cat.blob_locations(b, &ids).unwrap();
+    // The same places, each copy its own site's.
+    let locs_b: Vec<crate::catalog::BlobLocation> = cat
+        .blob_locations(b, &ids)
+        .unwrap()
+        .into_iter()
+        .inspect(|l| assert_eq!(l.site, b.site))
+        .map(|l| crate::catalog::BlobLocation { site: a.site, ..l })
+        .collect();
     assert_eq!(locs_b, locs_a);
     assert_eq!(cat.blob_locations(a, &ids).unwrap(), locs_a);
     let packs = cat.list_packs().unwrap();
@@ -309,7 +316,8 @@ pub fn copies_are_per_site(cat: &dyn Catalog) {
 
     // Every copy is listed with its owner.
     let mut copies = Vec::new();
-    cat.for_each_blob_id(&mut |owner, id| {
+    cat.for_each_blob_id(&mut |owner, id, verified| {
+        assert!(!verified);
         if owner.tenant == a.tenant {
             copies.push((owner, *id));
         }
@@ -377,4 +385,74 @@ pub fn bad_copies_are_missing_and_replaced(cat: &dyn Catalog) {
     assert_eq!(cat.blob_locations(b, &[old]).unwrap().len(), 1);
     let mine = store_blobs(cat, b, &[old]);
     assert_eq!(cat.blob_locations(b, &[old]).unwrap()[0].pack, mine.name);
+}
+
+/// A verified copy counts for every site of its tenant (dedup and reads),
+/// after the site's own; a bad mark or a replacement undoes it.
+pub fn verified_copies_count_for_every_site(cat: &dyn Catalog) {
+    let a = uploader(cat);
+    let b = site_of(cat, a.tenant);
+    let stranger = uploader(cat);
+    let (x, y, never) = (random_id(), random_id(), random_id());
+    let first = store_blobs(cat, a, &[x, y]);
+    assert_eq!(cat.missing_blobs(b, &[x, y]).unwrap(), [x, y]);
+    // Only a copy that exists is marked: not B's (it has none), not an
+    // unknown id.
+    let asked = [(x, a.site), (never, a.site), (y, b.site)];
+    assert_eq!(cat.mark_verified(a.tenant, &asked).unwrap(), 1);
+    assert_eq!(cat.mark_verified(a.tenant, &asked).unwrap(), 0, "again");
+    // Another tenant's mark reaches nothing of this one.
+    assert_eq!(
+        cat.mark_verified(stranger.tenant, &[(y, a.site)]).unwrap(),
+        0
+    );
+    assert_eq!(cat.missing_blobs(b, &[x, y]).unwrap(), [y]);
+    assert_eq!(cat.missing_blobs(stranger, &[x]).unwrap(), [x]);
+    let at_b = &cat.blob_locations(b, &[x, y]).unwrap();
+    assert_eq!(at_b.len(), 1);
+    assert_eq!(
+        (at_b[0].pack.as_str(), at_b[0].site, at_b[0].verified),
+        (first.name.as_str(), a.site, true)
+    );
+    let at_a = &cat.blob_locations(a, &[y]).unwrap()[0];
+    assert_eq!((at_a.site, at_a.verified), (a.site, false));
+    let mut listed = Vec::new();
+    cat.for_each_blob_id(&mut |owner, id, verified| {
+        if owner.tenant == a.tenant {
+            listed.push((owner, *id, verified));
+        }
+    })
+    .unwrap();
+    listed.sort();
+    let mut expected = vec![(a, x, true), (a, y, false)];
+    expected.sort();
+    assert_eq!(listed, expected);
+
+    // B's own copy comes first; marked bad, the verified one serves again.
+    let own = store_blobs(cat, b, &[x]);
+    let served = &cat.blob_locations(b, &[x]).unwrap()[0];
+    assert_eq!(
+        (served.pack.as_str(), served.site),
+        (own.name.as_str(), b.site)
+    );
+    assert_eq!(cat.mark_bad(b, &[x]).unwrap(), 1);
+    assert!(cat.missing_blobs(b, &[x]).unwrap().is_empty());
+    assert_eq!(cat.blob_locations(b, &[x]).unwrap()[0].pack, first.name);
+
+    // A's verified copy found bad is missing for both; A's next copy
+    // replaces it unverified, so it counts for A alone until verified.
+    assert_eq!(cat.mark_bad(b, &[x]).unwrap(), 1);
+    assert_eq!(cat.missing_blobs(a, &[x]).unwrap(), [x]);
+    assert_eq!(cat.missing_blobs(b, &[x]).unwrap(), [x]);
+    assert_eq!(
+        cat.mark_verified(a.tenant, &[(x, a.site)]).unwrap(),
+        0,
+        "bad"
+    );
+    store_blobs(cat, a, &[x]);
+    assert!(cat.missing_blobs(a, &[x]).unwrap().is_empty());
+    assert_eq!(cat.missing_blobs(b, &[x]).unwrap(), [x]);
+    assert!(!cat.blob_locations(a, &[x]).unwrap()[0].verified);
+    assert_eq!(cat.mark_verified(a.tenant, &[(x, a.site)]).unwrap(), 1);
+    assert!(cat.missing_blobs(b, &[x]).unwrap().is_empty());
 }

@@ -37,6 +37,7 @@ use super::{
 /// Runs every check in this module against `cat`.
 pub fn run_all(cat: &dyn Catalog) {
     tenants(cat);
+    tenant_verifier_keys(cat);
     sites(cat);
     buckets(cat);
     sessions(cat);
@@ -49,6 +50,7 @@ pub fn run_all(cat: &dyn Catalog) {
     blobs_are_per_tenant(cat);
     copies_are_per_site(cat);
     bad_copies_are_missing_and_replaced(cat);
+    verified_copies_count_for_every_site(cat);
     one_pack_holds_several_tenants(cat);
     same_pack_recorded_for_another_tenant(cat);
     record_pack_needs_known_tenants(cat);

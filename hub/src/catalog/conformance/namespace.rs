@@ -19,6 +19,30 @@ pub fn tenants(cat: &dyn Catalog) {
     }
 }
 
+/// A tenant's verifier key is registered, read back with the tenant,
+/// replaced and removed.
+pub fn tenant_verifier_keys(cat: &dyn Catalog) {
+    let name = unique("tenant");
+    let id = cat.write(|w| w.create_tenant(&name)).unwrap();
+    let verifier = |cat: &dyn Catalog| cat.read(|r| r.tenant(id)).unwrap().unwrap().verifier;
+    assert_eq!(verifier(cat), None);
+    let (k1, k2): ([u8; 32], [u8; 32]) = (rand::random(), rand::random());
+    cat.write(|w| w.set_tenant_verifier(id, Some(&k1))).unwrap();
+    assert_eq!(verifier(cat), Some(k1));
+    let by_name = cat.read(|r| r.tenant_by_name(&name)).unwrap().unwrap();
+    assert_eq!(by_name.verifier, Some(k1));
+    cat.write(|w| w.set_tenant_verifier(id, Some(&k2))).unwrap();
+    assert!(
+        cat.read(|r| r.list_tenants())
+            .unwrap()
+            .iter()
+            .any(|t| t.id == id && t.verifier == Some(k2))
+    );
+    cat.write(|w| w.set_tenant_verifier(id, None)).unwrap();
+    assert_eq!(verifier(cat), None);
+    assert_not_found(cat.write(|w| w.set_tenant_verifier(TenantId(i64::MAX), Some(&k1))));
+}
+
 /// Site names are unique per tenant; tokens globally; lookups by token work.
 pub fn sites(cat: &dyn Catalog) {
     let t1 = cat.write(|w| w.create_tenant(&unique("t"))).unwrap();

@@ -19,7 +19,8 @@ const BATCH: usize = 5000;
 /// Rows fetched at a time when every blob id is listed.
 const LIST_ROWS: i32 = 10_000;
 
-/// The ids among `ids` of which `owner` has no copy, in order, each once.
+/// The ids among `ids` of which `owner` has no copy it counts, in order,
+/// each once.
 pub(super) fn missing_ids(
     client: &mut impl GenericClient,
     owner: BlobOwner,
@@ -31,7 +32,8 @@ pub(super) fn missing_ids(
         let rows = client
             .query(
                 "SELECT id FROM blobs \
-                 WHERE tenant_id = $1 AND id = ANY($2) AND site_id IN ($3, $4) AND NOT bad",
+                 WHERE tenant_id = $1 AND id = ANY($2) AND NOT bad \
+                   AND (site_id IN ($3, $4) OR verified)",
                 &[&owner.tenant.0, &asked, &owner.site.0, &SiteId::UNKNOWN.0],
             )
             .map_err(pg("look up blobs"))?;
@@ -58,6 +60,8 @@ fn location_row(row: &postgres::Row) -> Result<BlobLocation, CatalogError> {
     let pack: String = row.try_get(5).map_err(read)?;
     let offset: i64 = row.try_get(6).map_err(read)?;
     let length: i64 = row.try_get(7).map_err(read)?;
+    let site: i64 = row.try_get(8).map_err(read)?;
+    let verified: bool = row.try_get(9).map_err(read)?;
     let id = stored_id("blobs.id", raw_id)?;
     let kind = from_i64::<u8>("blobs.kind", i64::from(kind))?;
     Ok(BlobLocation {
@@ -72,6 +76,8 @@ fn location_row(row: &postgres::Row) -> Result<BlobLocation, CatalogError> {
         pack,
         offset: from_i64("blobs.pack_offset", offset)?,
         length: from_i64("blobs.length", length)?,
+        site: SiteId(site),
+        verified,
     })
 }
 
@@ -96,7 +102,7 @@ impl BlobIndex for PostgresCatalog {
 
     fn for_each_blob_id(
         &self,
-        visit: &mut dyn FnMut(BlobOwner, &BlobId),
+        visit: &mut dyn FnMut(BlobOwner, &BlobId, bool),
     ) -> Result<(), CatalogError> {
         // A connection of its own, read through a portal a slice at a
         // time, so memory stays flat however many blobs there are.
@@ -108,7 +114,7 @@ impl BlobIndex for PostgresCatalog {
             .start()
             .map_err(pg("begin read transaction"))?;
         let portal = tx
-            .bind("SELECT tenant_id, site_id, id FROM blobs", &[])
+            .bind("SELECT tenant_id, site_id, id, verified FROM blobs", &[])
             .map_err(pg("list blob ids"))?;
         loop {
             let rows = tx
@@ -121,11 +127,12 @@ impl BlobIndex for PostgresCatalog {
                 let tenant: i64 = row.try_get(0).map_err(pg("read blob tenant"))?;
                 let site: i64 = row.try_get(1).map_err(pg("read blob site"))?;
                 let raw: &[u8] = row.try_get(2).map_err(pg("read blob id"))?;
+                let verified: bool = row.try_get(3).map_err(pg("read blob verified"))?;
                 let owner = BlobOwner {
                     tenant: TenantId(tenant),
                     site: SiteId(site),
                 };
-                visit(owner, &stored_id("blobs.id", raw)?);
+                visit(owner, &stored_id("blobs.id", raw)?, verified);
             }
         }
         tx.commit().map_err(pg("end read transaction"))
@@ -142,15 +149,17 @@ impl BlobIndex for PostgresCatalog {
                 let asked: Vec<&[u8]> = batch.iter().map(|id| &id.0[..]).collect();
                 let rows = client
                     .query(
-                        "SELECT b.id, b.kind, b.flags, h.header_id, p.pool, p.name, b.pack_offset, b.length \
+                        "SELECT b.id, b.kind, b.flags, h.header_id, p.pool, p.name, b.pack_offset, b.length, \
+                           b.site_id, b.verified \
                          FROM blobs b JOIN packs p ON p.id = b.pack_id JOIN headers h ON h.id = b.header \
-                         WHERE b.tenant_id = $1 AND b.id = ANY($2) AND b.site_id IN ($3, $4) \
-                         ORDER BY b.bad, b.site_id = $4",
+                         WHERE b.tenant_id = $1 AND b.id = ANY($2) AND (b.site_id IN ($3, $4) OR b.verified) \
+                         ORDER BY b.bad, b.site_id <> $3, b.site_id <> $4",
                         &[&owner.tenant.0, &asked, &owner.site.0, &SiteId::UNKNOWN.0],
                     )
                     .map_err(pg("look up blob locations"))?;
-                // A good copy before a bad one, the owner's own first: the
-                // first row of each id is kept.
+                // A good copy before a bad one; the owner's own first, then
+                // one of no known site, then a verified one of another
+                // site: the first row of each id is kept.
                 for row in &rows {
                     let loc = location_row(row)?;
                     found.entry(loc.id).or_insert(loc);
@@ -269,7 +278,7 @@ impl BlobIndex for PostgresCatalog {
                      ON CONFLICT (tenant_id, id, site_id) DO UPDATE SET \
                        kind = excluded.kind, flags = excluded.flags, header = excluded.header, \
                        pack_id = excluded.pack_id, pack_offset = excluded.pack_offset, \
-                       length = excluded.length, bad = FALSE \
+                       length = excluded.length, bad = FALSE, verified = FALSE \
                      WHERE blobs.bad",
                     &[
                         &columns.tenant,
@@ -318,19 +327,48 @@ impl BlobIndex for PostgresCatalog {
             let mut marked = 0;
             for batch in ids.chunks(BATCH) {
                 let asked: Vec<&[u8]> = batch.iter().map(|id| &id.0[..]).collect();
-                // The copy blob_locations serves: the owner's own, else
-                // the one of no known site.
+                // The good copy blob_locations serves.
                 let n = tx
                     .execute(
                         "UPDATE blobs b SET bad = TRUE FROM ( \
                            SELECT DISTINCT ON (id) id, site_id FROM blobs \
-                           WHERE tenant_id = $1 AND id = ANY($2) AND site_id IN ($3, $4) AND NOT bad \
-                           ORDER BY id, site_id = $4 \
+                           WHERE tenant_id = $1 AND id = ANY($2) AND NOT bad \
+                             AND (site_id IN ($3, $4) OR verified) \
+                           ORDER BY id, site_id <> $3, site_id <> $4 \
                          ) served \
                          WHERE b.tenant_id = $1 AND b.id = served.id AND b.site_id = served.site_id",
                         &[&owner.tenant.0, &asked, &owner.site.0, &SiteId::UNKNOWN.0],
                     )
                     .map_err(pg("mark blobs bad"))?;
+                marked += usize::try_from(n).unwrap_or(usize::MAX);
+            }
+            tx.commit().map_err(pg("commit blob marks"))?;
+            Ok(marked)
+        })
+    }
+
+    fn mark_verified(
+        &self,
+        tenant: TenantId,
+        copies: &[(BlobId, SiteId)],
+    ) -> Result<usize, CatalogError> {
+        self.with_retries(|client| {
+            let mut tx = client
+                .transaction()
+                .map_err(pg("begin write transaction"))?;
+            let mut marked = 0;
+            for batch in copies.chunks(BATCH) {
+                let ids: Vec<&[u8]> = batch.iter().map(|(id, _)| &id.0[..]).collect();
+                let sites: Vec<i64> = batch.iter().map(|(_, site)| site.0).collect();
+                let n = tx
+                    .execute(
+                        "UPDATE blobs b SET verified = TRUE \
+                         FROM UNNEST($2::bytea[], $3::bigint[]) AS c(id, site_id) \
+                         WHERE b.tenant_id = $1 AND b.id = c.id AND b.site_id = c.site_id \
+                           AND NOT b.bad AND NOT b.verified",
+                        &[&tenant.0, &ids, &sites],
+                    )
+                    .map_err(pg("mark blobs verified"))?;
                 marked += usize::try_from(n).unwrap_or(usize::MAX);
             }
             tx.commit().map_err(pg("commit blob marks"))?;

@@ -12,10 +12,16 @@ use crate::catalog::{
 const SITE_COLUMNS: &str = "id, tenant_id, name, revoked";
 const BUCKET_COLUMNS: &str = "id, tenant_id, name, source_site_id";
 
+const TENANT_COLUMNS: &str = "id, name, verifier";
+
 fn tenant_row(row: &Row) -> Result<Tenant, postgres::Error> {
+    // A key of another length is no key: read as none (the check refuses
+    // every report) rather than failing every lookup of the tenant.
+    let verifier: Option<Vec<u8>> = row.try_get(2)?;
     Ok(Tenant {
         id: TenantId(row.try_get(0)?),
         name: row.try_get(1)?,
+        verifier: verifier.and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok()),
     })
 }
 
@@ -128,7 +134,7 @@ impl NamespaceRead for Tx<'_, '_> {
     fn tenant_by_name(&mut self, name: &str) -> Result<Option<Tenant>, CatalogError> {
         self.opt(
             "look up tenant",
-            "SELECT id, name FROM tenants WHERE name = $1",
+            &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE name = $1"),
             &[&name],
             tenant_row,
         )
@@ -137,7 +143,7 @@ impl NamespaceRead for Tx<'_, '_> {
     fn tenant(&mut self, id: TenantId) -> Result<Option<Tenant>, CatalogError> {
         self.opt(
             "look up tenant",
-            "SELECT id, name FROM tenants WHERE id = $1",
+            &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1"),
             &[&id.0],
             tenant_row,
         )
@@ -146,7 +152,7 @@ impl NamespaceRead for Tx<'_, '_> {
     fn list_tenants(&mut self) -> Result<Vec<Tenant>, CatalogError> {
         self.all(
             "list tenants",
-            "SELECT id, name FROM tenants ORDER BY name",
+            &format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"),
             &[],
             tenant_row,
         )
@@ -257,6 +263,28 @@ impl NamespaceWrite for Tx<'_, '_> {
             what: if name_taken { "site" } else { "token for site" },
             name: name.to_owned(),
         })
+    }
+
+    fn set_tenant_verifier(
+        &mut self,
+        tenant: TenantId,
+        key: Option<&[u8; 32]>,
+    ) -> Result<(), CatalogError> {
+        let key: Option<&[u8]> = key.map(|k| &k[..]);
+        let changed = self
+            .tx
+            .execute(
+                "UPDATE tenants SET verifier = $2 WHERE id = $1",
+                &[&tenant.0, &key],
+            )
+            .map_err(pg("set tenant verifier"))?;
+        match changed {
+            0 => Err(CatalogError::NotFound {
+                what: "tenant",
+                key: tenant.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn revoke_site(&mut self, id: SiteId) -> Result<(), CatalogError> {

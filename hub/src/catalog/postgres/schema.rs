@@ -112,6 +112,13 @@ ALTER TABLE blobs ALTER COLUMN site_id DROP DEFAULT;
     r#"
 ALTER TABLE blobs ADD COLUMN bad BOOLEAN NOT NULL DEFAULT FALSE;
 "#,
+    // Version 6: a copy a key holder verified (a signed report) counts for
+    // every site of the tenant; the tenant's Ed25519 verifier public key
+    // (NULL: none registered, so dedup stays per site).
+    r#"
+ALTER TABLE blobs ADD COLUMN verified BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE tenants ADD COLUMN verifier BYTEA;
+"#,
 ];
 
 /// A number no other application takes an advisory lock on: hubs starting

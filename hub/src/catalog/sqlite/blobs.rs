@@ -18,8 +18,8 @@ use crate::catalog::{
 /// readers: below it, a thread costs more than it saves.
 const SPLIT_CHECK_FROM: usize = 8192;
 
-/// The ids among `ids` of which `owner` has no copy, in order, each once.
-/// One point lookup per id that only asks whether the row exists: a commit
+/// The ids among `ids` of which `owner` has no copy it counts, in order,
+/// each once. One lookup (of the id's few copies) per id that only asks whether the row exists: a commit
 /// checks every id it references, nearly all of them stored, so nothing is
 /// read, allocated or hashed for an id that is found.
 pub(super) fn missing_ids(
@@ -30,7 +30,8 @@ pub(super) fn missing_ids(
     let mut stmt = conn
         .prepare_cached(
             "SELECT 1 FROM blobs \
-             WHERE tenant_id = ?1 AND id = ?2 AND site_id IN (?3, ?4) AND bad = 0",
+             WHERE tenant_id = ?1 AND id = ?2 AND bad = 0 \
+               AND (site_id IN (?3, ?4) OR verified = 1)",
         )
         .map_err(sql("look up blobs"))?;
     let mut missing = Vec::new();
@@ -71,6 +72,8 @@ fn location_row(row: &rusqlite::Row<'_>) -> Result<BlobLocation, CatalogError> {
     let pack: String = row.get(5).map_err(read)?;
     let offset: i64 = row.get(6).map_err(read)?;
     let length: i64 = row.get(7).map_err(read)?;
+    let site: i64 = row.get(8).map_err(read)?;
+    let verified: i64 = row.get(9).map_err(read)?;
     let id = stored_id("blobs.id", &raw_id)?;
     let kind = from_i64::<u8>("blobs.kind", kind)?;
     Ok(BlobLocation {
@@ -85,6 +88,8 @@ fn location_row(row: &rusqlite::Row<'_>) -> Result<BlobLocation, CatalogError> {
         pack,
         offset: from_i64("blobs.pack_offset", offset)?,
         length: from_i64("blobs.length", length)?,
+        site: SiteId(site),
+        verified: verified != 0,
     })
 }
 
@@ -127,7 +132,7 @@ impl BlobIndex for SqliteCatalog {
 
     fn for_each_blob_id(
         &self,
-        visit: &mut dyn FnMut(BlobOwner, &BlobId),
+        visit: &mut dyn FnMut(BlobOwner, &BlobId, bool),
     ) -> Result<(), CatalogError> {
         let mut conn = Connection::open(&self.path).map_err(|source| CatalogError::Open {
             target: self.path.display().to_string(),
@@ -135,7 +140,7 @@ impl BlobIndex for SqliteCatalog {
         })?;
         let tx = conn.transaction().map_err(sql("begin read transaction"))?;
         let mut stmt = tx
-            .prepare("SELECT tenant_id, site_id, id FROM blobs")
+            .prepare("SELECT tenant_id, site_id, id, verified FROM blobs")
             .map_err(sql("list blob ids"))?;
         let mut rows = stmt.query([]).map_err(sql("list blob ids"))?;
         while let Some(row) = rows.next().map_err(sql("list blob ids"))? {
@@ -145,11 +150,12 @@ impl BlobIndex for SqliteCatalog {
                 .get_ref(2)
                 .and_then(|v| v.as_blob().map_err(rusqlite::Error::from))
                 .map_err(sql("read blob id"))?;
+            let verified: i64 = row.get(3).map_err(sql("read blob verified"))?;
             let owner = BlobOwner {
                 tenant: TenantId(tenant),
                 site: SiteId(site),
             };
-            visit(owner, &stored_id("blobs.id", raw)?);
+            visit(owner, &stored_id("blobs.id", raw)?, verified != 0);
         }
         Ok(())
     }
@@ -166,15 +172,17 @@ impl BlobIndex for SqliteCatalog {
         // lists, which SQLite first copies into a temporary index.
         let mut stmt = tx
             .prepare_cached(
-                "SELECT b.id, b.kind, b.flags, h.header_id, p.pool, p.name, b.pack_offset, b.length \
+                "SELECT b.id, b.kind, b.flags, h.header_id, p.pool, p.name, b.pack_offset, b.length, \
+                   b.site_id, b.verified \
                  FROM blobs b JOIN packs p ON p.id = b.pack_id JOIN headers h ON h.id = b.header \
-                 WHERE b.tenant_id = ?1 AND b.id = ?2 AND b.site_id IN (?3, ?4) \
-                 ORDER BY b.bad, b.site_id = ?4 LIMIT 1",
+                 WHERE b.tenant_id = ?1 AND b.id = ?2 AND (b.site_id IN (?3, ?4) OR b.verified = 1) \
+                 ORDER BY b.bad, b.site_id <> ?3, b.site_id <> ?4 LIMIT 1",
             )
             .map_err(sql(op))?;
         let mut found = HashMap::with_capacity(ids.len());
         for id in ids {
-            // A good copy before a bad one, the owner's own first.
+            // A good copy before a bad one; the owner's own first, then
+            // one of no known site, then a verified one of another site.
             let mut rows = stmt
                 .query(params![
                     owner.tenant.0,
@@ -245,14 +253,14 @@ impl BlobIndex for SqliteCatalog {
         let tx = write_tx(&mut conn)?;
         let mut marked = 0;
         {
-            // The copy blob_locations serves: the owner's own, else the
-            // one of no known site.
+            // The good copy blob_locations serves.
             let mut stmt = tx
                 .prepare_cached(
                     "UPDATE blobs SET bad = 1 WHERE tenant_id = ?1 AND id = ?2 AND bad = 0 \
                      AND site_id = (SELECT site_id FROM blobs \
-                         WHERE tenant_id = ?1 AND id = ?2 AND site_id IN (?3, ?4) AND bad = 0 \
-                         ORDER BY site_id = ?4 LIMIT 1)",
+                         WHERE tenant_id = ?1 AND id = ?2 AND bad = 0 \
+                           AND (site_id IN (?3, ?4) OR verified = 1) \
+                         ORDER BY site_id <> ?3, site_id <> ?4 LIMIT 1)",
                 )
                 .map_err(sql("mark blob bad"))?;
             for id in ids {
@@ -264,6 +272,31 @@ impl BlobIndex for SqliteCatalog {
                         SiteId::UNKNOWN.0
                     ])
                     .map_err(sql("mark blob bad"))?;
+            }
+        }
+        tx.commit().map_err(sql("commit blob marks"))?;
+        Ok(marked)
+    }
+
+    fn mark_verified(
+        &self,
+        tenant: TenantId,
+        copies: &[(BlobId, SiteId)],
+    ) -> Result<usize, CatalogError> {
+        let mut conn = self.conn();
+        let tx = write_tx(&mut conn)?;
+        let mut marked = 0;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "UPDATE blobs SET verified = 1 \
+                     WHERE tenant_id = ?1 AND id = ?2 AND site_id = ?3 AND bad = 0 AND verified = 0",
+                )
+                .map_err(sql("mark blob verified"))?;
+            for (id, site) in copies {
+                marked += stmt
+                    .execute(params![tenant.0, &id.0[..], site.0])
+                    .map_err(sql("mark blob verified"))?;
             }
         }
         tx.commit().map_err(sql("commit blob marks"))?;
@@ -352,7 +385,7 @@ fn record_pack_in(
                  ON CONFLICT (tenant_id, id, site_id) DO UPDATE SET \
                    kind = excluded.kind, flags = excluded.flags, header = excluded.header, \
                    pack_id = excluded.pack_id, pack_offset = excluded.pack_offset, \
-                   length = excluded.length, bad = 0 \
+                   length = excluded.length, bad = 0, verified = 0 \
                  WHERE blobs.bad = 1",
             )
             .map_err(sql("insert blob"))?;

@@ -11,10 +11,17 @@ use crate::catalog::{
 const SITE_COLUMNS: &str = "id, tenant_id, name, revoked";
 const BUCKET_COLUMNS: &str = "id, tenant_id, name, source_site_id";
 
+const TENANT_COLUMNS: &str = "id, name, verifier";
+
 fn tenant_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Tenant> {
+    // A key of another length is no key: read as none (the check refuses
+    // every report) rather than failing every lookup of the tenant.
+    let verifier: Option<Vec<u8>> = row.get(2)?;
+    let verifier = verifier.and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok());
     Ok(Tenant {
         id: TenantId(row.get(0)?),
         name: row.get(1)?,
+        verifier,
     })
 }
 
@@ -105,7 +112,7 @@ impl NamespaceRead for Tx<'_> {
     fn tenant_by_name(&mut self, name: &str) -> Result<Option<Tenant>, CatalogError> {
         self.opt(
             "look up tenant",
-            "SELECT id, name FROM tenants WHERE name = ?1",
+            &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE name = ?1"),
             [name],
             tenant_row,
         )
@@ -114,7 +121,7 @@ impl NamespaceRead for Tx<'_> {
     fn tenant(&mut self, id: TenantId) -> Result<Option<Tenant>, CatalogError> {
         self.opt(
             "look up tenant",
-            "SELECT id, name FROM tenants WHERE id = ?1",
+            &format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1"),
             [id.0],
             tenant_row,
         )
@@ -123,7 +130,7 @@ impl NamespaceRead for Tx<'_> {
     fn list_tenants(&mut self) -> Result<Vec<Tenant>, CatalogError> {
         self.all(
             "list tenants",
-            "SELECT id, name FROM tenants ORDER BY name",
+            &format!("SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"),
             [],
             tenant_row,
         )
@@ -246,6 +253,27 @@ impl NamespaceWrite for Tx<'_> {
             )
             .map_err(sql("insert site"))?;
         Ok(SiteId(self.conn.last_insert_rowid()))
+    }
+
+    fn set_tenant_verifier(
+        &mut self,
+        tenant: TenantId,
+        key: Option<&[u8; 32]>,
+    ) -> Result<(), CatalogError> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE tenants SET verifier = ?2 WHERE id = ?1",
+                params![tenant.0, key.map(|k| &k[..])],
+            )
+            .map_err(sql("set tenant verifier"))?;
+        match changed {
+            0 => Err(CatalogError::NotFound {
+                what: "tenant",
+                key: tenant.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn revoke_site(&mut self, id: SiteId) -> Result<(), CatalogError> {

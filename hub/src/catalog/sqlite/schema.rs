@@ -142,6 +142,14 @@ ALTER TABLE blobs_v3 RENAME TO blobs;
 -- the next copy recorded.
 ALTER TABLE blobs ADD COLUMN bad INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- A copy a key holder verified (a signed report): it counts for every site
+-- of the tenant, not just the one that uploaded it.
+ALTER TABLE blobs ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;
+-- The tenant's Ed25519 verifier public key; NULL: none registered, so
+-- dedup stays per site.
+ALTER TABLE tenants ADD COLUMN verifier BLOB;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {
