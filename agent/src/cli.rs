@@ -141,6 +141,14 @@ enum KeyCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print the tenant's verifier public key (derived from the identity),
+    /// for `ferry-hub tenant verifier`: then chunks a key holder's restores
+    /// verify count for every site's dedup.
+    Verifier {
+        /// The private key file (write-only keys cannot verify).
+        #[arg(long)]
+        key: PathBuf,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -266,6 +274,19 @@ fn key_command(cmd: KeyCommand, json: bool) -> Result<ExitCode> {
                     "wrote {} (write-only: backs up, cannot restore)",
                     out.display()
                 );
+            }
+        }
+        KeyCommand::Verifier { key } => {
+            let public = TenantKeys::load(&key)?.verifier_public().with_context(|| {
+                format!(
+                    "key file {}: write-only (no identity), so it has no verifier key",
+                    key.display()
+                )
+            })?;
+            let text = hex::encode(public);
+            match json {
+                true => print_json(&serde_json::json!({ "verifier": text }))?,
+                false => println!("{text}"),
             }
         }
     }

@@ -21,3 +21,4 @@ pub mod restore_bucket;
 pub mod source;
 #[cfg(test)]
 mod test_bytes;
+pub mod verified;

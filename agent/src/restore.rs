@@ -20,6 +20,7 @@ use ferry_proto::manifest::{ManifestDecoder, ManifestError};
 use ferry_proto::v1::{
     CommitInfo, EntryType, FetchBlobsRequest, ManifestEntry, ReportBadBlobsRequest,
 };
+use ferry_proto::verified::Copy;
 use ferry_proto::{BadId, BlobId, BlobKind};
 use filetime::FileTime;
 use serde::Serialize;
@@ -31,6 +32,7 @@ use crate::chain::{self, ChainError};
 use crate::client::{HubCallError, HubClient};
 use crate::progress::Progress;
 use crate::restore_bucket::{BucketTarget, write_bucket};
+use crate::verified;
 
 /// Chunk ids asked for in one FetchBlobs call.
 const FETCH_BATCH: usize = 256;
@@ -158,6 +160,9 @@ pub struct RestoreReport {
     pub chunks: u64,
     /// Entries with no form in the target (directories or links restored into a bucket).
     pub skipped: u64,
+    /// Chunk copies this restore verified that the hub newly marked
+    /// verified (they now count for every site's dedup; see [`verified`]).
+    pub copies_verified: u64,
 }
 
 /// Where a restore writes.
@@ -175,6 +180,9 @@ struct Fetcher {
     bucket: String,
     keys: Arc<TenantKeys>,
     openers: Arc<std::sync::Mutex<HashMap<BlobId, Arc<SessionOpener>>>>,
+    /// Where copies that opened to their ids, not yet verified, go to be
+    /// reported.
+    verified: mpsc::Sender<Copy>,
 }
 
 impl Fetcher {
@@ -251,8 +259,20 @@ impl Fetcher {
         let opener = self.opener(header_id).await?;
         let keys = self.keys.clone();
         let flags = u8::try_from(blob.flags).unwrap_or(u8::MAX);
+        let report = (!blob.verified).then(|| {
+            let copy = Copy {
+                id,
+                site: blob.copy_site,
+            };
+            (self.verified.clone(), copy)
+        });
         let task = tokio::task::spawn_blocking(move || {
-            open_chunk(&keys, &opener, id, flags, &blob.data).map_err(RestoreError::from)
+            let plain = open_chunk(&keys, &opener, id, flags, &blob.data)?;
+            if let Some((to, copy)) = report {
+                // Gone only if the reporter gave up: then nothing to tell.
+                let _ = to.blocking_send(copy);
+            }
+            Ok(plain)
         });
         out.send(task).await.map_err(|_| RestoreError::Aborted)
     }
@@ -315,11 +335,19 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
     let commit = pick.finish(&job.bucket)?;
     let manifest = chain::manifest_of(&job.client, &job.bucket, &commit).await?;
     tracing::info!(bucket = %job.bucket, seq = commit.seq, "restoring snapshot");
+    let (verified_tx, verified_rx) = mpsc::channel(verified::QUEUE);
+    let reporter = tokio::spawn(verified::report(
+        job.client.clone(),
+        job.keys.clone(),
+        job.bucket.clone(),
+        verified_rx,
+    ));
     let fetcher = Fetcher {
         client: job.client.clone(),
         bucket: job.bucket.clone(),
         keys: job.keys.clone(),
         openers: Arc::default(),
+        verified: verified_tx,
     };
 
     let (entry_tx, entry_rx) = mpsc::channel::<ManifestEntry>(ENTRY_QUEUE);
@@ -355,6 +383,9 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
             return Err(report_bad_chunk(&job.client, &job.bucket, root).await);
         }
     };
+    // Every sender is gone with the stages: the reporter sends its last
+    // report and ends. Its failure is logged, never the restore's.
+    report.copies_verified = reporter.await.unwrap_or_default();
     job.progress.finish();
     report.bucket = job.bucket;
     report.seq = commit.seq;

@@ -65,7 +65,7 @@ pub enum ReportError {
 ///
 /// `TornCopies` for a length that is not a multiple of [`COPY_LEN`].
 pub fn decode_copies(bytes: &[u8]) -> Result<Vec<Copy>, ReportError> {
-    if bytes.len() % COPY_LEN != 0 {
+    if !bytes.len().is_multiple_of(COPY_LEN) {
         return Err(ReportError::TornCopies { len: bytes.len() });
     }
     Ok(bytes

@@ -4,7 +4,9 @@
 //! content the first site will back up. The first site's backup does not
 //! dedup against it (copies are per site): it uploads its own copy and
 //! restores identical. Nor can the second site learn through FindMissing
-//! what the first stored, or fetch it.
+//! what the first stored, or fetch it. Once a key holder's restore has
+//! verified the first site's copies (a signed report), the second site's
+//! backups dedup against them.
 
 use ferry_agent::client::HubClient;
 use ferry_agent::hub_link::HubLink;
@@ -215,4 +217,74 @@ fn a_damaged_copy_is_reported_at_restore_and_replaced_by_the_next_backup() {
     let restored = work.path().join("r2");
     site.restore(&restored, &[]);
     assert_same(&describe(&src), &describe(&restored), "after the re-upload");
+}
+
+/// Copies count for another site only once a key holder has verified
+/// them: a restore at site a reports what it opened, signed with the
+/// tenant's verifier key (registered at the hub); site b, holding only the
+/// write-only key, then dedups against those copies, and its bucket
+/// restores from them.
+#[test]
+fn a_key_holders_restore_lets_other_sites_dedup_against_verified_copies() {
+    let work = tempfile::tempdir().unwrap();
+    let (src_a, src_b) = (work.path().join("a"), work.path().join("b"));
+    std::fs::create_dir_all(&src_a).unwrap();
+    std::fs::create_dir_all(&src_b).unwrap();
+    let common = noise(200_000, 91);
+    std::fs::write(src_a.join("common.bin"), &common).unwrap();
+    std::fs::write(src_a.join("only-a.bin"), noise(100_000, 92)).unwrap();
+    std::fs::write(src_b.join("common.bin"), &common).unwrap();
+    std::fs::write(src_b.join("only-b.bin"), noise(50_000, 93)).unwrap();
+    let hub = Hub::start(&work.path().join("hub"));
+    let a = Site::create(&hub, &work.path().join("site-a"), &src_a, "site-a", "docs");
+    let b = Site::create(&hub, &work.path().join("site-b"), &src_b, "site-b", "other");
+    // One tenant, one key: site b gets its write-only variant.
+    std::fs::remove_file(&b.key_file).unwrap();
+    let key = a.key_file.to_str().unwrap();
+    check(
+        &a.agent(&[
+            "key",
+            "public",
+            "--key",
+            key,
+            "--out",
+            b.key_file.to_str().unwrap(),
+        ]),
+        "key public",
+    );
+    let refused = b.agent(&["key", "verifier", "--key", b.key_file.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("write-only"));
+
+    a.backup();
+    // No verifier key registered: the restore verifies, nobody is told.
+    let report = a.restore(&work.path().join("r1"), &[]);
+    assert_eq!(report["copies_verified"], 0, "{report}");
+    let verifier = check(&a.agent(&["key", "verifier", "--key", key]), "key verifier");
+    check(
+        &hub.cli(&["tenant", "verifier", "acme", "--key", verifier.trim()]),
+        "tenant verifier",
+    );
+    let bad = hub.cli(&["tenant", "verifier", "acme", "--key", "12ab"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--key"));
+    // Registered: the next restore's copies are reported, once.
+    let report = a.restore(&work.path().join("r2"), &[]);
+    let verified = report["copies_verified"].as_u64().unwrap();
+    assert!(verified >= 2, "{report}");
+    let report = a.restore(&work.path().join("r3"), &[]);
+    assert_eq!(report["copies_verified"], 0, "already verified: {report}");
+
+    // Site b's backup dedups the common chunk against site a's copy.
+    let backup = b.backup();
+    assert!(
+        backup["chunks_deduplicated"].as_u64().unwrap() >= 1,
+        "{backup}"
+    );
+    // And b's bucket restores (its key holder reading a's verified copy).
+    std::fs::remove_file(&b.key_file).unwrap();
+    std::fs::copy(&a.key_file, &b.key_file).unwrap();
+    let restored = work.path().join("restored-b");
+    b.restore(&restored, &[]);
+    assert_same(&describe(&src_b), &describe(&restored), "site b's restore");
 }

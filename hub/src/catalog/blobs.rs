@@ -122,8 +122,10 @@ pub trait BlobIndex {
     /// Marks verified the good copies among `copies` (id, and the site
     /// whose copy it is) of `tenant`: a key holder signed that they open to
     /// their ids, so from then on they count for every site of the tenant.
-    /// Returns how many were newly marked; copies unknown, bad or verified
-    /// already are ignored.
+    /// The same site's copy of the session header each newly marked copy
+    /// names is marked with it (the key holder opened the blob under it;
+    /// another site's restore needs it). Returns how many of `copies` were
+    /// newly marked; copies unknown, bad or verified already are ignored.
     ///
     /// # Errors
     ///

@@ -456,3 +456,32 @@ pub fn verified_copies_count_for_every_site(cat: &dyn Catalog) {
     assert_eq!(cat.mark_verified(a.tenant, &[(x, a.site)]).unwrap(), 1);
     assert!(cat.missing_blobs(b, &[x]).unwrap().is_empty());
 }
+
+/// Marking a copy verified marks the same site's copy of its session
+/// header, which a restore elsewhere needs to open it.
+pub fn a_verified_copy_brings_its_header(cat: &dyn Catalog) {
+    let a = uploader(cat);
+    let b = site_of(cat, a.tenant);
+    let x = random_id();
+    let (record, mut entries) = fake_pack(a, &[x]);
+    let header_id = entries[0].1.header_id;
+    entries.push((
+        a,
+        PackEntry {
+            id: header_id,
+            kind: BlobKind::SessionHeader,
+            flags: 0,
+            header_id,
+            offset: 8 + 10,
+            length: 10,
+        },
+    ));
+    cat.record_pack(&record, &entries).unwrap();
+    assert_eq!(
+        cat.missing_blobs(b, &[x, header_id]).unwrap(),
+        [x, header_id]
+    );
+    assert_eq!(cat.mark_verified(a.tenant, &[(x, a.site)]).unwrap(), 1);
+    assert!(cat.missing_blobs(b, &[x, header_id]).unwrap().is_empty());
+    assert_eq!(cat.blob_locations(b, &[header_id]).unwrap().len(), 1);
+}

@@ -51,6 +51,7 @@ pub fn run_all(cat: &dyn Catalog) {
     copies_are_per_site(cat);
     bad_copies_are_missing_and_replaced(cat);
     verified_copies_count_for_every_site(cat);
+    a_verified_copy_brings_its_header(cat);
     one_pack_holds_several_tenants(cat);
     same_pack_recorded_for_another_tenant(cat);
     record_pack_needs_known_tenants(cat);

@@ -369,6 +369,18 @@ impl BlobIndex for PostgresCatalog {
                         &[&tenant.0, &ids, &sites],
                     )
                     .map_err(pg("mark blobs verified"))?;
+                // The same site's copies of the session headers they opened
+                // under: a restore at another site needs them too.
+                tx.execute(
+                    "UPDATE blobs hb SET verified = TRUE \
+                     FROM UNNEST($2::bytea[], $3::bigint[]) AS c(id, site_id), blobs b, headers h \
+                     WHERE b.tenant_id = $1 AND b.id = c.id AND b.site_id = c.site_id \
+                       AND b.verified AND NOT b.bad AND h.id = b.header \
+                       AND hb.tenant_id = $1 AND hb.id = h.header_id AND hb.site_id = b.site_id \
+                       AND NOT hb.bad AND NOT hb.verified",
+                    &[&tenant.0, &ids, &sites],
+                )
+                .map_err(pg("mark headers verified"))?;
                 marked += usize::try_from(n).unwrap_or(usize::MAX);
             }
             tx.commit().map_err(pg("commit blob marks"))?;

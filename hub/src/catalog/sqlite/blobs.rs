@@ -293,10 +293,24 @@ impl BlobIndex for SqliteCatalog {
                      WHERE tenant_id = ?1 AND id = ?2 AND site_id = ?3 AND bad = 0 AND verified = 0",
                 )
                 .map_err(sql("mark blob verified"))?;
+            // The same site's copy of the session header the blob opened
+            // under: a restore at another site needs it too.
+            let mut header = tx
+                .prepare_cached(
+                    "UPDATE blobs SET verified = 1 \
+                     WHERE tenant_id = ?1 AND site_id = ?3 AND bad = 0 AND verified = 0 \
+                       AND id = (SELECT h.header_id FROM blobs b JOIN headers h ON h.id = b.header \
+                                 WHERE b.tenant_id = ?1 AND b.id = ?2 AND b.site_id = ?3 \
+                                   AND b.verified = 1 AND b.bad = 0)",
+                )
+                .map_err(sql("mark header verified"))?;
             for (id, site) in copies {
-                marked += stmt
-                    .execute(params![tenant.0, &id.0[..], site.0])
-                    .map_err(sql("mark blob verified"))?;
+                let args = params![tenant.0, &id.0[..], site.0];
+                let n = stmt.execute(args).map_err(sql("mark blob verified"))?;
+                if n > 0 {
+                    header.execute(args).map_err(sql("mark header verified"))?;
+                }
+                marked += n;
             }
         }
         tx.commit().map_err(sql("commit blob marks"))?;
