@@ -111,6 +111,20 @@ enum Command {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Read back a snapshot without writing it: every chunk is fetched,
+    /// opened and checked against its id (a bad one is reported to the hub,
+    /// which has it uploaded again; good ones are reported verified, so
+    /// other sites dedup against them). Exits non-zero on a bad chunk.
+    Verify {
+        #[command(flatten)]
+        bucket: BucketArg,
+        /// Snapshot sequence number; default: the latest.
+        #[arg(long, conflicts_with = "at")]
+        snapshot: Option<u64>,
+        /// The newest snapshot at or before this time (RFC 3339).
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -154,7 +168,10 @@ enum KeyCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     ferry_log::init(cli.log_format, "warn");
-    if matches!(cli.command, Command::Restore { .. }) {
+    if matches!(
+        cli.command,
+        Command::Restore { .. } | Command::Verify { .. }
+    ) {
         // Before the runtime's threads start (see ferry_malloc).
         ferry_malloc::keep_freed_buffers();
     }
@@ -219,11 +236,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             snapshot,
             at,
         } => {
-            let which = match (snapshot, at) {
-                (Some(seq), _) => Which::Seq(seq),
-                (None, Some(at)) => Which::At(parse_time(&at)?),
-                (None, None) => Which::Latest,
-            };
+            let which = which_snapshot(snapshot, at)?;
             let to = match (to, to_target) {
                 (Some(dir), _) => To::Dir(dir),
                 (None, Some(name)) => To::Target { name, overwrite },
@@ -231,7 +244,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             restore(&cli.config, &bucket, which, to, cli.json).await
         }
+        Command::Verify {
+            bucket,
+            snapshot,
+            at,
+        } => {
+            let which = which_snapshot(snapshot, at)?;
+            restore(&cli.config, &bucket, which, To::Check, cli.json).await
+        }
     }
+}
+
+fn which_snapshot(snapshot: Option<u64>, at: Option<String>) -> Result<Which> {
+    Ok(match (snapshot, at) {
+        (Some(seq), _) => Which::Seq(seq),
+        (None, Some(at)) => Which::At(parse_time(&at)?),
+        (None, None) => Which::Latest,
+    })
 }
 
 fn parse_time(text: &str) -> Result<i64> {
@@ -455,7 +484,12 @@ async fn snapshots(config_path: &Path, arg: &BucketArg, json: bool) -> Result<Ex
 /// Where `restore` writes, as given on the command line.
 enum To {
     Dir(PathBuf),
-    Target { name: String, overwrite: bool },
+    Target {
+        name: String,
+        overwrite: bool,
+    },
+    /// Write nothing: `verify`.
+    Check,
 }
 
 async fn restore(
@@ -486,7 +520,9 @@ async fn restore(
             let shown = target.describe();
             (RestoreTarget::Bucket(Arc::new(target)), shown)
         }
+        To::Check => (RestoreTarget::Check, String::new()),
     };
+    let checking = matches!(target, RestoreTarget::Check);
     let report = run_restore(RestoreJob {
         client: ctx.client.clone(),
         keys: ctx.keys.clone(),
@@ -494,11 +530,21 @@ async fn restore(
         bucket,
         which,
         target,
-        progress: Progress::new(json, "restore"),
+        progress: Progress::new(json, if checking { "verify" } else { "restore" }),
     })
     .await?;
     if json {
         print_json(&report)?;
+    } else if checking {
+        println!(
+            "verified snapshot {} of {}: {} files, {} chunks, {} bytes; {} chunk copies newly verified for other sites",
+            report.seq,
+            report.bucket,
+            report.files,
+            report.chunks,
+            report.bytes,
+            report.copies_verified
+        );
     } else {
         println!(
             "restored snapshot {} of {} into {}: {} files ({} hard links), {} dirs, {} symlinks, {} bytes",

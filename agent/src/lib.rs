@@ -18,6 +18,7 @@ pub mod prefetch;
 pub mod progress;
 pub mod restore;
 pub mod restore_bucket;
+pub mod restore_check;
 pub mod source;
 #[cfg(test)]
 mod test_bytes;

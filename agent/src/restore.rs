@@ -171,6 +171,9 @@ pub enum RestoreTarget {
     Dir(PathBuf),
     /// An S3 bucket, empty under its prefix.
     Bucket(Arc<BucketTarget>),
+    /// Nowhere: every chunk is fetched and checked, nothing written
+    /// (`ferry-agent verify`).
+    Check,
 }
 
 /// Fetches blobs by id and turns them into verified plaintexts.
@@ -364,6 +367,9 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
             }),
             RestoreTarget::Bucket(bucket) => tokio::task::spawn_blocking(move || {
                 write_bucket(&bucket, entry_rx, plain_rx, &runtime, &progress)
+            }),
+            RestoreTarget::Check => tokio::task::spawn_blocking(move || {
+                crate::restore_check::check_tree(entry_rx, plain_rx, &runtime, &progress)
             }),
         }
     };

@@ -1,0 +1,58 @@
+//! The writer of `ferry-agent verify`: a restore that writes nothing. Every
+//! chunk of the snapshot is fetched and opened to its id as a restore
+//! would (a bad one is reported to the hub; good ones not yet verified are
+//! reported verified, see [`crate::verified`]), and each file's chunks must
+//! add up to its size.
+
+use std::path::PathBuf;
+
+use ferry_proto::v1::{EntryType, ManifestEntry};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::progress::Progress;
+use crate::restore::{RestoreError, RestoreReport};
+
+type Plain = JoinHandle<Result<Vec<u8>, RestoreError>>;
+
+/// Takes entries and their plaintext chunks in order, keeping none.
+pub fn check_tree(
+    mut entries: mpsc::Receiver<ManifestEntry>,
+    mut plains: mpsc::Receiver<Plain>,
+    runtime: &Handle,
+    progress: &Progress,
+) -> Result<RestoreReport, RestoreError> {
+    let mut report = RestoreReport::default();
+    while let Some(entry) = entries.blocking_recv() {
+        let mut held = 0u64;
+        for _ in &entry.chunks {
+            let task = plains.blocking_recv().ok_or(RestoreError::Aborted)?;
+            let plain = runtime
+                .block_on(task)
+                .map_err(|e| RestoreError::Task(e.to_string()))??;
+            held += plain.len() as u64;
+        }
+        let path = || PathBuf::from(String::from_utf8_lossy(&entry.path).into_owned());
+        match EntryType::try_from(entry.r#type) {
+            Ok(EntryType::Dir) => report.dirs += 1,
+            Ok(EntryType::Symlink) => report.symlinks += 1,
+            Ok(EntryType::File) if !entry.hardlink_to.is_empty() => report.hardlinks += 1,
+            Ok(EntryType::File | EntryType::Object) => {
+                if held != entry.size {
+                    return Err(RestoreError::Target {
+                        path: path(),
+                        reason: format!("manifest says {} bytes, chunks hold {held}", entry.size),
+                    });
+                }
+                report.files += 1;
+                report.bytes += held;
+                report.chunks += entry.chunks.len() as u64;
+                progress.add_read(held);
+                progress.add_files(1);
+            }
+            _ => report.skipped += 1,
+        }
+    }
+    Ok(report)
+}
