@@ -206,7 +206,9 @@ impl tower_service::Service<Uri> for Dialer {
                 match &link.tls {
                     None => Ok(MaybeTls::Plain(tcp)),
                     Some((connector, name)) => {
-                        let tls = connector.connect(name.clone(), tcp).await?;
+                        let tls = connector
+                            .connect(name.clone(), ferry_tls::wire(tcp))
+                            .await?;
                         Ok(MaybeTls::Tls(Box::new(tls)))
                     }
                 }

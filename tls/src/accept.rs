@@ -69,7 +69,12 @@ where
                 let stream = match tls {
                     None => MaybeTls::Plain(tcp),
                     Some(acceptor) => {
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                        match tokio::time::timeout(
+                            handshake_timeout,
+                            acceptor.accept(crate::wire(tcp)),
+                        )
+                        .await
+                        {
                             Ok(Ok(s)) => MaybeTls::Tls(Box::new(s)),
                             Ok(Err(e)) => {
                                 tracing::warn!(peer = %remote, error = %e, "TLS handshake failed");

@@ -23,7 +23,7 @@ pub use configs::{ClientIdentity, Trust, client_config, server_config};
 pub use pin::Pin;
 pub use rustls::pki_types::ServerName;
 pub use self_signed::{SelfSigned, self_signed};
-pub use stream::{ClientStream, MaybeTls, ServerStream};
+pub use stream::{ClientStream, MaybeTls, ServerStream, Wire, wire};
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use std::path::PathBuf;
