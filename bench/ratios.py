@@ -6,8 +6,9 @@ usage: ratios.py RESULTS.csv DD_SECONDS DD_MIB ["DD_RUNS ..."] > table.md
 DD_SECONDS is the median of the disk baseline's runs, listed in DD_RUNS.
 
 Times are wall + flush (durable on disk), medians over the repeats. Ferry's
-CPU is the agent's plus the hub's ("ferry-hub" rows); its RSS is the larger
-of the two processes' peaks.
+CPU is the agent's plus the hub's ("ferry-hub" rows), and so is that of a
+peer with a hub of its own ("ferrypg-hub", "ferrytls-hub"); its RSS is the
+larger of the two processes' peaks.
 """
 import csv
 import statistics
@@ -54,6 +55,8 @@ def main():
         cells = [step, f"{t:.2f}", f"{c:.2f}", f"{ra:.0f} / {rh:.0f}", f"{med('ferry', step, repo):.1f}"]
         for p in peers:
             pt, pc = med(p, step, durable), med(p, step, cpu)
+            if pc is not None:
+                pc += med(f"{p}-hub", step, cpu) or 0
             cells.append(f"{t / pt:.2f}" if pt else "-")
             cells.append(f"{c / pc:.2f}" if pc else "-")
         out.append("| " + " | ".join(cells) + " |")
