@@ -19,6 +19,7 @@ pub mod progress;
 pub mod restore;
 pub mod restore_bucket;
 pub mod restore_check;
+pub mod restore_dir;
 pub mod source;
 #[cfg(test)]
 mod test_bytes;

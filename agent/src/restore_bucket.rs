@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::progress::Progress;
-use crate::restore::{RestoreError, RestoreReport};
+use crate::restore::{Plain, RestoreError, RestoreReport, next_plain};
 
 /// Objects up to this size are uploaded with one PUT; larger ones in parts of it.
 const PART_SIZE: usize = 16 << 20;
@@ -81,8 +81,6 @@ impl BucketTarget {
     }
 }
 
-type Plain = JoinHandle<Result<Vec<u8>, RestoreError>>;
-
 /// The writer for a bucket target; runs on a blocking thread like the
 /// directory writer, taking entries and their plaintext chunks in order.
 pub fn write_bucket(
@@ -144,16 +142,6 @@ pub fn write_bucket(
         join(task)?;
     }
     Ok(report)
-}
-
-fn next_plain(
-    plains: &mut mpsc::Receiver<Plain>,
-    runtime: &Handle,
-) -> Result<Vec<u8>, RestoreError> {
-    let task = plains.blocking_recv().ok_or(RestoreError::Aborted)?;
-    runtime
-        .block_on(task)
-        .map_err(|e| RestoreError::Task(e.to_string()))?
 }
 
 fn check_size(

@@ -9,12 +9,9 @@ use std::path::PathBuf;
 use ferry_proto::v1::{EntryType, ManifestEntry};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::progress::Progress;
-use crate::restore::{RestoreError, RestoreReport};
-
-type Plain = JoinHandle<Result<Vec<u8>, RestoreError>>;
+use crate::restore::{Plain, RestoreError, RestoreReport, next_plain};
 
 /// Takes entries and their plaintext chunks in order, keeping none.
 pub fn check_tree(
@@ -27,11 +24,7 @@ pub fn check_tree(
     while let Some(entry) = entries.blocking_recv() {
         let mut held = 0u64;
         for _ in &entry.chunks {
-            let task = plains.blocking_recv().ok_or(RestoreError::Aborted)?;
-            let plain = runtime
-                .block_on(task)
-                .map_err(|e| RestoreError::Task(e.to_string()))??;
-            held += plain.len() as u64;
+            held += next_plain(&mut plains, runtime)?.len() as u64;
         }
         let path = || PathBuf::from(String::from_utf8_lossy(&entry.path).into_owned());
         match EntryType::try_from(entry.r#type) {
