@@ -167,3 +167,19 @@ pub(crate) fn pending_migrations<'m>(
     })?;
     Ok(&migrations[from..])
 }
+
+/// `Ok` if an update by key changed a row, else NotFound naming `what`
+/// and `key`.
+pub(crate) fn found_one(
+    changed: u64,
+    what: &'static str,
+    key: impl std::fmt::Display,
+) -> Result<(), CatalogError> {
+    match changed {
+        0 => Err(CatalogError::NotFound {
+            what,
+            key: key.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}

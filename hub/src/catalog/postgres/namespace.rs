@@ -4,6 +4,7 @@ use postgres::Row;
 use postgres::types::ToSql;
 
 use super::{Tx, pg};
+use crate::catalog::error::found_one;
 use crate::catalog::{
     Bucket, BucketId, CatalogError, NamespaceRead, NamespaceWrite, Site, SiteId, Tenant, TenantId,
     validate_name,
@@ -278,13 +279,7 @@ impl NamespaceWrite for Tx<'_, '_> {
                 &[&tenant.0, &key],
             )
             .map_err(pg("set tenant verifier"))?;
-        match changed {
-            0 => Err(CatalogError::NotFound {
-                what: "tenant",
-                key: tenant.to_string(),
-            }),
-            _ => Ok(()),
-        }
+        found_one(changed, "tenant", tenant)
     }
 
     fn revoke_site(&mut self, id: SiteId) -> Result<(), CatalogError> {
@@ -292,13 +287,7 @@ impl NamespaceWrite for Tx<'_, '_> {
             .tx
             .execute("UPDATE sites SET revoked = TRUE WHERE id = $1", &[&id.0])
             .map_err(pg("revoke site"))?;
-        match changed {
-            0 => Err(CatalogError::NotFound {
-                what: "site",
-                key: id.to_string(),
-            }),
-            _ => Ok(()),
-        }
+        found_one(changed, "site", id)
     }
 
     fn set_site_token(&mut self, id: SiteId, token_hash: &[u8; 32]) -> Result<(), CatalogError> {

@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Tx, sql};
+use crate::catalog::error::found_one;
 use crate::catalog::{
     Bucket, BucketId, CatalogError, NamespaceRead, NamespaceWrite, Site, SiteId, Tenant, TenantId,
     validate_name,
@@ -267,13 +268,7 @@ impl NamespaceWrite for Tx<'_> {
                 params![tenant.0, key.map(|k| &k[..])],
             )
             .map_err(sql("set tenant verifier"))?;
-        match changed {
-            0 => Err(CatalogError::NotFound {
-                what: "tenant",
-                key: tenant.to_string(),
-            }),
-            _ => Ok(()),
-        }
+        found_one(changed as u64, "tenant", tenant)
     }
 
     fn revoke_site(&mut self, id: SiteId) -> Result<(), CatalogError> {
@@ -281,13 +276,7 @@ impl NamespaceWrite for Tx<'_> {
             .conn
             .execute("UPDATE sites SET revoked = 1 WHERE id = ?1", [id.0])
             .map_err(sql("revoke site"))?;
-        match changed {
-            0 => Err(CatalogError::NotFound {
-                what: "site",
-                key: id.to_string(),
-            }),
-            _ => Ok(()),
-        }
+        found_one(changed as u64, "site", id)
     }
 
     fn set_site_token(&mut self, id: SiteId, token_hash: &[u8; 32]) -> Result<(), CatalogError> {
