@@ -223,6 +223,15 @@ impl Admin {
         })?)
     }
 
+    /// Every tenant, by name.
+    ///
+    /// # Errors
+    ///
+    /// The catalog's.
+    pub fn tenants(&self) -> Result<Vec<crate::catalog::Tenant>, AdminError> {
+        Ok(self.catalog.read(|r| r.list_tenants())?)
+    }
+
     /// The buckets of `tenant`.
     ///
     /// # Errors

@@ -100,6 +100,8 @@ enum TenantCommand {
     Add {
         name: String,
     },
+    /// List tenants, each with its verifier key if one is registered.
+    List,
     /// Register the tenant's verifier public key (`ferry-agent key
     /// verifier` prints it): copies a key holder reports verified, signed
     /// with it, then count for every site's dedup. Without one, dedup is
@@ -240,6 +242,29 @@ fn run(cli: Cli) -> Result<()> {
                 cli.json,
                 json!({"tenant": name, "id": id.0}),
                 &format!("tenant {name} added"),
+            );
+            Ok(())
+        }
+        Command::Tenant(TenantCommand::List) => {
+            let tenants = Admin::open(&config)?.tenants()?;
+            let listed: Vec<_> = tenants
+                .iter()
+                .map(|t| json!({"tenant": t.name, "verifier": t.verifier.map(hex::encode)}))
+                .collect();
+            let text: Vec<String> = tenants
+                .iter()
+                .map(|t| match t.verifier {
+                    Some(key) => format!("{} (verifier {})", t.name, hex::encode(key)),
+                    None => format!("{} (no verifier: dedup per site)", t.name),
+                })
+                .collect();
+            output(
+                cli.json,
+                json!({ "tenants": listed }),
+                &text.join(
+                    "
+",
+                ),
             );
             Ok(())
         }

@@ -269,6 +269,14 @@ fn a_key_holders_restore_lets_other_sites_dedup_against_verified_copies() {
         &hub.cli(&["tenant", "verifier", "acme", "--key", verifier.trim()]),
         "tenant verifier",
     );
+    let listed = check(&hub.cli(&["--json", "tenant", "list"]), "tenant list");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["tenants"][0]["tenant"], "acme", "{listed}");
+    assert_eq!(
+        listed["tenants"][0]["verifier"],
+        verifier.trim(),
+        "{listed}"
+    );
     let bad = hub.cli(&["tenant", "verifier", "acme", "--key", "12ab"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--key"));
