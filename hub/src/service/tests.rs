@@ -13,7 +13,7 @@ use ferry_proto::v1::ingest_client::IngestClient;
 use ferry_proto::v1::journal_client::JournalClient;
 use ferry_proto::v1::{
     BlobBatch, BlobBatchAck, CheckReferencesRequest, CommitInfo, CommitRequest, FetchBlobsRequest,
-    FindMissingRequest, ListCommitsRequest, OpenSessionRequest, ReportBadBlobsRequest,
+    FetchedBlob, FindMissingRequest, ListCommitsRequest, OpenSessionRequest, ReportBadBlobsRequest,
     ReportVerifiedBlobsRequest,
 };
 use tokio_stream::StreamExt;
@@ -254,6 +254,24 @@ impl Hub {
             out.push(blob?.data.to_vec());
         }
         Ok(out)
+    }
+
+    /// Blob `id` as FetchBlobs serves it for `bucket` to the site with
+    /// `<token>-token`.
+    async fn fetch_one(&mut self, token: &str, bucket: &str, id: BlobId) -> FetchedBlob {
+        let mut stream = self
+            .journal
+            .fetch_blobs(authed(
+                token,
+                FetchBlobsRequest {
+                    bucket: bucket.to_owned(),
+                    ids: vec![id.0.to_vec()],
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        stream.next().await.unwrap().unwrap()
     }
 
     async fn commit(
@@ -726,21 +744,7 @@ async fn signed_reports_make_copies_count_for_every_site() {
     hub.upload("alpha", first, &[(x, b"alpha x")]).await;
     // The first site's copy is not the second's to dedup against.
     assert_eq!(hub.find_missing("alpha2", second, &[x]).await, [0]);
-    let fetched = {
-        let mut stream = hub
-            .journal
-            .fetch_blobs(authed(
-                "alpha",
-                FetchBlobsRequest {
-                    bucket: "alpha/data".into(),
-                    ids: vec![x.0.to_vec()],
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        stream.next().await.unwrap().unwrap()
-    };
+    let fetched = hub.fetch_one("alpha", "alpha/data", x).await;
     assert!(!fetched.verified);
     let copies = verified::encode_copies(&[
         Copy {
@@ -827,19 +831,7 @@ async fn signed_reports_make_copies_count_for_every_site() {
     assert_eq!(marked, 1);
     // Now the second site dedups against it, and reads it for its bucket.
     assert!(hub.find_missing("alpha2", second, &[x]).await.is_empty());
-    let mut stream = hub
-        .journal
-        .fetch_blobs(authed(
-            "alpha2",
-            FetchBlobsRequest {
-                bucket: "alpha/data2".into(),
-                ids: vec![x.0.to_vec()],
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let blob = stream.next().await.unwrap().unwrap();
+    let blob = hub.fetch_one("alpha2", "alpha/data2", x).await;
     assert_eq!((&blob.data[..], blob.verified), (&b"alpha x"[..], true));
     // The other tenant still sees nothing.
     let beta = hub.open("beta").await;
