@@ -4,8 +4,8 @@
 //! unverified copies of another site never count).
 //!
 //! Reporting is best effort: a restore never fails for it. A tenant with no
-//! verifier key registered at the hub refuses the first report; the rest of
-//! the restore's copies are then dropped unsent.
+//! verifier key registered at the hub refuses the first report; the
+//! reporter then stops, and the rest of the restore's copies go unsent.
 
 use std::sync::Arc;
 
@@ -37,31 +37,28 @@ pub async fn report(
     };
     let mut batch = Vec::with_capacity(BATCH);
     let mut marked = 0;
-    let mut refused = false;
-    loop {
-        let next = copies.recv().await;
-        let done = next.is_none();
-        if let Some(copy) = next
-            && !refused
-        {
-            batch.push(copy);
+    let mut open = true;
+    while open {
+        match copies.recv().await {
+            Some(copy) => batch.push(copy),
+            None => open = false,
         }
-        if batch.len() == BATCH || (done && !batch.is_empty()) {
+        if batch.len() == BATCH || (!open && !batch.is_empty()) {
             match send(&client, &keys, tenant, &bucket, &batch).await {
                 Ok(n) => marked += n,
                 Err(status) => {
                     // No key registered (FAILED_PRECONDITION) or another
                     // refusal: the next report would fare no better.
+                    // Returning drops the receiver, so the decrypt tasks
+                    // stop sending.
                     tracing::info!(%bucket, %status, "verified chunks not reported");
-                    refused = true;
+                    return marked;
                 }
             }
             batch.clear();
         }
-        if done {
-            return marked;
-        }
     }
+    marked
 }
 
 async fn send(
