@@ -183,6 +183,12 @@ pub(crate) fn next_plain(
         .map_err(|e| RestoreError::Task(e.to_string()))?
 }
 
+/// Why a file's chunks do not make the size its manifest entry gives, if
+/// they do not: every writer refuses such a file.
+pub(crate) fn size_mismatch(entry: &ManifestEntry, held: u64) -> Option<String> {
+    (held != entry.size).then(|| format!("manifest says {} bytes, chunks hold {held}", entry.size))
+}
+
 /// Fetches blobs by id and turns them into verified plaintexts.
 #[derive(Clone)]
 struct Fetcher {

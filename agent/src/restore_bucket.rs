@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::progress::Progress;
-use crate::restore::{Plain, RestoreError, RestoreReport, next_plain};
+use crate::restore::{Plain, RestoreError, RestoreReport, next_plain, size_mismatch};
 
 /// Objects up to this size are uploaded with one PUT; larger ones in parts of it.
 const PART_SIZE: usize = 16 << 20;
@@ -150,12 +150,9 @@ fn check_size(
     entry: &ManifestEntry,
     got: u64,
 ) -> Result<(), RestoreError> {
-    match got == entry.size {
-        true => Ok(()),
-        false => Err(target.err(
-            key,
-            format!("manifest says {} bytes, chunks hold {got}", entry.size),
-        )),
+    match size_mismatch(entry, got) {
+        None => Ok(()),
+        Some(reason) => Err(target.err(key, reason)),
     }
 }
 

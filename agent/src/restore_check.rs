@@ -11,7 +11,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use crate::progress::Progress;
-use crate::restore::{Plain, RestoreError, RestoreReport, next_plain};
+use crate::restore::{Plain, RestoreError, RestoreReport, next_plain, size_mismatch};
 
 /// Takes entries and their plaintext chunks in order, keeping none.
 pub fn check_tree(
@@ -26,16 +26,15 @@ pub fn check_tree(
         for _ in &entry.chunks {
             held += next_plain(&mut plains, runtime)?.len() as u64;
         }
-        let path = || PathBuf::from(String::from_utf8_lossy(&entry.path).into_owned());
         match EntryType::try_from(entry.r#type) {
             Ok(EntryType::Dir) => report.dirs += 1,
             Ok(EntryType::Symlink) => report.symlinks += 1,
             Ok(EntryType::File) if !entry.hardlink_to.is_empty() => report.hardlinks += 1,
             Ok(EntryType::File | EntryType::Object) => {
-                if held != entry.size {
+                if let Some(reason) = size_mismatch(&entry, held) {
                     return Err(RestoreError::Target {
-                        path: path(),
-                        reason: format!("manifest says {} bytes, chunks hold {held}", entry.size),
+                        path: PathBuf::from(String::from_utf8_lossy(&entry.path).into_owned()),
+                        reason,
                     });
                 }
                 report.files += 1;

@@ -15,7 +15,7 @@ use filetime::FileTime;
 use tokio::sync::mpsc;
 
 use crate::progress::Progress;
-use crate::restore::{Plain, RestoreError, RestoreReport, next_plain};
+use crate::restore::{Plain, RestoreError, RestoreReport, next_plain, size_mismatch};
 
 pub(crate) fn prepare_target(target: &Path) -> Result<(), RestoreError> {
     let bad = |reason: String| RestoreError::Target {
@@ -223,10 +223,10 @@ fn write_file(
         progress.add_read(plain.len() as u64);
     }
     let file = file.finish().map_err(werr)?;
-    if written != entry.size {
+    if let Some(reason) = size_mismatch(entry, written) {
         return Err(RestoreError::Target {
             path: path.to_path_buf(),
-            reason: format!("manifest says {} bytes, chunks hold {written}", entry.size),
+            reason,
         });
     }
     let mtime = FileTime::from_unix_time(entry.mtime_sec, entry.mtime_nsec);
