@@ -55,6 +55,8 @@ pub enum ReportError {
     KeyLength { len: usize },
     #[error("the verifier key is not an Ed25519 public key")]
     BadKey,
+    #[error("the verifier key is not hex (64 hex digits)")]
+    NotHex,
     #[error("the signature is not the tenant verifier's over these copies")]
     BadSignature,
 }
@@ -124,10 +126,10 @@ pub fn check(
 ///
 /// # Errors
 ///
-/// `KeyLength` for anything but 32 bytes of hex, `BadKey` for bytes that are
-/// no Ed25519 public key.
+/// `NotHex` for text that is not hex, `KeyLength` for hex of anything but
+/// 32 bytes, `BadKey` for bytes that are no Ed25519 public key.
 pub fn parse_public_key(text: &str) -> Result<[u8; PUBLIC_KEY_LEN], ReportError> {
-    let bytes = hex::decode(text.trim()).map_err(|_| ReportError::KeyLength { len: 0 })?;
+    let bytes = hex::decode(text.trim()).map_err(|_| ReportError::NotHex)?;
     let key = <[u8; PUBLIC_KEY_LEN]>::try_from(bytes.as_slice())
         .map_err(|_| ReportError::KeyLength { len: bytes.len() })?;
     VerifyingKey::from_bytes(&key).map_err(|_| ReportError::BadKey)?;
@@ -174,7 +176,7 @@ mod tests {
         let mut identity = [0u8; 32];
         identity[0] = 1;
         assert!(check(&identity, "t", b"", &[0; 64]).is_err());
-        assert!(parse_public_key("zz").is_err());
+        assert_eq!(parse_public_key("zz"), Err(ReportError::NotHex));
         assert!(parse_public_key(&"00".repeat(31)).is_err());
     }
 }

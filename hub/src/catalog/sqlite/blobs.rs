@@ -19,9 +19,10 @@ use crate::catalog::{
 const SPLIT_CHECK_FROM: usize = 8192;
 
 /// The ids among `ids` of which `owner` has no copy it counts, in order,
-/// each once. One lookup (of the id's few copies) per id that only asks whether the row exists: a commit
-/// checks every id it references, nearly all of them stored, so nothing is
-/// read, allocated or hashed for an id that is found.
+/// each once. One lookup per id (of that id's few copies) that only asks
+/// whether a row exists: a commit checks every id it references, nearly
+/// all of them stored, so nothing is read, allocated or hashed for an id
+/// that is found.
 pub(super) fn missing_ids(
     conn: &Connection,
     owner: BlobOwner,
