@@ -243,6 +243,24 @@ async fn adopt_unrecorded_packs(
     }
 }
 
+/// Indexes, in the background, the references of buckets whose commits
+/// are older than the reference index (an upgraded catalog): until then
+/// their reads are not limited by it. Read-only on the pools.
+async fn backfill_references(catalog: Arc<dyn Catalog>, pools: Arc<Pools>) {
+    match crate::recover::backfill_references(catalog, &pools).await {
+        Ok(done) if done.indexed == 0 && done.left.is_empty() => {}
+        Ok(done) if done.left.is_empty() => {
+            tracing::info!(buckets = done.indexed, "bucket references indexed");
+        }
+        Ok(done) => tracing::warn!(
+            buckets = done.indexed,
+            left = ?done.left,
+            "bucket references indexed, but some segments could not be read: those buckets' reads stay unlimited until the next start"
+        ),
+        Err(e) => tracing::warn!(error = %e, "indexing bucket references"),
+    }
+}
+
 /// Serves until `shutdown` resolves. `ready` receives the bound address
 /// (useful with port 0).
 pub async fn serve(
@@ -269,6 +287,7 @@ pub async fn serve(
         pools.clone(),
         packer.stored().clone(),
     ));
+    tokio::spawn(backfill_references(catalog.clone(), pools.clone()));
     let state = HubState::new(catalog, pools, packer);
 
     let listener = TcpListener::bind(listen)

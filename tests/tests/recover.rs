@@ -442,6 +442,56 @@ fn a_pack_the_catalog_never_recorded_is_adopted_at_start() {
     );
 }
 
+/// A catalog from before the reference index (as its migration leaves it:
+/// the buckets with commits listed for backfill, no references) has them
+/// read back from the segments when a hub starts, and restores on.
+#[test]
+fn an_upgraded_catalog_reads_its_references_back_at_start() {
+    let w = tempfile::tempdir().unwrap();
+    let w = w.path();
+    let src = w.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("data.bin"), noise(3 << 20, 22)).unwrap();
+    std::fs::write(src.join("small.txt"), b"small").unwrap();
+    let data_dir = w.join("hub");
+    let hub = Hub::start(&data_dir);
+    let site = Site::create(&hub, &w.join("site"), &src, "site-a", "docs");
+    site.backup();
+    drop(hub);
+    let db = data_dir.join("catalog.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let count = |conn: &rusqlite::Connection, table: &str| -> i64 {
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    let references = count(&conn, "bucket_references");
+    assert!(references > 1, "{references} references");
+    conn.execute_batch(
+        "DELETE FROM bucket_references; DELETE FROM bucket_reference_parts;
+         INSERT INTO reference_backfill SELECT DISTINCT bucket_id FROM commits;",
+    )
+    .unwrap();
+    drop(conn);
+    let hub = Hub::start(&data_dir);
+    site.write_config(&hub.url(), &src);
+    let indexed = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        hub.log().contains("bucket references indexed")
+    });
+    assert!(indexed, "{}", hub.log());
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    assert_eq!(count(&conn, "reference_backfill"), 0);
+    assert_eq!(count(&conn, "bucket_references"), references);
+    drop(conn);
+    let out = w.join("restored");
+    site.restore(&out, &[]);
+    assert_same(
+        &describe(&src),
+        &describe(&out),
+        "restore after the backfill",
+    );
+}
+
 /// An append whose transaction failed after its segment was written leaves
 /// a second segment of that number, here written later (another hub's
 /// clock ahead): recover takes the one the next commit names as its

@@ -2,7 +2,7 @@
 //! per-bucket journals.
 //!
 //! The trait is split by area ([`namespace`], [`sessions`], [`blobs`],
-//! [`journal`]), and each engine implements each area in a file of its own:
+//! [`journal`], [`references`]), and each engine implements each area in a file of its own:
 //! [`sqlite::SqliteCatalog`] (the embedded default) and
 //! [`postgres::PostgresCatalog`]. Every engine must pass
 //! [`conformance::run_all`].
@@ -43,6 +43,7 @@ pub mod journal;
 mod model;
 pub mod namespace;
 pub mod postgres;
+pub mod references;
 pub mod sessions;
 pub mod sqlite;
 
@@ -53,16 +54,20 @@ pub use journal::{JournalRead, JournalWrite};
 pub use model::*;
 pub use namespace::{NamespaceRead, NamespaceWrite};
 pub use postgres::PostgresCatalog;
+pub use references::{ReferenceRead, ReferenceWrite, Referenced};
 pub use sessions::{SessionRead, SessionWrite};
 pub use sqlite::SqliteCatalog;
 
 /// Everything that can be read inside one transaction.
-pub trait ReadTx: NamespaceRead + SessionRead + JournalRead {}
-impl<T: NamespaceRead + SessionRead + JournalRead + ?Sized> ReadTx for T {}
+pub trait ReadTx: NamespaceRead + SessionRead + JournalRead + ReferenceRead {}
+impl<T: NamespaceRead + SessionRead + JournalRead + ReferenceRead + ?Sized> ReadTx for T {}
 
 /// Everything that can be read or changed inside one transaction.
-pub trait WriteTx: ReadTx + NamespaceWrite + SessionWrite + JournalWrite {}
-impl<T: ReadTx + NamespaceWrite + SessionWrite + JournalWrite + ?Sized> WriteTx for T {}
+pub trait WriteTx: ReadTx + NamespaceWrite + SessionWrite + JournalWrite + ReferenceWrite {}
+impl<T: ReadTx + NamespaceWrite + SessionWrite + JournalWrite + ReferenceWrite + ?Sized> WriteTx
+    for T
+{
+}
 
 /// A closure run inside a read transaction.
 pub type ReadWork<'a> = dyn FnMut(&mut dyn ReadTx) -> Result<(), CatalogError> + 'a;

@@ -181,8 +181,8 @@ pub struct NewCommit {
     pub time_unix_ms: i64,
     pub kind: CommitKind,
     /// The chunks of the commit's encrypted manifest, in order. (The data
-    /// chunks it references are checked at commit time but not kept yet;
-    /// GC will need them.)
+    /// chunks it references are checked at commit time and kept in the
+    /// journal segment and the bucket's reference index, not here.)
     pub manifest: Vec<BlobId>,
     /// Opaque bytes from the agent (encrypted).
     pub body: Vec<u8>,

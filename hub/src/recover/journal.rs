@@ -3,16 +3,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use ferry_proto::BlobId;
-
+use super::references;
 use super::{Affected, RecoverError, Report, blocking, list_all};
 use crate::blobstore::Pools;
 use crate::catalog::{BlobOwner, BucketId, Catalog, CatalogExt, NewCommit, SiteId, TenantId};
+use crate::records::Segment;
 use crate::records::segment::{PREFIX, parse_name};
-use crate::records::{Segment, refs};
-
-/// Ids asked of the blob index at once.
-const CHECK_IDS: usize = 10_000;
 
 /// The segments of one bucket, by sequence number, each number with every
 /// (pool, object) found for it.
@@ -93,6 +89,14 @@ pub(super) async fn restore(
                 mac: segment.mac,
             };
             let bucket_id = target.bucket;
+            // The committing site's own copies, as the commit was checked.
+            // Its references are indexed before the commit is put back, so
+            // a run cut short never leaves a commit its readers cannot read.
+            let owner = BlobOwner {
+                tenant: target.tenant,
+                site,
+            };
+            let problem = index_and_check(catalog, pools, owner, bucket_id, &segment).await?;
             let added = blocking(catalog, move |c| {
                 c.write(|w| w.restore_commit(bucket_id, seq, &commit))
             })
@@ -101,12 +105,7 @@ pub(super) async fn restore(
                 true => report.commits_added += 1,
                 false => report.commits_present += 1,
             }
-            // The committing site's own copies, as the commit was checked.
-            let owner = BlobOwner {
-                tenant: target.tenant,
-                site,
-            };
-            if let Some(problem) = unstored_chunks(catalog, pools, owner, &segment).await? {
+            if let Some(problem) = problem {
                 report.affected.push(Affected {
                     bucket: name.clone(),
                     seq,
@@ -222,22 +221,23 @@ async fn choose(
     best.map(|(s, _)| s)
 }
 
-/// What of the chunks a commit reaches the recovered index lacks, if
-/// anything: reference parts are read one at a time, so memory stays at
-/// one part however large the commit.
-async fn unstored_chunks(
+/// Indexes the chunks a commit reaches as the bucket's references, and says
+/// what of them the recovered blob index lacks, if anything: reference
+/// parts are read one at a time, so memory stays at one part however large
+/// the commit.
+async fn index_and_check(
     catalog: &Arc<dyn Catalog>,
     pools: &Pools,
     owner: BlobOwner,
+    bucket: BucketId,
     segment: &Segment,
 ) -> Result<Option<String>, RecoverError> {
-    let mut missing = count_missing(catalog, owner, segment.manifest.clone()).await?;
-    missing += count_missing(catalog, owner, segment.references.clone()).await?;
-    let mut lost_parts = Vec::new();
-    for hash in &segment.reference_parts {
-        match read_part(pools, &segment.tenant, hash).await {
-            Some(ids) => missing += count_missing(catalog, owner, ids).await?,
-            None => lost_parts.push(hex::encode(hash)),
+    let (mut missing, mut lost_parts) = (0, Vec::new());
+    let mut lists = references::Lists::of(segment);
+    while let Some(list) = lists.next(pools).await {
+        match list {
+            Ok(ids) => missing += references::index(catalog, bucket, ids, Some(owner)).await?,
+            Err(part) => lost_parts.push(part),
         }
     }
     Ok(match (missing, lost_parts.is_empty()) {
@@ -248,39 +248,4 @@ async fn unstored_chunks(
             lost_parts.join(", ")
         )),
     })
-}
-
-/// A reference part from whichever pool holds it readable.
-async fn read_part(pools: &Pools, tenant: &str, hash: &[u8; 32]) -> Option<Vec<BlobId>> {
-    let object = refs::object_name(tenant, hash);
-    for (pool, store) in pools.newest_first() {
-        match store.get(&object).await {
-            Ok(bytes) => match refs::decode(hash, &bytes) {
-                Ok(ids) => return Some(ids),
-                Err(e) => tracing::warn!(pool, object, error = %e, "damaged reference part"),
-            },
-            Err(e) if e.is_not_found() => {}
-            Err(e) => tracing::warn!(pool, object, error = %e, "reading reference part"),
-        }
-    }
-    None
-}
-
-/// How many of `ids` the owner's recovered copies lack.
-async fn count_missing(
-    catalog: &Arc<dyn Catalog>,
-    owner: BlobOwner,
-    ids: Vec<BlobId>,
-) -> Result<usize, RecoverError> {
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    blocking(catalog, move |c| {
-        let mut missing = 0;
-        for part in ids.chunks(CHECK_IDS) {
-            missing += c.missing_blobs(owner, part)?.len();
-        }
-        Ok(missing)
-    })
-    .await
 }

@@ -11,6 +11,9 @@
 mod journal;
 mod namespace;
 mod packs;
+mod references;
+
+pub use references::{Backfill, backfill_references};
 
 use std::collections::HashSet;
 use std::sync::Arc;

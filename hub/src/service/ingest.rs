@@ -265,7 +265,7 @@ impl Ingest for IngestService {
         let hub = &self.0;
         let site = super::gate::principal(&request)?;
         let req = request.into_inner();
-        hub.session(&site, req.session_id).await?;
+        let bucket = hub.session(&site, req.session_id).await?.bucket;
         let ids = req.data_chunk_ids;
         hub.refuse_missing(
             site.owner(),
@@ -275,12 +275,16 @@ impl Ingest for IngestService {
         )
         .await?;
         // Checked, the part is kept for the commit's segment to list.
-        let (hash, bytes) = refs::encode(&ids_of(&ids))
+        let checked = ids_of(&ids);
+        let (hash, bytes) = refs::encode(&checked)
             .map_err(|e| Status::invalid_argument(format!("CheckReferencesRequest: {e}")))?;
         hub.records
             .put(refs::object_name(&site.tenant_name, &hash), bytes)
             .await
             .map_err(|e| Status::unavailable(format!("storing the reference part: {e}")))?;
+        // Readable through the bucket from now on (see catalog::references).
+        hub.catalog(move |c| c.write(|w| w.add_reference_part(bucket, &hash, &checked)))
+            .await?;
         Ok(Response::new(CheckReferencesResponse {
             part: hash.to_vec(),
         }))
@@ -377,6 +381,8 @@ impl Ingest for IngestService {
                     // follows (recover tells committed segments by it).
                     segment.parent_mac = w.last_commit(bucket)?.and_then(|c| c.mac);
                     let seq = w.append_commit(bucket, &commit)?;
+                    w.add_references(bucket, &commit.manifest)?;
+                    w.add_references(bucket, &segment.references)?;
                     segment.seq = seq;
                     segment.bucket = w
                         .bucket(bucket)?

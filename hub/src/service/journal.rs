@@ -1,10 +1,9 @@
 //! The `Journal` service: a bucket's commits, and blobs fetched for restores.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use ferry_proto::BlobId;
 use ferry_proto::chain::manifest_digest;
 use ferry_proto::v1::journal_server::Journal;
 use ferry_proto::v1::{
@@ -13,6 +12,7 @@ use ferry_proto::v1::{
     ReportVerifiedBlobsResponse,
 };
 use ferry_proto::verified::{self, ReportError};
+use ferry_proto::{BlobId, BlobKind};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -113,11 +113,26 @@ impl Journal for JournalService {
             tenant: site.tenant,
             site: bucket.source_site,
         };
-        let asked = ids.clone();
-        let locations: HashMap<BlobId, _> = hub
-            .catalog(move |c| c.blob_locations(owner, &asked))
-            .await?
+        let (asked, bucket_id) = (ids.clone(), bucket.id);
+        let (referenced, locations) = hub
+            .catalog(move |c| {
+                let referenced = c.read(|r| r.referenced(bucket_id, &asked))?;
+                Ok((referenced, c.blob_locations(owner, &asked)?))
+            })
+            .await?;
+        // Only what the bucket's commits reference (and session headers,
+        // which hold only wrapped keys): a site that may read this bucket
+        // reads none of the tenant's other data through it, even by id.
+        let mut unreferenced = HashSet::new();
+        let locations: HashMap<BlobId, _> = locations
             .into_iter()
+            .filter(|l| {
+                let readable = l.kind == BlobKind::SessionHeader || referenced.allows(&l.id);
+                if !readable {
+                    unreferenced.insert(l.id);
+                }
+                readable
+            })
             .map(|l| (l.id, l))
             .collect();
         let planned = fetch::plan(ids.into_iter().map(|id| (id, locations.get(&id).cloned())));
@@ -125,6 +140,7 @@ impl Journal for JournalService {
         let pools = hub.pools.clone();
         let draining = hub.draining();
         let running = hub.stream_guard();
+        let name = req.bucket;
         tokio::spawn(fetch::run(pools, planned, async move |fetched| {
             let _running = &running;
             // A stopping hub ends the restore's stream, retryably.
@@ -142,6 +158,9 @@ impl Journal for JournalService {
                     copy_site: u64::try_from(loc.site.0).unwrap_or_default(),
                     verified: loc.verified,
                 }),
+                Err((id, fetch::FetchError::Missing)) if unreferenced.contains(&id) => Err(
+                    Status::not_found(format!("blob {id} is not referenced by bucket {name}")),
+                ),
                 Err((id, fetch::FetchError::Missing)) => {
                     Err(Status::not_found(format!("blob {id} is not stored")))
                 }

@@ -15,6 +15,7 @@ mod blobs;
 mod journal;
 mod namespace;
 mod persist;
+mod references;
 mod sessions;
 mod units;
 
@@ -22,6 +23,7 @@ pub use blobs::*;
 pub use journal::*;
 pub use namespace::*;
 pub use persist::*;
+pub use references::*;
 pub use sessions::*;
 pub use units::*;
 
@@ -59,6 +61,7 @@ pub fn run_all(cat: &dyn Catalog) {
     claimed_sequence_numbers_and_macs(cat);
     journal_queries(cat);
     restored_commits(cat);
+    bucket_references(cat);
     commit_requires_stored_blobs(cat);
     commit_checks_blobs_of_its_tenant(cat);
     commit_checks_bucket_and_site(cat);

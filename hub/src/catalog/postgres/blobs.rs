@@ -15,7 +15,7 @@ use crate::catalog::{
 };
 
 /// Ids per lookup query.
-const BATCH: usize = 5000;
+pub(super) const BATCH: usize = 5000;
 /// Rows fetched at a time when every blob id is listed.
 const LIST_ROWS: i32 = 10_000;
 

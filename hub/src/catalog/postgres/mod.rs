@@ -14,6 +14,7 @@
 mod blobs;
 mod journal;
 mod namespace;
+mod references;
 mod schema;
 mod sessions;
 #[cfg(test)]

@@ -119,6 +119,28 @@ ALTER TABLE blobs ADD COLUMN bad BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE blobs ADD COLUMN verified BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE tenants ADD COLUMN verifier BYTEA;
 "#,
+    // Version 7: the blob ids each bucket's commits reference
+    // (catalog::references), and the buckets with commits from before, whose
+    // references the hub reads back from their segments. No foreign key on
+    // the ids: the bucket is checked once per call, not once per id.
+    r#"
+CREATE TABLE bucket_references (
+    bucket_id BIGINT NOT NULL,
+    id        BYTEA NOT NULL,
+    PRIMARY KEY (bucket_id, id)
+);
+CREATE TABLE reference_backfill (
+    bucket_id BIGINT PRIMARY KEY REFERENCES buckets(id)
+);
+INSERT INTO reference_backfill SELECT DISTINCT bucket_id FROM commits;
+-- The reference parts whose ids are recorded, so a part sent again (an
+-- unchanged tree sends the same parts every snapshot) is not written again.
+CREATE TABLE bucket_reference_parts (
+    bucket_id BIGINT NOT NULL,
+    hash      BYTEA NOT NULL,
+    PRIMARY KEY (bucket_id, hash)
+);
+"#,
 ];
 
 /// A number no other application takes an advisory lock on: hubs starting

@@ -11,6 +11,7 @@
 mod blobs;
 mod journal;
 mod namespace;
+mod references;
 mod schema;
 mod sessions;
 #[cfg(test)]

@@ -150,6 +150,29 @@ ALTER TABLE blobs ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;
 -- dedup stays per site.
 ALTER TABLE tenants ADD COLUMN verifier BLOB;
 "#,
+    r#"
+-- The blob ids each bucket's commits reference (catalog::references): a site
+-- reads through a bucket only these. No foreign key: the bucket is checked
+-- once per call, not once per id.
+CREATE TABLE bucket_references (
+    bucket_id INTEGER NOT NULL,
+    id        BLOB NOT NULL,
+    PRIMARY KEY (bucket_id, id)
+) STRICT, WITHOUT ROWID;
+-- Buckets with commits from before references were recorded: the hub reads
+-- their references back from their segments, then deletes the row.
+CREATE TABLE reference_backfill (
+    bucket_id INTEGER PRIMARY KEY REFERENCES buckets(id)
+) STRICT;
+INSERT INTO reference_backfill SELECT DISTINCT bucket_id FROM commits;
+-- The reference parts whose ids are recorded, so a part sent again (an
+-- unchanged tree sends the same parts every snapshot) is not written again.
+CREATE TABLE bucket_reference_parts (
+    bucket_id INTEGER NOT NULL,
+    hash      BLOB NOT NULL,
+    PRIMARY KEY (bucket_id, hash)
+) STRICT, WITHOUT ROWID;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {

@@ -198,6 +198,47 @@ fn a_first_version_catalog_is_migrated_with_its_blobs() {
     assert!(cat.missing_blobs(legacy, &more).unwrap().is_empty());
 }
 
+/// Buckets with commits from before the reference index are left for the
+/// backfill; those without are indexed (there is nothing to read back).
+#[test]
+fn an_upgrade_leaves_buckets_with_commits_to_the_reference_backfill() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.db");
+    let (with, without) = {
+        let cat = SqliteCatalog::open(&path).unwrap();
+        let (tenant, site, with) = conformance::namespace(&cat);
+        let without = cat
+            .write(|w| w.create_bucket(tenant, "empty", site))
+            .unwrap();
+        cat.write(|w| w.append_commit(with, &conformance::new_commit(site, 1, vec![])))
+            .unwrap();
+        (with, without)
+    };
+    // Back to the schema before the index.
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP TABLE bucket_references; DROP TABLE reference_backfill; DROP TABLE bucket_reference_parts;
+         UPDATE schema_version SET version = 7;",
+    )
+    .unwrap();
+    drop(conn);
+    let cat = SqliteCatalog::open(&path).unwrap();
+    assert_eq!(cat.read(|r| r.unindexed_buckets()).unwrap(), [with]);
+    let id = BlobId([3; 32]);
+    assert_eq!(
+        cat.read(|r| r.referenced(with, &[id])).unwrap(),
+        crate::catalog::Referenced::Unindexed
+    );
+    assert!(
+        !cat.read(|r| r.referenced(without, &[id]))
+            .unwrap()
+            .allows(&id)
+    );
+    cat.write(|w| w.mark_references_indexed(with)).unwrap();
+    assert!(cat.read(|r| r.unindexed_buckets()).unwrap().is_empty());
+    assert!(!cat.read(|r| r.referenced(with, &[id])).unwrap().allows(&id));
+}
+
 #[test]
 fn a_committed_snapshot_leaves_the_log_empty() {
     let dir = tempfile::tempdir().unwrap();

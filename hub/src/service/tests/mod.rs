@@ -78,8 +78,9 @@ struct Hub {
 }
 
 /// A hub with tenants "alpha" and "beta", each with one site (token
-/// `<tenant>-token`) and a bucket "data" it is the source of; alpha has a
-/// second site (token `alpha2-token`), the source of "alpha/data2".
+/// `<tenant>-token`) and a bucket "data" it is the source of; alpha's site
+/// is the source of "alpha/photos" too, and alpha has a second site (token
+/// `alpha2-token`), the source of "alpha/data2".
 async fn hub() -> Hub {
     let dir = tempfile::tempdir().unwrap();
     let catalog: Arc<dyn Catalog> =
@@ -91,6 +92,9 @@ async fn hub() -> Hub {
             .unwrap();
         catalog.write(|w| w.create_bucket(t, "data", site)).unwrap();
         if tenant == "alpha" {
+            catalog
+                .write(|w| w.create_bucket(t, "photos", site))
+                .unwrap();
             let second = catalog
                 .write(|w| w.create_site(t, "second", &token_hash("alpha2-token")))
                 .unwrap();
@@ -173,14 +177,19 @@ impl Hub {
 
     /// Every commit of the tenant's bucket, manifests included.
     async fn list(&mut self, tenant: &str) -> Vec<CommitInfo> {
+        self.list_bucket(tenant, &format!("{tenant}/data")).await
+    }
+
+    /// Every commit of `bucket`, as the site with `<token>-token` lists it.
+    async fn list_bucket(&mut self, token: &str, bucket: &str) -> Vec<CommitInfo> {
         let mut all: Vec<CommitInfo> = Vec::new();
         loop {
             let page = self
                 .journal
                 .list_commits(authed(
-                    tenant,
+                    token,
                     ListCommitsRequest {
-                        bucket: format!("{tenant}/data"),
+                        bucket: bucket.to_owned(),
                         after_seq: all.last().map_or(0, |c| c.seq),
                         ..Default::default()
                     },
@@ -242,12 +251,25 @@ impl Hub {
 
     /// The data of each id, or the status of the first failure.
     async fn fetch(&mut self, tenant: &str, ids: &[BlobId]) -> Result<Vec<Vec<u8>>, Status> {
+        let bucket = format!("{tenant}/data");
+        let blobs = self.try_fetch(tenant, &bucket, ids).await?;
+        Ok(blobs.into_iter().map(|b| b.data.to_vec()).collect())
+    }
+
+    /// Blobs `ids` as FetchBlobs serves them for `bucket` to the site with
+    /// `<token>-token`: the first error if any.
+    async fn try_fetch(
+        &mut self,
+        token: &str,
+        bucket: &str,
+        ids: &[BlobId],
+    ) -> Result<Vec<FetchedBlob>, Status> {
         let mut stream = self
             .journal
             .fetch_blobs(authed(
-                tenant,
+                token,
                 FetchBlobsRequest {
-                    bucket: format!("{tenant}/data"),
+                    bucket: bucket.to_owned(),
                     ids: ids.iter().map(|i| i.0.to_vec()).collect(),
                 },
             ))
@@ -255,7 +277,7 @@ impl Hub {
             .into_inner();
         let mut out = Vec::new();
         while let Some(blob) = stream.next().await {
-            out.push(blob?.data.to_vec());
+            out.push(blob?);
         }
         Ok(out)
     }
@@ -263,19 +285,9 @@ impl Hub {
     /// Blob `id` as FetchBlobs serves it for `bucket` to the site with
     /// `<token>-token`.
     async fn fetch_one(&mut self, token: &str, bucket: &str, id: BlobId) -> FetchedBlob {
-        let mut stream = self
-            .journal
-            .fetch_blobs(authed(
-                token,
-                FetchBlobsRequest {
-                    bucket: bucket.to_owned(),
-                    ids: vec![id.0.to_vec()],
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        stream.next().await.unwrap().unwrap()
+        let mut blobs = self.try_fetch(token, bucket, &[id]).await.unwrap();
+        assert_eq!(blobs.len(), 1);
+        blobs.remove(0)
     }
 
     async fn commit(
@@ -295,10 +307,24 @@ impl Hub {
         chunks: &[BlobId],
         reference_parts: Vec<Vec<u8>>,
     ) -> Result<u64, Status> {
-        let seq = self.list(tenant).await.len() as u64 + 1;
+        let bucket = format!("{tenant}/data");
+        self.commit_to(tenant, &bucket, session, chunks, reference_parts)
+            .await
+    }
+
+    /// Commits `session` (of `bucket`) as the site with `<token>-token`.
+    async fn commit_to(
+        &mut self,
+        token: &str,
+        bucket: &str,
+        session: u64,
+        chunks: &[BlobId],
+        reference_parts: Vec<Vec<u8>>,
+    ) -> Result<u64, Status> {
+        let seq = self.list_bucket(token, bucket).await.len() as u64 + 1;
         self.ingest
             .commit(authed(
-                tenant,
+                token,
                 CommitRequest {
                     session_id: session,
                     kind: "snapshot".to_owned(),

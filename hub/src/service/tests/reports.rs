@@ -68,6 +68,7 @@ async fn signed_reports_make_copies_count_for_every_site() {
     let second = hub.open_bucket("alpha2", "alpha/data2").await;
     let x = id(7);
     hub.upload("alpha", first, &[(x, b"alpha x")]).await;
+    assert_eq!(hub.commit("alpha", first, &[x]).await.unwrap(), 1);
     // The first site's copy is not the second's to dedup against.
     assert_eq!(hub.find_missing("alpha2", second, &[x]).await, [0]);
     let fetched = hub.fetch_one("alpha", "alpha/data", x).await;
@@ -155,8 +156,23 @@ async fn signed_reports_make_copies_count_for_every_site() {
         .into_inner()
         .marked;
     assert_eq!(marked, 1);
-    // Now the second site dedups against it, and reads it for its bucket.
+    // Now the second site dedups against it, and reads it through its
+    // bucket once a commit there references it: not before.
     assert!(hub.find_missing("alpha2", second, &[x]).await.is_empty());
+    let err = hub
+        .try_fetch("alpha2", "alpha/data2", &[x])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    assert!(
+        err.message()
+            .contains("not referenced by bucket alpha/data2"),
+        "{err}"
+    );
+    let committed = hub
+        .commit_to("alpha2", "alpha/data2", second, &[x], Vec::new())
+        .await;
+    assert_eq!(committed.unwrap(), 1);
     let blob = hub.fetch_one("alpha2", "alpha/data2", x).await;
     assert_eq!((&blob.data[..], blob.verified), (&b"alpha x"[..], true));
     // The other tenant still sees nothing.
