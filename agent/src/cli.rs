@@ -89,7 +89,8 @@ enum Command {
     Restore {
         #[command(flatten)]
         bucket: BucketArg,
-        /// Directory to restore into (created if missing; must be empty).
+        /// Directory to restore into (created if missing; must be empty
+        /// unless --resume).
         #[arg(
             long,
             required_unless_present = "to_target",
@@ -104,6 +105,11 @@ enum Command {
         /// with the snapshot's keys (e.g. to finish a restore that failed).
         #[arg(long, requires = "to_target")]
         overwrite: bool,
+        /// With --to: finish an earlier restore of the same snapshot into
+        /// that directory, writing only what is missing or different (a
+        /// file of the entry's size and modification time is kept).
+        #[arg(long, requires = "to")]
+        resume: bool,
         /// Snapshot sequence number (from `snapshots`); default: the latest.
         #[arg(long, conflicts_with = "at")]
         snapshot: Option<u64>,
@@ -233,12 +239,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             to,
             to_target,
             overwrite,
+            resume,
             snapshot,
             at,
         } => {
             let which = which_snapshot(snapshot, at)?;
             let to = match (to, to_target) {
-                (Some(dir), _) => To::Dir(dir),
+                (Some(dir), _) => To::Dir { dir, resume },
                 (None, Some(name)) => To::Target { name, overwrite },
                 (None, None) => bail!("say where to restore: --to DIR or --to-target NAME"),
             };
@@ -483,7 +490,10 @@ async fn snapshots(config_path: &Path, arg: &BucketArg, json: bool) -> Result<Ex
 
 /// Where `restore` writes, as given on the command line.
 enum To {
-    Dir(PathBuf),
+    Dir {
+        dir: PathBuf,
+        resume: bool,
+    },
     Target {
         name: String,
         overwrite: bool,
@@ -508,9 +518,9 @@ async fn restore(
     }
     let bucket = bucket_of(&ctx.config, arg)?;
     let (target, shown) = match to {
-        To::Dir(dir) => {
+        To::Dir { dir, resume } => {
             let shown = dir.display().to_string();
-            (RestoreTarget::Dir(dir), shown)
+            (RestoreTarget::Dir { path: dir, resume }, shown)
         }
         To::Target { name, overwrite } => {
             let location = ctx.config.target(&name)?.s3.clone();
@@ -557,8 +567,25 @@ async fn restore(
             report.symlinks,
             report.bytes
         );
+        if report.already_present > 0 {
+            println!(
+                "{} files were there already and kept",
+                report.already_present
+            );
+        }
+        for failed in &report.not_restored_entries {
+            eprintln!("not restored: {}: {}", failed.path, failed.reason);
+        }
+        let unlisted = report.not_restored - report.not_restored_entries.len() as u64;
+        if unlisted > 0 {
+            eprintln!("not restored: {unlisted} more entries (see the log)");
+        }
     }
-    Ok(ExitCode::SUCCESS)
+    // As a backup that skipped files: done, but not all of it.
+    Ok(match report.not_restored {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::from(EXIT_PARTIAL),
+    })
 }
 
 async fn run_service(config_path: &Path, ready_file: Option<PathBuf>) -> Result<ExitCode> {

@@ -156,12 +156,37 @@ pub struct RestoreReport {
     /// Chunk copies this restore verified that the hub newly marked
     /// verified (they now count for every site's dedup; see [`verified`]).
     pub copies_verified: u64,
+    /// Files a resumed restore found already written and kept (counted in
+    /// `files` too).
+    pub already_present: u64,
+    /// Entries that could not be written; the restore went on without them.
+    pub not_restored: u64,
+    /// The first of those (up to a thousand), each with its reason.
+    pub not_restored_entries: Vec<NotRestored>,
+}
+
+/// An entry a restore could not write.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotRestored {
+    /// Relative to the target.
+    pub path: String,
+    pub reason: String,
+}
+
+/// A manifest entry on its way to a writer.
+pub struct Planned {
+    pub entry: ManifestEntry,
+    /// A resumed restore found it written already: none of its chunks were
+    /// asked for.
+    pub present: bool,
 }
 
 /// Where a restore writes.
 pub enum RestoreTarget {
-    /// A new or empty directory.
-    Dir(PathBuf),
+    /// A new or empty directory; with `resume`, one an earlier restore of
+    /// the same snapshot left unfinished, where only what is missing or
+    /// different is written.
+    Dir { path: PathBuf, resume: bool },
     /// An S3 bucket, empty under its prefix.
     Bucket(Arc<BucketTarget>),
     /// Nowhere: every chunk is fetched and checked, nothing written
@@ -339,8 +364,8 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
     if !job.keys.can_decrypt() {
         return Err(RestoreError::WriteOnlyKey);
     }
-    if let RestoreTarget::Dir(dir) = &job.target {
-        prepare_target(dir)?;
+    if let RestoreTarget::Dir { path, resume } = &job.target {
+        prepare_target(path, *resume)?;
     }
     // The chain is checked as it is walked; only the chosen commit is kept.
     let mut pick = Pick::new(job.which);
@@ -366,17 +391,21 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
         verified: verified_tx,
     };
 
-    let (entry_tx, entry_rx) = mpsc::channel::<ManifestEntry>(ENTRY_QUEUE);
+    let (entry_tx, entry_rx) = mpsc::channel::<Planned>(ENTRY_QUEUE);
     let (id_tx, id_rx) = mpsc::channel::<BlobId>(ID_QUEUE);
     let (plain_tx, plain_rx) = mpsc::channel(PLAIN_QUEUE);
-    let planner = tokio::spawn(plan(fetcher.clone(), manifest, entry_tx, id_tx));
+    let resuming = match &job.target {
+        RestoreTarget::Dir { path, resume: true } => Some(path.clone()),
+        _ => None,
+    };
+    let planner = tokio::spawn(plan(fetcher.clone(), manifest, resuming, entry_tx, id_tx));
     let fetch = tokio::spawn(fetch_stage(fetcher, id_rx, plain_tx));
     let writer = {
         let runtime = tokio::runtime::Handle::current();
         let progress = job.progress.clone();
         match job.target {
-            RestoreTarget::Dir(dir) => tokio::task::spawn_blocking(move || {
-                write_tree(&dir, entry_rx, plain_rx, &runtime, &progress)
+            RestoreTarget::Dir { path, resume } => tokio::task::spawn_blocking(move || {
+                write_tree(&path, resume, entry_rx, plain_rx, &runtime, &progress)
             }),
             RestoreTarget::Bucket(bucket) => tokio::task::spawn_blocking(move || {
                 write_bucket(&bucket, entry_rx, plain_rx, &runtime, &progress)
@@ -447,11 +476,13 @@ fn flatten<T>(
 }
 
 /// Decodes the manifest; queues each file's chunk ids before the entry itself,
-/// so the writer never waits for a chunk nobody asked for.
+/// so the writer never waits for a chunk nobody asked for. Resuming into
+/// `resume`, a file already written there is passed on without its chunks.
 async fn plan(
     fetcher: Fetcher,
     manifest: Vec<BlobId>,
-    entries: mpsc::Sender<ManifestEntry>,
+    resume: Option<PathBuf>,
+    entries: mpsc::Sender<Planned>,
     ids: mpsc::Sender<BlobId>,
 ) -> Result<(), RestoreError> {
     let mut decoder = ManifestDecoder::new();
@@ -471,12 +502,19 @@ async fn plan(
             .map_err(|e| RestoreError::Task(e.to_string()))??;
         decoder.push(&piece);
         while let Some(entry) = decoder.next_entry()? {
-            for chunk in &entry.chunks {
-                let id = BlobId::from_slice("ManifestEntry.chunks", chunk)?;
-                ids.send(id).await.map_err(|_| RestoreError::Aborted)?;
+            let present = resume.as_deref().is_some_and(|target| {
+                entry.r#type == ferry_proto::v1::EntryType::File as i32
+                    && entry.hardlink_to.is_empty()
+                    && crate::restore_dir::already_restored(target, &entry)
+            });
+            if !present {
+                for chunk in &entry.chunks {
+                    let id = BlobId::from_slice("ManifestEntry.chunks", chunk)?;
+                    ids.send(id).await.map_err(|_| RestoreError::Aborted)?;
+                }
             }
             entries
-                .send(entry)
+                .send(Planned { entry, present })
                 .await
                 .map_err(|_| RestoreError::Aborted)?;
         }

@@ -85,7 +85,7 @@ impl BucketTarget {
 /// directory writer, taking entries and their plaintext chunks in order.
 pub fn write_bucket(
     target: &Arc<BucketTarget>,
-    mut entries: mpsc::Receiver<ManifestEntry>,
+    mut entries: mpsc::Receiver<crate::restore::Planned>,
     mut plains: mpsc::Receiver<Plain>,
     runtime: &Handle,
     progress: &Progress,
@@ -97,7 +97,7 @@ pub fn write_bucket(
             .block_on(task)
             .map_err(|e| RestoreError::Task(e.to_string()))?
     };
-    while let Some(entry) = entries.blocking_recv() {
+    while let Some(crate::restore::Planned { entry, .. }) = entries.blocking_recv() {
         match EntryType::try_from(entry.r#type) {
             Ok(EntryType::Object | EntryType::File) if entry.hardlink_to.is_empty() => {}
             // Directories, symlinks and hard links have no object form.

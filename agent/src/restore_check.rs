@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use ferry_proto::v1::{EntryType, ManifestEntry};
+use ferry_proto::v1::EntryType;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
@@ -15,13 +15,13 @@ use crate::restore::{Plain, RestoreError, RestoreReport, next_plain, size_mismat
 
 /// Takes entries and their plaintext chunks in order, keeping none.
 pub fn check_tree(
-    mut entries: mpsc::Receiver<ManifestEntry>,
+    mut entries: mpsc::Receiver<crate::restore::Planned>,
     mut plains: mpsc::Receiver<Plain>,
     runtime: &Handle,
     progress: &Progress,
 ) -> Result<RestoreReport, RestoreError> {
     let mut report = RestoreReport::default();
-    while let Some(entry) = entries.blocking_recv() {
+    while let Some(crate::restore::Planned { entry, .. }) = entries.blocking_recv() {
         let mut held = 0u64;
         for _ in &entry.chunks {
             held += next_plain(&mut plains, runtime)?.len() as u64;

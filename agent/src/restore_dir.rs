@@ -1,6 +1,8 @@
 //! The directory writer of a restore: creates the manifest's entries in an
-//! empty directory, pours each file's plaintext chunks into it (large files
-//! with O_DIRECT), and applies modes, times and owners last.
+//! empty directory (or finishes an earlier restore's, `--resume`), pours
+//! each file's plaintext chunks into it (large files with O_DIRECT), and
+//! applies modes, times and owners last. An entry it cannot write is
+//! reported, never the end of the restore.
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -15,18 +17,23 @@ use filetime::FileTime;
 use tokio::sync::mpsc;
 
 use crate::progress::Progress;
-use crate::restore::{Plain, RestoreError, RestoreReport, next_plain, size_mismatch};
+use crate::restore::{
+    NotRestored, Plain, Planned, RestoreError, RestoreReport, next_plain, size_mismatch,
+};
 
-pub(crate) fn prepare_target(target: &Path) -> Result<(), RestoreError> {
+/// Checks the restore target: new or empty, or with `resume` any
+/// directory (an earlier restore's, to finish).
+pub(crate) fn prepare_target(target: &Path, resume: bool) -> Result<(), RestoreError> {
     let bad = |reason: String| RestoreError::Target {
         path: target.to_path_buf(),
         reason,
     };
     match fs::read_dir(target) {
+        Ok(_) if resume => Ok(()),
         Ok(mut items) => {
             if items.next().is_some() {
                 return Err(bad(
-                    "exists and is not empty; restore into a new or empty directory".into(),
+                    "exists and is not empty; restore into a new or empty directory, or finish an earlier restore with --resume".into(),
                 ));
             }
             Ok(())
@@ -36,6 +43,23 @@ pub(crate) fn prepare_target(target: &Path) -> Result<(), RestoreError> {
         }
         Err(e) => Err(bad(e.to_string())),
     }
+}
+
+/// Whether a resumed restore may keep the file the target already holds
+/// for `entry`: a regular file, reached through real directories, of the
+/// entry's size and modification time (the quick check rsync makes; a
+/// restore writes a file under a temporary name and sets its time last, so
+/// a file cut short never passes it).
+pub(crate) fn already_restored(target: &Path, entry: &ManifestEntry) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if !is_restored_file(target, &entry.path) {
+        return false;
+    }
+    fs::symlink_metadata(target.join(OsStr::from_bytes(&entry.path))).is_ok_and(|meta| {
+        meta.len() == entry.size
+            && meta.mtime() == entry.mtime_sec
+            && i64::from(entry.mtime_nsec) == meta.mtime_nsec()
+    })
 }
 
 /// Whether `rel` (a checked relative manifest path) names a regular file
@@ -68,25 +92,33 @@ struct DirMeta {
     gid: u32,
 }
 
-/// The writer: runs on a blocking thread.
+/// How many entries that could not be written are listed by path in the
+/// report (all are counted): the list stays small however many fail.
+const LISTED_FAILURES: usize = 1000;
+
+/// The writer: runs on a blocking thread. An entry that cannot be written
+/// is reported and the restore goes on with the rest; what stops it is
+/// the hub, a damaged chunk or a manifest that breaks its own rules.
 pub(crate) fn write_tree(
     target: &Path,
-    mut entries: mpsc::Receiver<ManifestEntry>,
+    resume: bool,
+    mut entries: mpsc::Receiver<Planned>,
     mut plains: mpsc::Receiver<Plain>,
     runtime: &tokio::runtime::Handle,
     progress: &Progress,
 ) -> Result<RestoreReport, RestoreError> {
-    let mut report = RestoreReport::default();
-    let mut dirs: Vec<DirMeta> = Vec::new();
-    // Directories of the manifest enclosing the current entry, innermost last.
-    // A path is written only below a directory the manifest itself made, so a
-    // symlink in the manifest can never redirect a later write outside the target.
-    let mut open_dirs: Vec<Vec<u8>> = Vec::new();
-    let werr = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| RestoreError::Write { path, source }
+    let mut writer = TreeWriter {
+        target,
+        resume,
+        report: RestoreReport::default(),
+        dirs: Vec::new(),
     };
-    while let Some(entry) = entries.blocking_recv() {
+    // Directories of the manifest enclosing the current entry, innermost
+    // last, and whether each was restored. A path is written only below a
+    // directory the manifest itself made, so a symlink in the manifest can
+    // never redirect a later write outside the target.
+    let mut open_dirs: Vec<(Vec<u8>, bool)> = Vec::new();
+    while let Some(Planned { entry, present }) = entries.blocking_recv() {
         if entry.r#type == EntryType::Object as i32 {
             return Err(RestoreError::Target {
                 path: target.to_path_buf(),
@@ -97,10 +129,13 @@ pub(crate) fn write_tree(
             Some(i) => &entry.path[..i],
             None => &[][..],
         };
-        while open_dirs.last().is_some_and(|d| d.as_slice() != parent) {
+        while open_dirs
+            .last()
+            .is_some_and(|(d, _)| d.as_slice() != parent)
+        {
             open_dirs.pop();
         }
-        if !parent.is_empty() && open_dirs.last().map(Vec::as_slice) != Some(parent) {
+        if !parent.is_empty() && open_dirs.last().map(|(d, _)| d.as_slice()) != Some(parent) {
             return Err(RestoreError::Manifest(ManifestError::Invalid {
                 index: 0,
                 path: String::from_utf8_lossy(&entry.path).into_owned(),
@@ -108,47 +143,170 @@ pub(crate) fn write_tree(
             }));
         }
         let path = target.join(OsStr::from_bytes(&entry.path));
+        let mut consumed = 0;
+        let written = match open_dirs.last() {
+            Some((_, false)) => Err(RestoreError::Target {
+                path: path.clone(),
+                reason: "its directory could not be restored".into(),
+            }),
+            _ => writer.entry(
+                &path,
+                &entry,
+                present,
+                &mut plains,
+                runtime,
+                progress,
+                &mut consumed,
+            ),
+        };
+        if entry.r#type == EntryType::Dir as i32 {
+            open_dirs.push((entry.path.clone(), written.is_ok()));
+        }
+        match written {
+            Ok(()) => {}
+            Err(e @ (RestoreError::Write { .. } | RestoreError::Target { .. })) => {
+                writer.failed(&path, &e);
+                // The file's chunks are on their way all the same: each is
+                // still checked, and a damaged one stops the restore.
+                if !present && entry.hardlink_to.is_empty() {
+                    for _ in consumed..entry.chunks.len() {
+                        next_plain(&mut plains, runtime)?;
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    // Children change a directory's mtime, so directories are finished last,
+    // innermost first.
+    let dirs = std::mem::take(&mut writer.dirs);
+    for dir in dirs.iter().rev() {
+        let finished = fs::set_permissions(&dir.path, fs::Permissions::from_mode(dir.mode))
+            .and_then(|()| filetime::set_file_mtime(&dir.path, dir.mtime))
+            .map_err(|source| RestoreError::Write {
+                path: dir.path.clone(),
+                source,
+            })
+            .and_then(|()| set_owner(&dir.path, dir.uid, dir.gid));
+        if let Err(e) = finished {
+            writer.failed(&dir.path, &e);
+        }
+    }
+    Ok(writer.report)
+}
+
+/// The state of one tree's writing.
+struct TreeWriter<'a> {
+    target: &'a Path,
+    resume: bool,
+    report: RestoreReport,
+    /// Directories made, finished once everything is in them.
+    dirs: Vec<DirMeta>,
+}
+
+impl TreeWriter<'_> {
+    fn failed(&mut self, path: &Path, error: &RestoreError) {
+        tracing::warn!(path = %path.display(), %error, "not restored");
+        self.report.not_restored += 1;
+        if self.report.not_restored_entries.len() < LISTED_FAILURES {
+            let path = path.strip_prefix(self.target).unwrap_or(path);
+            self.report.not_restored_entries.push(NotRestored {
+                path: String::from_utf8_lossy(path.as_os_str().as_bytes()).into_owned(),
+                reason: match error {
+                    RestoreError::Write { source, .. } => source.to_string(),
+                    RestoreError::Target { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                },
+            });
+        }
+    }
+
+    /// Makes way for a new entry at `path` in a resumed restore: whatever
+    /// is there that is not a directory goes (a directory in the way stays,
+    /// and the new entry then fails).
+    fn clear(&self, path: &Path) {
+        if self.resume
+            && fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir())
+            && let Err(e) = fs::remove_file(path)
+        {
+            tracing::debug!(path = %path.display(), error = %e, "cannot clear the way");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one entry's whole context")]
+    fn entry(
+        &mut self,
+        path: &Path,
+        entry: &ManifestEntry,
+        present: bool,
+        plains: &mut mpsc::Receiver<Plain>,
+        runtime: &tokio::runtime::Handle,
+        progress: &Progress,
+        consumed: &mut usize,
+    ) -> Result<(), RestoreError> {
+        let werr = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RestoreError::Write { path, source }
+        };
         let mtime = FileTime::from_unix_time(entry.mtime_sec, entry.mtime_nsec);
         match EntryType::try_from(entry.r#type) {
             Ok(EntryType::Dir) => {
-                fs::create_dir(&path).map_err(werr(&path))?;
-                open_dirs.push(entry.path.clone());
-                dirs.push(DirMeta {
-                    path,
+                let made = fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+                if !(self.resume && made) {
+                    self.clear(path);
+                    fs::create_dir(path).map_err(werr(path))?;
+                }
+                self.dirs.push(DirMeta {
+                    path: path.to_path_buf(),
                     mode: entry.mode,
                     mtime,
                     uid: entry.uid,
                     gid: entry.gid,
                 });
-                report.dirs += 1;
+                self.report.dirs += 1;
             }
             Ok(EntryType::Symlink) => {
-                std::os::unix::fs::symlink(OsStr::from_bytes(&entry.symlink_target), &path)
-                    .map_err(werr(&path))?;
-                filetime::set_symlink_file_times(&path, mtime, mtime).map_err(werr(&path))?;
-                set_owner(&path, entry.uid, entry.gid)?;
-                report.symlinks += 1;
+                let link = OsStr::from_bytes(&entry.symlink_target);
+                let made = fs::read_link(path).is_ok_and(|t| t.as_os_str() == link);
+                if !(self.resume && made) {
+                    self.clear(path);
+                    std::os::unix::fs::symlink(link, path).map_err(werr(path))?;
+                }
+                filetime::set_symlink_file_times(path, mtime, mtime).map_err(werr(path))?;
+                set_owner(path, entry.uid, entry.gid)?;
+                self.report.symlinks += 1;
             }
             Ok(EntryType::File) if !entry.hardlink_to.is_empty() => {
-                let first = target.join(OsStr::from_bytes(&entry.hardlink_to));
-                if !is_restored_file(target, &entry.hardlink_to) {
+                let first = self.target.join(OsStr::from_bytes(&entry.hardlink_to));
+                if !is_restored_file(self.target, &entry.hardlink_to) {
                     return Err(RestoreError::Target {
-                        path: path.clone(),
+                        path: path.to_path_buf(),
                         reason: "hard link to an entry that is not a restored file".into(),
                     });
                 }
-                fs::hard_link(&first, &path).map_err(werr(&path))?;
-                report.hardlinks += 1;
-                report.files += 1;
+                if !(self.resume && same_file(&first, path)) {
+                    self.clear(path);
+                    fs::hard_link(&first, path).map_err(werr(path))?;
+                }
+                self.report.hardlinks += 1;
+                self.report.files += 1;
+            }
+            Ok(EntryType::File) if present => {
+                finish_path(path, entry.mode, mtime)?;
+                set_owner(path, entry.uid, entry.gid)?;
+                self.report.files += 1;
+                self.report.already_present += 1;
+                progress.add_files(1);
             }
             Ok(EntryType::File) => {
                 // Written under a temporary name and renamed once complete and
                 // verified, so a failed restore never leaves a wrong file under
                 // the real name.
-                let partial = partial_name(&path);
-                let written = write_file(&partial, &entry, &mut plains, runtime, progress)
+                let partial = partial_name(path);
+                let _ = fs::remove_file(&partial);
+                let written = write_file(&partial, entry, plains, runtime, progress, consumed)
                     .and_then(|written| {
-                        fs::rename(&partial, &path).map_err(werr(&path))?;
+                        fs::rename(&partial, path).map_err(werr(path))?;
                         Ok(written)
                     });
                 let written = match written {
@@ -158,37 +316,45 @@ pub(crate) fn write_tree(
                         return Err(e);
                     }
                 };
-                set_owner(&path, entry.uid, entry.gid)?;
-                report.files += 1;
-                report.chunks += entry.chunks.len() as u64;
-                report.bytes += written;
+                set_owner(path, entry.uid, entry.gid)?;
+                self.report.files += 1;
+                self.report.chunks += entry.chunks.len() as u64;
+                self.report.bytes += written;
                 progress.add_files(1);
             }
             _ => {
-                return Err(RestoreError::Manifest(ManifestError::Invalid {
-                    index: 0,
-                    path: String::from_utf8_lossy(&entry.path).into_owned(),
-                    reason: "unknown entry type",
-                }));
+                return Err(RestoreError::Target {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "entry type {} is not known to this agent (a newer one wrote it)",
+                        entry.r#type
+                    ),
+                });
             }
         }
+        Ok(())
     }
-    // Children change a directory's mtime, so directories are finished last,
-    // innermost first.
-    for dir in dirs.iter().rev() {
-        fs::set_permissions(&dir.path, fs::Permissions::from_mode(dir.mode))
-            .map_err(werr(&dir.path))?;
-        filetime::set_file_mtime(&dir.path, dir.mtime).map_err(werr(&dir.path))?;
-        set_owner(&dir.path, dir.uid, dir.gid)?;
-    }
-    Ok(report)
 }
 
+/// Whether `a` and `b` are one file (a hard link already made).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// A file's temporary name while it is written: beside it, and short
+/// whatever the name's length (a name at the file system's limit has no
+/// room for a suffix), so it is derived from the name's hash.
 fn partial_name(path: &Path) -> PathBuf {
-    let mut name = std::ffi::OsString::from(".");
-    name.push(path.file_name().unwrap_or_default());
-    name.push(".ferry-partial");
-    path.with_file_name(name)
+    let name = path.file_name().unwrap_or_default().as_bytes();
+    let hash = blake3::hash(name);
+    path.with_file_name(format!(
+        ".ferry-partial-{}",
+        hex::encode(&hash.as_bytes()[..8])
+    ))
 }
 
 /// Files at least this large are written past the page cache.
@@ -201,6 +367,7 @@ fn write_file(
     plains: &mut mpsc::Receiver<Plain>,
     runtime: &tokio::runtime::Handle,
     progress: &Progress,
+    consumed: &mut usize,
 ) -> Result<u64, RestoreError> {
     let werr = |source| RestoreError::Write {
         path: path.to_path_buf(),
@@ -218,6 +385,7 @@ fn write_file(
     let mut written = 0u64;
     for _ in &entry.chunks {
         let plain = next_plain(plains, runtime)?;
+        *consumed += 1;
         file.write_all(&plain).map_err(werr)?;
         written += plain.len() as u64;
         progress.add_read(plain.len() as u64);
@@ -232,6 +400,16 @@ fn write_file(
     let mtime = FileTime::from_unix_time(entry.mtime_sec, entry.mtime_nsec);
     finish_file(&file, path, entry.mode, mtime)?;
     Ok(written)
+}
+
+/// Mode and times of a file kept from an earlier restore.
+fn finish_path(path: &Path, mode: u32, mtime: FileTime) -> Result<(), RestoreError> {
+    let werr = |source| RestoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(werr)?;
+    filetime::set_file_times(path, mtime, mtime).map_err(werr)
 }
 
 fn finish_file(file: &File, path: &Path, mode: u32, mtime: FileTime) -> Result<(), RestoreError> {

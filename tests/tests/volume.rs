@@ -1,0 +1,104 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+//! A volume's entries come back exactly, and a restore never stops short:
+//! what it cannot write is reported, the rest is restored, and `--resume`
+//! finishes it.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use ferry_tests::tree::{assert_same, describe};
+use ferry_tests::{Hub, Site};
+
+/// A restore that exits 3 (done, but not all of it) and its JSON report.
+fn partial_restore(site: &Site, to: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--json", "restore", "--to", to.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = site.agent(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A name at the file system's limit (255 bytes, so the restore's
+/// temporary name must not add to it) and a deep path both come back.
+#[test]
+fn names_at_the_limit_and_deep_paths_restore() {
+    let w = tempfile::tempdir().unwrap();
+    let w = w.path();
+    let src = w.join("src");
+    let deep = (0..40).fold(src.clone(), |p, i| p.join(format!("level-{i:02}")));
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("bottom.txt"), b"at the bottom").unwrap();
+    let long = std::ffi::OsStr::from_bytes(&[b'n'; 255]);
+    std::fs::write(src.join(long), b"a long name").unwrap();
+    let mut odd = vec![b'x'; 250];
+    odd.extend_from_slice(b"\xff\x01\n\t");
+    std::fs::write(src.join(std::ffi::OsStr::from_bytes(&odd)), b"odd bytes").unwrap();
+    let hub = Hub::start(&w.join("hub"));
+    let site = Site::create(&hub, &w.join("site"), &src, "site-a", "docs");
+    site.backup();
+    let out = w.join("restored");
+    let report = site.restore(&out, &[]);
+    assert_eq!(report["not_restored"], 0, "{report}");
+    assert_same(&describe(&src), &describe(&out), "names at the limit");
+}
+
+/// One entry the target cannot take (a directory is in its way) is
+/// reported by path and reason; everything else is restored; once the way
+/// is clear, `--resume` writes that one only.
+#[test]
+fn a_restore_goes_on_past_an_entry_it_cannot_write_and_resume_finishes_it() {
+    let w = tempfile::tempdir().unwrap();
+    let w = w.path();
+    let src = w.join("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    std::fs::write(src.join("a.txt"), b"first").unwrap();
+    std::fs::write(src.join("sub/blocked.bin"), vec![7u8; 3 << 20]).unwrap();
+    std::fs::write(src.join("sub/deeper/c.txt"), b"below").unwrap();
+    std::fs::write(src.join("z.txt"), b"last").unwrap();
+    let hub = Hub::start(&w.join("hub"));
+    let site = Site::create(&hub, &w.join("site"), &src, "site-a", "docs");
+    site.backup();
+
+    let out = w.join("restored");
+    std::fs::create_dir_all(out.join("sub/blocked.bin/in-the-way")).unwrap();
+    // A target that is not empty is refused without --resume.
+    let refused = site.agent(&["restore", "--to", out.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--resume"), "{stderr}");
+
+    let report = partial_restore(&site, &out, &["--resume"]);
+    assert_eq!(report["not_restored"], 1, "{report}");
+    let failed = &report["not_restored_entries"][0];
+    assert_eq!(failed["path"], "sub/blocked.bin", "{report}");
+    assert!(
+        failed["reason"].as_str().unwrap().contains("directory"),
+        "{report}"
+    );
+    for (path, bytes) in [
+        ("a.txt", &b"first"[..]),
+        ("sub/deeper/c.txt", b"below"),
+        ("z.txt", b"last"),
+    ] {
+        assert_eq!(std::fs::read(out.join(path)).unwrap(), bytes, "{path}");
+    }
+    // Nothing half written is left under a temporary name.
+    let leftovers: Vec<_> = std::fs::read_dir(out.join("sub"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.as_bytes().starts_with(b".ferry-partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    std::fs::remove_dir_all(out.join("sub/blocked.bin")).unwrap();
+    let report = site.restore(&out, &["--resume"]);
+    assert_eq!(report["not_restored"], 0, "{report}");
+    assert_eq!(report["already_present"], 3, "{report}");
+    assert_eq!(
+        report["bytes"],
+        3 << 20,
+        "only the blocked file written: {report}"
+    );
+    assert_same(&describe(&src), &describe(&out), "after --resume");
+}
