@@ -148,6 +148,8 @@ pub struct RestoreReport {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    /// Named pipes and device nodes.
+    pub specials: u64,
     pub hardlinks: u64,
     pub bytes: u64,
     pub chunks: u64,

@@ -29,6 +29,9 @@ pub fn check_tree(
         match EntryType::try_from(entry.r#type) {
             Ok(EntryType::Dir) => report.dirs += 1,
             Ok(EntryType::Symlink) => report.symlinks += 1,
+            Ok(EntryType::Fifo | EntryType::CharDevice | EntryType::BlockDevice) => {
+                report.specials += 1;
+            }
             Ok(EntryType::File) if !entry.hardlink_to.is_empty() => report.hardlinks += 1,
             Ok(EntryType::File | EntryType::Object) => {
                 if let Some(reason) = size_mismatch(&entry, held) {

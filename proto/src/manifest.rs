@@ -212,7 +212,13 @@ impl ManifestDecoder {
                     }
                 }
             }
-            Ok(EntryType::Dir) => {}
+            Ok(
+                EntryType::Dir | EntryType::Fifo | EntryType::CharDevice | EntryType::BlockDevice,
+            ) => {
+                if !entry.chunks.is_empty() {
+                    return Err(invalid("an entry without content lists chunks"));
+                }
+            }
             Ok(EntryType::Symlink) => {
                 if entry.symlink_target.is_empty() {
                     return Err(invalid("symlink without a target"));

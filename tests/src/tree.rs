@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
+    /// `f`ile, `d`irectory, `l`ink, `p`ipe, `c`har or `b`lock device (its
+    /// number the content), `s`ocket.
     pub kind: char,
     pub mode: u32,
     pub uid: u32,
@@ -56,13 +58,21 @@ fn walk(
                 String::from_utf8_lossy(std::fs::read_link(&path).unwrap().as_os_str().as_bytes())
                     .into_owned(),
             )
-        } else {
+        } else if ft.is_file() {
             (
                 'f',
                 blake3::hash(&std::fs::read(&path).unwrap())
                     .to_hex()
                     .to_string(),
             )
+        } else {
+            use std::os::unix::fs::FileTypeExt;
+            match () {
+                () if ft.is_fifo() => ('p', String::new()),
+                () if ft.is_char_device() => ('c', meta.rdev().to_string()),
+                () if ft.is_block_device() => ('b', meta.rdev().to_string()),
+                () => ('s', String::new()),
+            }
         };
         let link_of = if kind == 'f' && meta.nlink() > 1 {
             match inodes.get(&meta.ino()) {
@@ -83,7 +93,11 @@ fn walk(
                 uid: meta.uid(),
                 gid: meta.gid(),
                 mtime: (meta.mtime(), meta.mtime_nsec()),
-                size: if kind == 'd' { 0 } else { meta.len() },
+                size: if kind == 'f' || kind == 'l' {
+                    meta.len()
+                } else {
+                    0
+                },
                 content,
                 link_of,
             },

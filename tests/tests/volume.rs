@@ -102,3 +102,52 @@ fn a_restore_goes_on_past_an_entry_it_cannot_write_and_resume_finishes_it() {
     );
     assert_same(&describe(&src), &describe(&out), "after --resume");
 }
+
+/// Named pipes and device nodes come back as they were (devices because
+/// the tests run as root); a socket is counted, not kept, and fails nothing.
+#[test]
+fn pipes_and_device_nodes_come_back_and_sockets_are_counted() {
+    let w = tempfile::tempdir().unwrap();
+    let w = w.path();
+    let src = w.join("src");
+    std::fs::create_dir_all(src.join("dev")).unwrap();
+    std::fs::write(src.join("plain.txt"), b"plain").unwrap();
+    let made = |args: &[&str]| {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let at = |p: &str| src.join(p).to_str().unwrap().to_owned();
+    made(&["mkfifo", "-m", "0640", &at("pipe")]);
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .unwrap()
+        .stdout
+        == b"0\n";
+    if root {
+        made(&["mknod", "-m", "0600", &at("dev/null-again"), "c", "1", "3"]);
+        made(&["mknod", "-m", "0660", &at("dev/loop-like"), "b", "7", "200"]);
+    }
+    let socket = std::os::unix::net::UnixListener::bind(src.join("control.sock")).unwrap();
+    let hub = Hub::start(&w.join("hub"));
+    let site = Site::create(&hub, &w.join("site"), &src, "site-a", "docs");
+    let report = site.backup();
+    assert_eq!(report["specials"], if root { 3 } else { 1 }, "{report}");
+    assert_eq!(report["sockets_not_kept"], 1, "{report}");
+    assert_eq!(report["skipped"].as_array().unwrap().len(), 0, "{report}");
+    drop(socket);
+    std::fs::remove_file(src.join("control.sock")).unwrap();
+    let out = w.join("restored");
+    let restored = site.restore(&out, &[]);
+    assert_eq!(restored["specials"], report["specials"], "{restored}");
+    let expected = describe(&src);
+    assert_eq!(expected[&b"pipe"[..]].kind, 'p');
+    assert_same(&expected, &describe(&out), "pipes and devices");
+}

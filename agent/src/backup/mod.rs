@@ -105,6 +105,10 @@ pub struct BackupReport {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    /// Named pipes and device nodes.
+    pub specials: u64,
+    /// Sockets met and not kept (their process makes them anew).
+    pub sockets_not_kept: u64,
     /// Logical size of all files in the snapshot.
     pub bytes: u64,
     pub files_read: u64,
@@ -628,6 +632,7 @@ mod tests {
             target: Vec::new(),
             link_key: None,
             object: None,
+            rdev: 0,
         }
     }
 

@@ -89,6 +89,19 @@ pub(super) fn scan_source(
                 out.symlink_target = entry.target.clone();
                 report.symlinks += 1;
             }
+            EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice => {
+                out.r#type = match entry.kind {
+                    EntryKind::Fifo => EntryType::Fifo,
+                    EntryKind::CharDevice => EntryType::CharDevice,
+                    _ => EntryType::BlockDevice,
+                } as i32;
+                out.rdev = entry.rdev;
+                report.specials += 1;
+            }
+            EntryKind::Socket => {
+                report.sockets_not_kept += 1;
+                return Ok(());
+            }
             EntryKind::File | EntryKind::Object => {
                 let is_object = entry.kind == EntryKind::Object;
                 out.r#type = match is_object {

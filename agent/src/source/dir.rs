@@ -1,6 +1,6 @@
-//! A directory tree as a source. Names are bytes (`OsStrExt`), symlinks are
-//! never followed, and entries that are neither file, directory nor symlink
-//! (sockets, FIFOs, devices) are reported as skipped.
+//! A directory tree as a source. Names are bytes (`OsStrExt`) and symlinks
+//! are never followed; named pipes, device nodes and sockets are listed
+//! with their kind (a backup counts sockets and keeps the rest).
 
 use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
@@ -56,6 +56,7 @@ fn entry_from(path: Vec<u8>, kind: EntryKind, meta: &Metadata, target: Vec<u8>) 
         target,
         link_key,
         object: None,
+        rdev: meta.rdev(),
     }
 }
 
@@ -134,10 +135,21 @@ impl Source for DirSource {
                     Err(e) => return Err(e),
                 }
             } else {
-                skipped.push(Skipped {
-                    path: rel,
-                    reason: "not a regular file, directory or symlink".into(),
-                });
+                use std::os::unix::fs::FileTypeExt;
+                let kind = match () {
+                    () if ft.is_fifo() => EntryKind::Fifo,
+                    () if ft.is_char_device() => EntryKind::CharDevice,
+                    () if ft.is_block_device() => EntryKind::BlockDevice,
+                    () if ft.is_socket() => EntryKind::Socket,
+                    () => {
+                        skipped.push(Skipped {
+                            path: rel,
+                            reason: format!("unknown file type {:o}", meta.mode() & 0o170000),
+                        });
+                        continue;
+                    }
+                };
+                visit(entry_from(rel, kind, &meta, Vec::new()))?;
             }
         }
         Ok(skipped)

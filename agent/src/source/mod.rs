@@ -20,6 +20,14 @@ pub enum EntryKind {
     Symlink,
     /// An object of a bucket: a file with a key for a path and S3 metadata.
     Object,
+    /// A named pipe.
+    Fifo,
+    /// Device nodes (`SourceEntry::rdev` says which device).
+    CharDevice,
+    BlockDevice,
+    /// A socket: belongs to the process that made it, which makes it anew,
+    /// so it is counted and not kept.
+    Socket,
 }
 
 /// One entry found by a scan.
@@ -37,6 +45,8 @@ pub struct SourceEntry {
     pub link_key: Option<(u64, u64)>,
     /// Objects: the etag and version id the listing gave.
     pub object: Option<Box<ObjectMeta>>,
+    /// Device nodes: the device number.
+    pub rdev: u64,
 }
 
 impl SourceEntry {
@@ -51,6 +61,7 @@ impl SourceEntry {
             target: Vec::new(),
             link_key: None,
             object: Some(meta),
+            rdev: 0,
         }
     }
 }
