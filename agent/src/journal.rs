@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry_proto::v1::ObjectMeta;
+use ferry_proto::v1::{ManifestEntry, ObjectMeta};
 use ferry_proto::{BlobId, ID_LEN};
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -42,6 +42,8 @@ pub struct Known {
     pub ids: Vec<BlobId>,
     /// Objects only.
     pub object: Option<Box<ObjectMeta>>,
+    /// Sparse files only: the holes, as (offset, length) pairs flattened.
+    pub holes: Vec<u64>,
 }
 
 /// What identifies an unchanged file without reading it.
@@ -68,7 +70,8 @@ const COLUMNS: &str = "(
     inode INTEGER NOT NULL,
     mode INTEGER NOT NULL,
     chunks BLOB NOT NULL,
-    meta BLOB
+    meta BLOB,
+    extra BLOB
 ) WITHOUT ROWID";
 
 /// Packed 32-byte ids sorted, each kept once; in place, no second list.
@@ -105,21 +108,25 @@ impl Journal {
              CREATE TABLE IF NOT EXISTS files_next {COLUMNS};"
         ))
         .map_err(err("create schema"))?;
-        // Journals written before objects existed lack the `meta` column.
+        // Journals written before objects existed lack the `meta` column,
+        // and before sparse files the `extra` one (a ManifestEntry holding
+        // only what the stamp does not: the holes).
         for table in ["files", "files_next"] {
-            let has_meta: bool = conn
-                .query_row(
-                    &format!(
-                        "SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = 'meta'"
-                    ),
-                    [],
-                    |r| r.get::<_, i64>(0),
-                )
-                .map(|n| n > 0)
-                .map_err(err("read schema"))?;
-            if !has_meta {
-                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN meta BLOB"))
-                    .map_err(err("add meta column"))?;
+            for column in ["meta", "extra"] {
+                let has: bool = conn
+                    .query_row(
+                        &format!(
+                            "SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = '{column}'"
+                        ),
+                        [],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .map(|n| n > 0)
+                    .map_err(err("read schema"))?;
+                if !has {
+                    conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} BLOB"))
+                        .map_err(err("add a column"))?;
+                }
             }
         }
         Ok(Self {
@@ -162,11 +169,20 @@ impl Journal {
 
     /// The chunk list recorded for `path` if its stamp is unchanged.
     pub fn unchanged(&self, path: &[u8], stamp: &FileStamp) -> Result<Option<Known>, JournalError> {
-        type Row = (i64, i64, i64, i64, i64, Vec<u8>, Option<Vec<u8>>);
+        type Row = (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            Vec<u8>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+        );
         let row: Option<Row> = self
             .conn
             .prepare_cached(
-                "SELECT size, mtime_ns, ctime_ns, inode, mode, chunks, meta FROM files WHERE path = ?1",
+                "SELECT size, mtime_ns, ctime_ns, inode, mode, chunks, meta, extra FROM files WHERE path = ?1",
             )
             .and_then(|mut st| {
                 st.query_row([path], |r| {
@@ -178,12 +194,13 @@ impl Journal {
                         r.get(4)?,
                         r.get(5)?,
                         r.get(6)?,
+                        r.get(7)?,
                     ))
                 })
                 .optional()
             })
             .map_err(self.err("look up file"))?;
-        let Some((size, mtime, ctime, inode, mode, chunks, meta)) = row else {
+        let Some((size, mtime, ctime, inode, mode, chunks, meta, extra)) = row else {
             return Ok(None);
         };
         let same = size as u64 == stamp.size
@@ -204,7 +221,15 @@ impl Journal {
             .map(|m| ObjectMeta::decode(m.as_slice()).map(Box::new))
             .transpose()
             .map_err(|e| corrupt(format!("object metadata: {e}")))?;
-        Ok(Some(Known { ids, object }))
+        let holes = match extra {
+            Some(bytes) => {
+                ManifestEntry::decode(bytes.as_slice())
+                    .map_err(|e| corrupt(format!("file layout: {e}")))?
+                    .holes
+            }
+            None => Vec::new(),
+        };
+        Ok(Some(Known { ids, object, holes }))
     }
 
     /// Records what this scan saw of a file.
@@ -214,15 +239,23 @@ impl Journal {
         stamp: &FileStamp,
         chunks: &[BlobId],
         object: Option<&ObjectMeta>,
+        holes: &[u64],
     ) -> Result<(), JournalError> {
+        let extra = (!holes.is_empty()).then(|| {
+            ManifestEntry {
+                holes: holes.to_vec(),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        });
         let mut blob = Vec::with_capacity(chunks.len() * ID_LEN);
         for c in chunks {
             blob.extend_from_slice(c.as_bytes());
         }
         self.conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO files_next (path, size, mtime_ns, ctime_ns, inode, mode, chunks, meta)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT OR REPLACE INTO files_next (path, size, mtime_ns, ctime_ns, inode, mode, chunks, meta, extra)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -233,7 +266,8 @@ impl Journal {
                     stamp.inode as i64,
                     stamp.mode as i64,
                     blob,
-                    object.map(Message::encode_to_vec)
+                    object.map(Message::encode_to_vec),
+                    extra
                 ])
             })
             .map_err(self.err("record file"))?;
@@ -404,17 +438,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(&dir.path().join("j.db")).unwrap();
         j.begin_scan().unwrap();
-        j.record(b"old", &stamp(1), &[BlobId([9; 32])], None)
+        j.record(b"old", &stamp(1), &[BlobId([9; 32])], None, &[])
             .unwrap();
         j.end_scan().unwrap();
         j.promote().unwrap();
 
         j.begin_scan().unwrap();
-        j.record(b"b", &stamp(2), &[BlobId([3; 32]), BlobId([1; 32])], None)
-            .unwrap();
-        j.record(b"a", &stamp(2), &[BlobId([1; 32]), BlobId([2; 32])], None)
-            .unwrap();
-        j.record(b"empty", &stamp(0), &[], None).unwrap();
+        j.record(
+            b"b",
+            &stamp(2),
+            &[BlobId([3; 32]), BlobId([1; 32])],
+            None,
+            &[],
+        )
+        .unwrap();
+        j.record(
+            b"a",
+            &stamp(2),
+            &[BlobId([1; 32]), BlobId([2; 32])],
+            None,
+            &[],
+        )
+        .unwrap();
+        j.record(b"empty", &stamp(0), &[], None, &[]).unwrap();
         j.end_scan().unwrap();
         let want: Vec<u8> = [[1u8; 32], [2; 32], [3; 32]].concat();
         assert_eq!(
@@ -455,13 +501,13 @@ mod tests {
         let mut j = Journal::open(&dir.path().join("j.db")).unwrap();
         let ids = vec![BlobId([1; 32]), BlobId([2; 32])];
         j.begin_scan().unwrap();
-        j.record(b"a", &stamp(5), &ids, None).unwrap();
+        j.record(b"a", &stamp(5), &ids, None, &[]).unwrap();
         let meta = ObjectMeta {
             etag: "\"e1\"".into(),
             content_type: "text/plain".into(),
             ..Default::default()
         };
-        j.record(b"obj", &stamp(1), &[], Some(&meta)).unwrap();
+        j.record(b"obj", &stamp(1), &[], Some(&meta), &[]).unwrap();
         j.end_scan().unwrap();
         assert_eq!(
             j.unchanged(b"a", &stamp(5)).unwrap(),

@@ -21,6 +21,7 @@ pub mod restore_bucket;
 pub mod restore_check;
 pub mod restore_dir;
 pub mod source;
+pub mod sparse;
 #[cfg(test)]
 mod test_bytes;
 pub mod verified;

@@ -97,6 +97,7 @@ pub fn walk_ahead(
             let wanted = has_content
                 && entry.stamp.size <= PREFETCH_MAX
                 && entry.link_key.is_none()
+                && !entry.sparse
                 && matches!(known, Ok(None));
             let prefetched = if wanted {
                 let (reply, answer) = sync_channel(1);
@@ -243,7 +244,13 @@ mod tests {
         journal.begin_scan().unwrap();
         let kept = std::fs::symlink_metadata(data.join("kept")).unwrap();
         journal
-            .record(b"kept", &crate::source::dir::stamp_of(&kept), &[], None)
+            .record(
+                b"kept",
+                &crate::source::dir::stamp_of(&kept),
+                &[],
+                None,
+                &[],
+            )
             .unwrap();
         journal.end_scan().unwrap();
         journal.promote().unwrap();

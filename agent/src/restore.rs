@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferry_crypto::{OpenError, SessionOpener, TenantKeys};
-use ferry_proto::manifest::{ManifestDecoder, ManifestError};
+use ferry_proto::manifest::{Layout, ManifestDecoder, ManifestError};
 use ferry_proto::v1::{CommitInfo, FetchBlobsRequest, ManifestEntry, ReportBadBlobsRequest};
 use ferry_proto::verified::Copy;
 use ferry_proto::{BadId, BlobId, BlobKind};
@@ -78,6 +78,8 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("a sparse file's chunks: {0}")]
+    Sparse(#[from] crate::sparse::Overflow),
     #[error("internal task failed: {0}")]
     Task(String),
     #[error("restore aborted")]
@@ -213,7 +215,15 @@ pub(crate) fn next_plain(
 /// Why a file's chunks do not make the size its manifest entry gives, if
 /// they do not: every writer refuses such a file.
 pub(crate) fn size_mismatch(entry: &ManifestEntry, held: u64) -> Option<String> {
-    (held != entry.size).then(|| format!("manifest says {} bytes, chunks hold {held}", entry.size))
+    // A sparse file's chunks hold its data, not its holes.
+    let data = Layout::of(entry).map_or(entry.size, |l| l.data_bytes());
+    (held != data).then(|| match data == entry.size {
+        true => format!("manifest says {} bytes, chunks hold {held}", entry.size),
+        false => format!(
+            "manifest says {data} bytes of data (of {} with holes), chunks hold {held}",
+            entry.size
+        ),
+    })
 }
 
 /// Fetches blobs by id and turns them into verified plaintexts.

@@ -111,10 +111,15 @@ pub fn write_bucket(
         let size = usize::try_from(entry.size).unwrap_or(usize::MAX);
         if size <= PART_SIZE {
             let mut body = Vec::with_capacity(size);
+            let mut held = 0u64;
+            let mut expand = Bytes::of(&entry);
             for _ in &entry.chunks {
-                body.extend_from_slice(&next_plain(&mut plains, runtime)?);
+                let plain = next_plain(&mut plains, runtime)?;
+                held += plain.len() as u64;
+                expand.push(&plain, &mut body, usize::MAX, &mut |_| Ok(()))?;
             }
-            check_size(target, &key, &entry, body.len() as u64)?;
+            check_size(target, &key, &entry, held)?;
+            expand.finish(&mut body, usize::MAX, &mut |_| Ok(()))?;
             progress.add_read(body.len() as u64);
             while in_flight.len() >= PUTS_IN_FLIGHT {
                 if let Some(task) = in_flight.pop_front() {
@@ -124,14 +129,7 @@ pub fn write_bucket(
             let put = put_whole_object(target.clone(), key, meta, body);
             in_flight.push_back(runtime.spawn(put));
         } else {
-            runtime.block_on(put_multipart(
-                target,
-                &key,
-                &meta,
-                &entry,
-                &mut plains,
-                progress,
-            ))?;
+            put_multipart(target, &key, &meta, &entry, &mut plains, runtime, progress)?;
         }
         report.files += 1;
         report.bytes += entry.size;
@@ -194,65 +192,125 @@ async fn put_whole_object(
     Ok(())
 }
 
-async fn put_multipart(
+/// A large object in parts, each network call waited for on this
+/// (blocking) thread, so a sparse file's holes become zeros a part at a
+/// time however long they are.
+fn put_multipart(
     target: &BucketTarget,
     key: &str,
     meta: &ObjectMeta,
     entry: &ManifestEntry,
     plains: &mut mpsc::Receiver<Plain>,
+    runtime: &Handle,
     progress: &Progress,
 ) -> Result<(), RestoreError> {
-    let mut upload = MultipartUpload::start(&target.client, &target.location, key, |b| {
+    let started = MultipartUpload::start(&target.client, &target.location, key, |b| {
         b.set_content_type(non_empty(&meta.content_type))
             .set_content_encoding(non_empty(&meta.content_encoding))
             .set_content_disposition(non_empty(&meta.content_disposition))
             .set_content_language(non_empty(&meta.content_language))
             .set_cache_control(non_empty(&meta.cache_control))
             .set_metadata(user_metadata(meta))
-    })
-    .await
-    .map_err(|e| target.err(key, e))?;
-    let uploaded = upload_parts(target, key, &mut upload, entry, plains, progress).await;
+    });
+    let mut upload = runtime.block_on(started).map_err(|e| target.err(key, e))?;
+    let uploaded = upload_parts(target, key, &mut upload, entry, plains, runtime, progress);
     let completed = match uploaded {
-        Ok(()) => upload.complete().await.map_err(|e| target.err(key, e)),
+        Ok(()) => runtime
+            .block_on(upload.complete())
+            .map_err(|e| target.err(key, e)),
         Err(e) => Err(e),
     };
     if completed.is_err() {
-        upload.abort().await;
+        runtime.block_on(upload.abort());
     }
     completed
 }
 
-/// Pours the entry's chunks into parts; checks the size before the last
-/// part goes up, so a wrong object never completes.
-async fn upload_parts(
+/// Pours the entry's chunks (and a sparse file's holes, as zeros) into
+/// parts; checks the size before the last part goes up, so a wrong object
+/// never completes.
+fn upload_parts(
     target: &BucketTarget,
     key: &str,
     upload: &mut MultipartUpload,
     entry: &ManifestEntry,
     plains: &mut mpsc::Receiver<Plain>,
+    runtime: &Handle,
     progress: &Progress,
 ) -> Result<(), RestoreError> {
     let mut part: Vec<u8> = Vec::with_capacity(PART_SIZE);
-    let mut total = 0u64;
-    let chunks = entry.chunks.len();
-    for index in 0..chunks {
-        let task = plains.recv().await.ok_or(RestoreError::Aborted)?;
-        let plain = task
-            .await
-            .map_err(|e| RestoreError::Task(e.to_string()))??;
-        total += plain.len() as u64;
-        part.extend_from_slice(&plain);
-        let last = index + 1 == chunks;
-        if last {
-            check_size(target, key, entry, total)?;
-        }
-        while part.len() >= PART_SIZE || (last && !part.is_empty()) {
-            let take = part.len().min(PART_SIZE);
-            let body: Vec<u8> = part.drain(..take).collect();
-            progress.add_read(body.len() as u64);
-            upload.part(body).await.map_err(|e| target.err(key, e))?;
-        }
+    let mut held = 0u64;
+    let mut expand = Bytes::of(entry);
+    let mut send = |part: &mut Vec<u8>| -> Result<(), RestoreError> {
+        let body = std::mem::replace(part, Vec::with_capacity(PART_SIZE));
+        progress.add_read(body.len() as u64);
+        runtime
+            .block_on(upload.part(body))
+            .map_err(|e| target.err(key, e))
+    };
+    for _ in &entry.chunks {
+        let plain = next_plain(plains, runtime)?;
+        held += plain.len() as u64;
+        expand.push(&plain, &mut part, PART_SIZE, &mut send)?;
+    }
+    check_size(target, key, entry, held)?;
+    expand.finish(&mut part, PART_SIZE, &mut send)?;
+    if !part.is_empty() {
+        send(&mut part)?;
     }
     Ok(())
+}
+
+/// An entry's bytes as an object holds them: its data, and a sparse file's
+/// holes as zeros.
+enum Bytes {
+    Dense,
+    Sparse(crate::sparse::Expander),
+}
+
+impl Bytes {
+    fn of(entry: &ManifestEntry) -> Self {
+        match ferry_proto::manifest::Layout::of(entry) {
+            Ok(layout) if !layout.holes.is_empty() => {
+                Self::Sparse(crate::sparse::Expander::new(&layout))
+            }
+            _ => Self::Dense,
+        }
+    }
+
+    fn push(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        piece: usize,
+        flush: &mut impl FnMut(&mut Vec<u8>) -> Result<(), RestoreError>,
+    ) -> Result<(), RestoreError> {
+        match self {
+            Self::Sparse(expander) => expander.push(data, out, piece, flush),
+            Self::Dense => {
+                let mut data = data;
+                while !data.is_empty() {
+                    let take = data.len().min(piece.saturating_sub(out.len()).max(1));
+                    out.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if out.len() >= piece {
+                        flush(out)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(
+        &mut self,
+        out: &mut Vec<u8>,
+        piece: usize,
+        flush: &mut impl FnMut(&mut Vec<u8>) -> Result<(), RestoreError>,
+    ) -> Result<(), RestoreError> {
+        match self {
+            Self::Sparse(expander) => expander.finish(out, piece, flush),
+            Self::Dense => Ok(()),
+        }
+    }
 }

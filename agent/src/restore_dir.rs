@@ -413,6 +413,9 @@ fn write_file(
         path: path.to_path_buf(),
         source,
     };
+    if !entry.holes.is_empty() {
+        return write_sparse_file(path, entry, plains, runtime, progress, consumed);
+    }
     // Large files go past the page cache (see ferry_direct): copying a
     // restore into the page cache was most of the restore's system time.
     // Small ones stay buffered, where a direct write per file would wait on
@@ -440,6 +443,54 @@ fn write_file(
     let mtime = FileTime::from_unix_time(entry.mtime_sec, entry.mtime_nsec);
     finish_file(&file, path, entry.mode, mtime)?;
     Ok(written)
+}
+
+/// Writes a sparse file: its data where the layout puts it, its holes left
+/// unwritten (buffered: O_DIRECT wants aligned writes, and holes need not
+/// fall on its alignment).
+fn write_sparse_file(
+    path: &Path,
+    entry: &ManifestEntry,
+    plains: &mut mpsc::Receiver<Plain>,
+    runtime: &tokio::runtime::Handle,
+    progress: &Progress,
+    consumed: &mut usize,
+) -> Result<u64, RestoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let werr = |source| RestoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let layout =
+        ferry_proto::manifest::Layout::of(entry).map_err(|reason| RestoreError::Target {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        })?;
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(werr)?;
+    let mut writer = crate::sparse::DataWriter::new(&file, &layout);
+    let mut written = 0u64;
+    for _ in &entry.chunks {
+        let plain = next_plain(plains, runtime)?;
+        *consumed += 1;
+        writer.write(&plain).map_err(werr)?;
+        written += plain.len() as u64;
+        progress.add_read(plain.len() as u64);
+    }
+    if let Some(reason) = size_mismatch(entry, written) {
+        return Err(RestoreError::Target {
+            path: path.to_path_buf(),
+            reason,
+        });
+    }
+    writer.finish().map_err(werr)?;
+    let mtime = FileTime::from_unix_time(entry.mtime_sec, entry.mtime_nsec);
+    finish_file(&file, path, entry.mode, mtime)?;
+    Ok(entry.size)
 }
 
 /// Mode and times of a file kept from an earlier restore.

@@ -83,6 +83,65 @@ pub fn check_relative_path(path: &[u8]) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Where a file's bytes lie: its holes (sparse files) and, between them,
+/// the data its chunks hold, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// (offset, length), sorted, apart and non-empty.
+    pub holes: Vec<(u64, u64)>,
+    pub size: u64,
+}
+
+impl Layout {
+    /// The layout `entry` gives.
+    ///
+    /// # Errors
+    ///
+    /// A reason if the holes are not (offset, length) pairs, sorted, apart,
+    /// non-empty and within the size.
+    pub fn of(entry: &ManifestEntry) -> Result<Self, &'static str> {
+        if !entry.holes.len().is_multiple_of(2) {
+            return Err("holes are not (offset, length) pairs");
+        }
+        let mut holes = Vec::with_capacity(entry.holes.len() / 2);
+        let mut end = 0u64;
+        for pair in entry.holes.chunks_exact(2) {
+            let (offset, len) = (pair[0], pair[1]);
+            let hole_end = offset.checked_add(len).ok_or("a hole ends past 2^64")?;
+            if len == 0 || offset < end || (end > 0 && offset == end) || hole_end > entry.size {
+                return Err("holes are not sorted, apart, non-empty and within the size");
+            }
+            holes.push((offset, len));
+            end = hole_end;
+        }
+        Ok(Self {
+            holes,
+            size: entry.size,
+        })
+    }
+
+    /// The bytes the chunks hold: the size less the holes.
+    pub fn data_bytes(&self) -> u64 {
+        self.size - self.holes.iter().map(|(_, len)| len).sum::<u64>()
+    }
+
+    /// The (offset, length) ranges between the holes, in order.
+    pub fn data(&self) -> Vec<(u64, u64)> {
+        let mut data = Vec::with_capacity(self.holes.len() + 1);
+        let mut at = 0;
+        for (offset, len) in &self.holes {
+            if *offset > at {
+                data.push((at, offset - at));
+            }
+            at = offset + len;
+        }
+        if self.size > at {
+            data.push((at, self.size - at));
+        }
+        data
+    }
+}
+
 /// Incremental decoder: push stream bytes as they arrive, pull entries out.
 /// Checks order and shape of every entry; never panics on any input.
 #[derive(Default)]
@@ -205,6 +264,7 @@ impl ManifestDecoder {
                 if entry.chunks.iter().any(|c| c.len() != ID_LEN) {
                     return Err(invalid("a chunk id is not 32 bytes"));
                 }
+                Layout::of(entry).map_err(invalid)?;
                 if !entry.hardlink_to.is_empty() {
                     check_relative_path(&entry.hardlink_to).map_err(invalid)?;
                     if cmp_paths(&entry.hardlink_to, &entry.path).is_ge() {
@@ -330,6 +390,34 @@ mod tests {
             decode_all(&bytes[..bytes.len() - 1], 5).unwrap_err(),
             ManifestError::Truncated { index: 1 }
         );
+    }
+
+    #[test]
+    fn holes_must_be_sorted_pairs_within_the_size() {
+        let with = |holes: Vec<u64>| {
+            let mut entry = file("a", 1);
+            entry.size = 100;
+            entry.holes = holes;
+            entry
+        };
+        let layout = Layout::of(&with(vec![0, 10, 50, 20])).unwrap();
+        assert_eq!(layout.data_bytes(), 70);
+        assert_eq!(layout.data(), [(10, 40), (70, 30)]);
+        let tail = Layout::of(&with(vec![60, 40])).unwrap();
+        assert_eq!(tail.data(), [(0, 60)]);
+        assert_eq!(Layout::of(&with(vec![0, 100])).unwrap().data(), []);
+        for bad in [
+            vec![5],
+            vec![0, 0],
+            vec![50, 10, 10, 5],
+            vec![0, 10, 10, 5],
+            vec![90, 20],
+            vec![u64::MAX, 2],
+        ] {
+            assert!(Layout::of(&with(bad.clone())).is_err(), "{bad:?}");
+        }
+        let bytes = encode(&[with(vec![0, 10, 10, 5])]);
+        assert!(decode_all(&bytes, 7).is_err());
     }
 
     #[test]

@@ -151,3 +151,55 @@ fn pipes_and_device_nodes_come_back_and_sockets_are_counted() {
     assert_eq!(expected[&b"pipe"[..]].kind, 'p');
     assert_same(&expected, &describe(&out), "pipes and devices");
 }
+
+/// A sparse file is stored as its data (the backup reads no holes) and
+/// restored with its holes: same bytes, no more disk than the original,
+/// also from a later snapshot where it was unchanged (its holes come from
+/// the agent's index, not a new read).
+#[test]
+fn a_sparse_file_comes_back_sparse() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let w = tempfile::tempdir().unwrap();
+    let w = w.path();
+    let src = w.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let mib = 1u64 << 20;
+    let sparse = std::fs::File::create(src.join("disk.img")).unwrap();
+    sparse.set_len(256 * mib).unwrap();
+    let data: Vec<u8> = (0..mib).map(|i| (i * 7 % 251) as u8).collect();
+    sparse.write_all_at(&data, 10 * mib).unwrap();
+    sparse
+        .write_all_at(&data[..mib as usize / 2], 200 * mib)
+        .unwrap();
+    sparse.sync_all().unwrap();
+    drop(sparse);
+    std::fs::write(src.join("dense.txt"), b"not sparse").unwrap();
+    let allocated = |p: &Path| std::fs::metadata(p).unwrap().blocks() * 512;
+    let original = allocated(&src.join("disk.img"));
+    assert!(
+        original < 4 * mib,
+        "the file system made it {original} bytes"
+    );
+
+    let hub = Hub::start(&w.join("hub"));
+    let site = Site::create(&hub, &w.join("site"), &src, "site-a", "docs");
+    let first = site.backup();
+    let read = first["bytes_read"].as_u64().unwrap();
+    assert!(
+        read < 2 * mib,
+        "read {read} bytes of a 256 MiB sparse file: {first}"
+    );
+    assert_eq!(first["bytes"], 256 * mib + 10, "{first}");
+    let second = site.backup();
+    assert_eq!(second["files_read"], 0, "{second}");
+    for snapshot in ["1", "2"] {
+        let out = w.join(format!("restored-{snapshot}"));
+        site.restore(&out, &["--snapshot", snapshot]);
+        assert_same(&describe(&src), &describe(&out), "sparse file");
+        let restored = allocated(&out.join("disk.img"));
+        assert!(
+            restored <= original + 64 * 1024,
+            "snapshot {snapshot}: {restored} bytes allocated, the original {original}"
+        );
+    }
+}

@@ -633,6 +633,7 @@ mod tests {
             link_key: None,
             object: None,
             rdev: 0,
+            sparse: false,
         }
     }
 

@@ -3,6 +3,7 @@
 //! chunk, and build the manifest as it goes.
 
 use super::*;
+use crate::sparse;
 
 pub(super) struct Scanned {
     pub(super) manifest: Vec<BlobId>,
@@ -113,8 +114,8 @@ pub(super) fn scan_source(
                 } else {
                     let known = item.known?;
                     let prefetched = item.prefetched.and_then(|answer| answer.recv().ok());
-                    let (ids, object) = match (known, prefetched) {
-                        (Some(known), _) => (known.ids, known.object),
+                    let (ids, object, holes) = match (known, prefetched) {
+                        (Some(known), _) => (known.ids, known.object, known.holes),
                         // Read ahead, and unchanged while it was read: one chunk.
                         (None, Some(Ok(p)))
                             if p.stamp_after == Some(entry.stamp)
@@ -127,7 +128,7 @@ pub(super) fn scan_source(
                                 true => Vec::new(),
                                 false => vec![send(BlobKind::Data, p.data)?],
                             };
-                            (ids, p.object)
+                            (ids, p.object, Vec::new())
                         }
                         // Not read ahead, or it changed or failed meanwhile:
                         // read here, with retries, as for any file.
@@ -151,8 +152,9 @@ pub(super) fn scan_source(
                     };
                     // An object keeps the identity of the version read.
                     let object = object.or(entry.object.take());
-                    journal.record(&entry.path, &entry.stamp, &ids, object.as_deref())?;
+                    journal.record(&entry.path, &entry.stamp, &ids, object.as_deref(), &holes)?;
                     out.chunks = ids.iter().map(|id| id.0.to_vec()).collect();
+                    out.holes = holes;
                     out.object = object.map(|o| *o);
                     if let Some(key) = entry.link_key {
                         first_link.insert(key, entry.path.clone());
@@ -222,8 +224,9 @@ pub(super) enum ReadVersion {
     Object(FileStamp, Box<ObjectMeta>),
 }
 
-/// A file's or object's chunk ids, and an object's metadata.
-pub(super) type ReadResult = (Vec<BlobId>, Option<Box<ObjectMeta>>);
+/// A file's or object's chunk ids, an object's metadata, and a sparse
+/// file's holes (flattened (offset, length) pairs).
+pub(super) type ReadResult = (Vec<BlobId>, Option<Box<ObjectMeta>>, Vec<u64>);
 
 /// Reads and chunks one file, retrying while it changes under us. The outer
 /// error stops the backup; the inner one skips (and reports) this file.
@@ -245,7 +248,21 @@ pub(super) fn read_file(
             })
         };
         // How to tell, after reading, which version was read.
+        let mut holes = Vec::new();
         let (read, after) = match source.open(entry)? {
+            // Only the data of a sparse file is read: its holes are noted.
+            Content::File(file) if entry.sparse => match sparse::map(&file, size) {
+                Ok(map) if !map.holes.is_empty() => {
+                    holes = map.holes.iter().flat_map(|(o, l)| [*o, *l]).collect();
+                    let mut data = sparse::DataReader::new(&file, map.data());
+                    (chunk(&mut data), ReadVersion::File(file))
+                }
+                Ok(_) => {
+                    let mut file = file;
+                    (chunk(&mut file), ReadVersion::File(file))
+                }
+                Err(e) => return Ok(Err(format!("finding holes: {e}"))),
+            },
             Content::File(mut file) => (chunk(&mut file), ReadVersion::File(file)),
             Content::Reader(mut r) => (chunk(&mut r), ReadVersion::LookAgain),
             Content::Object {
@@ -286,9 +303,12 @@ pub(super) fn read_file(
                 (Some(stamp), Some(meta))
             }
         };
+        let hole_bytes: u64 = holes.chunks_exact(2).map(|h| h[1]).sum();
         match now {
             None => return Ok(Err("vanished while being read".into())),
-            Some(now) if now == entry.stamp && len == now.size => return Ok(Ok((ids, object))),
+            Some(now) if now == entry.stamp && len + hole_bytes == now.size => {
+                return Ok(Ok((ids, object, holes)));
+            }
             // Changed while we read it: what we read may be torn. Try again
             // with the new stamp rather than store a mix of two versions.
             Some(now) => entry.stamp = now,

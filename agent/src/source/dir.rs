@@ -57,6 +57,7 @@ fn entry_from(path: Vec<u8>, kind: EntryKind, meta: &Metadata, target: Vec<u8>) 
         link_key,
         object: None,
         rdev: meta.rdev(),
+        sparse: kind == EntryKind::File && meta.blocks().saturating_mul(512) < meta.len(),
     }
 }
 

@@ -47,6 +47,9 @@ pub struct SourceEntry {
     pub object: Option<Box<ObjectMeta>>,
     /// Device nodes: the device number.
     pub rdev: u64,
+    /// Files with fewer blocks allocated than their size: they may have
+    /// holes, so a backup looks for them (SEEK_HOLE) instead of reading them.
+    pub sparse: bool,
 }
 
 impl SourceEntry {
@@ -62,6 +65,7 @@ impl SourceEntry {
             link_key: None,
             object: Some(meta),
             rdev: 0,
+            sparse: false,
         }
     }
 }
