@@ -110,6 +110,10 @@ enum Command {
         /// file of the entry's size and modification time is kept).
         #[arg(long, requires = "to")]
         resume: bool,
+        /// With --to: give entries the user and group ids recorded at
+        /// backup, not the ids their names have on this system.
+        #[arg(long, requires = "to")]
+        numeric_owner: bool,
         /// Snapshot sequence number (from `snapshots`); default: the latest.
         #[arg(long, conflicts_with = "at")]
         snapshot: Option<u64>,
@@ -240,12 +244,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             to_target,
             overwrite,
             resume,
+            numeric_owner,
             snapshot,
             at,
         } => {
             let which = which_snapshot(snapshot, at)?;
             let to = match (to, to_target) {
-                (Some(dir), _) => To::Dir { dir, resume },
+                (Some(dir), _) => To::Dir {
+                    dir,
+                    resume,
+                    numeric_owner,
+                },
                 (None, Some(name)) => To::Target { name, overwrite },
                 (None, None) => bail!("say where to restore: --to DIR or --to-target NAME"),
             };
@@ -493,6 +502,7 @@ enum To {
     Dir {
         dir: PathBuf,
         resume: bool,
+        numeric_owner: bool,
     },
     Target {
         name: String,
@@ -518,9 +528,18 @@ async fn restore(
     }
     let bucket = bucket_of(&ctx.config, arg)?;
     let (target, shown) = match to {
-        To::Dir { dir, resume } => {
+        To::Dir {
+            dir,
+            resume,
+            numeric_owner,
+        } => {
             let shown = dir.display().to_string();
-            (RestoreTarget::Dir { path: dir, resume }, shown)
+            let target = RestoreTarget::Dir {
+                path: dir,
+                resume,
+                numeric_owner,
+            };
+            (target, shown)
         }
         To::Target { name, overwrite } => {
             let location = ctx.config.target(&name)?.s3.clone();

@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry_proto::v1::{ManifestEntry, ObjectMeta};
+use ferry_proto::v1::{ManifestEntry, ObjectMeta, Xattr};
 use ferry_proto::{BlobId, ID_LEN};
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -44,6 +44,15 @@ pub struct Known {
     pub object: Option<Box<ObjectMeta>>,
     /// Sparse files only: the holes, as (offset, length) pairs flattened.
     pub holes: Vec<u64>,
+    pub xattrs: Vec<Xattr>,
+}
+
+/// What the index keeps of a file beyond its stamp and chunks.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Extra<'a> {
+    /// Flattened (offset, length) pairs.
+    pub holes: &'a [u64],
+    pub xattrs: &'a [Xattr],
 }
 
 /// What identifies an unchanged file without reading it.
@@ -221,15 +230,20 @@ impl Journal {
             .map(|m| ObjectMeta::decode(m.as_slice()).map(Box::new))
             .transpose()
             .map_err(|e| corrupt(format!("object metadata: {e}")))?;
-        let holes = match extra {
+        let (holes, xattrs) = match extra {
             Some(bytes) => {
-                ManifestEntry::decode(bytes.as_slice())
-                    .map_err(|e| corrupt(format!("file layout: {e}")))?
-                    .holes
+                let extra = ManifestEntry::decode(bytes.as_slice())
+                    .map_err(|e| corrupt(format!("file layout and attributes: {e}")))?;
+                (extra.holes, extra.xattrs)
             }
-            None => Vec::new(),
+            None => (Vec::new(), Vec::new()),
         };
-        Ok(Some(Known { ids, object, holes }))
+        Ok(Some(Known {
+            ids,
+            object,
+            holes,
+            xattrs,
+        }))
     }
 
     /// Records what this scan saw of a file.
@@ -239,11 +253,12 @@ impl Journal {
         stamp: &FileStamp,
         chunks: &[BlobId],
         object: Option<&ObjectMeta>,
-        holes: &[u64],
+        extra: Extra<'_>,
     ) -> Result<(), JournalError> {
-        let extra = (!holes.is_empty()).then(|| {
+        let extra = (!extra.holes.is_empty() || !extra.xattrs.is_empty()).then(|| {
             ManifestEntry {
-                holes: holes.to_vec(),
+                holes: extra.holes.to_vec(),
+                xattrs: extra.xattrs.to_vec(),
                 ..Default::default()
             }
             .encode_to_vec()
@@ -438,8 +453,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut j = Journal::open(&dir.path().join("j.db")).unwrap();
         j.begin_scan().unwrap();
-        j.record(b"old", &stamp(1), &[BlobId([9; 32])], None, &[])
-            .unwrap();
+        j.record(
+            b"old",
+            &stamp(1),
+            &[BlobId([9; 32])],
+            None,
+            Extra::default(),
+        )
+        .unwrap();
         j.end_scan().unwrap();
         j.promote().unwrap();
 
@@ -449,7 +470,7 @@ mod tests {
             &stamp(2),
             &[BlobId([3; 32]), BlobId([1; 32])],
             None,
-            &[],
+            Extra::default(),
         )
         .unwrap();
         j.record(
@@ -457,10 +478,11 @@ mod tests {
             &stamp(2),
             &[BlobId([1; 32]), BlobId([2; 32])],
             None,
-            &[],
+            Extra::default(),
         )
         .unwrap();
-        j.record(b"empty", &stamp(0), &[], None, &[]).unwrap();
+        j.record(b"empty", &stamp(0), &[], None, Extra::default())
+            .unwrap();
         j.end_scan().unwrap();
         let want: Vec<u8> = [[1u8; 32], [2; 32], [3; 32]].concat();
         assert_eq!(
@@ -501,13 +523,15 @@ mod tests {
         let mut j = Journal::open(&dir.path().join("j.db")).unwrap();
         let ids = vec![BlobId([1; 32]), BlobId([2; 32])];
         j.begin_scan().unwrap();
-        j.record(b"a", &stamp(5), &ids, None, &[]).unwrap();
+        j.record(b"a", &stamp(5), &ids, None, Extra::default())
+            .unwrap();
         let meta = ObjectMeta {
             etag: "\"e1\"".into(),
             content_type: "text/plain".into(),
             ..Default::default()
         };
-        j.record(b"obj", &stamp(1), &[], Some(&meta), &[]).unwrap();
+        j.record(b"obj", &stamp(1), &[], Some(&meta), Extra::default())
+            .unwrap();
         j.end_scan().unwrap();
         assert_eq!(
             j.unchanged(b"a", &stamp(5)).unwrap(),

@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod events;
 pub mod hub_link;
 pub mod journal;
+pub mod owners;
 pub mod prefetch;
 pub mod progress;
 pub mod restore;
@@ -25,3 +26,4 @@ pub mod sparse;
 #[cfg(test)]
 mod test_bytes;
 pub mod verified;
+pub mod xattrs;

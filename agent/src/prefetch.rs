@@ -249,7 +249,7 @@ mod tests {
                 &crate::source::dir::stamp_of(&kept),
                 &[],
                 None,
-                &[],
+                Default::default(),
             )
             .unwrap();
         journal.end_scan().unwrap();

@@ -190,7 +190,13 @@ pub enum RestoreTarget {
     /// A new or empty directory; with `resume`, one an earlier restore of
     /// the same snapshot left unfinished, where only what is missing or
     /// different is written.
-    Dir { path: PathBuf, resume: bool },
+    /// Owners are given by name where this system knows the names, unless
+    /// `numeric_owner`.
+    Dir {
+        path: PathBuf,
+        resume: bool,
+        numeric_owner: bool,
+    },
     /// An S3 bucket, empty under its prefix.
     Bucket(Arc<BucketTarget>),
     /// Nowhere: every chunk is fetched and checked, nothing written
@@ -376,7 +382,7 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
     if !job.keys.can_decrypt() {
         return Err(RestoreError::WriteOnlyKey);
     }
-    if let RestoreTarget::Dir { path, resume } = &job.target {
+    if let RestoreTarget::Dir { path, resume, .. } = &job.target {
         prepare_target(path, *resume)?;
     }
     // The chain is checked as it is walked; only the chosen commit is kept.
@@ -407,7 +413,9 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
     let (id_tx, id_rx) = mpsc::channel::<BlobId>(ID_QUEUE);
     let (plain_tx, plain_rx) = mpsc::channel(PLAIN_QUEUE);
     let resuming = match &job.target {
-        RestoreTarget::Dir { path, resume: true } => Some(path.clone()),
+        RestoreTarget::Dir {
+            path, resume: true, ..
+        } => Some(path.clone()),
         _ => None,
     };
     let planner = tokio::spawn(plan(fetcher.clone(), manifest, resuming, entry_tx, id_tx));
@@ -416,8 +424,20 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
         let runtime = tokio::runtime::Handle::current();
         let progress = job.progress.clone();
         match job.target {
-            RestoreTarget::Dir { path, resume } => tokio::task::spawn_blocking(move || {
-                write_tree(&path, resume, entry_rx, plain_rx, &runtime, &progress)
+            RestoreTarget::Dir {
+                path,
+                resume,
+                numeric_owner,
+            } => tokio::task::spawn_blocking(move || {
+                write_tree(
+                    &path,
+                    resume,
+                    numeric_owner,
+                    entry_rx,
+                    plain_rx,
+                    &runtime,
+                    &progress,
+                )
             }),
             RestoreTarget::Bucket(bucket) => tokio::task::spawn_blocking(move || {
                 write_bucket(&bucket, entry_rx, plain_rx, &runtime, &progress)

@@ -16,6 +16,7 @@ use ferry_proto::v1::{EntryType, ManifestEntry};
 use filetime::FileTime;
 use tokio::sync::mpsc;
 
+use crate::owners::Ids;
 use crate::progress::Progress;
 use crate::restore::{
     NotRestored, Plain, Planned, RestoreError, RestoreReport, next_plain, size_mismatch,
@@ -90,6 +91,7 @@ struct DirMeta {
     mtime: FileTime,
     uid: u32,
     gid: u32,
+    xattrs: Vec<ferry_proto::v1::Xattr>,
 }
 
 /// How many entries that could not be written are listed by path in the
@@ -102,6 +104,7 @@ const LISTED_FAILURES: usize = 1000;
 pub(crate) fn write_tree(
     target: &Path,
     resume: bool,
+    numeric_owner: bool,
     mut entries: mpsc::Receiver<Planned>,
     mut plains: mpsc::Receiver<Plain>,
     runtime: &tokio::runtime::Handle,
@@ -110,6 +113,7 @@ pub(crate) fn write_tree(
     let mut writer = TreeWriter {
         target,
         resume,
+        ids: Ids::new(numeric_owner),
         report: RestoreReport::default(),
         dirs: Vec::new(),
     };
@@ -187,7 +191,8 @@ pub(crate) fn write_tree(
                 path: dir.path.clone(),
                 source,
             })
-            .and_then(|()| set_owner(&dir.path, dir.uid, dir.gid));
+            .and_then(|()| set_owner(&dir.path, dir.uid, dir.gid))
+            .and_then(|()| set_xattrs(&dir.path, &dir.xattrs));
         if let Err(e) = finished {
             writer.failed(&dir.path, &e);
         }
@@ -199,6 +204,7 @@ pub(crate) fn write_tree(
 struct TreeWriter<'a> {
     target: &'a Path,
     resume: bool,
+    ids: Ids,
     report: RestoreReport,
     /// Directories made, finished once everything is in them.
     dirs: Vec<DirMeta>,
@@ -219,6 +225,27 @@ impl TreeWriter<'_> {
                 },
             });
         }
+    }
+
+    /// Gives `path` the entry's owner (by name where this system knows it),
+    /// then its extended attributes: after the owner, since a change of
+    /// owner drops some (security.capability), and with the set-id bits
+    /// again, which a change of owner clears.
+    fn own(&mut self, path: &Path, entry: &ManifestEntry) -> Result<(), RestoreError> {
+        let (uid, gid) = (
+            self.ids.uid(entry.uid, &entry.user),
+            self.ids.gid(entry.gid, &entry.group),
+        );
+        set_owner(path, uid, gid)?;
+        if entry.mode & 0o6000 != 0 && entry.r#type != EntryType::Symlink as i32 {
+            fs::set_permissions(path, fs::Permissions::from_mode(entry.mode)).map_err(
+                |source| RestoreError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            )?;
+        }
+        set_xattrs(path, &entry.xattrs)
     }
 
     /// Makes way for a new entry at `path` in a resumed restore: whatever
@@ -260,8 +287,9 @@ impl TreeWriter<'_> {
                     path: path.to_path_buf(),
                     mode: entry.mode,
                     mtime,
-                    uid: entry.uid,
-                    gid: entry.gid,
+                    uid: self.ids.uid(entry.uid, &entry.user),
+                    gid: self.ids.gid(entry.gid, &entry.group),
+                    xattrs: entry.xattrs.clone(),
                 });
                 self.report.dirs += 1;
             }
@@ -273,7 +301,7 @@ impl TreeWriter<'_> {
                     std::os::unix::fs::symlink(link, path).map_err(werr(path))?;
                 }
                 filetime::set_symlink_file_times(path, mtime, mtime).map_err(werr(path))?;
-                set_owner(path, entry.uid, entry.gid)?;
+                self.own(path, entry)?;
                 self.report.symlinks += 1;
             }
             Ok(kind @ (EntryType::Fifo | EntryType::CharDevice | EntryType::BlockDevice)) => {
@@ -285,7 +313,7 @@ impl TreeWriter<'_> {
                 fs::set_permissions(path, fs::Permissions::from_mode(entry.mode))
                     .map_err(werr(path))?;
                 filetime::set_symlink_file_times(path, mtime, mtime).map_err(werr(path))?;
-                set_owner(path, entry.uid, entry.gid)?;
+                self.own(path, entry)?;
                 self.report.specials += 1;
             }
             Ok(EntryType::File) if !entry.hardlink_to.is_empty() => {
@@ -305,7 +333,7 @@ impl TreeWriter<'_> {
             }
             Ok(EntryType::File) if present => {
                 finish_path(path, entry.mode, mtime)?;
-                set_owner(path, entry.uid, entry.gid)?;
+                self.own(path, entry)?;
                 self.report.files += 1;
                 self.report.already_present += 1;
                 progress.add_files(1);
@@ -328,7 +356,7 @@ impl TreeWriter<'_> {
                         return Err(e);
                     }
                 };
-                set_owner(path, entry.uid, entry.gid)?;
+                self.own(path, entry)?;
                 self.report.files += 1;
                 self.report.chunks += entry.chunks.len() as u64;
                 self.report.bytes += written;
@@ -511,6 +539,15 @@ fn finish_file(file: &File, path: &Path, mode: u32, mtime: FileTime) -> Result<(
     file.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(werr)?;
     filetime::set_file_handle_times(file, Some(mtime), Some(mtime)).map_err(werr)
+}
+
+/// Sets an entry's extended attributes; one that cannot be set fails the
+/// entry, which is then reported (restored, but not whole).
+fn set_xattrs(path: &Path, xattrs: &[ferry_proto::v1::Xattr]) -> Result<(), RestoreError> {
+    crate::xattrs::write(path, xattrs).map_err(|(name, e)| RestoreError::Target {
+        path: path.to_path_buf(),
+        reason: format!("restored, but not its extended attribute {name}: {e}"),
+    })
 }
 
 /// Restores ownership where we may (as root); elsewhere keeps ours, as tar does.

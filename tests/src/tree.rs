@@ -20,6 +20,27 @@ pub struct Node {
     pub content: String,
     /// For a further hard link: the first path (in walk order) of its inode.
     pub link_of: Option<Vec<u8>>,
+    /// Extended attributes (POSIX ACLs among them), by name.
+    pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+/// Every extended attribute of `path`, not following a symlink.
+pub fn xattrs_of(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut names = vec![0u8; 65536];
+    let Ok(len) = rustix::fs::llistxattr(path, &mut names[..]) else {
+        return BTreeMap::new();
+    };
+    names[..len]
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|name| {
+            let mut value = vec![0u8; 65536];
+            let key = std::ffi::OsStr::from_bytes(name);
+            let n = rustix::fs::lgetxattr(path, key, &mut value[..]).unwrap();
+            value.truncate(n);
+            (name.to_vec(), value)
+        })
+        .collect()
 }
 
 /// Every entry below `root` (not `root` itself), by relative path bytes.
@@ -100,6 +121,7 @@ fn walk(
                 },
                 content,
                 link_of,
+                xattrs: xattrs_of(&path),
             },
         );
         if kind == 'd' {

@@ -203,3 +203,89 @@ fn a_sparse_file_comes_back_sparse() {
         );
     }
 }
+
+/// A POSIX access ACL as Linux keeps it in `system.posix_acl_access`:
+/// owner rw-, user 1234 r--, group r--, mask r--, other ---.
+fn acl_granting_user_1234_read() -> Vec<u8> {
+    let mut acl = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (0x01u16, 6u16, u32::MAX),
+        (0x02, 4, 1234),
+        (0x04, 4, u32::MAX),
+        (0x10, 4, u32::MAX),
+        (0x20, 0, u32::MAX),
+    ] {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    acl
+}
+
+/// Extended attributes and ACLs on files, directories and an unchanged
+/// file of a later snapshot; a set-user-id file keeps its bit; owners are
+/// mapped by name unless --numeric-owner (the tests run as root).
+#[test]
+fn attributes_acls_and_owners_come_back() {
+    use rustix::fs::{XattrFlags, lsetxattr};
+    let w = tempfile::tempdir().unwrap();
+    let w = w.path();
+    let src = w.join("src");
+    std::fs::create_dir_all(src.join("shared")).unwrap();
+    let tagged = src.join("shared/tagged.txt");
+    std::fs::write(&tagged, b"with attributes").unwrap();
+    std::fs::write(src.join("plain.txt"), b"without").unwrap();
+    lsetxattr(&tagged, "user.origin", b"site-a", XattrFlags::empty()).unwrap();
+    lsetxattr(&tagged, "user.empty", b"", XattrFlags::empty()).unwrap();
+    lsetxattr(&tagged, "user.big", &vec![9u8; 2_000], XattrFlags::empty()).unwrap();
+    let acl = acl_granting_user_1234_read();
+    lsetxattr(
+        &tagged,
+        "system.posix_acl_access",
+        &acl,
+        XattrFlags::empty(),
+    )
+    .unwrap();
+    lsetxattr(
+        src.join("shared"),
+        "user.dir",
+        b"a directory's",
+        XattrFlags::empty(),
+    )
+    .unwrap();
+    let setuid = src.join("setuid-tool");
+    std::fs::write(&setuid, b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        &setuid,
+        std::os::unix::fs::PermissionsExt::from_mode(0o4755),
+    )
+    .unwrap();
+    // Owned by "nobody", whose id the restore looks up by name.
+    let nobody = std::process::Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .unwrap();
+    let nobody: u32 = String::from_utf8_lossy(&nobody.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    std::os::unix::fs::lchown(src.join("plain.txt"), Some(nobody), Some(nobody)).unwrap();
+
+    let hub = Hub::start(&w.join("hub"));
+    let site = Site::create(&hub, &w.join("site"), &src, "site-a", "docs");
+    site.backup();
+    let second = site.backup();
+    assert_eq!(second["files_read"], 0, "{second}");
+    let expected = describe(&src);
+    assert_eq!(expected[&b"shared/tagged.txt"[..]].xattrs.len(), 4);
+    for snapshot in ["1", "2"] {
+        let out = w.join(format!("restored-{snapshot}"));
+        site.restore(&out, &["--snapshot", snapshot]);
+        assert_same(&expected, &describe(&out), "attributes and owners");
+    }
+    // The names the manifest holds are what a restore maps: with
+    // --numeric-owner the same ids come back here too.
+    let numeric = w.join("numeric");
+    site.restore(&numeric, &["--numeric-owner"]);
+    assert_same(&expected, &describe(&numeric), "numeric owners");
+}

@@ -109,6 +109,9 @@ pub struct BackupReport {
     pub specials: u64,
     /// Sockets met and not kept (their process makes them anew).
     pub sockets_not_kept: u64,
+    /// Entries kept without their extended attributes, which could not be
+    /// read (see the log).
+    pub xattrs_unreadable: u64,
     /// Logical size of all files in the snapshot.
     pub bytes: u64,
     pub files_read: u64,

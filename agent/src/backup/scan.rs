@@ -3,6 +3,8 @@
 //! chunk, and build the manifest as it goes.
 
 use super::*;
+use crate::journal::Extra;
+use crate::owners::Names;
 use crate::sparse;
 
 pub(super) struct Scanned {
@@ -72,6 +74,17 @@ pub(super) fn scan_source(
         Ok(id)
     };
 
+    let mut names = Names::default();
+    // An entry's extended attributes, as the source has them now; one that
+    // cannot be read is counted and the entry kept without them.
+    let read_xattrs = |entry: &SourceEntry, report: &mut BackupReport| match source.xattrs(entry) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(path = %String::from_utf8_lossy(&entry.path), error = %e, "extended attributes not readable");
+            report.xattrs_unreadable += 1;
+            Vec::new()
+        }
+    };
     let mut on_entry = |item: Item| -> Result<(), BackupError> {
         let mut entry = item.entry;
         let mut out = ManifestEntry {
@@ -80,14 +93,20 @@ pub(super) fn scan_source(
             gid: entry.gid,
             ..Default::default()
         };
+        if !source.holds_objects() {
+            out.user = names.user(entry.uid);
+            out.group = names.group(entry.gid);
+        }
         match entry.kind {
             EntryKind::Dir => {
                 out.r#type = EntryType::Dir as i32;
+                out.xattrs = read_xattrs(&entry, &mut report);
                 report.dirs += 1;
             }
             EntryKind::Symlink => {
                 out.r#type = EntryType::Symlink as i32;
                 out.symlink_target = entry.target.clone();
+                out.xattrs = read_xattrs(&entry, &mut report);
                 report.symlinks += 1;
             }
             EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice => {
@@ -97,6 +116,7 @@ pub(super) fn scan_source(
                     _ => EntryType::BlockDevice,
                 } as i32;
                 out.rdev = entry.rdev;
+                out.xattrs = read_xattrs(&entry, &mut report);
                 report.specials += 1;
             }
             EntryKind::Socket => {
@@ -114,8 +134,14 @@ pub(super) fn scan_source(
                 } else {
                     let known = item.known?;
                     let prefetched = item.prefetched.and_then(|answer| answer.recv().ok());
+                    // An unchanged file's attributes are the index's: a
+                    // change to them would have changed its ctime.
+                    let mut known_xattrs = None;
                     let (ids, object, holes) = match (known, prefetched) {
-                        (Some(known), _) => (known.ids, known.object, known.holes),
+                        (Some(known), _) => {
+                            known_xattrs = Some(known.xattrs);
+                            (known.ids, known.object, known.holes)
+                        }
                         // Read ahead, and unchanged while it was read: one chunk.
                         (None, Some(Ok(p)))
                             if p.stamp_after == Some(entry.stamp)
@@ -152,7 +178,17 @@ pub(super) fn scan_source(
                     };
                     // An object keeps the identity of the version read.
                     let object = object.or(entry.object.take());
-                    journal.record(&entry.path, &entry.stamp, &ids, object.as_deref(), &holes)?;
+                    let xattrs = match (known_xattrs, entry.kind) {
+                        (Some(known), _) => known,
+                        (None, EntryKind::Object) => Vec::new(),
+                        (None, _) => read_xattrs(&entry, &mut report),
+                    };
+                    let layout = Extra {
+                        holes: &holes,
+                        xattrs: &xattrs,
+                    };
+                    journal.record(&entry.path, &entry.stamp, &ids, object.as_deref(), layout)?;
+                    out.xattrs = xattrs;
                     out.chunks = ids.iter().map(|id| id.0.to_vec()).collect();
                     out.holes = holes;
                     out.object = object.map(|o| *o);

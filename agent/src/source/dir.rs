@@ -165,6 +165,15 @@ impl Source for DirSource {
         }
     }
 
+    fn xattrs(&self, entry: &SourceEntry) -> Result<Vec<ferry_proto::v1::Xattr>, SourceError> {
+        let full = self.full_path(&entry.path);
+        match crate::xattrs::read(&full) {
+            Ok(x) => Ok(x),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self.io_err("read extended attributes of", &full, e)),
+        }
+    }
+
     fn stamp_now(&self, entry: &SourceEntry) -> Result<Option<FileStamp>, SourceError> {
         let full = self.full_path(&entry.path);
         match fs::symlink_metadata(&full) {

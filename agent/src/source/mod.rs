@@ -147,6 +147,15 @@ pub trait Source: Send + Sync {
     /// The entry exists but cannot be read.
     fn open(&self, entry: &SourceEntry) -> Result<Content, SourceError>;
 
+    /// The entry's extended attributes (POSIX ACLs among them), sorted by
+    /// name; none for a source without them.
+    ///
+    /// # Errors
+    /// The attributes exist but cannot be read.
+    fn xattrs(&self, _entry: &SourceEntry) -> Result<Vec<ferry_proto::v1::Xattr>, SourceError> {
+        Ok(Vec::new())
+    }
+
     /// The entry's stamp now, or `None` if it is gone.
     ///
     /// # Errors
