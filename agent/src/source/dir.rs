@@ -9,16 +9,27 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use super::filter::Filter;
 use super::{Content, EntryKind, Skipped, Source, SourceEntry, SourceError};
 use crate::journal::FileStamp;
 
 pub struct DirSource {
     root: PathBuf,
+    filter: Filter,
 }
 
 impl DirSource {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            filter: Filter::default(),
+        }
+    }
+
+    /// The source, leaving out what `filter` excludes.
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
     }
 
     fn full_path(&self, rel: &[u8]) -> PathBuf {
@@ -110,6 +121,10 @@ impl Source for DirSource {
                 }
             };
             let ft = meta.file_type();
+            if self.filter.excludes(&rel, ft.is_dir()) {
+                tracing::debug!(path = %String::from_utf8_lossy(&rel), "excluded");
+                continue;
+            }
             if ft.is_file() {
                 visit(entry_from(rel, EntryKind::File, &meta, Vec::new()))?;
             } else if ft.is_symlink() {
@@ -124,7 +139,20 @@ impl Source for DirSource {
                     }),
                 }
             } else if ft.is_dir() {
-                match self.sorted_children(&rel, &mut skipped) {
+                // Another file system's directory is kept, empty, as a
+                // mount point; a tagged cache keeps its tag only.
+                let listed = match () {
+                    () if self.filter.one_file_system && meta.dev() != root_meta.dev() => {
+                        Ok(Vec::new())
+                    }
+                    () => self.sorted_children(&rel, &mut skipped).map(|mut children| {
+                        if self.filter.is_tagged_cache(&self.full_path(&rel)) {
+                            children.retain(|c| c.name == b"CACHEDIR.TAG");
+                        }
+                        children
+                    }),
+                };
+                match listed {
                     Ok(children) => {
                         visit(entry_from(rel.clone(), EntryKind::Dir, &meta, Vec::new()))?;
                         stack.push((rel, children.into_iter()));

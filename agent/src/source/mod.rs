@@ -5,6 +5,7 @@
 pub mod bucket;
 pub mod conformance;
 pub mod dir;
+pub mod filter;
 
 use std::io::Read;
 
