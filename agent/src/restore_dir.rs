@@ -453,24 +453,45 @@ fn write_file(
         false => DirectWriter::create_new_buffered(path, 0o600),
     }
     .map_err(werr)?;
+    let written = pour(path, entry, plains, runtime, progress, consumed, |plain| {
+        file.write_all(plain)
+    })?;
+    let file = file.finish().map_err(werr)?;
+    let mtime = FileTime::from_unix_time(entry.mtime_sec, entry.mtime_nsec);
+    finish_file(&file, path, entry.mode, mtime)?;
+    Ok(written)
+}
+
+/// Hands each of the entry's chunks to `write` in order, counting them in
+/// `consumed` (what is left is drained if this fails), and checks that
+/// they hold the bytes the manifest gives. Returns those bytes.
+fn pour(
+    path: &Path,
+    entry: &ManifestEntry,
+    plains: &mut mpsc::Receiver<Plain>,
+    runtime: &tokio::runtime::Handle,
+    progress: &Progress,
+    consumed: &mut usize,
+    mut write: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<u64, RestoreError> {
     let mut written = 0u64;
     for _ in &entry.chunks {
         let plain = next_plain(plains, runtime)?;
         *consumed += 1;
-        file.write_all(&plain).map_err(werr)?;
+        write(&plain).map_err(|source| RestoreError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
         written += plain.len() as u64;
         progress.add_read(plain.len() as u64);
     }
-    let file = file.finish().map_err(werr)?;
-    if let Some(reason) = size_mismatch(entry, written) {
-        return Err(RestoreError::Target {
+    match size_mismatch(entry, written) {
+        Some(reason) => Err(RestoreError::Target {
             path: path.to_path_buf(),
             reason,
-        });
+        }),
+        None => Ok(written),
     }
-    let mtime = FileTime::from_unix_time(entry.mtime_sec, entry.mtime_nsec);
-    finish_file(&file, path, entry.mode, mtime)?;
-    Ok(written)
 }
 
 /// Writes a sparse file: its data where the layout puts it, its holes left
@@ -501,20 +522,9 @@ fn write_sparse_file(
         .open(path)
         .map_err(werr)?;
     let mut writer = crate::sparse::DataWriter::new(&file, &layout);
-    let mut written = 0u64;
-    for _ in &entry.chunks {
-        let plain = next_plain(plains, runtime)?;
-        *consumed += 1;
-        writer.write(&plain).map_err(werr)?;
-        written += plain.len() as u64;
-        progress.add_read(plain.len() as u64);
-    }
-    if let Some(reason) = size_mismatch(entry, written) {
-        return Err(RestoreError::Target {
-            path: path.to_path_buf(),
-            reason,
-        });
-    }
+    pour(path, entry, plains, runtime, progress, consumed, |plain| {
+        writer.write(plain)
+    })?;
     writer.finish().map_err(werr)?;
     let mtime = FileTime::from_unix_time(entry.mtime_sec, entry.mtime_nsec);
     finish_file(&file, path, entry.mode, mtime)?;

@@ -183,11 +183,11 @@ pub(super) fn scan_source(
                         (None, EntryKind::Object) => Vec::new(),
                         (None, _) => read_xattrs(&entry, &mut report),
                     };
-                    let layout = Extra {
+                    let extra = Extra {
                         holes: &holes,
                         xattrs: &xattrs,
                     };
-                    journal.record(&entry.path, &entry.stamp, &ids, object.as_deref(), layout)?;
+                    journal.record(&entry.path, &entry.stamp, &ids, object.as_deref(), extra)?;
                     out.xattrs = xattrs;
                     out.chunks = ids.iter().map(|id| id.0.to_vec()).collect();
                     out.holes = holes;

@@ -145,12 +145,14 @@ impl Source for DirSource {
                     () if self.filter.one_file_system && meta.dev() != root_meta.dev() => {
                         Ok(Vec::new())
                     }
-                    () => self.sorted_children(&rel, &mut skipped).map(|mut children| {
-                        if self.filter.is_tagged_cache(&self.full_path(&rel)) {
-                            children.retain(|c| c.name == b"CACHEDIR.TAG");
-                        }
-                        children
-                    }),
+                    () => self
+                        .sorted_children(&rel, &mut skipped)
+                        .map(|mut children| {
+                            if self.filter.is_tagged_cache(&self.full_path(&rel)) {
+                                children.retain(|c| c.name == b"CACHEDIR.TAG");
+                            }
+                            children
+                        }),
                 };
                 match listed {
                     Ok(children) => {

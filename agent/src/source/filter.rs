@@ -146,7 +146,11 @@ mod tests {
     use super::*;
 
     fn filter(patterns: &[&str]) -> Filter {
-        Filter::new(&patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>(), None).unwrap()
+        Filter::new(
+            &patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            None,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -157,7 +161,10 @@ mod tests {
         assert!(!f.excludes(b"deep/keep.tmp", false), "taken back");
         assert!(f.excludes(b"build", true), "anchored at the root");
         assert!(!f.excludes(b"src/build", true));
-        assert!(f.excludes(b"logs", true) && !f.excludes(b"logs", false), "dirs only");
+        assert!(
+            f.excludes(b"logs", true) && !f.excludes(b"logs", false),
+            "dirs only"
+        );
         assert!(f.excludes(b"app/logs", true));
         assert!(f.excludes(b"docs/a/b/draft-1.md", false));
         assert!(!f.excludes(b"docs/final.md", false));
@@ -175,8 +182,14 @@ mod tests {
         let err = Filter::new(&[], Some(&file)).err().unwrap();
         assert!(err.to_string().contains("line 4"), "{err}");
         std::fs::write(&file, "# comment\n\n*.iso\n").unwrap();
-        assert!(Filter::new(&[], Some(&file)).unwrap().excludes(b"x/y.iso", false));
-        let missing = Filter::new(&[], Some(&dir.path().join("nope"))).err().unwrap();
+        assert!(
+            Filter::new(&[], Some(&file))
+                .unwrap()
+                .excludes(b"x/y.iso", false)
+        );
+        let missing = Filter::new(&[], Some(&dir.path().join("nope")))
+            .err()
+            .unwrap();
         assert!(matches!(missing, FilterError::File { .. }), "{missing}");
     }
 }
