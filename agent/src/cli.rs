@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use ferry_crypto::TenantKeys;
 use serde::Serialize;
 
-use crate::backup::{BackupJob, run_backup_rechecked};
+use crate::backup::{BackupJob, BackupReport, run_backup_rechecked};
 use crate::chain::{KnownHeads, list_verified};
 use crate::client::HubClient;
 use crate::config::AgentConfig;
@@ -177,7 +177,8 @@ enum KeyCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    ferry_log::init(cli.log_format, "warn");
+    // Hook output is what an operator reads their hooks by, so it shows too.
+    ferry_log::init(cli.log_format, "warn,ferry_agent::hooks=info");
     if matches!(
         cli.command,
         Command::Restore { .. } | Command::Verify { .. }
@@ -370,7 +371,13 @@ async fn backup(config_path: &Path, source: Option<&str>, json: bool) -> Result<
     std::fs::create_dir_all(&ctx.config.state_dir)
         .with_context(|| format!("creating state dir {}", ctx.config.state_dir.display()))?;
     let source_impl: Arc<dyn Source> = match source.kind() {
-        SourceKind::Dir(path) => Arc::new(DirSource::new(path)),
+        SourceKind::Dir(path) => Arc::new(
+            DirSource::new(path).with_filter(
+                source
+                    .filter()
+                    .with_context(|| format!("source {}", source.name))?,
+            ),
+        ),
         SourceKind::Bucket(location) => Arc::new(
             BucketSource::open(location.clone())
                 .await
@@ -387,7 +394,24 @@ async fn backup(config_path: &Path, source: Option<&str>, json: bool) -> Result<
         progress: Progress::new(json, "backup"),
         trust_journal,
     };
-    let report = run_backup_rechecked(job).await?;
+    let hooked = crate::hooks::around(source, run_backup_rechecked(job)).await?;
+    let report = match (hooked.backup, hooked.post) {
+        (Ok(report), post) => {
+            print_backup(&report, json)?;
+            post?;
+            report
+        }
+        (Err(e), Ok(())) => return Err(e.into()),
+        (Err(e), Err(post)) => return Err(anyhow::Error::new(e).context(post.to_string())),
+    };
+    Ok(if report.skipped.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_PARTIAL)
+    })
+}
+
+fn print_backup(report: &BackupReport, json: bool) -> Result<()> {
     if json {
         print_json(&report)?;
     } else {
@@ -409,11 +433,7 @@ async fn backup(config_path: &Path, source: Option<&str>, json: bool) -> Result<
             eprintln!("not backed up: {}: {}", s.path, s.reason);
         }
     }
-    Ok(if report.skipped.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_PARTIAL)
-    })
+    Ok(())
 }
 
 #[derive(Serialize)]

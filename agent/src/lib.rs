@@ -12,6 +12,7 @@ pub mod compressibility;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod hooks;
 pub mod hub_link;
 pub mod journal;
 pub mod owners;

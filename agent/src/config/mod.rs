@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use ferry_s3::S3Location;
 use serde::Deserialize;
 
+mod source;
+pub use source::{SourceConfig, SourceKind};
+
 /// Environment variable that may hold the site token instead of a file.
 pub const TOKEN_ENV: &str = "FERRY_SITE_TOKEN";
 
@@ -123,35 +126,6 @@ impl RunConfig {
 
     pub fn settle(&self) -> std::time::Duration {
         humantime::parse_duration(&self.settle).unwrap_or(std::time::Duration::from_secs(1))
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct SourceConfig {
-    /// A short name for the CLI and the journal file.
-    pub name: String,
-    /// Directory to protect (or `s3`).
-    pub path: Option<PathBuf>,
-    /// S3 bucket (and prefix) to protect (or `path`).
-    pub s3: Option<S3Location>,
-    /// Hub bucket, "tenant/bucket".
-    pub bucket: String,
-}
-
-/// What a source is.
-pub enum SourceKind<'a> {
-    Dir(&'a Path),
-    Bucket(&'a S3Location),
-}
-
-impl SourceConfig {
-    pub fn kind(&self) -> SourceKind<'_> {
-        match (&self.path, &self.s3) {
-            (_, Some(s3)) => SourceKind::Bucket(s3),
-            // `parse` made sure one of the two is set.
-            (path, None) => SourceKind::Dir(path.as_deref().unwrap_or(Path::new("."))),
-        }
     }
 }
 
@@ -319,30 +293,7 @@ impl AgentConfig {
             })?;
         }
         for (i, s) in config.sources.iter_mut().enumerate() {
-            let invalid = |field: &str, reason: &str| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                field: format!("source[{i}].{field}"),
-                reason: reason.to_string(),
-            };
-            match (&mut s.path, &mut s.s3) {
-                (Some(dir), None) => *dir = base.join(&*dir),
-                (None, Some(s3)) => {
-                    s3.resolve_paths(base);
-                    s3.validate().map_err(|e| invalid("s3", &e.to_string()))?;
-                }
-                _ => return Err(invalid("path", "give exactly one of `path` and `s3`")),
-            }
-            if s.name.is_empty()
-                || !s
-                    .name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
-                return Err(invalid("name", "use letters, digits, '-', '_' or '.'"));
-            }
-            if s.bucket.split('/').count() != 2 || s.bucket.split('/').any(str::is_empty) {
-                return Err(invalid("bucket", "expected \"tenant/bucket\""));
-            }
+            s.resolve(path, base, i)?;
         }
         Ok(config)
     }
@@ -432,7 +383,7 @@ bucket = "acme/docs"
 
     #[test]
     fn the_deployed_examples_parse_with_their_commented_sections() {
-        let example = include_str!("../../deploy/agent.toml");
+        let example = include_str!("../../../deploy/agent.toml");
         AgentConfig::parse(Path::new("/etc/ferry/agent.toml"), example).unwrap();
         // Uncommenting every optional table must give a valid config too.
         let uncommented: String = example
@@ -513,5 +464,59 @@ s3 = { bucket = "photos-dr", prefix = "restored/" }
         let bad_bucket = "hub=\"h\"\nkey-file=\"k\"\nstate-dir=\"s\"\n[[source]]\nname=\"a\"\npath=\"p\"\nbucket=\"nobucket\"";
         let err = AgentConfig::parse(p, bad_bucket).unwrap_err().to_string();
         assert!(err.contains("source[0].bucket"), "{err}");
+    }
+
+    #[test]
+    fn directory_rules_and_hooks_are_checked_where_they_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("agent.toml");
+        std::fs::write(dir.path().join("rules"), "# comment\n*.o\n[oops\n").unwrap();
+        let head =
+            "hub=\"h\"\nkey-file=\"k\"\nstate-dir=\"s\"\n[[source]]\nname=\"a\"\nbucket=\"t/b\"\n";
+        let parse = |rest: &str| AgentConfig::parse(&config, &format!("{head}{rest}"));
+
+        let ok = parse("path=\"p\"\nexclude=[\"*.tmp\", \"!keep.tmp\"]\none-file-system=true\npre-backup=\"true\"\nhook-timeout=\"30s\"").unwrap();
+        let filter = ok.sources[0].filter().unwrap();
+        assert!(filter.one_file_system && filter.excludes(b"x/a.tmp", false));
+        assert!(!filter.excludes(b"keep.tmp", false));
+        let (pre, post) = ok.sources[0].hooks();
+        assert_eq!(pre.unwrap().timeout, std::time::Duration::from_secs(30));
+        assert!(post.is_none());
+
+        for (rest, field, says) in [
+            (
+                "path=\"p\"\nexclude=[\"[oops\"]",
+                "source[0].exclude",
+                "[oops",
+            ),
+            (
+                "path=\"p\"\nexclude-file=\"rules\"",
+                "source[0].exclude-file",
+                "line 3",
+            ),
+            (
+                "path=\"p\"\nexclude-file=\"missing\"",
+                "source[0].exclude-file",
+                "missing",
+            ),
+            (
+                "s3={bucket=\"x\"}\nexclude-caches=true",
+                "source[0].exclude-caches",
+                "directory sources",
+            ),
+            (
+                "path=\"p\"\npre-backup=\" \"",
+                "source[0].pre-backup",
+                "empty",
+            ),
+            (
+                "path=\"p\"\nhook-timeout=\"soon\"",
+                "source[0].hook-timeout",
+                "",
+            ),
+        ] {
+            let err = parse(rest).unwrap_err().to_string();
+            assert!(err.contains(field) && err.contains(says), "{rest}: {err}");
+        }
     }
 }
