@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 
 use ferry_proto::v1::ObjectMeta;
 
-use crate::journal::{FileStamp, Journal, JournalError, Known};
+use crate::journal::{FileStamp, Journal, JournalError, Keys, Known};
 use crate::source::dir::stamp_of;
 use crate::source::{Content, EntryKind, Skipped, Source, SourceEntry, SourceError};
 
@@ -79,7 +79,8 @@ pub fn walk_ahead(
             .collect();
         // Its own connection: the scan thread writes through another. An
         // empty index (a first backup) answers nothing: not asked per file.
-        let journal = match journal.map(|p| Journal::open(&p)).transpose() {
+        let keys = Keys::of(&*source);
+        let journal = match journal.map(|p| Journal::open(&p, keys)).transpose() {
             Ok(Some(j)) => match j.index_is_empty() {
                 Ok(true) => None,
                 Ok(false) => Some(j),
@@ -240,7 +241,7 @@ mod tests {
         std::fs::write(data.join("new"), b"fresh").unwrap();
         let source: Arc<dyn Source> = Arc::new(DirSource::new(&data));
         let journal_path = dir.path().join("journal.db");
-        let mut journal = Journal::open(&journal_path).unwrap();
+        let mut journal = Journal::open(&journal_path, Keys::Tree).unwrap();
         journal.begin_scan().unwrap();
         let kept = std::fs::symlink_metadata(data.join("kept")).unwrap();
         journal

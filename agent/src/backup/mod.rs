@@ -36,7 +36,7 @@ use crate::blob_codec::{SealedBlob, seal_chunk};
 use crate::chain::{self, ChainError, Head, KnownHeads};
 use crate::chunker::{ChunkBuffer, ChunkReadError, ChunkerParams};
 use crate::client::{HubCallError, HubClient};
-use crate::journal::{FileStamp, Journal, JournalError};
+use crate::journal::{FileStamp, Journal, JournalError, Keys};
 use crate::prefetch::{Item, WalkError, walk_ahead};
 use crate::progress::Progress;
 use crate::source::dir::stamp_of;
@@ -208,7 +208,7 @@ pub async fn run_backup(job: BackupJob) -> Result<BackupReport, BackupError> {
         let progress = job.progress.clone();
         let trust_journal = job.trust_journal;
         tokio::task::spawn_blocking(move || {
-            let mut journal = Journal::open(&journal_path)?;
+            let mut journal = Journal::open(&journal_path, Keys::of(&*source))?;
             journal.begin_scan()?;
             // The walker reads the journal (through its own connection) only
             // when it is trusted; otherwise every file counts as changed.

@@ -64,7 +64,8 @@ pub(super) fn scan_source(
     let mut manifest = ChunkBuffer::new(&params);
     let mut content = ChunkBuffer::new(&params);
     let mut encoded = MANIFEST_MAGIC.to_vec();
-    let mut first_link: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    // The first path of each inode with further links, and what its content is.
+    let mut first_link: HashMap<(u64, u64), FirstLink> = HashMap::new();
     let mut skipped_files = Vec::new();
 
     let bundler = Bundler::new(chunks);
@@ -101,12 +102,14 @@ pub(super) fn scan_source(
             EntryKind::Dir => {
                 out.r#type = EntryType::Dir as i32;
                 out.xattrs = read_xattrs(&entry, &mut report);
+                journal.record(&entry.path, &entry.stamp, &[], None, listing(&entry))?;
                 report.dirs += 1;
             }
             EntryKind::Symlink => {
                 out.r#type = EntryType::Symlink as i32;
                 out.symlink_target = entry.target.clone();
                 out.xattrs = read_xattrs(&entry, &mut report);
+                journal.record(&entry.path, &entry.stamp, &[], None, listing(&entry))?;
                 report.symlinks += 1;
             }
             EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice => {
@@ -117,6 +120,7 @@ pub(super) fn scan_source(
                 } as i32;
                 out.rdev = entry.rdev;
                 out.xattrs = read_xattrs(&entry, &mut report);
+                journal.record(&entry.path, &entry.stamp, &[], None, listing(&entry))?;
                 report.specials += 1;
             }
             EntryKind::Socket => {
@@ -130,7 +134,15 @@ pub(super) fn scan_source(
                     false => EntryType::File,
                 } as i32;
                 if let Some(first) = entry.link_key.and_then(|k| first_link.get(&k)) {
-                    out.hardlink_to = first.clone();
+                    out.hardlink_to = first.path.clone();
+                    // Indexed with the inode's content: should the first
+                    // path go, this one is found unchanged and whole.
+                    let extra = Extra {
+                        holes: &first.holes,
+                        xattrs: &first.xattrs,
+                        ..listing(&entry)
+                    };
+                    journal.record(&entry.path, &entry.stamp, &first.ids, None, extra)?;
                 } else {
                     let known = item.known?;
                     let prefetched = item.prefetched.and_then(|answer| answer.recv().ok());
@@ -186,6 +198,7 @@ pub(super) fn scan_source(
                     let extra = Extra {
                         holes: &holes,
                         xattrs: &xattrs,
+                        ..listing(&entry)
                     };
                     journal.record(&entry.path, &entry.stamp, &ids, object.as_deref(), extra)?;
                     out.xattrs = xattrs;
@@ -193,7 +206,15 @@ pub(super) fn scan_source(
                     out.holes = holes;
                     out.object = object.map(|o| *o);
                     if let Some(key) = entry.link_key {
-                        first_link.insert(key, entry.path.clone());
+                        first_link.insert(
+                            key,
+                            FirstLink {
+                                path: entry.path.clone(),
+                                ids,
+                                holes: out.holes.clone(),
+                                xattrs: out.xattrs.clone(),
+                            },
+                        );
                     }
                 }
                 out.size = entry.stamp.size;
@@ -248,6 +269,27 @@ pub(super) fn scan_source(
         manifest: manifest_ids,
         report,
     })
+}
+
+/// What the index keeps of a listed entry beyond its stamp: all of a tree
+/// is indexed, so a change-driven snapshot lists the unchanged part from it.
+fn listing(entry: &SourceEntry) -> Extra<'_> {
+    Extra {
+        uid: entry.uid,
+        gid: entry.gid,
+        link_dev: entry.link_key.map(|(dev, _)| dev),
+        rdev: entry.rdev,
+        target: &entry.target,
+        ..Default::default()
+    }
+}
+
+/// The first path met of an inode with further links, and its content.
+struct FirstLink {
+    path: Vec<u8>,
+    ids: Vec<BlobId>,
+    holes: Vec<u64>,
+    xattrs: Vec<ferry_proto::v1::Xattr>,
 }
 
 /// What tells, once a file is read, whether it changed meanwhile.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use ferry_proto::v1::ObjectMeta;
 use tokio::task::JoinSet;
 
-use crate::journal::{FileStamp, Journal};
+use crate::journal::{FileStamp, Journal, Keys};
 use crate::source::bucket::BucketSource;
 use crate::source::{Content, Skipped, Source, SourceEntry, SourceError};
 
@@ -81,7 +81,7 @@ impl Source for EventOverlay {
         &self,
         visit: &mut dyn FnMut(SourceEntry) -> Result<(), SourceError>,
     ) -> Result<Vec<Skipped>, SourceError> {
-        let journal = Journal::open(&self.journal_path)?;
+        let journal = Journal::open(&self.journal_path, Keys::Bytes)?;
         let mut changed = self.current.iter().peekable();
         journal.for_each_indexed::<SourceError>(&mut |path, stamp, meta| {
             // Changed keys before this row (new objects) go first: key order.

@@ -8,6 +8,11 @@
 //! id, content type, user metadata), so an unchanged object is neither read
 //! nor asked for its metadata again.
 //!
+//! For a directory source the index holds every entry of the last snapshot,
+//! not only its files, with what a listing gives (owner, link target,
+//! device), keyed so that key order is tree order: a change-driven
+//! snapshot lists the unchanged part of the tree from here (see [`tree`]).
+//!
 //! A backup writes what it saw into `files_next`; only after the hub has
 //! committed the snapshot does `promote` make it the index. A crash or a
 //! failed backup therefore leaves the last committed index in force.
@@ -18,6 +23,9 @@ use ferry_proto::v1::{ManifestEntry, ObjectMeta, Xattr};
 use ferry_proto::{BlobId, ID_LEN};
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, params};
+
+pub mod tree;
+pub use tree::Keys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -47,12 +55,20 @@ pub struct Known {
     pub xattrs: Vec<Xattr>,
 }
 
-/// What the index keeps of a file beyond its stamp and chunks.
+/// What the index keeps of an entry beyond its stamp and chunks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Extra<'a> {
     /// Flattened (offset, length) pairs.
     pub holes: &'a [u64],
     pub xattrs: &'a [Xattr],
+    pub uid: u32,
+    pub gid: u32,
+    /// The device of a file with further hard links (the stamp has its inode).
+    pub link_dev: Option<u64>,
+    /// Device nodes: the device number.
+    pub rdev: u64,
+    /// Symlinks: the target.
+    pub target: &'a [u8],
 }
 
 /// What identifies an unchanged file without reading it.
@@ -68,6 +84,7 @@ pub struct FileStamp {
 pub struct Journal {
     conn: Connection,
     path: PathBuf,
+    keys: Keys,
 }
 
 /// Columns of `files` (the index) and `files_next` (a scan's rows).
@@ -80,8 +97,24 @@ const COLUMNS: &str = "(
     mode INTEGER NOT NULL,
     chunks BLOB NOT NULL,
     meta BLOB,
-    extra BLOB
+    extra BLOB,
+    uid INTEGER,
+    gid INTEGER,
+    link_dev INTEGER,
+    rdev INTEGER,
+    target BLOB
 ) WITHOUT ROWID";
+
+/// Columns added since the first journals, with their types.
+const ADDED_COLUMNS: [(&str, &str); 7] = [
+    ("meta", "BLOB"),
+    ("extra", "BLOB"),
+    ("uid", "INTEGER"),
+    ("gid", "INTEGER"),
+    ("link_dev", "INTEGER"),
+    ("rdev", "INTEGER"),
+    ("target", "BLOB"),
+];
 
 /// Packed 32-byte ids sorted, each kept once; in place, no second list.
 fn sorted_once(mut packed: Vec<u8>) -> Vec<u8> {
@@ -99,7 +132,9 @@ fn sorted_once(mut packed: Vec<u8>) -> Vec<u8> {
 }
 
 impl Journal {
-    pub fn open(path: &Path) -> Result<Self, JournalError> {
+    /// Opens (or makes) the journal at `path`, its keys in `keys` order: a
+    /// journal kept in the other order is rewritten once.
+    pub fn open(path: &Path, keys: Keys) -> Result<Self, JournalError> {
         let err = |op| {
             let path = path.to_path_buf();
             move |source| JournalError::Sqlite { path, op, source }
@@ -118,10 +153,11 @@ impl Journal {
         ))
         .map_err(err("create schema"))?;
         // Journals written before objects existed lack the `meta` column,
-        // and before sparse files the `extra` one (a ManifestEntry holding
-        // only what the stamp does not: the holes).
+        // before sparse files the `extra` one (a ManifestEntry holding only
+        // what the stamp does not: the holes), and before change-driven
+        // directory snapshots the listing's columns.
         for table in ["files", "files_next"] {
-            for column in ["meta", "extra"] {
+            for (column, kind) in ADDED_COLUMNS {
                 let has: bool = conn
                     .query_row(
                         &format!(
@@ -133,15 +169,18 @@ impl Journal {
                     .map(|n| n > 0)
                     .map_err(err("read schema"))?;
                 if !has {
-                    conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} BLOB"))
+                    conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))
                         .map_err(err("add a column"))?;
                 }
             }
         }
-        Ok(Self {
+        let mut journal = Self {
             conn,
             path: path.to_path_buf(),
-        })
+            keys,
+        };
+        journal.settle_keys()?;
+        Ok(journal)
     }
 
     /// A row whose chunk list is not whole 32-byte ids.
@@ -194,7 +233,7 @@ impl Journal {
                 "SELECT size, mtime_ns, ctime_ns, inode, mode, chunks, meta, extra FROM files WHERE path = ?1",
             )
             .and_then(|mut st| {
-                st.query_row([path], |r| {
+                st.query_row([self.keys.encode(path).as_ref()], |r| {
                     Ok((
                         r.get(0)?,
                         r.get(1)?,
@@ -255,7 +294,7 @@ impl Journal {
         object: Option<&ObjectMeta>,
         extra: Extra<'_>,
     ) -> Result<(), JournalError> {
-        let extra = (!extra.holes.is_empty() || !extra.xattrs.is_empty()).then(|| {
+        let layout = (!extra.holes.is_empty() || !extra.xattrs.is_empty()).then(|| {
             ManifestEntry {
                 holes: extra.holes.to_vec(),
                 xattrs: extra.xattrs.to_vec(),
@@ -269,12 +308,13 @@ impl Journal {
         }
         self.conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO files_next (path, size, mtime_ns, ctime_ns, inode, mode, chunks, meta, extra)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT OR REPLACE INTO files_next
+                 (path, size, mtime_ns, ctime_ns, inode, mode, chunks, meta, extra, uid, gid, link_dev, rdev, target)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )
             .and_then(|mut st| {
                 st.execute(params![
-                    path,
+                    self.keys.encode(path).as_ref(),
                     stamp.size as i64,
                     stamp.mtime_ns,
                     stamp.ctime_ns,
@@ -282,7 +322,13 @@ impl Journal {
                     stamp.mode as i64,
                     blob,
                     object.map(Message::encode_to_vec),
-                    extra
+                    layout,
+                    // Zero owners, links and devices (most rows) are kept as NULL.
+                    (extra.uid != 0).then_some(extra.uid),
+                    (extra.gid != 0).then_some(extra.gid),
+                    extra.link_dev.map(|d| d as i64),
+                    (extra.rdev != 0).then_some(extra.rdev as i64),
+                    (!extra.target.is_empty()).then_some(extra.target),
                 ])
             })
             .map_err(self.err("record file"))?;
@@ -315,6 +361,7 @@ impl Journal {
                 .map_err(self.err("list chunks"))?;
             if !chunks.len().is_multiple_of(ID_LEN) {
                 let path: Vec<u8> = row.get(0).unwrap_or_default();
+                let path = self.keys.decode(path);
                 return Err(self.torn_chunk_list(&path, chunks.len()).into());
             }
             // A file of many chunks may fill several parts.
@@ -361,8 +408,8 @@ impl Journal {
             .map_err(self.err("promote scan"))
     }
 
-    /// Calls `visit` for every row of the committed index, in path byte
-    /// order, streaming (the index may hold millions of rows).
+    /// Calls `visit` for every row of the committed index, in key order
+    /// (byte order for objects), streaming (the index may hold millions of rows).
     ///
     /// # Errors
     /// A journal error, or the first error `visit` returns.
@@ -392,6 +439,7 @@ impl Journal {
                 ))
             };
             let (path, stamp, meta) = read(row).map_err(self.err("list index"))?;
+            let path = self.keys.decode(path);
             let meta = meta
                 .map(|m| ObjectMeta::decode(m.as_slice()).map(Box::new))
                 .transpose()
@@ -451,7 +499,7 @@ mod tests {
     #[test]
     fn pending_chunk_ids_are_this_scans_in_sorted_parts_once_each() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(&dir.path().join("j.db")).unwrap();
+        let mut j = Journal::open(&dir.path().join("j.db"), Keys::Bytes).unwrap();
         j.begin_scan().unwrap();
         j.record(
             b"old",
@@ -520,7 +568,7 @@ mod tests {
     #[test]
     fn unchanged_only_after_promote_and_with_same_stamp() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(&dir.path().join("j.db")).unwrap();
+        let mut j = Journal::open(&dir.path().join("j.db"), Keys::Bytes).unwrap();
         let ids = vec![BlobId([1; 32]), BlobId([2; 32])];
         j.begin_scan().unwrap();
         j.record(b"a", &stamp(5), &ids, None, Extra::default())
@@ -551,7 +599,7 @@ mod tests {
         j.begin_scan().unwrap();
         j.end_scan().unwrap();
         drop(j);
-        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        let j = Journal::open(&dir.path().join("j.db"), Keys::Bytes).unwrap();
         assert_eq!(j.file_count().unwrap(), 2);
     }
 }
