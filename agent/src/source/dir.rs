@@ -81,108 +81,9 @@ impl Source for DirSource {
         &self,
         visit: &mut dyn FnMut(SourceEntry) -> Result<(), SourceError>,
     ) -> Result<Vec<Skipped>, SourceError> {
-        let root_meta = fs::metadata(&self.root).map_err(|e| self.io_err("stat", &self.root, e))?;
-        if !root_meta.is_dir() {
-            return Err(self.io_err(
-                "scan",
-                &self.root,
-                io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-            ));
-        }
+        let root_dev = self.root_dev()?;
         let mut skipped = Vec::new();
-        // Depth-first, children sorted by name bytes: that is tree order.
-        // Each stack level holds the still-unvisited children of one directory.
-        let mut stack: Vec<(Vec<u8>, std::vec::IntoIter<Child>)> = Vec::new();
-        let children = self.sorted_children(b"", &mut skipped)?;
-        stack.push((Vec::new(), children.into_iter()));
-        while let Some((dir, children)) = stack.last_mut() {
-            let Some(child) = children.next() else {
-                stack.pop();
-                continue;
-            };
-            let rel = if dir.is_empty() {
-                child.name
-            } else {
-                let mut p = dir.clone();
-                p.push(b'/');
-                p.extend_from_slice(&child.name);
-                p
-            };
-            // Through the listing's open directory: no walk down the path.
-            let meta = match child.entry.metadata() {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // gone since listed
-                Err(e) => {
-                    skipped.push(Skipped {
-                        path: rel,
-                        reason: format!("stat: {e}"),
-                    });
-                    continue;
-                }
-            };
-            let ft = meta.file_type();
-            if self.filter.excludes(&rel, ft.is_dir()) {
-                tracing::debug!(path = %String::from_utf8_lossy(&rel), "excluded");
-                continue;
-            }
-            if ft.is_file() {
-                visit(entry_from(rel, EntryKind::File, &meta, Vec::new()))?;
-            } else if ft.is_symlink() {
-                match fs::read_link(child.entry.path()) {
-                    Ok(t) => {
-                        let target = t.as_os_str().as_bytes().to_vec();
-                        visit(entry_from(rel, EntryKind::Symlink, &meta, target))?;
-                    }
-                    Err(e) => skipped.push(Skipped {
-                        path: rel,
-                        reason: format!("readlink: {e}"),
-                    }),
-                }
-            } else if ft.is_dir() {
-                // Another file system's directory is kept, empty, as a
-                // mount point; a tagged cache keeps its tag only.
-                let listed = match () {
-                    () if self.filter.one_file_system && meta.dev() != root_meta.dev() => {
-                        Ok(Vec::new())
-                    }
-                    () => self
-                        .sorted_children(&rel, &mut skipped)
-                        .map(|mut children| {
-                            if self.filter.is_tagged_cache(&self.full_path(&rel)) {
-                                children.retain(|c| c.name == b"CACHEDIR.TAG");
-                            }
-                            children
-                        }),
-                };
-                match listed {
-                    Ok(children) => {
-                        visit(entry_from(rel.clone(), EntryKind::Dir, &meta, Vec::new()))?;
-                        stack.push((rel, children.into_iter()));
-                    }
-                    Err(SourceError::Io { source, .. }) => skipped.push(Skipped {
-                        path: rel,
-                        reason: format!("list: {source}"),
-                    }),
-                    Err(e) => return Err(e),
-                }
-            } else {
-                use std::os::unix::fs::FileTypeExt;
-                let kind = match () {
-                    () if ft.is_fifo() => EntryKind::Fifo,
-                    () if ft.is_char_device() => EntryKind::CharDevice,
-                    () if ft.is_block_device() => EntryKind::BlockDevice,
-                    () if ft.is_socket() => EntryKind::Socket,
-                    () => {
-                        skipped.push(Skipped {
-                            path: rel,
-                            reason: format!("unknown file type {:o}", meta.mode() & 0o170000),
-                        });
-                        continue;
-                    }
-                };
-                visit(entry_from(rel, kind, &meta, Vec::new()))?;
-            }
-        }
+        self.walk_below(b"", root_dev, visit, &mut skipped)?;
         Ok(skipped)
     }
 
@@ -215,6 +116,285 @@ impl Source for DirSource {
 }
 
 impl DirSource {
+    /// The device of the root, which must be a directory (`one-file-system`
+    /// keeps to it).
+    pub(crate) fn root_dev(&self) -> Result<u64, SourceError> {
+        let root_meta = fs::metadata(&self.root).map_err(|e| self.io_err("stat", &self.root, e))?;
+        if !root_meta.is_dir() {
+            return Err(self.io_err(
+                "scan",
+                &self.root,
+                io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            ));
+        }
+        Ok(root_meta.dev())
+    }
+
+    /// Visits everything below the directory `rel` (the root for `b""`),
+    /// in tree order; not `rel` itself.
+    pub(crate) fn walk_below(
+        &self,
+        rel: &[u8],
+        root_dev: u64,
+        visit: &mut dyn FnMut(SourceEntry) -> Result<(), SourceError>,
+        skipped: &mut Vec<Skipped>,
+    ) -> Result<(), SourceError> {
+        let children = match rel.is_empty() {
+            true => self.sorted_children(b"", skipped)?,
+            false => match self.listing_of(rel, root_dev, skipped)? {
+                Some(children) => children,
+                None => return Ok(()),
+            },
+        };
+        // Depth-first, children sorted by name bytes: that is tree order.
+        // Each stack level holds the still-unvisited children of one directory.
+        let mut stack: Vec<(Vec<u8>, std::vec::IntoIter<Child>)> = Vec::new();
+        stack.push((rel.to_vec(), children.into_iter()));
+        while let Some((dir, children)) = stack.last_mut() {
+            let Some(child) = children.next() else {
+                stack.pop();
+                continue;
+            };
+            let rel = join(dir, &child.name);
+            // Through the listing's open directory: no walk down the path.
+            let Some((entry, listed)) = self.look(
+                rel,
+                child.entry.metadata(),
+                || child.entry.path(),
+                root_dev,
+                skipped,
+            )?
+            else {
+                continue;
+            };
+            let path = listed.is_some().then(|| entry.path.clone());
+            visit(entry)?;
+            if let (Some(path), Some(children)) = (path, listed) {
+                stack.push((path, children.into_iter()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry at `rel` as it is now: `None` if it is gone, excluded or
+    /// unreadable (then in `skipped`).
+    pub(crate) fn entry_at(
+        &self,
+        rel: &[u8],
+        root_dev: u64,
+        skipped: &mut Vec<Skipped>,
+    ) -> Result<Option<SourceEntry>, SourceError> {
+        let full = self.full_path(rel);
+        let meta = fs::symlink_metadata(&full);
+        Ok(self
+            .look(rel.to_vec(), meta, || full.clone(), root_dev, skipped)?
+            .map(|(entry, _)| entry))
+    }
+
+    /// The children of directory `rel` as they are now, in name order, as
+    /// a walk would list them (`b""`: the root's). `None` when `rel` cannot
+    /// be listed (in `skipped`) or is gone.
+    pub(crate) fn children_now(
+        &self,
+        rel: &[u8],
+        root_dev: u64,
+        skipped: &mut Vec<Skipped>,
+    ) -> Result<Option<Vec<SourceEntry>>, SourceError> {
+        let children = match rel.is_empty() {
+            true => self.sorted_children(b"", skipped)?,
+            false => match fs::symlink_metadata(self.full_path(rel)) {
+                Ok(meta) if meta.is_dir() => match self.dir_children(rel, &meta, root_dev, skipped)
+                {
+                    Ok(children) => children,
+                    Err(SourceError::Io { source, .. })
+                        if source.kind() == io::ErrorKind::NotFound =>
+                    {
+                        return Ok(None);
+                    }
+                    Err(SourceError::Io { source, .. }) => {
+                        skipped.push(Skipped {
+                            path: rel.to_vec(),
+                            reason: format!("list: {source}"),
+                        });
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e),
+                },
+                _ => return Ok(None),
+            },
+        };
+        let mut entries = Vec::with_capacity(children.len());
+        for child in children {
+            let rel = join(rel, &child.name);
+            if let Some((entry, _)) =
+                self.look_flat(rel, child.entry.metadata(), || child.entry.path(), skipped)
+            {
+                entries.push(entry);
+            }
+        }
+        Ok(Some(entries))
+    }
+
+    /// `rel`'s children for a walk below it, `None` when it cannot be
+    /// listed (in `skipped`).
+    fn listing_of(
+        &self,
+        rel: &[u8],
+        root_dev: u64,
+        skipped: &mut Vec<Skipped>,
+    ) -> Result<Option<Vec<Child>>, SourceError> {
+        let full = self.full_path(rel);
+        let meta = match fs::symlink_metadata(&full) {
+            Ok(meta) if meta.is_dir() => meta,
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                skipped.push(Skipped {
+                    path: rel.to_vec(),
+                    reason: format!("stat: {e}"),
+                });
+                return Ok(None);
+            }
+        };
+        match self.dir_children(rel, &meta, root_dev, skipped) {
+            Ok(children) => Ok(Some(children)),
+            Err(SourceError::Io { source, .. }) => {
+                skipped.push(Skipped {
+                    path: rel.to_vec(),
+                    reason: format!("list: {source}"),
+                });
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What a walk makes of one listed name: its entry and, for a
+    /// directory, its children (an unlistable directory is skipped whole).
+    /// `None`: gone since listed, excluded, or unreadable (in `skipped`).
+    fn look(
+        &self,
+        rel: Vec<u8>,
+        meta: io::Result<Metadata>,
+        full: impl FnOnce() -> PathBuf,
+        root_dev: u64,
+        skipped: &mut Vec<Skipped>,
+    ) -> Result<Option<(SourceEntry, Option<Vec<Child>>)>, SourceError> {
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                skipped.push(Skipped {
+                    path: rel,
+                    reason: format!("stat: {e}"),
+                });
+                return Ok(None);
+            }
+        };
+        if !meta.is_dir() {
+            return Ok(self.look_flat(rel, Ok(meta), full, skipped));
+        }
+        if self.filter.excludes(&rel, true) {
+            tracing::debug!(path = %String::from_utf8_lossy(&rel), "excluded");
+            return Ok(None);
+        }
+        match self.dir_children(&rel, &meta, root_dev, skipped) {
+            Ok(children) => Ok(Some((
+                entry_from(rel, EntryKind::Dir, &meta, Vec::new()),
+                Some(children),
+            ))),
+            Err(SourceError::Io { source, .. }) => {
+                skipped.push(Skipped {
+                    path: rel,
+                    reason: format!("list: {source}"),
+                });
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Self::look`] without listing a directory (its entry only).
+    fn look_flat(
+        &self,
+        rel: Vec<u8>,
+        meta: io::Result<Metadata>,
+        full: impl FnOnce() -> PathBuf,
+        skipped: &mut Vec<Skipped>,
+    ) -> Option<(SourceEntry, Option<Vec<Child>>)> {
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                skipped.push(Skipped {
+                    path: rel,
+                    reason: format!("stat: {e}"),
+                });
+                return None;
+            }
+        };
+        let ft = meta.file_type();
+        if self.filter.excludes(&rel, ft.is_dir()) {
+            tracing::debug!(path = %String::from_utf8_lossy(&rel), "excluded");
+            return None;
+        }
+        let kind = if ft.is_file() {
+            EntryKind::File
+        } else if ft.is_dir() {
+            EntryKind::Dir
+        } else if ft.is_symlink() {
+            return match fs::read_link(full()) {
+                Ok(t) => {
+                    let target = t.as_os_str().as_bytes().to_vec();
+                    Some((entry_from(rel, EntryKind::Symlink, &meta, target), None))
+                }
+                Err(e) => {
+                    skipped.push(Skipped {
+                        path: rel,
+                        reason: format!("readlink: {e}"),
+                    });
+                    None
+                }
+            };
+        } else {
+            use std::os::unix::fs::FileTypeExt;
+            match () {
+                () if ft.is_fifo() => EntryKind::Fifo,
+                () if ft.is_char_device() => EntryKind::CharDevice,
+                () if ft.is_block_device() => EntryKind::BlockDevice,
+                () if ft.is_socket() => EntryKind::Socket,
+                () => {
+                    skipped.push(Skipped {
+                        path: rel,
+                        reason: format!("unknown file type {:o}", meta.mode() & 0o170000),
+                    });
+                    return None;
+                }
+            }
+        };
+        Some((entry_from(rel, kind, &meta, Vec::new()), None))
+    }
+
+    /// A directory's children as a walk takes them: another file system's
+    /// directory is kept, empty, as a mount point; a tagged cache keeps
+    /// its tag only.
+    fn dir_children(
+        &self,
+        rel: &[u8],
+        meta: &Metadata,
+        root_dev: u64,
+        skipped: &mut Vec<Skipped>,
+    ) -> Result<Vec<Child>, SourceError> {
+        if self.filter.one_file_system && meta.dev() != root_dev {
+            return Ok(Vec::new());
+        }
+        let mut children = self.sorted_children(rel, skipped)?;
+        if self.filter.is_tagged_cache(&self.full_path(rel)) {
+            children.retain(|c| c.name == b"CACHEDIR.TAG");
+        }
+        Ok(children)
+    }
+
     fn sorted_children(
         &self,
         rel: &[u8],
@@ -242,6 +422,18 @@ impl DirSource {
         children.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         Ok(children)
     }
+}
+
+/// `dir`'s child `name` as a path below the root.
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        return name.to_vec();
+    }
+    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+    p.extend_from_slice(dir);
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
 }
 
 /// One listed name. The entry keeps its directory open, so its metadata is

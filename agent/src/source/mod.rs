@@ -3,6 +3,7 @@
 //! in [`conformance`].
 
 pub mod bucket;
+pub mod changed;
 pub mod conformance;
 pub mod dir;
 pub mod filter;
