@@ -630,12 +630,14 @@ async fn restore(
 async fn run_service(config_path: &Path, ready_file: Option<PathBuf>) -> Result<ExitCode> {
     let config = AgentConfig::load(config_path)?;
     let on_ready = move |webhook: Option<std::net::SocketAddr>| -> std::io::Result<()> {
-        let (Some(path), Some(bound)) = (&ready_file, webhook) else {
+        let Some(path) = &ready_file else {
             return Ok(());
         };
-        // Written whole then renamed, so a watcher never reads half an address.
+        // Written whole then renamed, so a watcher never reads half an
+        // address; empty when there is no webhook.
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, bound.to_string()).and_then(|()| std::fs::rename(&tmp, path))
+        let address = webhook.map(|a| a.to_string()).unwrap_or_default();
+        std::fs::write(&tmp, address).and_then(|()| std::fs::rename(&tmp, path))
     };
     daemon::run(config, on_ready, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)

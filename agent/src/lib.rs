@@ -27,4 +27,5 @@ pub mod sparse;
 #[cfg(test)]
 mod test_bytes;
 pub mod verified;
+pub mod watch;
 pub mod xattrs;

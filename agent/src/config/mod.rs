@@ -92,13 +92,21 @@ fn default_max_pending() -> u64 {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RunConfig {
-    /// How often a bucket is listed in full even when events keep coming
-    /// (a safety net for events a sender lost), e.g. "24h".
+    /// How often a bucket is listed, or a directory walked, in full even
+    /// when events keep coming (a safety net for events lost), e.g. "24h".
     #[serde(default = "default_reconcile_interval")]
     pub reconcile_interval: String,
     /// How long events gather before a snapshot takes them, e.g. "1s".
     #[serde(default = "default_settle")]
     pub settle: String,
+    /// Changed paths a directory watcher keeps for its next snapshot; past
+    /// that, the snapshot walks the whole tree instead (memory stays bounded).
+    #[serde(default = "default_max_changes")]
+    pub max_changes: usize,
+}
+
+fn default_max_changes() -> usize {
+    1_000_000
 }
 
 fn default_reconcile_interval() -> String {
@@ -114,6 +122,7 @@ impl Default for RunConfig {
         Self {
             reconcile_interval: default_reconcile_interval(),
             settle: default_settle(),
+            max_changes: default_max_changes(),
         }
     }
 }

@@ -174,7 +174,10 @@ impl Merge<'_, '_> {
                 continue;
             }
             let Some(row) = self.rows.take() else { break };
-            let now = match self.changes.paths.contains(&row.path) {
+            // A directory whose listing changed has a new stamp of its own.
+            let looked_at = self.changes.paths.contains(&row.path)
+                || (row.kind == EntryKind::Dir && self.changes.dirs.contains(&row.path));
+            let now = match looked_at {
                 true => self.dir.entry_at(&row.path, self.root_dev, self.skipped)?,
                 false => Some(row.clone()),
             };
@@ -273,7 +276,7 @@ mod tests {
     fn the_index_and_the_changes_give_what_a_full_walk_gives() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
-        for d in ["a/deep/er", "a-b", "gone/sub", "moved", "stay"] {
+        for d in ["a/deep/er", "a-b", "c/d", "gone/sub", "moved", "stay"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
         for f in [
@@ -300,7 +303,11 @@ mod tests {
         std::fs::remove_file(root.join("top")).unwrap();
         std::fs::create_dir(root.join("top")).unwrap();
         std::fs::write(root.join("top/inside"), b"i").unwrap();
-        let told = changes(&["", "a", "a/deep"], &["stay/s"]);
+        std::fs::write(root.join("a-b/y2"), b"beside y").unwrap();
+        // A changed listing below an unchanged directory: its own stamp moved.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(root.join("c/d/n"), b"n").unwrap();
+        let told = changes(&["", "a", "a/deep", "a-b", "c/d"], &["stay/s"]);
 
         let tree = ChangedTree::new(DirSource::new(&root), journal.clone(), told);
         let merged = without_atime_noise(crate::source::scan_all(&tree));

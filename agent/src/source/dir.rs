@@ -279,7 +279,7 @@ impl DirSource {
         full: impl FnOnce() -> PathBuf,
         root_dev: u64,
         skipped: &mut Vec<Skipped>,
-    ) -> Result<Option<(SourceEntry, Option<Vec<Child>>)>, SourceError> {
+    ) -> Result<Option<Looked>, SourceError> {
         let meta = match meta {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -321,7 +321,7 @@ impl DirSource {
         meta: io::Result<Metadata>,
         full: impl FnOnce() -> PathBuf,
         skipped: &mut Vec<Skipped>,
-    ) -> Option<(SourceEntry, Option<Vec<Child>>)> {
+    ) -> Option<Looked> {
         let meta = match meta {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
@@ -423,6 +423,9 @@ impl DirSource {
         Ok(children)
     }
 }
+
+/// An entry a walk met and, for a directory, its children.
+type Looked = (SourceEntry, Option<Vec<Child>>);
 
 /// `dir`'s child `name` as a path below the root.
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {

@@ -1,0 +1,163 @@
+//! A bucket source under `ferry-agent run`: a full listing first (and again
+//! every `reconcile-interval`, and after any event gap), and in between a
+//! snapshot of the index plus the keys events named, taken soon after
+//! events arrive. Events leave the queue only once the snapshot that took
+//! them is committed at the hub.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use super::{EVENTS_PER_SNAPSHOT, MAX_BACKOFF, Shared, between_hooks, wait};
+use crate::backup::{BackupJob, BackupReport, run_backup_rechecked};
+use crate::config::{SourceConfig, SourceKind};
+use crate::events::overlay::EventOverlay;
+use crate::events::queue::{Changes, QueueReader};
+use crate::progress::Progress;
+use crate::source::Source;
+use crate::source::bucket::BucketSource;
+
+/// Keeps one bucket source's snapshots current until `stop` turns true.
+pub async fn follow_bucket(
+    shared: Shared,
+    source_index: usize,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(source) = shared.config.sources.get(source_index) else {
+        return;
+    };
+    let SourceKind::Bucket(location) = source.kind() else {
+        return;
+    };
+    let mut backoff = Duration::from_secs(1);
+    let bucket = loop {
+        match BucketSource::open(location.clone()).await {
+            Ok(b) => break Arc::new(b),
+            Err(e) => {
+                tracing::error!(source = %source.name, error = %e, "cannot open the bucket; retrying");
+                if wait(&mut stop, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    };
+    let mut next_reconcile = Instant::now();
+    backoff = Duration::from_secs(1);
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let changes = match read_changes(&shared, &source.name).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(source = %source.name, error = %e, "cannot read the event queue");
+                if wait(&mut stop, backoff).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let full = Instant::now() >= next_reconcile || changes.gap.is_some();
+        if !full && changes.keys.is_empty() {
+            tokio::select! {
+                () = wake.notified() => {
+                    if wait(&mut stop, shared.settle).await {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep_until(next_reconcile) => {}
+                _ = stop.changed() => return,
+            }
+            continue;
+        }
+        let outcome = snapshot(&shared, source, &bucket, &changes, full).await;
+        match outcome {
+            Ok(report) => {
+                tracing::info!(
+                    source = %source.name,
+                    seq = report.seq,
+                    full_listing = full,
+                    events = changes.keys.len(),
+                    objects = report.files,
+                    read = report.files_read,
+                    "snapshot committed"
+                );
+                let path = shared.queue_path.clone();
+                let name = source.name.clone();
+                let acknowledged = tokio::task::spawn_blocking(move || {
+                    QueueReader::open(&path)?.acknowledge(&name, &changes)
+                })
+                .await;
+                let failed = match acknowledged {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(e) = failed {
+                    // Harmless: the events are taken again by the next snapshot.
+                    tracing::warn!(source = %source.name, error = %e, "cannot clear taken events");
+                }
+                if full {
+                    next_reconcile = Instant::now() + shared.reconcile_interval;
+                }
+                backoff = Duration::from_secs(1);
+            }
+            Err(e) => {
+                tracing::error!(source = %source.name, error = %e, retry_in = ?backoff, "snapshot failed");
+                if wait(&mut stop, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn read_changes(shared: &Shared, source: &str) -> Result<Changes, String> {
+    let path = shared.queue_path.clone();
+    let name = source.to_owned();
+    tokio::task::spawn_blocking(move || {
+        QueueReader::open(&path)?.changes(&name, EVENTS_PER_SNAPSHOT)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
+async fn snapshot(
+    shared: &Shared,
+    source: &SourceConfig,
+    bucket: &Arc<BucketSource>,
+    changes: &Changes,
+    full: bool,
+) -> Result<BackupReport, String> {
+    let journal_path = shared.config.journal_path(source);
+    let scanned: Arc<dyn Source> = if full {
+        bucket.clone()
+    } else {
+        Arc::new(
+            EventOverlay::new(
+                bucket.clone(),
+                journal_path.clone(),
+                changes.keys.keys().cloned(),
+            )
+            .await
+            .map_err(|e| e.to_string())?,
+        )
+    };
+    let backup = run_backup_rechecked(|trust_journal| BackupJob {
+        client: shared.client.clone(),
+        keys: shared.keys.clone(),
+        source: scanned.clone(),
+        journal_path: journal_path.clone(),
+        heads_path: shared.config.heads_path(),
+        bucket: source.bucket.clone(),
+        progress: Progress::hidden(),
+        trust_journal,
+    });
+    between_hooks(source, backup).await
+}

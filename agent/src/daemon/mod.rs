@@ -1,0 +1,183 @@
+//! `ferry-agent run`: the agent as a service. It serves the event webhook
+//! and keeps every source's snapshots current, each in a loop of its own:
+//! buckets from their events ([`bucket`]), directories from a watcher
+//! ([`dir`]).
+
+mod bucket;
+mod dir;
+
+pub use bucket::follow_bucket;
+pub use dir::follow_dir;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_crypto::TenantKeys;
+use tokio::sync::{Notify, watch};
+
+use crate::client::HubClient;
+use crate::config::{AgentConfig, ConfigError, SourceKind};
+use crate::events::queue::{QueueError, QueueWriter};
+use crate::events::webhook::{self, Route};
+use crate::hub_link::{HubLink, LinkError};
+
+/// Most events one snapshot takes; the rest wait for the next.
+const EVENTS_PER_SNAPSHOT: usize = 100_000;
+/// Longest wait between attempts after a failed snapshot.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("tenant key: {0}")]
+    Key(#[from] ferry_crypto::KeyFileError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+    #[error("webhook TLS: {0}")]
+    Tls(#[from] ferry_tls::TlsError),
+    #[error("event queue: {0}")]
+    Queue(#[from] QueueError),
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("webhook listen address {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs the agent as a service until `shutdown` resolves: the webhook (if
+/// configured) and one loop per source. `on_ready` hears the
+/// webhook's bound address once it listens. The hub need not be up: the
+/// connection is made when the first snapshot needs it, and every failed
+/// snapshot is retried with backoff, so a hub that was away is used again
+/// as soon as it answers.
+///
+/// # Errors
+/// Bad config, key, TLS files, queue or listen address: what no retry fixes.
+pub async fn run(
+    config: AgentConfig,
+    on_ready: impl FnOnce(Option<SocketAddr>) -> std::io::Result<()>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let keys = Arc::new(TenantKeys::load(&config.key_file)?);
+    let token = config.token()?;
+    let link = HubLink::of(&config)?;
+    let client = HubClient::connect_lazy(&link, &token)?;
+    std::fs::create_dir_all(&config.state_dir).map_err(|source| DaemonError::Io {
+        what: "creating state dir",
+        path: config.state_dir.clone(),
+        source,
+    })?;
+    let config = Arc::new(config);
+    let queue_path = config.state_dir.join("events.db");
+    let shared = Shared {
+        client,
+        keys,
+        config: config.clone(),
+        queue_path: queue_path.clone(),
+        reconcile_interval: config.run.reconcile_interval(),
+        settle: config.run.settle(),
+    };
+    let (stop_tx, stop) = watch::channel(false);
+    let mut routes = Vec::new();
+    let mut loops = tokio::task::JoinSet::new();
+    for (index, source) in config.sources.iter().enumerate() {
+        let SourceKind::Bucket(location) = source.kind() else {
+            loops.spawn(follow_dir(shared.clone(), index, stop.clone()));
+            continue;
+        };
+        let wake = Arc::new(Notify::new());
+        routes.push(Route {
+            source: source.name.as_str().into(),
+            bucket: location.bucket.clone(),
+            prefix: location.prefix.clone(),
+            wake: wake.clone(),
+        });
+        loops.spawn(follow_bucket(shared.clone(), index, wake, stop.clone()));
+    }
+    let (server, bound) = match &config.webhook {
+        Some(hook) => {
+            let token = match &hook.token_file {
+                Some(file) => Some(crate::config::read_secret("webhook token file", file)?),
+                None => None,
+            };
+            let tls = match (&hook.cert_file, &hook.key_file) {
+                (Some(cert), Some(key)) => Some(ferry_tls::TlsAcceptor::from(
+                    ferry_tls::server_config(cert, key, None, &[ferry_tls::ALPN_HTTP1])?,
+                )),
+                _ => None,
+            };
+            let queue = QueueWriter::start(&queue_path, hook.max_pending)?;
+            let (bound, serve) = webhook::bind(hook.listen, routes, queue, token, tls)
+                .await
+                .map_err(|source| DaemonError::Bind {
+                    address: hook.listen,
+                    source,
+                })?;
+            tracing::info!(address = %bound, "webhook listening");
+            (Some(tokio::spawn(serve)), Some(bound))
+        }
+        None => (None, None),
+    };
+    on_ready(bound).map_err(|source| DaemonError::Io {
+        what: "announcing the webhook address",
+        path: PathBuf::from("(ready file)"),
+        source,
+    })?;
+    shutdown.await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    if let Some(server) = server {
+        server.abort();
+    }
+    while loops.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// What every source loop shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub client: HubClient,
+    pub keys: Arc<TenantKeys>,
+    pub config: Arc<AgentConfig>,
+    pub queue_path: PathBuf,
+    pub reconcile_interval: Duration,
+    /// How long to let events gather after the first one wakes a loop.
+    pub settle: Duration,
+}
+
+/// Runs a snapshot between the source's hooks. A failing post-backup hook
+/// is logged: the snapshot stands.
+async fn between_hooks(
+    source: &crate::config::SourceConfig,
+    backup: impl Future<Output = Result<crate::backup::BackupReport, crate::backup::BackupError>>,
+) -> Result<crate::backup::BackupReport, String> {
+    let hooked = crate::hooks::around(source, backup)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Err(e) = &hooked.post {
+        tracing::error!(source = %source.name, error = %e, "post-backup hook failed");
+    }
+    hooked.backup.map_err(|e| e.to_string())
+}
+
+/// Sleeps `how_long`; true if asked to stop meanwhile.
+async fn wait(stop: &mut watch::Receiver<bool>, how_long: Duration) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(how_long) => *stop.borrow(),
+        _ = stop.changed() => true,
+    }
+}

@@ -1,0 +1,163 @@
+//! Watching a directory source for changes, so `ferry-agent run` takes a
+//! snapshot soon after something changes and lists only what did.
+//!
+//! A watcher ([`inotify`]) records what changed in a [`Watched`]; the
+//! daemon takes it when it snapshots. What the watcher cannot vouch for (a
+//! queue overflow, more changes pending than it keeps, a directory it
+//! cannot watch, the root itself moved) is recorded as *lost*, and the next
+//! snapshot walks the whole tree against the index instead: a lost event
+//! costs a walk, never a missed change.
+
+pub mod inotify;
+
+use std::sync::Mutex;
+
+use tokio::sync::Notify;
+
+use crate::source::changed::TreeChanges;
+
+/// What a watcher gathered since the last take.
+#[derive(Debug, Default)]
+pub struct Gathered {
+    pub changes: TreeChanges,
+    /// Why the changes cannot be trusted to be complete, if they cannot.
+    pub lost: Option<String>,
+}
+
+/// The changes a watcher gathered, shared with the snapshot loop.
+pub struct Watched {
+    state: Mutex<Gathered>,
+    /// Rung at the first change after a take.
+    pub wake: Notify,
+    /// Changes kept before they count as lost (memory stays bounded).
+    max_changes: usize,
+    /// Set while part of the tree is unwatched: every take is then lost.
+    degraded: Mutex<Option<String>>,
+}
+
+impl Watched {
+    pub fn new(max_changes: usize) -> Self {
+        Self {
+            state: Mutex::new(Gathered::default()),
+            wake: Notify::new(),
+            max_changes: max_changes.max(1),
+            degraded: Mutex::new(None),
+        }
+    }
+
+    fn with(&self, change: impl FnOnce(&mut Gathered)) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let was_empty = state.changes.is_empty() && state.lost.is_none();
+        change(&mut state);
+        if state.lost.is_none() && state.changes.len() > self.max_changes {
+            state.lost = Some(format!(
+                "more than {} changes pending (run.max-changes)",
+                self.max_changes
+            ));
+        }
+        if state.lost.is_some() {
+            // A walk follows: what is gathered no longer matters.
+            state.changes = TreeChanges::default();
+        }
+        if was_empty && (state.lost.is_some() || !state.changes.is_empty()) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Names came, went or were renamed in directory `dir`.
+    pub fn dir_changed(&self, dir: Vec<u8>) {
+        self.with(|s| {
+            if s.lost.is_none() {
+                s.changes.dirs.insert(dir);
+            }
+        });
+    }
+
+    /// The content or attributes of `path` changed.
+    pub fn path_changed(&self, path: Vec<u8>) {
+        self.with(|s| {
+            if s.lost.is_none() {
+                s.changes.paths.insert(path);
+            }
+        });
+    }
+
+    /// Changes may have been missed.
+    pub fn lost(&self, why: String) {
+        self.with(|s| {
+            s.lost.get_or_insert(why);
+        });
+    }
+
+    /// Part of the tree cannot be watched (`None`: all of it is again).
+    pub fn set_degraded(&self, why: Option<String>) {
+        *self.degraded.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    /// What was gathered, leaving nothing.
+    pub fn take(&self) -> Gathered {
+        let mut taken = std::mem::take(&mut *self.state.lock().unwrap_or_else(|p| p.into_inner()));
+        if taken.lost.is_none()
+            && let Some(why) = self
+                .degraded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        {
+            taken.lost = Some(why);
+        }
+        taken
+    }
+
+    /// Gives back what a failed snapshot took, so the retry takes it again.
+    pub fn put_back(&self, taken: Gathered) {
+        self.with(|s| match (taken.lost, s.lost.is_some()) {
+            (Some(why), false) => s.lost = Some(why),
+            (None, false) => s.changes.merge(taken.changes),
+            (_, true) => {}
+        });
+    }
+
+    /// Whether anything waits to be taken.
+    pub fn is_pending(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.lost.is_some() || !state.changes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_many_changes_count_as_lost_and_keep_no_memory() {
+        let w = Watched::new(3);
+        w.dir_changed(b"a".to_vec());
+        w.path_changed(b"a/x".to_vec());
+        assert!(w.is_pending());
+        let taken = w.take();
+        assert_eq!(taken.changes.len(), 2);
+        assert!(taken.lost.is_none() && !w.is_pending());
+
+        for i in 0..10 {
+            w.path_changed(format!("f{i}").into_bytes());
+        }
+        let taken = w.take();
+        assert!(taken.lost.unwrap().contains("max-changes"));
+        assert!(taken.changes.is_empty());
+
+        // A failed snapshot's changes come back for the retry.
+        w.path_changed(b"late".to_vec());
+        w.put_back(Gathered {
+            changes: TreeChanges {
+                paths: [b"early".to_vec()].into(),
+                ..Default::default()
+            },
+            lost: None,
+        });
+        assert_eq!(w.take().changes.paths.len(), 2);
+
+        w.set_degraded(Some("out of watches".into()));
+        assert_eq!(w.take().lost.as_deref(), Some("out of watches"));
+    }
+}

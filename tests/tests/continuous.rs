@@ -1,0 +1,138 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
+//! `ferry-agent run` keeps a directory source current: creates,
+//! overwrites, renames and deletes each end up in a snapshot that lists
+//! only what changed, a burst past what the watcher keeps falls back to a
+//! full walk, and a restore of the last snapshot equals the directory.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ferry_tests::daemon::Daemon;
+use ferry_tests::tree::{assert_same, describe};
+use ferry_tests::{Hub, Site, check};
+
+fn snapshot_count(site: &Site) -> usize {
+    let out = check(&site.agent(&["--json", "snapshots"]), "snapshots");
+    serde_json::from_str::<Vec<serde_json::Value>>(&out)
+        .unwrap()
+        .len()
+}
+
+/// Waits until a snapshot newer than the `after`th restores to what `src`
+/// holds now; returns how many snapshots there are then.
+fn wait_until_caught_up(
+    site: &Site,
+    src: &Path,
+    after: usize,
+    agent: &Daemon,
+    what: &str,
+) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let want = describe(src);
+    let mut round = 0;
+    loop {
+        let count = snapshot_count(site);
+        if count > after {
+            let out = site.dir.join(format!("check-{what}-{round}"));
+            round += 1;
+            site.restore(&out, &[]);
+            let got = describe(&out);
+            std::fs::remove_dir_all(&out).unwrap();
+            if got == want {
+                return count;
+            }
+        }
+        if Instant::now() > deadline {
+            let out = site.dir.join(format!("last-{what}"));
+            site.restore(&out, &[]);
+            assert_same(&want, &describe(&out), what);
+            panic!(
+                "{what}: never caught up; agent log:\n{}",
+                std::fs::read_to_string(&agent.log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn run_keeps_a_directory_current_through_every_kind_of_change() {
+    let w = tempfile::tempdir().unwrap();
+    let w = w.path();
+    let src = w.join("src");
+    for d in ["docs/old", "keep/deep"] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+    }
+    for (f, body) in [
+        ("docs/a.txt", "alpha"),
+        ("docs/old/b.txt", "beta"),
+        ("keep/deep/c.txt", "gamma"),
+        ("log.txt", "line 1\n"),
+    ] {
+        std::fs::write(src.join(f), body).unwrap();
+    }
+    let hub = Hub::start(&w.join("hub"));
+    let site = Site::create(&hub, &w.join("site"), &src, "site-a", "docs");
+    // A quick settle; few enough kept changes that the burst below is too many.
+    site.write_config_with(
+        &hub.url(),
+        &src,
+        "\n[run]\nsettle = \"300ms\"\nmax-changes = 200\n",
+    );
+    let agent = Daemon::start(&site.config, &site.dir);
+    // The first snapshot is a full walk; the watches were set up before it.
+    let mut count = wait_until_caught_up(&site, &src, 0, &agent, "first walk");
+
+    // Creates: a file, and a directory made and filled at once.
+    std::fs::write(src.join("docs/new.txt"), b"new").unwrap();
+    std::fs::create_dir_all(src.join("fresh/inner")).unwrap();
+    std::fs::write(src.join("fresh/inner/d.txt"), b"delta").unwrap();
+    count = wait_until_caught_up(&site, &src, count, &agent, "creates");
+
+    // Overwrites, in place and by append.
+    std::fs::write(src.join("docs/a.txt"), b"ALPHA, rewritten").unwrap();
+    {
+        use std::io::Write;
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(src.join("log.txt"))
+            .unwrap();
+        log.write_all(b"line 2\n").unwrap();
+    }
+    count = wait_until_caught_up(&site, &src, count, &agent, "overwrites");
+
+    // Renames: a file within a directory, a directory with its contents
+    // to another parent.
+    std::fs::rename(src.join("docs/new.txt"), src.join("docs/renamed.txt")).unwrap();
+    std::fs::rename(src.join("docs/old"), src.join("keep/deep/moved")).unwrap();
+    count = wait_until_caught_up(&site, &src, count, &agent, "renames");
+    // The moved directory is watched under its new name.
+    std::fs::write(src.join("keep/deep/moved/e.txt"), b"epsilon").unwrap();
+    count = wait_until_caught_up(&site, &src, count, &agent, "a write in the moved directory");
+
+    // Deletes: a file and a whole subtree.
+    std::fs::remove_file(src.join("log.txt")).unwrap();
+    std::fs::remove_dir_all(src.join("fresh")).unwrap();
+    count = wait_until_caught_up(&site, &src, count, &agent, "deletes");
+
+    // A burst of more changes than the watcher keeps: lost, so walked.
+    std::fs::create_dir(src.join("burst")).unwrap();
+    for i in 0..500 {
+        std::fs::write(src.join(format!("burst/f{i:03}")), i.to_string()).unwrap();
+    }
+    wait_until_caught_up(&site, &src, count, &agent, "burst");
+
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    assert!(
+        log.contains("full_walk=false"),
+        "changes were taken without a walk: {log}"
+    );
+    assert!(
+        log.contains("walking the whole tree") && log.contains("max-changes"),
+        "the burst fell back to a walk: {log}"
+    );
+    assert!(
+        !log.contains("snapshot failed"),
+        "no snapshot failed: {log}"
+    );
+}
