@@ -82,6 +82,13 @@ pub async fn follow_dir(shared: Shared, source_index: usize, mut stop: watch::Re
         if let Some(why) = &gathered.lost {
             tracing::info!(source = %source.name, reason = %why, "walking the whole tree");
         }
+        tracing::info!(
+            source = %source.name,
+            full_walk = full,
+            changed_dirs = gathered.changes.dirs.len(),
+            changed_paths = gathered.changes.paths.len(),
+            "snapshot started"
+        );
         let span =
             tracing::info_span!("snapshot", source = %source.name, bucket = %source.bucket, full);
         let outcome = snapshot(&shared, source, root, &gathered.changes, full)
@@ -93,8 +100,6 @@ pub async fn follow_dir(shared: Shared, source_index: usize, mut stop: watch::Re
                     source = %source.name,
                     seq = report.seq,
                     full_walk = full,
-                    changed_dirs = gathered.changes.dirs.len(),
-                    changed_paths = gathered.changes.paths.len(),
                     entries = report.files + report.dirs + report.symlinks + report.specials,
                     read = report.files_read,
                     "snapshot committed"
