@@ -11,7 +11,7 @@
 #   TREES=1000000 IDLE=120 bench/watch.sh
 #
 # Knobs: TREES, RATE (100), DURATION (30 s), IDLE (60 s), SETTLE (1s),
-#   RUN (/tmp/bench-watch), SKIP_BUILD=1, OUT.
+#   RUN (/tmp/bench-watch), SKIP_BUILD=1, KEEP=1 (keep each run's directory), OUT.
 # Writes bench/results/<date>-watch.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,15 +46,13 @@ for n in $TREES; do
   if [ ! -f "$tree/.done" ]; then
     rm -rf "$tree"; python3 bench/mkmany.py "$tree" "$n"; touch "$tree/.done"
   fi
-  # Each run changes the tree: work on a copy (hard links would share the
-  # files the run adds, not the originals, so a plain copy).
+  # The run adds its changes in one directory of the tree (no copy: a
+  # million small files take 4 GiB of disk), removed again after.
   dir=$RUN/$n
-  rm -rf "$dir"; mkdir -p "$dir"
-  cp -a "$tree" "$dir/src"
-  rm -f "$dir/src/.done"
+  rm -rf "$dir" "$tree/bench-changes"; mkdir -p "$dir"
   ferry_hub_up "$dir" "watch"
   { ferry_agent_head "$dir"
-    printf '\n[[source]]\nname = "tree"\npath = "src"\nbucket = "bench/watch"\n'
+    printf '\n[[source]]\nname = "tree"\npath = "%s"\nbucket = "bench/watch"\n' "$tree"
     printf '\n[run]\nsettle = "%s"\n' "$SETTLE"
   } > "$dir/agent.toml"
   FERRY_LOG=ferry_agent=info "$FERRY_BIN/ferry-agent" --log-format json --config "$dir/agent.toml" \
@@ -62,7 +60,7 @@ for n in $TREES; do
   AGENT_PID=$!
   idle=$(python3 bench/watch_latency.py idle "$dir/agent.log" "$AGENT_PID" "$IDLE")
   echo "tree $n idle: $idle" >&2
-  lat=$(python3 bench/watch_latency.py changes "$dir/agent.log" "$dir/src/bench-changes" "$RATE" "$DURATION")
+  lat=$(python3 bench/watch_latency.py changes "$dir/agent.log" "$tree/bench-changes" "$RATE" "$DURATION")
   echo "tree $n changes: $lat" >&2
   rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$AGENT_PID/status")
   stop_all
@@ -74,7 +72,8 @@ print(f"| {int(n):,} | {idle['cpu_percent_of_a_core']} % | {lat['achieved_rate_p
       f"{lat['snapshots']} | {lat['snapshot_duration_mean_s']} s | {rss} MiB |")
 PY
 )")
-  rm -rf "$dir"
+  rm -rf "$tree/bench-changes"
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$dir"
 done
 
 {

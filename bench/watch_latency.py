@@ -38,7 +38,8 @@ def events(log):
 
 
 def commits(log):
-    return [e for e in events(log) if e[1] == "snapshot committed"]
+    # The daemon's line (with the source), not the backup's own.
+    return [e for e in events(log) if e[1] == "snapshot committed" and "source" in e[2]]
 
 
 def cpu_seconds(pid):
@@ -102,7 +103,8 @@ def changes(log, out_dir, rate, seconds):
         time.sleep(0.2)
     evs = events(log)
     started = [e[0] for e in evs if e[1] == "snapshot started" and e[0] >= writes[0] - 1]
-    done = [e[0] for e in evs if e[1] == "snapshot committed" and e[0] >= writes[0] - 1]
+    done = [e[0] for e in evs
+            if e[1] == "snapshot committed" and "source" in e[2] and e[0] >= writes[0] - 1]
     # Each start is followed by its commit (snapshots of a source do not overlap).
     pairs = []
     for s in started:

@@ -56,22 +56,26 @@ pub async fn follow_dir(shared: Shared, source_index: usize, mut stop: watch::Re
     backoff = Duration::from_secs(1);
     let mut walk_due = true;
     let mut next_walk = Instant::now();
-    // Parents of entries the last snapshot could not read: listed again,
-    // so they are tried (and reported) again rather than forgotten.
+    // Parents of entries the last snapshot could not read: listed again by
+    // the next (they do not bring it on), so they are tried and reported
+    // again rather than forgotten.
     let mut retry = TreeChanges::default();
     loop {
         if *stop.borrow() {
             return;
         }
         let due = walk_due || Instant::now() >= next_walk;
-        if !due && !watched.is_pending() && retry.is_empty() {
+        // Changes gather for `settle` from the first of them, also when
+        // they came during the last snapshot: one snapshot per settle at
+        // most, however fast things change.
+        let ready_at = watched
+            .pending_since()
+            .map(|since| Instant::from_std(since) + shared.settle);
+        if !due && ready_at.is_none_or(|at| at > Instant::now()) {
+            let wake_at = ready_at.unwrap_or(next_walk).min(next_walk);
             tokio::select! {
-                () = watched.wake.notified() => {
-                    if wait(&mut stop, shared.settle).await {
-                        return;
-                    }
-                }
-                () = tokio::time::sleep_until(next_walk) => {}
+                () = watched.wake.notified(), if ready_at.is_none() => {}
+                () = tokio::time::sleep_until(wake_at) => {}
                 _ = stop.changed() => return,
             }
             continue;
@@ -117,6 +121,7 @@ pub async fn follow_dir(shared: Shared, source_index: usize, mut stop: watch::Re
                 watched.put_back(Gathered {
                     changes: gathered.changes,
                     lost: gathered.lost,
+                    since: gathered.since,
                 });
                 if wait(&mut stop, backoff).await {
                     return;

@@ -11,6 +11,7 @@
 pub mod inotify;
 
 use std::sync::Mutex;
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -22,6 +23,8 @@ pub struct Gathered {
     pub changes: TreeChanges,
     /// Why the changes cannot be trusted to be complete, if they cannot.
     pub lost: Option<String>,
+    /// When the first of them came.
+    pub since: Option<Instant>,
 }
 
 /// The changes a watcher gathered, shared with the snapshot loop.
@@ -60,6 +63,7 @@ impl Watched {
             state.changes = TreeChanges::default();
         }
         if was_empty && (state.lost.is_some() || !state.changes.is_empty()) {
+            state.since.get_or_insert_with(Instant::now);
             self.wake.notify_one();
         }
     }
@@ -111,17 +115,25 @@ impl Watched {
 
     /// Gives back what a failed snapshot took, so the retry takes it again.
     pub fn put_back(&self, taken: Gathered) {
-        self.with(|s| match (taken.lost, s.lost.is_some()) {
-            (Some(why), false) => s.lost = Some(why),
-            (None, false) => s.changes.merge(taken.changes),
-            (_, true) => {}
+        self.with(|s| {
+            // The retry is as late as the oldest change it carries.
+            s.since = match (s.since, taken.since) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match (taken.lost, s.lost.is_some()) {
+                (Some(why), false) => s.lost = Some(why),
+                (None, false) => s.changes.merge(taken.changes),
+                (_, true) => {}
+            }
         });
     }
 
-    /// Whether anything waits to be taken.
-    pub fn is_pending(&self) -> bool {
+    /// When the first change waiting to be taken came (`None`: nothing waits).
+    pub fn pending_since(&self) -> Option<Instant> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.lost.is_some() || !state.changes.is_empty()
+        let pending = state.lost.is_some() || !state.changes.is_empty();
+        pending.then_some(state.since).flatten()
     }
 }
 
@@ -134,10 +146,11 @@ mod tests {
         let w = Watched::new(3);
         w.dir_changed(b"a".to_vec());
         w.path_changed(b"a/x".to_vec());
-        assert!(w.is_pending());
+        let first = w.pending_since().unwrap();
         let taken = w.take();
         assert_eq!(taken.changes.len(), 2);
-        assert!(taken.lost.is_none() && !w.is_pending());
+        assert_eq!(taken.since, Some(first));
+        assert!(taken.lost.is_none() && w.pending_since().is_none());
 
         for i in 0..10 {
             w.path_changed(format!("f{i}").into_bytes());
@@ -154,6 +167,7 @@ mod tests {
                 ..Default::default()
             },
             lost: None,
+            since: None,
         });
         assert_eq!(w.take().changes.paths.len(), 2);
 
