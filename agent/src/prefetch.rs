@@ -35,6 +35,10 @@ pub struct Prefetched {
     pub stamp_after: Option<FileStamp>,
     /// Objects: the metadata of the version read.
     pub object: Option<Box<ObjectMeta>>,
+    /// Files: their extended attributes, read through the descriptor that
+    /// read the bytes (`None`: not read here, or unreadable: the scan then
+    /// reads them itself, and reports why not).
+    pub xattrs: Option<Vec<ferry_proto::v1::Xattr>>,
 }
 
 /// One walked entry; small changed files come with their content on the way.
@@ -158,6 +162,7 @@ fn read_small(source: &dyn Source, entry: &SourceEntry) -> Result<Prefetched, St
                 data,
                 stamp_after: Some(stamp_of(&after)),
                 object: None,
+                xattrs: crate::xattrs::read_open(&file).ok(),
             })
         }
         Ok(Content::Reader(reader)) => {
@@ -166,6 +171,7 @@ fn read_small(source: &dyn Source, entry: &SourceEntry) -> Result<Prefetched, St
                 data,
                 stamp_after: source.stamp_now(entry).map_err(|e| e.to_string())?,
                 object: None,
+                xattrs: None,
             })
         }
         Ok(Content::Object {
@@ -178,6 +184,7 @@ fn read_small(source: &dyn Source, entry: &SourceEntry) -> Result<Prefetched, St
                 data,
                 stamp_after: Some(stamp),
                 object: Some(meta),
+                xattrs: None,
             })
         }
         Ok(Content::Vanished) => Err("vanished during the backup".into()),

@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use ferry_proto::v1::Xattr;
-use rustix::fs::{XattrFlags, lgetxattr, llistxattr, lsetxattr};
+use rustix::fs::{XattrFlags, fgetxattr, flistxattr, lgetxattr, llistxattr, lsetxattr};
 use rustix::io::Errno;
 
 /// The largest name list and value Linux allows (XATTR_LIST_MAX, XATTR_SIZE_MAX).
@@ -38,7 +38,30 @@ fn with_buffer(mut op: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> io
 ///
 /// The list or a value cannot be read.
 pub fn read(path: &Path) -> io::Result<Vec<Xattr>> {
-    let names = match with_buffer(|buf| llistxattr(path, buf)) {
+    collect(
+        |buf| llistxattr(path, buf),
+        |name, buf| lgetxattr(path, name, buf),
+    )
+}
+
+/// [`read`] through an open file: no second lookup of its path, and the
+/// attributes of the very file that was read.
+///
+/// # Errors
+///
+/// The list or a value cannot be read.
+pub fn read_open(file: &std::fs::File) -> io::Result<Vec<Xattr>> {
+    collect(
+        |buf| flistxattr(file, buf),
+        |name, buf| fgetxattr(file, name, buf),
+    )
+}
+
+fn collect(
+    mut list: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+    mut get: impl FnMut(&OsStr, &mut [u8]) -> rustix::io::Result<usize>,
+) -> io::Result<Vec<Xattr>> {
+    let names = match with_buffer(&mut list) {
         Ok(names) => names,
         Err(e) if e.raw_os_error() == Some(Errno::OPNOTSUPP.raw_os_error()) => {
             return Ok(Vec::new());
@@ -48,7 +71,7 @@ pub fn read(path: &Path) -> io::Result<Vec<Xattr>> {
     let mut out = Vec::new();
     for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
         let name_str = OsStr::from_bytes(name);
-        match with_buffer(|buf| lgetxattr(path, name_str, buf)) {
+        match with_buffer(|buf| get(name_str, buf)) {
             Ok(value) => out.push(Xattr {
                 name: name.to_vec(),
                 value,
@@ -88,6 +111,11 @@ mod tests {
         std::fs::write(&a, b"a").unwrap();
         std::fs::write(&b, b"b").unwrap();
         assert!(read(&b).unwrap().is_empty());
+        assert!(
+            read_open(&std::fs::File::open(&b).unwrap())
+                .unwrap()
+                .is_empty()
+        );
         let set = vec![
             Xattr {
                 name: b"user.big".to_vec(),

@@ -166,6 +166,7 @@ pub(super) fn scan_source(
                                 true => Vec::new(),
                                 false => vec![send(BlobKind::Data, p.data)?],
                             };
+                            known_xattrs = p.xattrs;
                             (ids, p.object, Vec::new())
                         }
                         // Not read ahead, or it changed or failed meanwhile:

@@ -222,9 +222,7 @@ impl Source for RacedDir {
         self.dir.scan(visit)
     }
     fn open(&self, entry: &SourceEntry) -> Result<Content, crate::source::SourceError> {
-        let path = self
-            .root
-            .join(std::ffi::OsStr::from_bytes(&entry.path));
+        let path = self.root.join(std::ffi::OsStr::from_bytes(&entry.path));
         let race = self.rewrites.fetch_sub(1, Ordering::SeqCst) > 0;
         let file = std::fs::File::open(&path).unwrap();
         Ok(Content::Reader(Box::new(RacingReader { file, path, race })))
