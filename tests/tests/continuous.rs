@@ -115,6 +115,18 @@ fn run_keeps_a_directory_current_through_every_kind_of_change() {
     std::fs::remove_dir_all(src.join("fresh")).unwrap();
     count = wait_until_caught_up(&site, &src, count, &agent, "deletes");
 
+    // Changes while the agent is down are found by the walk it starts with.
+    let mut agent = agent;
+    agent.kill9();
+    std::fs::write(
+        src.join("docs/while-down.txt"),
+        b"made while no one watched",
+    )
+    .unwrap();
+    std::fs::write(src.join("docs/a.txt"), b"rewritten while down").unwrap();
+    let agent = Daemon::start(&site.config, &site.dir);
+    count = wait_until_caught_up(&site, &src, count, &agent, "a restart");
+
     // A burst of more changes than the watcher keeps: lost, so walked.
     std::fs::create_dir(src.join("burst")).unwrap();
     for i in 0..500 {

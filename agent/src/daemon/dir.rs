@@ -35,13 +35,18 @@ pub async fn follow_dir(shared: Shared, source_index: usize, mut stop: watch::Re
     // Watching starts before the first walk: what changes during it is
     // taken by the next snapshot.
     let _watcher = loop {
-        let started = source
-            .filter()
-            .map_err(|e| e.to_string())
-            .and_then(|filter| {
-                crate::watch::inotify::start(root, filter, watched.clone())
-                    .map_err(|e| e.to_string())
-            });
+        let started = match source.filter() {
+            Ok(filter) => {
+                // Setting the watches lists every directory: off the runtime.
+                let (root, watched) = (root.to_path_buf(), watched.clone());
+                tokio::task::spawn_blocking(move || {
+                    crate::watch::inotify::start(&root, filter, watched).map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+            }
+            Err(e) => Err(e.to_string()),
+        };
         match started {
             Ok(w) => break w,
             Err(e) => {

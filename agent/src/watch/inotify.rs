@@ -28,6 +28,9 @@ use crate::source::filter::Filter;
 
 /// How often the reading thread looks whether it should stop.
 const STOP_CHECK: Duration = Duration::from_millis(250);
+/// Reads of the queue per drain: under a storm of events the thread still
+/// comes back to look whether it should stop.
+const READS_PER_DRAIN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -135,7 +138,7 @@ impl Watches {
         // Events are copied out of the buffer before they are acted on,
         // since acting adds and drops watches.
         let mut batch: Vec<(i32, ReadFlags, Option<Vec<u8>>)> = Vec::new();
-        loop {
+        for _ in 0..READS_PER_DRAIN {
             {
                 let mut reader = inotify::Reader::new(&self.fd, &mut buf);
                 loop {
@@ -160,6 +163,7 @@ impl Watches {
                 self.on_event(wd, mask, name);
             }
         }
+        Ok(())
     }
 
     fn on_event(&mut self, wd: i32, mask: ReadFlags, name: Option<Vec<u8>>) {
