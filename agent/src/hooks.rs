@@ -84,25 +84,25 @@ impl Hook {
                 source,
             })?;
         tracing::info!(hook = self.which, source, command = %self.command, "running hook");
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        let which = self.which;
-        let waited = tokio::time::timeout(self.timeout, async {
-            let (_, stderr, status) = tokio::join!(
-                log_lines(stdout, which, source, "stdout"),
-                log_lines(stderr, which, source, "stderr"),
-                child.wait()
-            );
-            (stderr, status)
-        })
-        .await;
-        let Ok((stderr, status)) = waited else {
-            if let Some(pid) = child
+        // Taken now: once the shell is reaped its pid is no longer known,
+        // and what it started may still run in its group.
+        let group = GroupKill(
+            child
                 .id()
-                .and_then(|id| rustix::process::Pid::from_raw(id as i32))
-            {
-                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-            }
+                .and_then(|id| rustix::process::Pid::from_raw(id as i32)),
+        );
+        let which = self.which;
+        let source_name = source.to_owned();
+        let stdout = child.stdout.take().map(|out| {
+            let source = source_name.clone();
+            tokio::spawn(async move { log_lines(out, which, &source, "stdout").await })
+        });
+        let stderr = child.stderr.take().map(|err| {
+            let source = source_name.clone();
+            tokio::spawn(async move { log_lines(err, which, &source, "stderr").await })
+        });
+        let Ok(status) = tokio::time::timeout(self.timeout, child.wait()).await else {
+            drop(group); // kills the group
             let _ = child.kill().await;
             return Err(HookError::TimedOut {
                 which,
@@ -110,6 +110,12 @@ impl Hook {
                 timeout: self.timeout,
             });
         };
+        // The hook is done; what it left running (a mount helper, say) keeps
+        // running, so its hold on the pipes ends the logging after a grace.
+        group.disarm();
+        let grace = tokio::time::Instant::now() + OUTPUT_GRACE;
+        let stderr = finish_logging(stderr, grace).await;
+        let _ = finish_logging(stdout, grace).await;
         let status = status.map_err(|source| HookError::Start {
             which,
             command: self.command.clone(),
@@ -175,25 +181,70 @@ pub async fn around(
     Ok(Hooked { backup, post })
 }
 
-/// Logs each line of `stream`; gives back its last few.
+/// Kills a hook's process group when dropped, unless disarmed: a hook that
+/// timed out, or that a stopping agent abandons, takes what it started along.
+struct GroupKill(Option<rustix::process::Pid>);
+
+impl GroupKill {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// How long a finished hook's output is still read: what it left running
+/// may hold its pipes open.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+async fn finish_logging(
+    task: Option<tokio::task::JoinHandle<Vec<String>>>,
+    until: tokio::time::Instant,
+) -> Vec<String> {
+    let Some(mut task) = task else {
+        return Vec::new();
+    };
+    match tokio::time::timeout_at(until, &mut task).await {
+        Ok(Ok(lines)) => lines,
+        _ => {
+            task.abort();
+            Vec::new()
+        }
+    }
+}
+
+/// Logs each line of `stream` (bytes that are not UTF-8 shown lossily);
+/// gives back its last few. Reads to the end, so the hook never writes
+/// into a closed pipe.
 async fn log_lines(
-    stream: Option<impl AsyncRead + Unpin>,
+    stream: impl AsyncRead + Unpin,
     hook: &'static str,
     source: &str,
     name: &'static str,
 ) -> Vec<String> {
     let mut last = std::collections::VecDeque::new();
-    let Some(stream) = stream else {
-        return Vec::new();
-    };
-    let mut lines = BufReader::new(stream).lines();
-    // A line that is not UTF-8 or a broken pipe ends the logging, not the hook.
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(hook, source, stream = name, "{line}");
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line)
+            .trim_end_matches(['\n', '\r'])
+            .to_owned();
+        tracing::info!(hook, source, stream = name, "{text}");
         if last.len() == STDERR_TAIL {
             last.pop_front();
         }
-        last.push_back(line);
+        last.push_back(text);
     }
     last.into()
 }
@@ -244,5 +295,20 @@ mod tests {
         assert!(matches!(err, HookError::TimedOut { .. }), "{err}");
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert!(!late.exists(), "the killed hook ran on");
+    }
+
+    #[tokio::test]
+    async fn what_a_hook_leaves_running_does_not_hold_it_and_odd_bytes_are_logged() {
+        let started = std::time::Instant::now();
+        // A helper left running with the hook's stdout, as a mount helper would.
+        let detached = hook(
+            "sleep 4 & printf '\\377\\376 not utf-8\\n'; echo done",
+            Duration::from_secs(30),
+        );
+        detached.run("docs", &[]).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the hook's end is not held by what it left running"
+        );
     }
 }

@@ -133,7 +133,13 @@ pub(super) fn scan_source(
                     true => EntryType::Object,
                     false => EntryType::File,
                 } as i32;
-                if let Some(first) = entry.link_key.and_then(|k| first_link.get(&k)) {
+                // Same inode, same stamp: one look at the inode stands for
+                // both names (a stale stamp on one reads the file again).
+                let first = entry
+                    .link_key
+                    .and_then(|k| first_link.get(&k))
+                    .filter(|first| first.stamp == entry.stamp);
+                if let Some(first) = first {
                     out.hardlink_to = first.path.clone();
                     // Indexed with the inode's content: should the first
                     // path go, this one is found unchanged and whole.
@@ -211,6 +217,7 @@ pub(super) fn scan_source(
                             key,
                             FirstLink {
                                 path: entry.path.clone(),
+                                stamp: entry.stamp,
                                 ids,
                                 holes: out.holes.clone(),
                                 xattrs: out.xattrs.clone(),
@@ -288,6 +295,7 @@ fn listing(entry: &SourceEntry) -> Extra<'_> {
 /// The first path met of an inode with further links, and its content.
 struct FirstLink {
     path: Vec<u8>,
+    stamp: FileStamp,
     ids: Vec<BlobId>,
     holes: Vec<u64>,
     xattrs: Vec<ferry_proto::v1::Xattr>,

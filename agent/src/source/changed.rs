@@ -85,7 +85,7 @@ impl Source for ChangedTree {
                 skipped: &mut skipped,
                 root_dev,
             };
-            merge.children(b"")
+            merge.children(b"", false)
         })??;
         Ok(skipped)
     }
@@ -156,8 +156,9 @@ struct Merge<'a, 'v> {
 impl Merge<'_, '_> {
     /// Visits what is below directory `dir` now, consuming the index's
     /// rows below it. `dir`'s own entry has been visited.
-    fn children(&mut self, dir: &[u8]) -> Result<(), SourceError> {
-        if self.changes.dirs.contains(dir)
+    /// `relist`: list it now even if no change named it.
+    fn children(&mut self, dir: &[u8], relist: bool) -> Result<(), SourceError> {
+        if (relist || self.changes.dirs.contains(dir))
             && let Some(now) = self.dir.children_now(dir, self.root_dev, self.skipped)?
         {
             return self.listed_anew(dir, now);
@@ -174,15 +175,19 @@ impl Merge<'_, '_> {
                 continue;
             }
             let Some(row) = self.rows.take() else { break };
-            // A directory whose listing changed has a new stamp of its own.
+            // A directory whose listing changed has a new stamp of its own;
+            // a file with further links may have been written through
+            // another of its names, which raises events only there.
             let looked_at = self.changes.paths.contains(&row.path)
-                || (row.kind == EntryKind::Dir && self.changes.dirs.contains(&row.path));
+                || (row.kind == EntryKind::Dir && self.changes.dirs.contains(&row.path))
+                || row.link_key.is_some();
             let now = match looked_at {
                 true => self.dir.entry_at(&row.path, self.root_dev, self.skipped)?,
                 false => Some(row.clone()),
             };
+            let was = (row.kind == EntryKind::Dir).then_some(row.stamp);
             match now {
-                Some(entry) => self.one(entry, row.kind == EntryKind::Dir)?,
+                Some(entry) => self.one(entry, was)?,
                 None => self.rows.skip_below(&row.path)?,
             }
         }
@@ -200,28 +205,37 @@ impl Merge<'_, '_> {
                 }
                 self.rows.take();
             }
-            let was_dir = match self.rows.peek_below(dir)? {
+            let was = match self.rows.peek_below(dir)? {
                 Some(row) if row.path == entry.path => self
                     .rows
                     .take()
-                    .is_some_and(|row| row.kind == EntryKind::Dir),
-                _ => false,
+                    .filter(|row| row.kind == EntryKind::Dir)
+                    .map(|row| row.stamp),
+                _ => None,
             };
-            self.one(entry, was_dir)?;
+            self.one(entry, was)?;
         }
         self.rows.skip_below(dir)?;
         Ok(())
     }
 
     /// Visits `entry` and, for a directory, what is below it: from the
-    /// index if it was a directory there too, else walked.
-    fn one(&mut self, entry: SourceEntry, was_dir: bool) -> Result<(), SourceError> {
+    /// index if the same directory (by inode) was there, else walked.
+    /// `was`: the index's stamp of the directory at this path, if it had one.
+    fn one(&mut self, entry: SourceEntry, was: Option<FileStamp>) -> Result<(), SourceError> {
         let path = entry.path.clone();
+        let stamp = entry.stamp;
         let is_dir = entry.kind == EntryKind::Dir;
         (self.visit)(entry)?;
-        match (is_dir, was_dir) {
-            (true, true) => self.children(&path),
-            (true, false) => {
+        match (is_dir, was) {
+            // Another directory renamed onto this name: its own subtree,
+            // not the index's of the one that was here.
+            (true, Some(was)) if was.inode == stamp.inode => {
+                // A listing that changed with no change named is listed
+                // anyway: the stamp is the directory's own word.
+                self.children(&path, was.mtime_ns != stamp.mtime_ns)
+            }
+            (true, _) => {
                 self.rows.skip_below(&path)?;
                 self.dir
                     .walk_below(&path, self.root_dev, self.visit, self.skipped)
@@ -291,6 +305,13 @@ mod tests {
             std::fs::write(root.join(f), f).unwrap();
         }
         symlink("top", root.join("link")).unwrap();
+        for d in ["rot/x", "rot/y", "links/a", "links/b"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("rot/x/only-in-x"), b"x").unwrap();
+        std::fs::write(root.join("rot/y/only-in-y"), b"y").unwrap();
+        std::fs::write(root.join("links/a/f"), b"linked").unwrap();
+        std::fs::hard_link(root.join("links/a/f"), root.join("links/b/f")).unwrap();
         let journal = dir.path().join("j.db");
         index(&root, &journal);
 
@@ -307,7 +328,24 @@ mod tests {
         // A changed listing below an unchanged directory: its own stamp moved.
         std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(root.join("c/d/n"), b"n").unwrap();
-        let told = changes(&["", "a", "a/deep", "a-b", "c/d"], &["stay/s"]);
+        // Two directories trade names: each keeps its own contents.
+        std::fs::rename(root.join("rot/x"), root.join("rot/t")).unwrap();
+        std::fs::rename(root.join("rot/y"), root.join("rot/x")).unwrap();
+        std::fs::rename(root.join("rot/t"), root.join("rot/y")).unwrap();
+        // A file written through one of its two names: the watcher hears
+        // of the other name's directory nothing.
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(root.join("links/b/f"))
+                .unwrap();
+            f.write_all(b" and more").unwrap();
+        }
+        let told = changes(
+            &["", "a", "a/deep", "a-b", "c/d", "rot"],
+            &["stay/s", "links/b/f"],
+        );
 
         let tree = ChangedTree::new(DirSource::new(&root), journal.clone(), told);
         let merged = without_atime_noise(crate::source::scan_all(&tree));
