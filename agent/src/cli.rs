@@ -373,8 +373,8 @@ async fn backup(config_path: &Path, source: Option<&str>, json: bool) -> Result<
     let source_impl: Arc<dyn Source> = match source.kind() {
         SourceKind::Dir(path) => Arc::new(
             DirSource::new(path).with_filter(
-                source
-                    .filter()
+                ctx.config
+                    .filter_of(source)
                     .with_context(|| format!("source {}", source.name))?,
             ),
         ),

@@ -152,13 +152,7 @@ pub async fn around(
     backup: impl Future<Output = Result<BackupReport, BackupError>>,
 ) -> Result<Hooked, HookError> {
     let (pre, post) = source.hooks();
-    let mut env = vec![
-        ("FERRY_SOURCE", source.name.clone()),
-        ("FERRY_BUCKET", source.bucket.clone()),
-    ];
-    if let SourceKind::Dir(path) = source.kind() {
-        env.push(("FERRY_SOURCE_PATH", path.display().to_string()));
-    }
+    let mut env = env_of(source);
     if let Some(pre) = &pre {
         pre.run(&source.name, &env).await?;
     }
@@ -166,19 +160,39 @@ pub async fn around(
     let post = match &post {
         None => Ok(()),
         Some(post) => {
-            let result = match &backup {
-                Ok(report) if report.skipped.is_empty() => "ok",
-                Ok(_) => "partial",
-                Err(_) => "failed",
-            };
-            env.push(("FERRY_BACKUP_RESULT", result.into()));
-            if let Ok(report) = &backup {
-                env.push(("FERRY_SNAPSHOT_SEQ", report.seq.to_string()));
-            }
+            add_result(&mut env, &backup);
             post.run(&source.name, &env).await
         }
     };
     Ok(Hooked { backup, post })
+}
+
+/// What every hook of `source` sees.
+pub fn env_of(source: &SourceConfig) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("FERRY_SOURCE", source.name.clone()),
+        ("FERRY_BUCKET", source.bucket.clone()),
+    ];
+    if let SourceKind::Dir(path) = source.kind() {
+        env.push(("FERRY_SOURCE_PATH", path.display().to_string()));
+    }
+    env
+}
+
+/// What a post-backup hook sees beside: how the backup went.
+pub fn add_result(
+    env: &mut Vec<(&'static str, String)>,
+    backup: &Result<BackupReport, BackupError>,
+) {
+    let result = match backup {
+        Ok(report) if report.skipped.is_empty() => "ok",
+        Ok(_) => "partial",
+        Err(_) => "failed",
+    };
+    env.push(("FERRY_BACKUP_RESULT", result.into()));
+    if let Ok(report) = backup {
+        env.push(("FERRY_SNAPSHOT_SEQ", report.seq.to_string()));
+    }
 }
 
 /// Kills a hook's process group when dropped, unless disarmed: a hook that

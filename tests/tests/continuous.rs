@@ -148,3 +148,65 @@ fn run_keeps_a_directory_current_through_every_kind_of_change() {
         "no snapshot failed: {log}"
     );
 }
+
+/// Hooks under `run`: what the pre-backup hook writes into the tree is in
+/// the snapshot it precedes, what the post-backup hook writes does not
+/// bring on another, and the agent's own state inside the tree is left out
+/// (it would otherwise count as a change after every snapshot).
+#[test]
+fn hooks_and_the_agents_own_state_inside_the_tree_do_not_keep_snapshots_coming() {
+    let w = tempfile::tempdir().unwrap();
+    let w = w.path();
+    let src = w.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"a").unwrap();
+    let hub = Hub::start(&w.join("hub"));
+    let site = Site::create(&hub, &w.join("site"), &src, "site-a", "docs");
+    let config = format!(
+        "hub = \"{}\"\ntoken-file = \"site.token\"\nkey-file = \"{}\"\nstate-dir = \"{}\"\n\n\
+         [[source]]\nname = \"main\"\npath = \"{}\"\nbucket = \"{}\"\n\
+         pre-backup = \"date +%s%N > \\\"$FERRY_SOURCE_PATH/dump.txt\\\"\"\n\
+         post-backup = \"date +%s%N > \\\"$FERRY_SOURCE_PATH/after.txt\\\"\"\n\n\
+         [run]\nsettle = \"300ms\"\n",
+        hub.url(),
+        site.key_file.display(),
+        src.join(".ferry-state").display(),
+        src.display(),
+        site.bucket
+    );
+    std::fs::write(&site.config, config).unwrap();
+    let agent = Daemon::start(&site.config, &site.dir);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while snapshot_count(&site) == 0 {
+        assert!(Instant::now() < deadline, "no first snapshot");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(src.join("b.txt"), b"b").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while snapshot_count(&site) < 2 {
+        assert!(Instant::now() < deadline, "the change was not taken");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Quiet now: ten settles pass with no further snapshot.
+    std::thread::sleep(Duration::from_secs(1));
+    let settled = snapshot_count(&site);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        snapshot_count(&site),
+        settled,
+        "snapshots kept coming: {}",
+        std::fs::read_to_string(&agent.log).unwrap_or_default()
+    );
+    let out = w.join("restored");
+    site.restore(&out, &[]);
+    assert_eq!(
+        std::fs::read(out.join("dump.txt")).unwrap(),
+        std::fs::read(src.join("dump.txt")).unwrap(),
+        "the last pre-backup hook's dump is in the last snapshot"
+    );
+    assert!(out.join("b.txt").exists());
+    assert!(
+        !out.join(".ferry-state").exists(),
+        "the agent's state is not backed up"
+    );
+}

@@ -355,6 +355,28 @@ impl AgentConfig {
         read_secret("site token file", file)
     }
 
+    /// The exclusions of directory source `source`, its rules plus the
+    /// agent's state directory when that lies inside it (a backup of its
+    /// own journal would change it, and a watcher would take that for a
+    /// change to back up, without end).
+    ///
+    /// # Errors
+    /// As [`SourceConfig::filter`].
+    pub fn filter_of(
+        &self,
+        source: &SourceConfig,
+    ) -> Result<crate::source::filter::Filter, crate::source::filter::FilterError> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut filter = source.filter()?;
+        if let SourceKind::Dir(root) = source.kind()
+            && let Ok(inside) = self.state_dir.strip_prefix(root)
+            && !inside.as_os_str().is_empty()
+        {
+            filter.always_exclude(inside.as_os_str().as_bytes().to_vec());
+        }
+        Ok(filter)
+    }
+
     /// The heads of the buckets this site has seen (see [`crate::chain`]).
     pub fn heads_path(&self) -> PathBuf {
         self.state_dir.join("heads.db")

@@ -1,8 +1,15 @@
 //! A directory source under `ferry-agent run`: watched (see [`crate::watch`])
 //! before a first full walk, then a snapshot `settle` after the first change
-//! that lists only what changed. A lost event, a failed first walk and
-//! every `reconcile-interval` mean a full walk against the index (which
-//! still reads only files whose stamp moved).
+//! that lists only what changed. A lost event, a failed first walk, changed
+//! exclude rules, a watcher started anew and every `reconcile-interval`
+//! mean a full walk against the index (which still reads only files whose
+//! stamp moved).
+//!
+//! Hooks run around every snapshot. What the pre-backup hook changes is in
+//! the snapshot it precedes (the changes are taken after it, once the
+//! watcher has read its events); what the post-backup hook changes rides
+//! along with the next snapshot without bringing one on, so hooks that
+//! write into the tree do not keep snapshots coming.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -13,29 +20,47 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{MAX_BACKOFF, Shared, between_hooks, wait};
-use crate::backup::{BackupJob, BackupReport, run_backup_rechecked};
+use super::{MAX_BACKOFF, Shared, wait};
+use crate::backup::{BackupError, BackupJob, BackupReport, run_backup_rechecked};
 use crate::config::{SourceConfig, SourceKind};
 use crate::progress::Progress;
 use crate::source::Source;
 use crate::source::changed::{ChangedTree, TreeChanges};
 use crate::source::dir::DirSource;
+use crate::watch::inotify::TreeWatcher;
 use crate::watch::{Gathered, Watched};
 
-/// Keeps one directory source's snapshots current until `stop` turns true.
-pub async fn follow_dir(shared: Shared, source_index: usize, mut stop: watch::Receiver<bool>) {
-    let Some(source) = shared.config.sources.get(source_index) else {
-        return;
-    };
-    let SourceKind::Dir(root) = source.kind() else {
-        return;
-    };
-    let watched = Arc::new(Watched::new(shared.config.run.max_changes));
+/// How often the whole tree is walked while part of it cannot be watched.
+const UNWATCHED_WALK: Duration = Duration::from_secs(300);
+/// Longest wait for the watcher to read what a hook did.
+const SYNC_WAIT: Duration = Duration::from_secs(2);
+
+/// What the exclude rules were when the watcher started: rules that
+/// change (an edited exclude file) mean a new watcher and a full walk.
+fn rules_of(source: &SourceConfig) -> Vec<u8> {
+    let mut rules = format!(
+        "{:?} {} {}",
+        source.exclude, source.one_file_system, source.exclude_caches
+    )
+    .into_bytes();
+    if let Some(file) = &source.exclude_file {
+        rules.extend(std::fs::read(file).unwrap_or_default());
+    }
+    rules
+}
+
+/// Starts watching `source`, retrying with backoff; `None` if asked to stop.
+async fn start_watching(
+    shared: &Shared,
+    source: &SourceConfig,
+    root: &Path,
+    watched: &Arc<Watched>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TreeWatcher, Vec<u8>)> {
     let mut backoff = Duration::from_secs(1);
-    // Watching starts before the first walk: what changes during it is
-    // taken by the next snapshot.
-    let _watcher = loop {
-        let started = match source.filter() {
+    loop {
+        let rules = rules_of(source);
+        let started = match shared.config.filter_of(source) {
             Ok(filter) => {
                 // Setting the watches lists every directory: off the runtime.
                 let (root, watched) = (root.to_path_buf(), watched.clone());
@@ -48,26 +73,64 @@ pub async fn follow_dir(shared: Shared, source_index: usize, mut stop: watch::Re
             Err(e) => Err(e.to_string()),
         };
         match started {
-            Ok(w) => break w,
+            Ok(w) => return Some((w, rules)),
             Err(e) => {
                 tracing::error!(source = %source.name, error = %e, "cannot watch the directory; retrying");
-                if wait(&mut stop, backoff).await {
-                    return;
+                if wait(stop, backoff).await {
+                    return None;
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+/// Keeps one directory source's snapshots current until `stop` turns true.
+pub async fn follow_dir(shared: Shared, source_index: usize, mut stop: watch::Receiver<bool>) {
+    let Some(source) = shared.config.sources.get(source_index) else {
+        return;
     };
-    backoff = Duration::from_secs(1);
+    let SourceKind::Dir(root) = source.kind() else {
+        return;
+    };
+    // Watching starts before the first walk: what changes during it is
+    // taken by the next snapshot.
+    let mut watched = Arc::new(Watched::new(shared.config.run.max_changes));
+    let Some((mut watcher, mut rules)) =
+        start_watching(&shared, source, root, &watched, &mut stop).await
+    else {
+        return;
+    };
+    let mut backoff = Duration::from_secs(1);
     let mut walk_due = true;
     let mut next_walk = Instant::now();
-    // Parents of entries the last snapshot could not read: listed again by
-    // the next (they do not bring it on), so they are tried and reported
-    // again rather than forgotten.
-    let mut retry = TreeChanges::default();
+    // Parents of entries the last snapshot could not read, and what the
+    // post-backup hook changed: taken by the next snapshot, which they do
+    // not bring on.
+    let mut carried = TreeChanges::default();
+    let (pre, post) = source.hooks();
     loop {
         if *stop.borrow() {
             return;
+        }
+        // A blind watcher, or rules that changed: watch anew, then walk.
+        let restart = match watched.take_broken() {
+            Some(why) => Some(why),
+            None if rules_of(source) != rules => Some("the exclude rules changed".into()),
+            None => None,
+        };
+        if let Some(why) = restart {
+            tracing::warn!(source = %source.name, reason = %why, "watching the directory anew");
+            drop(watcher);
+            watched = Arc::new(Watched::new(shared.config.run.max_changes));
+            match start_watching(&shared, source, root, &watched, &mut stop).await {
+                Some((w, r)) => (watcher, rules) = (w, r),
+                None => return,
+            }
+            walk_due = true;
+        }
+        if watched.degraded().is_some() {
+            next_walk = next_walk.min(Instant::now() + UNWATCHED_WALK);
         }
         let due = walk_due || Instant::now() >= next_walk;
         // Changes gather for `settle` from the first of them, also when
@@ -85,8 +148,20 @@ pub async fn follow_dir(shared: Shared, source_index: usize, mut stop: watch::Re
             }
             continue;
         }
+        let mut env = crate::hooks::env_of(source);
+        if let Some(pre) = &pre {
+            if let Err(e) = pre.run(&source.name, &env).await {
+                tracing::error!(source = %source.name, error = %e, retry_in = ?backoff, "snapshot not taken");
+                if wait(&mut stop, backoff).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+            watched.sync(SYNC_WAIT).await;
+        }
         let mut gathered = watched.take();
-        gathered.changes.merge(std::mem::take(&mut retry));
+        gathered.changes.merge(std::mem::take(&mut carried));
         let full = due || gathered.lost.is_some();
         if let Some(why) = &gathered.lost {
             tracing::info!(source = %source.name, reason = %why, "walking the whole tree");
@@ -103,6 +178,22 @@ pub async fn follow_dir(shared: Shared, source_index: usize, mut stop: watch::Re
         let outcome = snapshot(&shared, source, root, &gathered.changes, full)
             .instrument(span)
             .await;
+        if let Some(post) = &post {
+            // Changes so far bring on the next snapshot; the hook's own do not.
+            watched.sync(SYNC_WAIT).await;
+            let before = watched.take();
+            crate::hooks::add_result(&mut env, &outcome);
+            if let Err(e) = post.run(&source.name, &env).await {
+                tracing::error!(source = %source.name, error = %e, "post-backup hook failed");
+            }
+            watched.sync(SYNC_WAIT).await;
+            let by_hook = watched.take();
+            watched.put_back(before);
+            match by_hook.lost {
+                Some(_) => watched.put_back(by_hook),
+                None => carried.merge(by_hook.changes),
+            }
+        }
         match outcome {
             Ok(report) => {
                 tracing::info!(
@@ -113,7 +204,7 @@ pub async fn follow_dir(shared: Shared, source_index: usize, mut stop: watch::Re
                     read = report.files_read,
                     "snapshot committed"
                 );
-                retry = parents_of_skipped(&report);
+                carried.merge(parents_of_skipped(&report));
                 if full {
                     walk_due = false;
                     next_walk = Instant::now() + shared.reconcile_interval;
@@ -159,15 +250,18 @@ async fn snapshot(
     root: &Path,
     changes: &TreeChanges,
     full: bool,
-) -> Result<BackupReport, String> {
-    let filter = source.filter().map_err(|e| e.to_string())?;
+) -> Result<BackupReport, BackupError> {
+    let filter = shared
+        .config
+        .filter_of(source)
+        .map_err(|e| BackupError::Task(e.to_string()))?;
     let dir = DirSource::new(root).with_filter(filter);
     let journal_path = shared.config.journal_path(source);
     let scanned: Arc<dyn Source> = match full {
         true => Arc::new(dir),
         false => Arc::new(ChangedTree::new(dir, journal_path.clone(), changes.clone())),
     };
-    let backup = run_backup_rechecked(|trust_journal| BackupJob {
+    run_backup_rechecked(|trust_journal| BackupJob {
         client: shared.client.clone(),
         keys: shared.keys.clone(),
         source: scanned.clone(),
@@ -176,6 +270,6 @@ async fn snapshot(
         bucket: source.bucket.clone(),
         progress: Progress::hidden(),
         trust_journal,
-    });
-    between_hooks(source, backup).await
+    })
+    .await
 }

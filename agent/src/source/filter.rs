@@ -46,6 +46,8 @@ pub struct Filter {
     rules: Vec<Rule>,
     pub one_file_system: bool,
     pub exclude_caches: bool,
+    /// Paths left out whatever the rules say (the agent's own state).
+    always: Vec<Vec<u8>>,
 }
 
 impl Filter {
@@ -116,6 +118,9 @@ impl Filter {
     /// Whether the entry at `rel` (relative to the source root) is left out.
     pub fn excludes(&self, rel: &[u8], is_dir: bool) -> bool {
         use std::os::unix::ffi::OsStrExt;
+        if self.always.iter().any(|a| a.as_slice() == rel) {
+            return true;
+        }
         let path = Path::new(std::ffi::OsStr::from_bytes(rel));
         let mut excluded = false;
         for rule in &self.rules {
@@ -124,6 +129,11 @@ impl Filter {
             }
         }
         excluded
+    }
+
+    /// Leaves out `rel` (and so what is below it), whatever the rules say.
+    pub fn always_exclude(&mut self, rel: Vec<u8>) {
+        self.always.push(rel);
     }
 
     /// Whether the directory `dir` is a tagged cache whose contents (all

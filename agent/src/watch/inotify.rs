@@ -109,8 +109,11 @@ impl Watches {
             by_path: BTreeMap::new(),
             watched,
         };
+        // The root may be a symlink to the directory, which a walk follows
+        // too; nothing below it is followed.
+        let root_events = DIR_EVENTS.difference(WatchFlags::DONT_FOLLOW);
         let wd =
-            inotify::add_watch(&watches.fd, root, DIR_EVENTS).map_err(|e| WatchError::Root {
+            inotify::add_watch(&watches.fd, root, root_events).map_err(|e| WatchError::Root {
                 path: root.to_path_buf(),
                 source: e.into(),
             })?;
@@ -129,11 +132,12 @@ impl Watches {
         self.by_wd.is_empty()
     }
 
-    /// Reads the events in the queue now, recording what they say.
+    /// Reads the events in the queue now, recording what they say; true
+    /// when it read the queue empty.
     ///
     /// # Errors
     /// Reading inotify failed (the watcher cannot go on).
-    pub fn drain(&mut self) -> Result<(), Errno> {
+    pub fn drain(&mut self) -> Result<bool, Errno> {
         let mut buf = [MaybeUninit::<u8>::uninit(); 64 << 10];
         // Events are copied out of the buffer before they are acted on,
         // since acting adds and drops watches.
@@ -157,13 +161,13 @@ impl Watches {
                 }
             }
             if batch.is_empty() {
-                return Ok(());
+                return Ok(true);
             }
             for (wd, mask, name) in batch.drain(..) {
                 self.on_event(wd, mask, name);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     fn on_event(&mut self, wd: i32, mask: ReadFlags, name: Option<Vec<u8>>) {
@@ -177,6 +181,10 @@ impl Watches {
             if let Some(path) = self.by_wd.remove(&wd)
                 && self.by_path.get(&path) == Some(&wd)
             {
+                if path.is_empty() {
+                    self.watched
+                        .broken("the source directory's watch was dropped".into());
+                }
                 self.by_path.remove(&path);
             }
             return;
@@ -189,12 +197,13 @@ impl Watches {
             // About the watched directory itself.
             if dir.is_empty() && mask.intersects(ReadFlags::DELETE_SELF | ReadFlags::MOVE_SELF) {
                 self.watched
-                    .lost("the source directory itself was moved or deleted".into());
+                    .broken("the source directory itself was moved or deleted".into());
             } else if mask.contains(ReadFlags::UNMOUNT) {
-                self.watched.lost(format!(
-                    "a file system under {} was unmounted",
-                    self.show(&dir)
-                ));
+                let why = format!("a file system under {} was unmounted", self.show(&dir));
+                match dir.is_empty() {
+                    true => self.watched.broken(why),
+                    false => self.watched.lost(why),
+                }
             } else if mask.contains(ReadFlags::ATTRIB) && !dir.is_empty() {
                 self.watched.path_changed(dir);
             }
@@ -203,6 +212,17 @@ impl Watches {
         let path = join(&dir, &name);
         if self.filter.excludes(&path, is_dir) {
             return;
+        }
+        if self.filter.exclude_caches && name == b"CACHEDIR.TAG" && !dir.is_empty() {
+            // The directory became a tagged cache (nothing below it is kept:
+            // nothing to watch) or stopped being one (all of it is again).
+            self.unwatch_below(&dir);
+            if !self
+                .filter
+                .is_tagged_cache(&self.root.join(OsStr::from_bytes(&dir)))
+            {
+                self.watch_below(&dir);
+            }
         }
         if mask.intersects(
             ReadFlags::CREATE | ReadFlags::DELETE | ReadFlags::MOVED_FROM | ReadFlags::MOVED_TO,
@@ -287,15 +307,24 @@ impl Watches {
 
     /// Drops the watches of `rel` and everything below it.
     fn unwatch(&mut self, rel: &[u8]) {
-        let mut below = rel.to_vec();
-        below.push(b'/');
-        let mut end = rel.to_vec();
-        end.push(b'/' + 1);
+        if let Some(wd) = self.by_path.remove(rel) {
+            self.by_wd.remove(&wd);
+            let _ = inotify::remove_watch(&self.fd, wd);
+        }
+        self.unwatch_below(rel);
+    }
+
+    /// Drops the watches below `rel` (not its own).
+    fn unwatch_below(&mut self, rel: &[u8]) {
+        let (mut below, mut end) = (rel.to_vec(), rel.to_vec());
+        if !rel.is_empty() {
+            below.push(b'/');
+            end.push(b'/' + 1);
+        }
         let gone: Vec<(Vec<u8>, i32)> = self
             .by_path
             .range(below..end)
             .map(|(p, w)| (p.clone(), *w))
-            .chain(self.by_path.get(rel).map(|w| (rel.to_vec(), *w)))
             .collect();
         for (path, wd) in gone {
             self.by_path.remove(&path);
@@ -331,23 +360,31 @@ pub fn start(
                 tv_nsec: STOP_CHECK.as_nanos() as _,
             };
             while !stopping.load(Ordering::SeqCst) {
+                // Asked before this look at the queue: answered by it.
+                let asked = watched.sync_asked();
                 let mut fds = [rustix::event::PollFd::new(
                     &watches.fd,
                     rustix::event::PollFlags::IN,
                 )];
-                match rustix::event::poll(&mut fds, Some(&timeout)) {
-                    Ok(0) | Err(Errno::INTR) => continue,
-                    Ok(_) => {}
+                let ready = match rustix::event::poll(&mut fds, Some(&timeout)) {
+                    Ok(n) => n > 0,
+                    Err(Errno::INTR) => continue,
                     Err(e) => {
-                        watched.lost(format!("polling inotify failed: {e}"));
-                        watched.set_degraded(Some(format!("the watcher stopped: {e}")));
+                        watched.broken(format!("polling inotify failed: {e}"));
                         return;
                     }
+                };
+                if !ready {
+                    watched.synced(asked);
+                    continue;
                 }
-                if let Err(e) = watches.drain() {
-                    watched.lost(format!("reading inotify failed: {e}"));
-                    watched.set_degraded(Some(format!("the watcher stopped: {e}")));
-                    return;
+                match watches.drain() {
+                    Ok(true) => watched.synced(asked),
+                    Ok(false) => {}
+                    Err(e) => {
+                        watched.broken(format!("reading inotify failed: {e}"));
+                        return;
+                    }
                 }
             }
         })
@@ -443,5 +480,47 @@ mod tests {
                 .is_some_and(|w| w.contains("overflowed")),
             "{taken:?}"
         );
+    }
+
+    #[test]
+    fn a_cache_tag_drops_and_gives_back_the_watches_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("cache/sub")).unwrap();
+        let watched = Arc::new(Watched::new(1_000_000));
+        let mut filter = Filter::default();
+        filter.exclude_caches = true;
+        let mut watches = Watches::new(dir.path(), filter, watched.clone()).unwrap();
+        assert!(watches.by_path.contains_key(b"cache/sub".as_slice()));
+        let tag = dir.path().join("cache/CACHEDIR.TAG");
+        std::fs::write(&tag, crate::source::filter::CACHEDIR_SIGNATURE).unwrap();
+        watches.drain().unwrap();
+        assert!(!watches.by_path.contains_key(b"cache/sub".as_slice()));
+        assert!(watches.by_path.contains_key(b"cache".as_slice()));
+        std::fs::remove_file(&tag).unwrap();
+        watches.drain().unwrap();
+        assert!(watches.by_path.contains_key(b"cache/sub".as_slice()));
+        assert_eq!(watched.take().changes.dirs, set(&["cache"]));
+    }
+
+    #[test]
+    fn a_symlinked_root_is_watched_and_a_deleted_root_breaks_the_watcher() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir_all(real.join("a")).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let watched = Arc::new(Watched::new(1_000_000));
+        let mut watches = Watches::new(&link, Filter::default(), watched.clone()).unwrap();
+        std::fs::write(real.join("a/f"), b"f").unwrap();
+        watches.drain().unwrap();
+        assert_eq!(watched.take().changes.dirs, set(&["a"]));
+
+        std::fs::remove_dir_all(&real).unwrap();
+        watches.drain().unwrap();
+        assert!(
+            watched.take_broken().is_some(),
+            "the watcher is to be started anew"
+        );
+        assert!(watched.take().lost.is_some());
     }
 }

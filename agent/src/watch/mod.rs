@@ -11,7 +11,8 @@
 pub mod inotify;
 
 use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -36,6 +37,12 @@ pub struct Watched {
     max_changes: usize,
     /// Set while part of the tree is unwatched: every take is then lost.
     degraded: Mutex<Option<String>>,
+    /// Set when the watcher went blind.
+    broken: Mutex<Option<String>>,
+    /// [`Watched::sync`]'s requests, and the last one the watcher answered
+    /// by reading its queue empty.
+    sync_asked: AtomicU64,
+    sync_done: AtomicU64,
 }
 
 impl Watched {
@@ -45,6 +52,9 @@ impl Watched {
             wake: Notify::new(),
             max_changes: max_changes.max(1),
             degraded: Mutex::new(None),
+            broken: Mutex::new(None),
+            sync_asked: AtomicU64::new(0),
+            sync_done: AtomicU64::new(0),
         }
     }
 
@@ -91,6 +101,52 @@ impl Watched {
         self.with(|s| {
             s.lost.get_or_insert(why);
         });
+    }
+
+    /// The watcher can no longer see the tree (its root's watch is gone, or
+    /// its thread stopped): lost, and to be started anew.
+    pub fn broken(&self, why: String) {
+        *self.broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
+        self.lost(why);
+    }
+
+    /// Why the watcher must be started anew, once.
+    pub fn take_broken(&self) -> Option<String> {
+        self.broken.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Why part of the tree is unwatched, if it is.
+    pub fn degraded(&self) -> Option<String> {
+        self.degraded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits (at most `within`) until the watcher has read every event the
+    /// kernel queued before this call: what a hook just did is then in.
+    /// False if the watcher did not answer in time.
+    pub async fn sync(&self, within: Duration) -> bool {
+        let asked = self.sync_asked.fetch_add(1, Ordering::SeqCst) + 1;
+        let deadline = tokio::time::Instant::now() + within;
+        while self.sync_done.load(Ordering::SeqCst) < asked {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    /// The newest sync request (the watcher reads it before it looks at
+    /// its queue).
+    pub fn sync_asked(&self) -> u64 {
+        self.sync_asked.load(Ordering::SeqCst)
+    }
+
+    /// The watcher read its queue empty after request `asked` came.
+    pub fn synced(&self, asked: u64) {
+        self.sync_done.fetch_max(asked, Ordering::SeqCst);
     }
 
     /// Part of the tree cannot be watched (`None`: all of it is again).
