@@ -10,12 +10,11 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::{EVENTS_PER_SNAPSHOT, MAX_BACKOFF, Shared, between_hooks, wait};
-use crate::backup::{BackupJob, BackupReport, run_backup_rechecked};
+use super::{EVENTS_PER_SNAPSHOT, MAX_BACKOFF, Shared, between_hooks, snapshot_of, wait};
+use crate::backup::BackupReport;
 use crate::config::{SourceConfig, SourceKind};
 use crate::events::overlay::EventOverlay;
 use crate::events::queue::{Changes, QueueReader};
-use crate::progress::Progress;
 use crate::source::Source;
 use crate::source::bucket::BucketSource;
 
@@ -140,24 +139,10 @@ async fn snapshot(
         bucket.clone()
     } else {
         Arc::new(
-            EventOverlay::new(
-                bucket.clone(),
-                journal_path.clone(),
-                changes.keys.keys().cloned(),
-            )
-            .await
-            .map_err(|e| e.to_string())?,
+            EventOverlay::new(bucket.clone(), journal_path, changes.keys.keys().cloned())
+                .await
+                .map_err(|e| e.to_string())?,
         )
     };
-    let backup = run_backup_rechecked(|trust_journal| BackupJob {
-        client: shared.client.clone(),
-        keys: shared.keys.clone(),
-        source: scanned.clone(),
-        journal_path: journal_path.clone(),
-        heads_path: shared.config.heads_path(),
-        bucket: source.bucket.clone(),
-        progress: Progress::hidden(),
-        trust_journal,
-    });
-    between_hooks(source, backup).await
+    between_hooks(source, snapshot_of(shared, source, scanned)).await
 }

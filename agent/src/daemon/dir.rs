@@ -20,10 +20,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{MAX_BACKOFF, Shared, wait};
-use crate::backup::{BackupError, BackupJob, BackupReport, run_backup_rechecked};
+use super::{MAX_BACKOFF, Shared, snapshot_of, wait};
+use crate::backup::{BackupError, BackupReport};
 use crate::config::{SourceConfig, SourceKind};
-use crate::progress::Progress;
 use crate::source::Source;
 use crate::source::changed::{ChangedTree, TreeChanges};
 use crate::source::dir::DirSource;
@@ -259,17 +258,7 @@ async fn snapshot(
     let journal_path = shared.config.journal_path(source);
     let scanned: Arc<dyn Source> = match full {
         true => Arc::new(dir),
-        false => Arc::new(ChangedTree::new(dir, journal_path.clone(), changes.clone())),
+        false => Arc::new(ChangedTree::new(dir, journal_path, changes.clone())),
     };
-    run_backup_rechecked(|trust_journal| BackupJob {
-        client: shared.client.clone(),
-        keys: shared.keys.clone(),
-        source: scanned.clone(),
-        journal_path: journal_path.clone(),
-        heads_path: shared.config.heads_path(),
-        bucket: source.bucket.clone(),
-        progress: Progress::hidden(),
-        trust_journal,
-    })
-    .await
+    snapshot_of(shared, source, scanned).await
 }

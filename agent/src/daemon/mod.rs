@@ -159,6 +159,27 @@ pub struct Shared {
     pub settle: Duration,
 }
 
+/// A snapshot of `source` as `scanned` lists it, unattended (no progress
+/// shown), read again in full if the hub lacks chunks the journal vouched for.
+async fn snapshot_of(
+    shared: &Shared,
+    source: &crate::config::SourceConfig,
+    scanned: Arc<dyn crate::source::Source>,
+) -> Result<crate::backup::BackupReport, crate::backup::BackupError> {
+    let journal_path = shared.config.journal_path(source);
+    crate::backup::run_backup_rechecked(|trust_journal| crate::backup::BackupJob {
+        client: shared.client.clone(),
+        keys: shared.keys.clone(),
+        source: scanned.clone(),
+        journal_path: journal_path.clone(),
+        heads_path: shared.config.heads_path(),
+        bucket: source.bucket.clone(),
+        progress: crate::progress::Progress::hidden(),
+        trust_journal,
+    })
+    .await
+}
+
 /// Runs a snapshot between the source's hooks. A failing post-backup hook
 /// is logged: the snapshot stands.
 async fn between_hooks(

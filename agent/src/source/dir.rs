@@ -428,7 +428,7 @@ impl DirSource {
 type Looked = (SourceEntry, Option<Vec<Child>>);
 
 /// `dir`'s child `name` as a path below the root.
-fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+pub(crate) fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     if dir.is_empty() {
         return name.to_vec();
     }

@@ -24,6 +24,7 @@ use rustix::fs::inotify::{self, ReadFlags, WatchFlags};
 use rustix::io::Errno;
 
 use super::Watched;
+use crate::source::dir::join;
 use crate::source::filter::Filter;
 
 /// How often the reading thread looks whether it should stop.
@@ -393,17 +394,6 @@ pub fn start(
         stop,
         thread: Some(thread),
     })
-}
-
-fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
-    if dir.is_empty() {
-        return name.to_vec();
-    }
-    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
-    p.extend_from_slice(dir);
-    p.push(b'/');
-    p.extend_from_slice(name);
-    p
 }
 
 #[cfg(test)]
