@@ -237,6 +237,17 @@ impl Watches {
             }
             self.watched.dir_changed(dir);
         } else if mask.intersects(ReadFlags::MODIFY | ReadFlags::CLOSE_WRITE | ReadFlags::ATTRIB) {
+            // A directory that could not be watched (not readable) may be
+            // now that its mode or owner changed.
+            if is_dir
+                && mask.contains(ReadFlags::ATTRIB)
+                && !self.by_path.contains_key(&path)
+                && self.watch(path.clone())
+            {
+                self.watch_below(&path);
+                // What it holds was never seen by a watch: list it.
+                self.watched.dir_changed(path.clone());
+            }
             self.watched.path_changed(path);
         }
     }
@@ -512,5 +523,21 @@ mod tests {
             "the watcher is to be started anew"
         );
         assert!(watched.take().lost.is_some());
+    }
+
+    #[test]
+    fn a_directory_that_becomes_readable_is_watched() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let locked = dir.path().join("locked");
+        std::fs::create_dir_all(locked.join("inner")).unwrap();
+        let watched = Arc::new(Watched::new(1_000_000));
+        let mut watches = Watches::new(dir.path(), Filter::default(), watched.clone()).unwrap();
+        // As if it had been unreadable when the watches were set.
+        watches.unwatch(b"locked");
+        std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+        watches.drain().unwrap();
+        assert!(watches.by_path.contains_key(b"locked/inner".as_slice()));
+        assert!(watched.take().changes.dirs.contains(b"locked".as_slice()));
     }
 }
