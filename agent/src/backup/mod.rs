@@ -424,7 +424,7 @@ fn refused(call: &'static str) -> impl FnOnce(tonic::Status) -> BackupError {
     }
 }
 
-mod scan;
+pub(crate) mod scan;
 mod upload;
 
 use scan::scan_source;

@@ -281,7 +281,7 @@ pub(super) fn scan_source(
 
 /// What the index keeps of a listed entry beyond its stamp: all of a tree
 /// is indexed, so a change-driven snapshot lists the unchanged part from it.
-fn listing(entry: &SourceEntry) -> Extra<'_> {
+pub(crate) fn listing(entry: &SourceEntry) -> Extra<'_> {
     Extra {
         uid: entry.uid,
         gid: entry.gid,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::{EVENTS_PER_SNAPSHOT, MAX_BACKOFF, Shared, between_hooks, snapshot_of, wait};
+use super::{EVENTS_PER_SNAPSHOT, MAX_BACKOFF, Shared, snapshot_of, wait};
 use crate::backup::BackupReport;
 use crate::config::{SourceConfig, SourceKind};
 use crate::events::overlay::EventOverlay;
@@ -145,4 +145,19 @@ async fn snapshot(
         )
     };
     between_hooks(source, snapshot_of(shared, source, scanned)).await
+}
+
+/// Runs a bucket snapshot between the source's hooks. A failing
+/// post-backup hook is logged: the snapshot stands.
+async fn between_hooks(
+    source: &crate::config::SourceConfig,
+    backup: impl Future<Output = Result<crate::backup::BackupReport, crate::backup::BackupError>>,
+) -> Result<crate::backup::BackupReport, String> {
+    let hooked = crate::hooks::around(source, backup)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Err(e) = &hooked.post {
+        tracing::error!(source = %source.name, error = %e, "post-backup hook failed");
+    }
+    hooked.backup.map_err(|e| e.to_string())
 }

@@ -180,21 +180,6 @@ async fn snapshot_of(
     .await
 }
 
-/// Runs a snapshot between the source's hooks. A failing post-backup hook
-/// is logged: the snapshot stands.
-async fn between_hooks(
-    source: &crate::config::SourceConfig,
-    backup: impl Future<Output = Result<crate::backup::BackupReport, crate::backup::BackupError>>,
-) -> Result<crate::backup::BackupReport, String> {
-    let hooked = crate::hooks::around(source, backup)
-        .await
-        .map_err(|e| e.to_string())?;
-    if let Err(e) = &hooked.post {
-        tracing::error!(source = %source.name, error = %e, "post-backup hook failed");
-    }
-    hooked.backup.map_err(|e| e.to_string())
-}
-
 /// Sleeps `how_long`; true if asked to stop meanwhile.
 async fn wait(stop: &mut watch::Receiver<bool>, how_long: Duration) -> bool {
     tokio::select! {

@@ -135,6 +135,13 @@ fn is_below(path: &[u8], dir: &[u8]) -> bool {
     dir.is_empty() || (path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/')
 }
 
+/// The directory `path` is in (`b""`: the root).
+fn parent_of(path: &[u8]) -> &[u8] {
+    path.iter()
+        .rposition(|&b| b == b'/')
+        .map_or(&path[..0], |i| &path[..i])
+}
+
 /// The component of `path` right below `dir`.
 fn child_name<'p>(path: &'p [u8], dir: &[u8]) -> &'p [u8] {
     let rest = match dir.is_empty() {
@@ -166,9 +173,7 @@ impl Merge<'_, '_> {
         // Unchanged listing (or one that cannot be read now, which keeps
         // what the index has): the index's children, in its order.
         while let Some(row) = self.rows.peek_below(dir)? {
-            if child_name(&row.path, dir).len() + usize::from(!dir.is_empty()) + dir.len()
-                != row.path.len()
-            {
+            if parent_of(&row.path) != dir {
                 // A row whose directory the index lacks: nothing to hang it on.
                 tracing::debug!(path = %String::from_utf8_lossy(&row.path), "index row without its directory");
                 self.rows.take();
@@ -248,7 +253,6 @@ impl Merge<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::Extra;
     use std::os::unix::fs::symlink;
 
     /// Records a full scan of `root` as the committed index.
@@ -256,16 +260,9 @@ mod tests {
         let mut j = Journal::open(journal, Keys::Tree).unwrap();
         j.begin_scan().unwrap();
         for e in crate::source::scan_all(&DirSource::new(root)) {
-            let extra = Extra {
-                uid: e.uid,
-                gid: e.gid,
-                link_dev: e.link_key.map(|(d, _)| d),
-                rdev: e.rdev,
-                target: &e.target,
-                ..Default::default()
-            };
             if e.kind != EntryKind::Socket {
-                j.record(&e.path, &e.stamp, &[], None, extra).unwrap();
+                let listing = crate::backup::scan::listing(&e);
+                j.record(&e.path, &e.stamp, &[], None, listing).unwrap();
             }
         }
         j.end_scan().unwrap();

@@ -226,7 +226,7 @@ impl DirSource {
         let mut entries = Vec::with_capacity(children.len());
         for child in children {
             let rel = join(rel, &child.name);
-            if let Some((entry, _)) =
+            if let Some(entry) =
                 self.look_flat(rel, child.entry.metadata(), || child.entry.path(), skipped)
             {
                 entries.push(entry);
@@ -243,20 +243,23 @@ impl DirSource {
         root_dev: u64,
         skipped: &mut Vec<Skipped>,
     ) -> Result<Option<Vec<Child>>, SourceError> {
-        let full = self.full_path(rel);
-        let meta = match fs::symlink_metadata(&full) {
-            Ok(meta) if meta.is_dir() => meta,
-            Ok(_) => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                skipped.push(Skipped {
-                    path: rel.to_vec(),
-                    reason: format!("stat: {e}"),
-                });
-                return Ok(None);
-            }
-        };
-        match self.dir_children(rel, &meta, root_dev, skipped) {
+        let meta = fs::symlink_metadata(self.full_path(rel));
+        match stat_or_skip(rel, meta, skipped) {
+            Some(meta) if meta.is_dir() => self.listed(rel, &meta, root_dev, skipped),
+            _ => Ok(None),
+        }
+    }
+
+    /// [`Self::dir_children`], a directory that cannot be listed reported
+    /// in `skipped` (`None`).
+    fn listed(
+        &self,
+        rel: &[u8],
+        meta: &Metadata,
+        root_dev: u64,
+        skipped: &mut Vec<Skipped>,
+    ) -> Result<Option<Vec<Child>>, SourceError> {
+        match self.dir_children(rel, meta, root_dev, skipped) {
             Ok(children) => Ok(Some(children)),
             Err(SourceError::Io { source, .. }) => {
                 skipped.push(Skipped {
@@ -280,38 +283,18 @@ impl DirSource {
         root_dev: u64,
         skipped: &mut Vec<Skipped>,
     ) -> Result<Option<Looked>, SourceError> {
-        let meta = match meta {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                skipped.push(Skipped {
-                    path: rel,
-                    reason: format!("stat: {e}"),
-                });
-                return Ok(None);
-            }
-        };
-        if !meta.is_dir() {
-            return Ok(self.look_flat(rel, Ok(meta), full, skipped));
-        }
-        if self.filter.excludes(&rel, true) {
-            tracing::debug!(path = %String::from_utf8_lossy(&rel), "excluded");
+        let Some(meta) = stat_or_skip(&rel, meta, skipped) else {
             return Ok(None);
+        };
+        let Some(entry) = self.entry_of(rel, &meta, full, skipped) else {
+            return Ok(None);
+        };
+        if entry.kind != EntryKind::Dir {
+            return Ok(Some((entry, None)));
         }
-        match self.dir_children(&rel, &meta, root_dev, skipped) {
-            Ok(children) => Ok(Some((
-                entry_from(rel, EntryKind::Dir, &meta, Vec::new()),
-                Some(children),
-            ))),
-            Err(SourceError::Io { source, .. }) => {
-                skipped.push(Skipped {
-                    path: rel,
-                    reason: format!("list: {source}"),
-                });
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        Ok(self
+            .listed(&entry.path, &meta, root_dev, skipped)?
+            .map(|children| (entry, Some(children))))
     }
 
     /// [`Self::look`] without listing a directory (its entry only).
@@ -321,18 +304,20 @@ impl DirSource {
         meta: io::Result<Metadata>,
         full: impl FnOnce() -> PathBuf,
         skipped: &mut Vec<Skipped>,
-    ) -> Option<Looked> {
-        let meta = match meta {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                skipped.push(Skipped {
-                    path: rel,
-                    reason: format!("stat: {e}"),
-                });
-                return None;
-            }
-        };
+    ) -> Option<SourceEntry> {
+        let meta = stat_or_skip(&rel, meta, skipped)?;
+        self.entry_of(rel, &meta, full, skipped)
+    }
+
+    /// The entry of a name whose metadata is `meta`, unless excluded or
+    /// unreadable (in `skipped`).
+    fn entry_of(
+        &self,
+        rel: Vec<u8>,
+        meta: &Metadata,
+        full: impl FnOnce() -> PathBuf,
+        skipped: &mut Vec<Skipped>,
+    ) -> Option<SourceEntry> {
         let ft = meta.file_type();
         if self.filter.excludes(&rel, ft.is_dir()) {
             tracing::debug!(path = %String::from_utf8_lossy(&rel), "excluded");
@@ -346,7 +331,7 @@ impl DirSource {
             return match fs::read_link(full()) {
                 Ok(t) => {
                     let target = t.as_os_str().as_bytes().to_vec();
-                    Some((entry_from(rel, EntryKind::Symlink, &meta, target), None))
+                    Some(entry_from(rel, EntryKind::Symlink, meta, target))
                 }
                 Err(e) => {
                     skipped.push(Skipped {
@@ -372,7 +357,7 @@ impl DirSource {
                 }
             }
         };
-        Some((entry_from(rel, kind, &meta, Vec::new()), None))
+        Some(entry_from(rel, kind, meta, Vec::new()))
     }
 
     /// A directory's children as a walk takes them: another file system's
@@ -421,6 +406,25 @@ impl DirSource {
         }
         children.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         Ok(children)
+    }
+}
+
+/// `meta` of `rel`, or `None`: gone (silently) or unreadable (in `skipped`).
+fn stat_or_skip(
+    rel: &[u8],
+    meta: io::Result<Metadata>,
+    skipped: &mut Vec<Skipped>,
+) -> Option<Metadata> {
+    match meta {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => {
+            skipped.push(Skipped {
+                path: rel.to_vec(),
+                reason: format!("stat: {e}"),
+            });
+            None
+        }
     }
 }
 
