@@ -103,6 +103,11 @@ pub struct RunConfig {
     /// that, the snapshot walks the whole tree instead (memory stays bounded).
     #[serde(default = "default_max_changes")]
     pub max_changes: usize,
+    /// How directory sources are watched: "auto" (fanotify where the
+    /// kernel and privileges allow, inotify otherwise), "fanotify" or
+    /// "inotify".
+    #[serde(default)]
+    pub watcher: crate::watch::WatcherKind,
 }
 
 fn default_max_changes() -> usize {
@@ -123,6 +128,7 @@ impl Default for RunConfig {
             reconcile_interval: default_reconcile_interval(),
             settle: default_settle(),
             max_changes: default_max_changes(),
+            watcher: Default::default(),
         }
     }
 }

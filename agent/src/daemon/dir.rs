@@ -26,7 +26,7 @@ use crate::config::{SourceConfig, SourceKind};
 use crate::source::Source;
 use crate::source::changed::{ChangedTree, TreeChanges};
 use crate::source::dir::DirSource;
-use crate::watch::inotify::TreeWatcher;
+use crate::watch::tree::TreeWatcher;
 use crate::watch::{Gathered, Watched};
 
 /// How often the whole tree is walked while part of it cannot be watched.
@@ -63,8 +63,9 @@ async fn start_watching(
             Ok(filter) => {
                 // Setting the watches lists every directory: off the runtime.
                 let (root, watched) = (root.to_path_buf(), watched.clone());
+                let kind = shared.config.run.watcher;
                 tokio::task::spawn_blocking(move || {
-                    crate::watch::inotify::start(&root, filter, watched).map_err(|e| e.to_string())
+                    crate::watch::start(&root, filter, watched, kind).map_err(|e| e.to_string())
                 })
                 .await
                 .unwrap_or_else(|e| Err(e.to_string()))

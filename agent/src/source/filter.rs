@@ -34,6 +34,7 @@ pub enum FilterError {
     },
 }
 
+#[derive(Clone)]
 struct Rule {
     glob: GlobMatcher,
     dirs_only: bool,
@@ -41,7 +42,7 @@ struct Rule {
 }
 
 /// A source's exclusions.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Filter {
     rules: Vec<Rule>,
     pub one_file_system: bool,

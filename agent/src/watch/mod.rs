@@ -1,14 +1,17 @@
 //! Watching a directory source for changes, so `ferry-agent run` takes a
 //! snapshot soon after something changes and lists only what did.
 //!
-//! A watcher ([`inotify`]) records what changed in a [`Watched`]; the
-//! daemon takes it when it snapshots. What the watcher cannot vouch for (a
+//! A watcher ([`fanotify`] where it can, [`inotify`] otherwise, both driving
+//! a [`tree`]) records what changed in a [`Watched`]; the daemon takes it
+//! when it snapshots. What the watcher cannot vouch for (a
 //! queue overflow, more changes pending than it keeps, a directory it
 //! cannot watch, the root itself moved) is recorded as *lost*, and the next
 //! snapshot walks the whole tree against the index instead: a lost event
 //! costs a walk, never a missed change.
 
+pub mod fanotify;
 pub mod inotify;
+pub mod tree;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +20,42 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::source::changed::TreeChanges;
+use crate::source::filter::Filter;
+
+/// Which kernel interface watches directory sources (`[run] watcher`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WatcherKind {
+    /// fanotify where the kernel, the privileges and the tree allow it,
+    /// inotify otherwise.
+    #[default]
+    Auto,
+    Fanotify,
+    Inotify,
+}
+
+/// Starts watching the tree at `root` with the interface `kind` asks for.
+///
+/// # Errors
+/// The interface is unavailable or the root cannot be watched.
+pub fn start(
+    root: &std::path::Path,
+    filter: Filter,
+    watched: std::sync::Arc<Watched>,
+    kind: WatcherKind,
+) -> Result<tree::TreeWatcher, tree::WatchError> {
+    match kind {
+        WatcherKind::Inotify => inotify::start(root, filter, watched),
+        WatcherKind::Fanotify => fanotify::start(root, filter, watched),
+        WatcherKind::Auto => match fanotify::start(root, filter.clone(), watched.clone()) {
+            Ok(watcher) => Ok(watcher),
+            Err(e) => {
+                tracing::info!(root = %root.display(), reason = %e, "fanotify cannot watch this tree: inotify does");
+                inotify::start(root, filter, watched)
+            }
+        },
+    }
+}
 
 /// What a watcher gathered since the last take.
 #[derive(Debug, Default)]
