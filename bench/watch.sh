@@ -10,13 +10,18 @@
 #   bench/watch.sh                        TREES="50000 1000000"
 #   TREES=1000000 IDLE=120 bench/watch.sh
 #
-# Knobs: TREES, RATE (100), DURATION (30 s), IDLE (60 s), SETTLE (1s),
+# Each tree is watched with each of WATCHERS ("fanotify inotify": fanotify
+# needs root), with the time from the agent's start to its watcher's first
+# watches set.
+#
+# Knobs: TREES, WATCHERS, RATE (100), DURATION (30 s), IDLE (60 s), SETTLE (1s),
 #   RUN (/tmp/bench-watch), SKIP_BUILD=1, KEEP=1 (keep each run's directory), OUT.
 # Writes bench/results/<date>-watch.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 TREES=${TREES:-"50000 1000000"}
+WATCHERS=${WATCHERS:-"fanotify inotify"}
 RATE=${RATE:-100}
 DURATION=${DURATION:-30}
 IDLE=${IDLE:-60}
@@ -46,6 +51,7 @@ for n in $TREES; do
   if [ ! -f "$tree/.done" ]; then
     rm -rf "$tree"; python3 bench/mkmany.py "$tree" "$n"; touch "$tree/.done"
   fi
+  for watcher in $WATCHERS; do
   # The run adds its changes in one directory of the tree (no copy: a
   # million small files take 4 GiB of disk), removed again after.
   dir=$RUN/$n
@@ -53,27 +59,30 @@ for n in $TREES; do
   ferry_hub_up "$dir" "watch"
   { ferry_agent_head "$dir"
     printf '\n[[source]]\nname = "tree"\npath = "%s"\nbucket = "bench/watch"\n' "$tree"
-    printf '\n[run]\nsettle = "%s"\n' "$SETTLE"
+    printf '\n[run]\nsettle = "%s"\nwatcher = "%s"\n' "$SETTLE" "$watcher"
   } > "$dir/agent.toml"
   FERRY_LOG=ferry_agent=info "$FERRY_BIN/ferry-agent" --log-format json --config "$dir/agent.toml" \
     run > /dev/null 2> "$dir/agent.log" &
   AGENT_PID=$!
+  started=$(date +%s.%N)
   idle=$(python3 bench/watch_latency.py idle "$dir/agent.log" "$AGENT_PID" "$IDLE")
+  setup=$(python3 bench/watch_latency.py setup "$dir/agent.log" "$started")
   echo "tree $n idle: $idle" >&2
   lat=$(python3 bench/watch_latency.py changes "$dir/agent.log" "$tree/bench-changes" "$RATE" "$DURATION")
   echo "tree $n changes: $lat" >&2
   rss=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$AGENT_PID/status")
   stop_all
-  rows+=("$(python3 - "$n" "$idle" "$lat" "$rss" <<'PY'
+  rows+=("$(python3 - "$n" "$idle" "$lat" "$rss" "$watcher" "$setup" <<'PY'
 import json, sys
-n, idle, lat, rss = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
-print(f"| {int(n):,} | {idle['cpu_percent_of_a_core']} % | {lat['achieved_rate_per_s']}/s | "
+n, idle, lat, rss, watcher, setup = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+print(f"| {int(n):,} | {watcher} | {setup} s | {idle['cpu_percent_of_a_core']} % | {lat['achieved_rate_per_s']}/s | "
       f"{lat['latency_p50_s']} s | {lat['latency_p99_s']} s | {lat['latency_max_s']} s | "
       f"{lat['snapshots']} | {lat['snapshot_duration_mean_s']} s | {rss} MiB |")
 PY
 )")
   rm -rf "$tree/bench-changes"
   [ "${KEEP:-0}" = 1 ] || rm -rf "$dir"
+  done
 done
 
 {
@@ -83,7 +92,7 @@ done
   echo "idle CPU over $IDLE s after the first full walk. Targets: idle < 1 % of a core (1 M files),"
   echo "p99 <= settle + 1 s."
   echo
-  echo "| tree files | idle CPU | changes | p50 | p99 | max | snapshots | snapshot mean | agent peak RSS |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  echo "| tree files | watcher | watches set | idle CPU | changes | p50 | p99 | max | snapshots | snapshot mean | agent peak RSS |"
+  echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s\n' "${rows[@]}"
 } | tee "$OUT"

@@ -10,6 +10,9 @@ directory (bench/watch.sh calls it).
       agent to commit them, and prints change -> committed latency (JSON):
       a change written at t is committed by the first snapshot that started
       after t (the watcher had it by then), at that snapshot's commit time.
+  watch_latency.py setup LOG START
+      prints the seconds from START (unix time the agent was started) to
+      its "watching with ..." line: how long setting the watches took.
 """
 import json
 import os
@@ -66,6 +69,14 @@ def idle(log, pid, seconds):
         "cpu_percent_of_a_core": round(100 * used / span, 3),
         "snapshots_while_idle": len(commits(log)) - 1,
     }))
+
+
+def setup(log, start):
+    for t, message, _ in events(log):
+        if message.startswith("watching with"):
+            print(round(t - start, 2))
+            return
+    print("n/a")
 
 
 def pct(values, p):
@@ -136,5 +147,7 @@ if __name__ == "__main__":
         idle(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     elif sys.argv[1] == "changes":
         changes(sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]))
+    elif sys.argv[1] == "setup":
+        setup(sys.argv[2], float(sys.argv[3]))
     else:
         sys.exit(__doc__)

@@ -241,4 +241,29 @@ fn a_tree_reaching_onto_another_file_system_is_left_to_inotify() {
         Ok(_) => panic!("/proc is another file system"),
     }
     assert!(watched.take_broken().is_none(), "nothing to start anew");
+
+    // `auto` then watches with inotify; `fanotify` refuses.
+    use crate::watch::{WatcherKind, start};
+    let proc_only =
+        || Filter::new(&["/*".into(), "!/proc".into(), "/proc/*".into()], None).unwrap();
+    let auto = start(
+        Path::new("/"),
+        proc_only(),
+        watched.clone(),
+        WatcherKind::Auto,
+    )
+    .unwrap();
+    assert_eq!(auto.kind, "inotify");
+    assert!(
+        start(
+            Path::new("/"),
+            proc_only(),
+            watched.clone(),
+            WatcherKind::Fanotify
+        )
+        .is_err()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let auto = start(dir.path(), Filter::default(), watched, WatcherKind::Auto).unwrap();
+    assert_eq!(auto.kind, "fanotify", "as root, on one file system");
 }
