@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use crate::catalog::{
-    Bucket, BucketId, Catalog, CatalogError, CatalogExt, Site, SiteId, Tenant, TenantId, WriteTx,
+    Bucket, BucketId, Catalog, CatalogError, CatalogExt, NamespaceRead, Site, SiteId, Tenant,
+    TenantId, WriteTx,
 };
 use crate::config::HubConfig;
 use crate::records::{Change, NamespaceRecord, RecordWriter};
@@ -58,14 +59,27 @@ impl Admin {
         &self,
         mut change: impl FnMut(&mut dyn WriteTx) -> Result<(T, Change), CatalogError>,
     ) -> Result<T, AdminError> {
+        self.changes(|w| change(w).map(|(out, change)| (out, vec![change])))
+    }
+
+    /// As [`Self::change`], for a unit of work that makes several changes:
+    /// their records are written in order, each a millisecond after the one
+    /// before, so a replay applies them in that order.
+    fn changes<T>(
+        &self,
+        mut change: impl FnMut(&mut dyn WriteTx) -> Result<(T, Vec<Change>), CatalogError>,
+    ) -> Result<T, AdminError> {
         let handle = self.runtime.handle().clone();
         Ok(self.catalog.write(|w| {
-            let (out, change) = change(w)?;
-            let record = NamespaceRecord {
-                time_unix_ms: chrono::Utc::now().timestamp_millis(),
-                change,
-            };
-            self.records.put_blocking(&handle, record.encode()?)?;
+            let (out, changes) = change(w)?;
+            let now = chrono::Utc::now().timestamp_millis();
+            for (i, change) in changes.into_iter().enumerate() {
+                let record = NamespaceRecord {
+                    time_unix_ms: now + i as i64,
+                    change,
+                };
+                self.records.put_blocking(&handle, record.encode()?)?;
+            }
             Ok(out)
         })?)
     }
@@ -177,29 +191,75 @@ impl Admin {
         })
     }
 
-    /// Adds bucket `name` of `tenant` whose source is the site `source`.
+    /// Adds bucket `name` of `tenant` whose source is the site `source`,
+    /// kept also at the sites `replicas`.
     ///
     /// # Errors
     ///
-    /// `NotFound` for an unknown tenant or site; the catalog's or the pool's.
+    /// `NotFound` for an unknown tenant or site; `Invalid` for a replica
+    /// that cannot be one; the catalog's or the pool's.
     pub fn add_bucket(
         &self,
         tenant: &str,
         name: &str,
         source: &str,
+        replicas: &[String],
     ) -> Result<BucketId, AdminError> {
-        self.change(|w| {
+        self.changes(|w| {
             let site = site_named(w, tenant, source)?;
             let id = w.create_bucket(site.tenant, name, site.id)?;
-            Ok((
-                id,
-                Change::BucketAdded {
-                    tenant: tenant.into(),
-                    name: name.into(),
-                    source_site: source.into(),
-                },
-            ))
+            let mut changes = vec![Change::BucketAdded {
+                tenant: tenant.into(),
+                name: name.into(),
+                source_site: source.into(),
+            }];
+            if !replicas.is_empty() {
+                changes.push(set_replicas(w, tenant, name, replicas)?);
+            }
+            Ok((id, changes))
         })
+    }
+
+    /// Makes `replicas` the replica sites of bucket `name` of `tenant`, in
+    /// place of those it had (none: the bucket is kept at its source only).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant, bucket or site; `Invalid` for a
+    /// site that cannot be a replica (the source, a revoked site); the
+    /// catalog's or the pool's.
+    pub fn set_bucket_replicas(
+        &self,
+        tenant: &str,
+        name: &str,
+        replicas: &[String],
+    ) -> Result<Bucket, AdminError> {
+        self.change(|w| {
+            let change = set_replicas(w, tenant, name, replicas)?;
+            let t = tenant_named(w, tenant)?;
+            let bucket = bucket_named(w, &t, name)?;
+            Ok((bucket, change))
+        })
+    }
+
+    /// Names of the sites `ids` of `tenant`, in that order.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown site; the catalog's.
+    pub fn site_names(&self, ids: &[SiteId]) -> Result<Vec<String>, AdminError> {
+        Ok(self.catalog.read(|r| {
+            ids.iter()
+                .map(|&id| {
+                    r.site(id)?
+                        .map(|s| s.name)
+                        .ok_or_else(|| CatalogError::NotFound {
+                            what: "site",
+                            key: id.to_string(),
+                        })
+                })
+                .collect()
+        })?)
     }
 
     /// The site `name` of `tenant`.
@@ -270,5 +330,43 @@ pub(crate) fn site_named(
         .ok_or_else(|| CatalogError::NotFound {
             what: "site",
             key: format!("{name:?} in tenant {tenant}"),
+        })
+}
+
+/// Sets the replicas of bucket `name` of `tenant` to the sites `replicas`
+/// and gives the record of it.
+fn set_replicas(
+    w: &mut dyn WriteTx,
+    tenant: &str,
+    name: &str,
+    replicas: &[String],
+) -> Result<Change, CatalogError> {
+    let t = tenant_named(w, tenant)?;
+    let bucket = bucket_named(w, &t, name)?;
+    let sites = replicas
+        .iter()
+        .map(|site| site_named(w, tenant, site).map(|s| s.id))
+        .collect::<Result<Vec<_>, _>>()?;
+    w.set_bucket_replicas(bucket.id, &sites)?;
+    let mut names = replicas.to_vec();
+    names.sort();
+    names.dedup();
+    Ok(Change::BucketReplicasSet {
+        tenant: tenant.into(),
+        name: name.into(),
+        replicas: names,
+    })
+}
+
+/// Bucket `name` of tenant `t`, or NotFound.
+fn bucket_named<R: NamespaceRead + ?Sized>(
+    r: &mut R,
+    t: &crate::catalog::Tenant,
+    name: &str,
+) -> Result<Bucket, CatalogError> {
+    r.bucket_by_name(t.id, name)?
+        .ok_or_else(|| CatalogError::NotFound {
+            what: "bucket",
+            key: format!("{}/{name}", t.name),
         })
 }

@@ -154,16 +154,36 @@ enum SiteCommand {
 
 #[derive(Subcommand)]
 enum BucketCommand {
-    /// Add a bucket "tenant/bucket" whose source is the given site.
+    /// Add a bucket "tenant/bucket" whose source is the given site, kept
+    /// also at each --replica site.
     Add {
         name: String,
         #[arg(long)]
         source: String,
+        /// A site that keeps a copy and may read the bucket (repeatable).
+        #[arg(long = "replica")]
+        replicas: Vec<String>,
     },
+    /// Set the replica sites of a bucket: those given, in place of those it
+    /// had (none given: the bucket is kept at its source only).
+    Replicas {
+        name: String,
+        #[arg(long = "replica")]
+        replicas: Vec<String>,
+    },
+    /// List a tenant's buckets with their source and replica sites.
     List {
         #[arg(long)]
         tenant: String,
     },
+}
+
+/// "tenant/bucket" split, or an error naming what was given.
+fn tenant_and_bucket(name: &str) -> anyhow::Result<(&str, &str)> {
+    match name.split_once('/') {
+        Some(pair) => Ok(pair),
+        None => bail!("bucket {name:?}: expected \"tenant/bucket\""),
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -395,28 +415,65 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bucket(BucketCommand::Add { name, source }) => {
-            let Some((tenant, bucket)) = name.split_once('/') else {
-                bail!("bucket {name:?}: expected \"tenant/bucket\"");
+        Command::Bucket(BucketCommand::Add {
+            name,
+            source,
+            replicas,
+        }) => {
+            let (tenant, bucket) = tenant_and_bucket(&name)?;
+            Admin::open(&config)?.add_bucket(tenant, bucket, &source, &replicas)?;
+            let also = match replicas.is_empty() {
+                true => String::new(),
+                false => format!(", replicas {}", replicas.join(", ")),
             };
-            Admin::open(&config)?.add_bucket(tenant, bucket, &source)?;
             output(
                 cli.json,
-                json!({"bucket": name, "source": source}),
-                &format!("bucket {name} added, source site {source}"),
+                json!({"bucket": name, "source": source, "replicas": replicas}),
+                &format!("bucket {name} added, source site {source}{also}"),
+            );
+            Ok(())
+        }
+        Command::Bucket(BucketCommand::Replicas { name, replicas }) => {
+            let (tenant, bucket) = tenant_and_bucket(&name)?;
+            let admin = Admin::open(&config)?;
+            let set = admin.set_bucket_replicas(tenant, bucket, &replicas)?;
+            let names = admin.site_names(&set.replicas)?;
+            let shown = match names.is_empty() {
+                true => "none (kept at its source only)".to_string(),
+                false => names.join(", "),
+            };
+            output(
+                cli.json,
+                json!({"bucket": name, "replicas": names}),
+                &format!("bucket {name}: replicas {shown}"),
             );
             Ok(())
         }
         Command::Bucket(BucketCommand::List { tenant }) => {
-            let buckets = Admin::open(&config)?.buckets(&tenant)?;
-            let names: Vec<_> = buckets
-                .iter()
-                .map(|b| format!("{tenant}/{}", b.name))
-                .collect();
+            let admin = Admin::open(&config)?;
+            let mut rows = Vec::new();
+            let mut lines = Vec::new();
+            for b in admin.buckets(&tenant)? {
+                let source = admin.site_names(&[b.source_site])?.concat();
+                let replicas = admin.site_names(&b.replicas)?;
+                lines.push(format!(
+                    "{tenant}/{}  source {source}  replicas {}",
+                    b.name,
+                    match replicas.is_empty() {
+                        true => "-".to_string(),
+                        false => replicas.join(","),
+                    }
+                ));
+                rows.push(json!({
+                    "bucket": format!("{tenant}/{}", b.name),
+                    "source": source,
+                    "replicas": replicas,
+                }));
+            }
             output(
                 cli.json,
-                json!({"tenant": tenant, "buckets": names}),
-                &names.join("\n"),
+                json!({"tenant": tenant, "buckets": rows}),
+                &lines.join("\n"),
             );
             Ok(())
         }

@@ -353,6 +353,32 @@ impl Site {
         site
     }
 
+    /// Another site of `of`'s tenant holding the same tenant key (copied),
+    /// with no source of its own: `bucket` is `of`'s, for `restore --bucket`.
+    pub fn other_site_of(hub: &Hub, dir: &Path, of: &Site, site: &str) -> Site {
+        std::fs::create_dir_all(dir).unwrap();
+        let tenant = of.bucket.split('/').next().unwrap_or_default();
+        hub.add_site(tenant, site, &dir.join("site.token"));
+        let key_file = dir.join("tenant.key");
+        std::fs::copy(&of.key_file, &key_file).unwrap();
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "hub = \"{}\"\ntoken-file = \"site.token\"\nkey-file = \"{}\"\nstate-dir = \"state\"\n",
+                hub.url(),
+                key_file.display()
+            ),
+        )
+        .unwrap();
+        Site {
+            dir: dir.to_path_buf(),
+            config,
+            key_file,
+            bucket: of.bucket.clone(),
+        }
+    }
+
     pub fn write_config(&self, hub_url: &str, source: &Path) {
         self.write_config_with(hub_url, source, "");
     }

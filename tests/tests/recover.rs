@@ -163,6 +163,11 @@ fn disaster(engine: &str) {
         &hub.cli(&["tenant", "verifier", "acme", "--key", verifier.trim()]),
         "tenant verifier",
     );
+    // A replica placement: a namespace record too.
+    check(
+        &hub.cli(&["bucket", "replicas", "acme/docs", "--replica", "site-b"]),
+        "bucket replicas",
+    );
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let between = rfc3339_now();
 
@@ -222,6 +227,14 @@ fn disaster(engine: &str) {
     // Every snapshot of every bucket restores identical, by number and by
     // time; the rotated token is the one that works.
     let hub = Hub::start_with_config(&data_dir, &config);
+    let listed = check(
+        &hub.cli(&["--json", "bucket", "list", "--tenant", "acme"]),
+        "bucket list",
+    );
+    assert!(
+        listed.contains(r#""bucket":"acme/docs","replicas":["site-b"],"source":"site-a""#),
+        "the replica placement is recovered: {listed}"
+    );
     for s in &sources {
         s.site.write_config(&hub.url(), &s.dir);
         let name = s.site.bucket.replace('/', "-");

@@ -84,6 +84,16 @@ pub struct Bucket {
     pub name: String,
     /// The one site allowed to write to the bucket.
     pub source_site: SiteId,
+    /// The sites that keep a copy and may read it, besides the source; in
+    /// id order.
+    pub replicas: Vec<SiteId>,
+}
+
+impl Bucket {
+    /// Whether `site` may read the bucket: its source or one of its replicas.
+    pub fn readable_by(&self, site: SiteId) -> bool {
+        self.source_site == site || self.replicas.contains(&site)
+    }
 }
 
 /// An upload session: a lease that keeps GC away from what the session uploads.

@@ -139,4 +139,62 @@ pub trait NamespaceWrite: NamespaceRead {
         name: &str,
         source_site: SiteId,
     ) -> Result<BucketId, CatalogError>;
+
+    /// Makes `replicas` (in any order, repeats ignored) the bucket's replica
+    /// sites, in place of those it had.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown bucket or site; `Invalid` (field
+    /// `bucket.replicas`) for a site of another tenant, a revoked site, or
+    /// the bucket's source.
+    fn set_bucket_replicas(
+        &mut self,
+        bucket: BucketId,
+        replicas: &[SiteId],
+    ) -> Result<(), CatalogError>;
+}
+
+/// The replica list `set_bucket_replicas` is to store for `bucket`: in id
+/// order, without repeats, each a live site of the bucket's tenant other
+/// than its source. The one check both engines make before they write.
+///
+/// # Errors
+///
+/// As [`NamespaceWrite::set_bucket_replicas`].
+pub(crate) fn checked_replicas<R: NamespaceRead + ?Sized>(
+    r: &mut R,
+    bucket: BucketId,
+    replicas: &[SiteId],
+) -> Result<Vec<SiteId>, CatalogError> {
+    let found = r.bucket(bucket)?.ok_or_else(|| CatalogError::NotFound {
+        what: "bucket",
+        key: bucket.to_string(),
+    })?;
+    let mut checked: Vec<SiteId> = Vec::with_capacity(replicas.len());
+    for &id in replicas {
+        let site = r.site(id)?.ok_or_else(|| CatalogError::NotFound {
+            what: "site",
+            key: id.to_string(),
+        })?;
+        let reason = if site.tenant != found.tenant {
+            Some(format!("site {} belongs to another tenant", site.name))
+        } else if site.revoked {
+            Some(format!("site {} is revoked", site.name))
+        } else if id == found.source_site {
+            Some(format!("site {} is the bucket's source", site.name))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(CatalogError::Invalid {
+                field: "bucket.replicas",
+                reason,
+            });
+        }
+        checked.push(id);
+    }
+    checked.sort();
+    checked.dedup();
+    Ok(checked)
 }

@@ -11,6 +11,7 @@
 //! 3 site revoked        tenant | name
 //! 4 bucket added        tenant | name | source site
 //! 5 tenant verifier     tenant | present u8 (0 or 1) | key [32] if present
+//! 6 bucket replicas     tenant | name | count u64 | site name × count
 //! ```
 //!
 //! The object name is `namespace/<time_unix_ms, 13 digits>-<hash>.ns`, so a
@@ -57,7 +58,16 @@ pub enum Change {
         tenant: String,
         key: Option<[u8; 32]>,
     },
+    /// A bucket's replica sites, all of them (none: no replicas).
+    BucketReplicasSet {
+        tenant: String,
+        name: String,
+        replicas: Vec<String>,
+    },
 }
+
+/// Most replica sites one record names (a bound for decoding).
+const MAX_REPLICAS: u64 = 1024;
 
 /// A namespace change and when it was made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,6 +135,26 @@ impl NamespaceRecord {
                     None => e.u8(0),
                 }
             }
+            Change::BucketReplicasSet {
+                tenant,
+                name,
+                replicas,
+            } => {
+                e.u8(6);
+                e.name("tenant", tenant)?;
+                e.name("name", name)?;
+                if replicas.len() as u64 > MAX_REPLICAS {
+                    return Err(RecordError::TooLong {
+                        record: RECORD,
+                        field: "replicas",
+                        len: replicas.len(),
+                    });
+                }
+                e.u64(replicas.len() as u64);
+                for site in replicas {
+                    e.name("replica", site)?;
+                }
+            }
         }
         if !(0..10_000_000_000_000).contains(&self.time_unix_ms) {
             return Err(RecordError::TooLong {
@@ -182,6 +212,22 @@ impl NamespaceRecord {
                     other => return Err(d.bad_value("present", u64::from(other))),
                 },
             },
+            6 => {
+                let tenant = d.name("tenant")?;
+                let name = d.name("name")?;
+                let count = d.u64("count")?;
+                if count > MAX_REPLICAS {
+                    return Err(d.bad_value("count", count));
+                }
+                let replicas = (0..count)
+                    .map(|_| d.name("replica"))
+                    .collect::<Result<_, _>>()?;
+                Change::BucketReplicasSet {
+                    tenant,
+                    name,
+                    replicas,
+                }
+            }
             other => return Err(d.bad_value("kind", u64::from(other))),
         };
         d.finish()?;
@@ -227,6 +273,16 @@ mod tests {
             Change::TenantVerifierSet {
                 tenant: "acme".into(),
                 key: None,
+            },
+            Change::BucketReplicasSet {
+                tenant: "acme".into(),
+                name: "docs".into(),
+                replicas: vec!["site-b".into(), "site-c".into()],
+            },
+            Change::BucketReplicasSet {
+                tenant: "acme".into(),
+                name: "docs".into(),
+                replicas: vec![],
             },
         ]
         .into_iter()

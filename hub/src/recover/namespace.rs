@@ -118,6 +118,25 @@ fn apply(w: &mut dyn WriteTx, change: &Change) -> Result<Applied, CatalogError> 
             }
         }
         // Setting it again is a no-op: replaying a record twice is harmless.
+        Change::BucketReplicasSet {
+            tenant,
+            name,
+            replicas,
+        } => {
+            let t = tenant_named(w, tenant)?;
+            let bucket = w
+                .bucket_by_name(t.id, name)?
+                .ok_or_else(|| CatalogError::NotFound {
+                    what: "bucket",
+                    key: format!("{tenant}/{name}"),
+                })?;
+            let sites = replicas
+                .iter()
+                .map(|site| site_named(w, tenant, site).map(|s| s.id))
+                .collect::<Result<Vec<_>, _>>()?;
+            w.set_bucket_replicas(bucket.id, &sites)?;
+            Ok(Applied::Nothing)
+        }
         Change::TenantVerifierSet { tenant, key } => {
             let t = tenant_named(w, tenant)?;
             w.set_tenant_verifier(t.id, key.as_ref())?;

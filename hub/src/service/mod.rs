@@ -271,9 +271,16 @@ impl HubState {
         Ok(bucket)
     }
 
+    /// The bucket `name` if `site` may read it: its source or a replica.
     async fn bucket_for_read(&self, site: &Site, name: &str) -> Result<Bucket, Status> {
-        // Replica placements come with replication; until then only the source reads.
-        self.bucket_for_write(site, name).await
+        let bucket = self.bucket(site, name).await?;
+        if !bucket.readable_by(site.id) {
+            return Err(Status::permission_denied(format!(
+                "site {} is neither the source nor a replica of bucket {name}",
+                site.name
+            )));
+        }
+        Ok(bucket)
     }
 
     /// The open session `id` of this site, with its lease renewed.

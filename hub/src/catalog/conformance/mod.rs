@@ -42,6 +42,7 @@ pub fn run_all(cat: &dyn Catalog) {
     tenant_verifier_keys(cat);
     sites(cat);
     buckets(cat);
+    bucket_replicas(cat);
     sessions(cat);
     record_and_locate_blobs(cat);
     first_location_wins(cat);

@@ -148,6 +148,61 @@ pub fn buckets(cat: &dyn Catalog) {
     );
 }
 
+/// A bucket's replicas: set, replaced and read back with every lookup, in
+/// id order; only live sites of its tenant other than its source.
+pub fn bucket_replicas(cat: &dyn Catalog) {
+    let (tenant, source, bucket) = namespace(cat);
+    let site = |name: &str| {
+        cat.write(|w| w.create_site(tenant, name, &rand::random()))
+            .unwrap()
+    };
+    let (b, c, d) = (site("site-b"), site("site-c"), site("site-d"));
+    let replicas = |cat: &dyn Catalog| cat.read(|r| r.bucket(bucket)).unwrap().unwrap().replicas;
+    assert!(replicas(cat).is_empty());
+
+    cat.write(|w| w.set_bucket_replicas(bucket, &[c, b, c]))
+        .unwrap();
+    assert_eq!(replicas(cat), [b, c]);
+    let found = cat
+        .read(|r| r.bucket_by_name(tenant, "bucket-a"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.replicas, [b, c]);
+    assert!(found.readable_by(source) && found.readable_by(b) && !found.readable_by(d));
+    let listed = cat.read(|r| r.list_buckets(tenant)).unwrap();
+    assert_eq!(listed[0].replicas, [b, c]);
+
+    // Replaced whole, not added to.
+    cat.write(|w| w.set_bucket_replicas(bucket, &[d])).unwrap();
+    assert_eq!(replicas(cat), [d]);
+
+    // Refused, changing nothing: the source, another tenant's site, a
+    // revoked site, an unknown site or bucket.
+    assert_invalid(
+        cat.write(|w| w.set_bucket_replicas(bucket, &[b, source])),
+        "bucket.replicas",
+    );
+    let other_tenant = cat.write(|w| w.create_tenant(&unique("t"))).unwrap();
+    let foreign = cat
+        .write(|w| w.create_site(other_tenant, "site-b", &rand::random()))
+        .unwrap();
+    assert_invalid(
+        cat.write(|w| w.set_bucket_replicas(bucket, &[foreign])),
+        "bucket.replicas",
+    );
+    cat.write(|w| w.revoke_site(c)).unwrap();
+    assert_invalid(
+        cat.write(|w| w.set_bucket_replicas(bucket, &[c])),
+        "bucket.replicas",
+    );
+    assert_not_found(cat.write(|w| w.set_bucket_replicas(bucket, &[SiteId(i64::MAX)])));
+    assert_not_found(cat.write(|w| w.set_bucket_replicas(BucketId(i64::MAX), &[b])));
+    assert_eq!(replicas(cat), [d]);
+
+    cat.write(|w| w.set_bucket_replicas(bucket, &[])).unwrap();
+    assert!(replicas(cat).is_empty());
+}
+
 /// A revoked site's token is refused at once and the site is still listed;
 /// a rotated token replaces the old one, which is refused from then on.
 pub fn revoked_and_rotated_tokens(cat: &dyn Catalog) {

@@ -5,13 +5,16 @@ use postgres::types::ToSql;
 
 use super::{Tx, pg};
 use crate::catalog::error::found_one;
+use crate::catalog::namespace::checked_replicas;
 use crate::catalog::{
     Bucket, BucketId, CatalogError, NamespaceRead, NamespaceWrite, Site, SiteId, Tenant, TenantId,
     validate_name,
 };
 
 const SITE_COLUMNS: &str = "id, tenant_id, name, revoked";
-const BUCKET_COLUMNS: &str = "id, tenant_id, name, source_site_id";
+/// The replicas come as one array column, so a bucket is one query.
+const BUCKET_COLUMNS: &str = "id, tenant_id, name, source_site_id, \
+     ARRAY(SELECT site_id FROM bucket_replicas r WHERE r.bucket_id = buckets.id ORDER BY site_id)";
 
 const TENANT_COLUMNS: &str = "id, name, verifier";
 
@@ -41,6 +44,11 @@ fn bucket_row(row: &Row) -> Result<Bucket, postgres::Error> {
         tenant: TenantId(row.try_get(1)?),
         name: row.try_get(2)?,
         source_site: SiteId(row.try_get(3)?),
+        replicas: row
+            .try_get::<_, Vec<i64>>(4)?
+            .into_iter()
+            .map(SiteId)
+            .collect(),
     })
 }
 
@@ -354,5 +362,29 @@ impl NamespaceWrite for Tx<'_, '_> {
             what: "bucket",
             name: name.to_owned(),
         })
+    }
+
+    fn set_bucket_replicas(
+        &mut self,
+        bucket: BucketId,
+        replicas: &[SiteId],
+    ) -> Result<(), CatalogError> {
+        let replicas: Vec<i64> = checked_replicas(self, bucket, replicas)?
+            .into_iter()
+            .map(|s| s.0)
+            .collect();
+        self.tx
+            .execute(
+                "DELETE FROM bucket_replicas WHERE bucket_id = $1",
+                &[&bucket.0],
+            )
+            .map_err(pg("set bucket replicas"))?;
+        self.tx
+            .execute(
+                "INSERT INTO bucket_replicas (bucket_id, site_id) SELECT $1, unnest($2::BIGINT[])",
+                &[&bucket.0, &replicas],
+            )
+            .map_err(pg("set bucket replicas"))?;
+        Ok(())
     }
 }

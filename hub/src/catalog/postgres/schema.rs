@@ -141,6 +141,15 @@ CREATE TABLE bucket_reference_parts (
     PRIMARY KEY (bucket_id, hash)
 );
 "#,
+    // Version 8: the sites that keep a copy of a bucket and may read it,
+    // besides its source.
+    r#"
+CREATE TABLE bucket_replicas (
+    bucket_id BIGINT NOT NULL REFERENCES buckets(id),
+    site_id   BIGINT NOT NULL REFERENCES sites(id),
+    PRIMARY KEY (bucket_id, site_id)
+);
+"#,
 ];
 
 /// A number no other application takes an advisory lock on: hubs starting

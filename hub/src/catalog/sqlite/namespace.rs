@@ -4,13 +4,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Tx, sql};
 use crate::catalog::error::found_one;
+use crate::catalog::namespace::checked_replicas;
 use crate::catalog::{
     Bucket, BucketId, CatalogError, NamespaceRead, NamespaceWrite, Site, SiteId, Tenant, TenantId,
     validate_name,
 };
 
 const SITE_COLUMNS: &str = "id, tenant_id, name, revoked";
-const BUCKET_COLUMNS: &str = "id, tenant_id, name, source_site_id";
+/// The replicas come as one column ("2,5"), so a bucket is one query.
+const BUCKET_COLUMNS: &str = "id, tenant_id, name, source_site_id, \
+     (SELECT group_concat(site_id) FROM bucket_replicas r WHERE r.bucket_id = buckets.id)";
 
 const TENANT_COLUMNS: &str = "id, name, verifier";
 
@@ -41,7 +44,26 @@ fn bucket_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Bucket> {
         tenant: TenantId(row.get(1)?),
         name: row.get(2)?,
         source_site: SiteId(row.get(3)?),
+        replicas: replica_ids(
+            row.get::<_, Option<String>>(4)?
+                .as_deref()
+                .unwrap_or_default(),
+        )
+        .map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
+        })?,
     })
+}
+
+/// `group_concat`'s "2,5", in id order.
+fn replica_ids(list: &str) -> Result<Vec<SiteId>, std::num::ParseIntError> {
+    let mut ids = list
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map(SiteId))
+        .collect::<Result<Vec<_>, _>>()?;
+    ids.sort();
+    Ok(ids)
 }
 
 /// `Ok` if tenant `id` exists, else NotFound.
@@ -343,5 +365,29 @@ impl NamespaceWrite for Tx<'_> {
             )
             .map_err(sql("insert bucket"))?;
         Ok(BucketId(self.conn.last_insert_rowid()))
+    }
+
+    fn set_bucket_replicas(
+        &mut self,
+        bucket: BucketId,
+        replicas: &[SiteId],
+    ) -> Result<(), CatalogError> {
+        let replicas = checked_replicas(self, bucket, replicas)?;
+        self.conn
+            .execute(
+                "DELETE FROM bucket_replicas WHERE bucket_id = ?1",
+                [bucket.0],
+            )
+            .map_err(sql("set bucket replicas"))?;
+        let mut insert = self
+            .conn
+            .prepare_cached("INSERT INTO bucket_replicas (bucket_id, site_id) VALUES (?1, ?2)")
+            .map_err(sql("set bucket replicas"))?;
+        for site in replicas {
+            insert
+                .execute([bucket.0, site.0])
+                .map_err(sql("set bucket replicas"))?;
+        }
+        Ok(())
     }
 }

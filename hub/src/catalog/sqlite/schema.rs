@@ -173,6 +173,14 @@ CREATE TABLE bucket_reference_parts (
     PRIMARY KEY (bucket_id, hash)
 ) STRICT, WITHOUT ROWID;
 "#,
+    r#"
+-- The sites that keep a copy of a bucket and may read it, besides its source.
+CREATE TABLE bucket_replicas (
+    bucket_id INTEGER NOT NULL REFERENCES buckets(id),
+    site_id   INTEGER NOT NULL REFERENCES sites(id),
+    PRIMARY KEY (bucket_id, site_id)
+) STRICT, WITHOUT ROWID;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {

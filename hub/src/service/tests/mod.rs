@@ -3,6 +3,7 @@
 
 mod commits;
 mod isolation;
+mod placement;
 mod reports;
 
 use super::ingest::{OWN_BUFFER_BELOW, own_small_blobs};
