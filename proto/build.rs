@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ferry/v1/ingest.proto",
         "ferry/v1/journal.proto",
         "ferry/v1/manifest.proto",
+        "ferry/v1/replication.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -44,6 +44,7 @@ mod model;
 pub mod namespace;
 pub mod postgres;
 pub mod references;
+pub mod replication;
 pub mod sessions;
 pub mod sqlite;
 
@@ -55,17 +56,34 @@ pub use model::*;
 pub use namespace::{NamespaceRead, NamespaceWrite};
 pub use postgres::PostgresCatalog;
 pub use references::{ReferenceRead, ReferenceWrite, Referenced};
+pub use replication::{ReplicaCursor, ReplicationRead, ReplicationWrite};
 pub use sessions::{SessionRead, SessionWrite};
 pub use sqlite::SqliteCatalog;
 
 /// Everything that can be read inside one transaction.
-pub trait ReadTx: NamespaceRead + SessionRead + JournalRead + ReferenceRead {}
-impl<T: NamespaceRead + SessionRead + JournalRead + ReferenceRead + ?Sized> ReadTx for T {}
+pub trait ReadTx:
+    NamespaceRead + SessionRead + JournalRead + ReferenceRead + ReplicationRead
+{
+}
+impl<T: NamespaceRead + SessionRead + JournalRead + ReferenceRead + ReplicationRead + ?Sized> ReadTx
+    for T
+{
+}
 
 /// Everything that can be read or changed inside one transaction.
-pub trait WriteTx: ReadTx + NamespaceWrite + SessionWrite + JournalWrite + ReferenceWrite {}
-impl<T: ReadTx + NamespaceWrite + SessionWrite + JournalWrite + ReferenceWrite + ?Sized> WriteTx
-    for T
+pub trait WriteTx:
+    ReadTx + NamespaceWrite + SessionWrite + JournalWrite + ReferenceWrite + ReplicationWrite
+{
+}
+impl<
+    T: ReadTx
+        + NamespaceWrite
+        + SessionWrite
+        + JournalWrite
+        + ReferenceWrite
+        + ReplicationWrite
+        + ?Sized,
+> WriteTx for T
 {
 }
 

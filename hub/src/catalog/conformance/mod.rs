@@ -16,6 +16,7 @@ mod journal;
 mod namespace;
 mod persist;
 mod references;
+mod replication;
 mod sessions;
 mod units;
 
@@ -24,6 +25,7 @@ pub use journal::*;
 pub use namespace::*;
 pub use persist::*;
 pub use references::*;
+pub use replication::*;
 pub use sessions::*;
 pub use units::*;
 
@@ -43,6 +45,7 @@ pub fn run_all(cat: &dyn Catalog) {
     sites(cat);
     buckets(cat);
     bucket_replicas(cat);
+    replica_cursors(cat);
     sessions(cat);
     record_and_locate_blobs(cat);
     first_location_wins(cat);

@@ -15,6 +15,7 @@ mod blobs;
 mod journal;
 mod namespace;
 mod references;
+mod replication;
 mod schema;
 mod sessions;
 #[cfg(test)]

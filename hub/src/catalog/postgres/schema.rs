@@ -150,6 +150,17 @@ CREATE TABLE bucket_replicas (
     PRIMARY KEY (bucket_id, site_id)
 );
 "#,
+    // Version 9: how far each replica has applied each bucket's journal,
+    // and when.
+    r#"
+CREATE TABLE replica_cursors (
+    bucket_id  BIGINT NOT NULL REFERENCES buckets(id),
+    site_id    BIGINT NOT NULL REFERENCES sites(id),
+    seq        BIGINT NOT NULL,
+    applied_ms BIGINT NOT NULL,
+    PRIMARY KEY (bucket_id, site_id)
+);
+"#,
 ];
 
 /// A number no other application takes an advisory lock on: hubs starting

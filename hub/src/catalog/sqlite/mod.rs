@@ -12,6 +12,7 @@ mod blobs;
 mod journal;
 mod namespace;
 mod references;
+mod replication;
 mod schema;
 mod sessions;
 #[cfg(test)]

@@ -181,6 +181,16 @@ CREATE TABLE bucket_replicas (
     PRIMARY KEY (bucket_id, site_id)
 ) STRICT, WITHOUT ROWID;
 "#,
+    r#"
+-- How far each replica has applied each bucket's journal, and when.
+CREATE TABLE replica_cursors (
+    bucket_id  INTEGER NOT NULL REFERENCES buckets(id),
+    site_id    INTEGER NOT NULL REFERENCES sites(id),
+    seq        INTEGER NOT NULL,
+    applied_ms INTEGER NOT NULL,
+    PRIMARY KEY (bucket_id, site_id)
+) STRICT, WITHOUT ROWID;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {
