@@ -41,6 +41,10 @@ const RPCS: &[(&str, Option<usize>)] = &[
     // 10,000 packed ids.
     ("/ferry.v1.Journal/ReportBadBlobs", Some(512 << 10)),
     ("/ferry.v1.Journal/ReportVerifiedBlobs", Some(768 << 10)),
+    // A bucket name and a sequence number.
+    ("/ferry.v1.Replication/Follow", Some(64 << 10)),
+    ("/ferry.v1.Replication/Ack", Some(64 << 10)),
+    ("/ferry.v1.Replication/Cursor", Some(64 << 10)),
 ];
 
 /// The request body limit of the RPC at `path`: `None` for a client

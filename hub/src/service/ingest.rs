@@ -397,6 +397,8 @@ impl Ingest for IngestService {
                 })
             })
             .await?;
+        // Wakes the replicas following the bucket (service::replication).
+        hub.commits.send_modify(|n| *n += 1);
         tracing::info!(site = %site.name, bucket = bucket.0, seq, "commit appended");
         Ok(Response::new(CommitResponse { seq, time_unix_ms }))
     }

@@ -64,21 +64,7 @@ impl Journal for JournalService {
         let mut page_bytes = 0;
         let mut more = false;
         for c in commits {
-            let info = CommitInfo {
-                seq: c.seq,
-                site: names.get(&c.site).cloned().unwrap_or_default(),
-                time_unix_ms: c.time_unix_ms,
-                kind: c.kind.as_str().to_string(),
-                manifest: match req.omit_manifests {
-                    true => Vec::new(),
-                    false => c.manifest.iter().map(|id| id.0.to_vec()).collect(),
-                },
-                manifest_digest: manifest_digest(&c.manifest).to_vec(),
-                body: c.body,
-                files: c.files,
-                bytes: c.bytes,
-                mac: c.mac.map(|m| m.to_vec()).unwrap_or_default(),
-            };
+            let info = commit_info(c, &names, req.omit_manifests);
             // A page holds at least one commit, whatever its size.
             let size = info.encoded_len();
             if page.len() == limit || (!page.is_empty() && page_bytes + size > MAX_PAGE_BYTES) {
@@ -271,5 +257,28 @@ impl Journal for JournalService {
         Ok(Response::new(ReportVerifiedBlobsResponse {
             marked: u32::try_from(marked).unwrap_or(u32::MAX),
         }))
+    }
+}
+
+/// A journal commit as the services send it, its site by name.
+pub(super) fn commit_info(
+    c: crate::catalog::Commit,
+    names: &HashMap<crate::catalog::SiteId, String>,
+    omit_manifest: bool,
+) -> CommitInfo {
+    CommitInfo {
+        seq: c.seq,
+        site: names.get(&c.site).cloned().unwrap_or_default(),
+        time_unix_ms: c.time_unix_ms,
+        kind: c.kind.as_str().to_string(),
+        manifest: match omit_manifest {
+            true => Vec::new(),
+            false => c.manifest.iter().map(|id| id.0.to_vec()).collect(),
+        },
+        manifest_digest: manifest_digest(&c.manifest).to_vec(),
+        body: c.body,
+        files: c.files,
+        bytes: c.bytes,
+        mac: c.mac.map(|m| m.to_vec()).unwrap_or_default(),
     }
 }

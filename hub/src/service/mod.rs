@@ -16,6 +16,7 @@ use ferry_proto::status::MISSING_CHUNKS;
 use ferry_proto::transport::{CONNECTION_WINDOW, MAX_FRAME, MAX_MESSAGE_BYTES, STREAM_WINDOW};
 use ferry_proto::v1::ingest_server::IngestServer;
 use ferry_proto::v1::journal_server::JournalServer;
+use ferry_proto::v1::replication_server::ReplicationServer;
 use tonic::Status;
 
 mod gate;
@@ -25,12 +26,14 @@ mod gate;
 pub mod harness;
 mod ingest;
 mod journal;
+mod replication;
 #[cfg(test)]
 mod tests;
 
 pub use gate::GateLayer;
 pub use ingest::IngestService;
 pub use journal::JournalService;
+pub use replication::ReplicationService;
 
 /// How often the hub pings an idle connection, and how long it waits for
 /// the answer before it drops a peer that has gone away.
@@ -57,7 +60,12 @@ pub fn router(
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            JournalServer::new(JournalService(state))
+            JournalServer::new(JournalService(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ReplicationServer::new(ReplicationService(state))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
@@ -96,6 +104,10 @@ pub struct HubState {
     drain: tokio::sync::watch::Sender<bool>,
     /// Upload and fetch streams still running.
     streams: std::sync::atomic::AtomicUsize,
+    /// Bumped after every commit this process appends: what following
+    /// replicas wait on (they also look every few seconds, for commits
+    /// another hub process sharing the catalog appended).
+    commits: tokio::sync::watch::Sender<u64>,
 }
 
 /// Counts a stream as running while it lives.
@@ -123,6 +135,7 @@ impl HubState {
             packer,
             drain: tokio::sync::watch::Sender::new(false),
             streams: std::sync::atomic::AtomicUsize::new(0),
+            commits: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -277,6 +290,18 @@ impl HubState {
         if !bucket.readable_by(site.id) {
             return Err(Status::permission_denied(format!(
                 "site {} is neither the source nor a replica of bucket {name}",
+                site.name
+            )));
+        }
+        Ok(bucket)
+    }
+
+    /// The bucket `name` if `site` is one of its replicas.
+    async fn bucket_for_replica(&self, site: &Site, name: &str) -> Result<Bucket, Status> {
+        let bucket = self.bucket(site, name).await?;
+        if !bucket.replicas.contains(&site.id) {
+            return Err(Status::permission_denied(format!(
+                "site {} is not a replica of bucket {name}",
                 site.name
             )));
         }

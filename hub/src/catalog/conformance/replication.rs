@@ -11,7 +11,8 @@ pub fn replica_cursors(cat: &dyn Catalog) {
             .unwrap()
     };
     let (b, c, outsider) = (site("site-b"), site("site-c"), site("site-x"));
-    cat.write(|w| w.set_bucket_replicas(bucket, &[b, c])).unwrap();
+    cat.write(|w| w.set_bucket_replicas(bucket, &[b, c]))
+        .unwrap();
     for t in 1..=3 {
         cat.write(|w| w.append_commit(bucket, &new_commit(source, t, vec![])))
             .unwrap();
@@ -25,7 +26,11 @@ pub fn replica_cursors(cat: &dyn Catalog) {
             ReplicaCursor {
                 site,
                 seq: seq_now,
-                applied_unix_ms: if seq_now == seq { ms } else { cursor.applied_unix_ms },
+                applied_unix_ms: if seq_now == seq {
+                    ms
+                } else {
+                    cursor.applied_unix_ms
+                },
             }
         );
         cursor
@@ -54,8 +59,14 @@ pub fn replica_cursors(cat: &dyn Catalog) {
 
     // Past the end, the source, a site with no part, an unknown bucket.
     assert_invalid(cat.write(|w| w.ack_replica(bucket, c, 4, 1)), "ack.seq");
-    assert_invalid(cat.write(|w| w.ack_replica(bucket, source, 1, 1)), "ack.site");
-    assert_invalid(cat.write(|w| w.ack_replica(bucket, outsider, 1, 1)), "ack.site");
+    assert_invalid(
+        cat.write(|w| w.ack_replica(bucket, source, 1, 1)),
+        "ack.site",
+    );
+    assert_invalid(
+        cat.write(|w| w.ack_replica(bucket, outsider, 1, 1)),
+        "ack.site",
+    );
     assert_not_found(cat.write(|w| w.ack_replica(BucketId(i64::MAX), b, 1, 1)));
     // A replica removed can acknowledge no more; its cursor stays listed.
     cat.write(|w| w.set_bucket_replicas(bucket, &[c])).unwrap();

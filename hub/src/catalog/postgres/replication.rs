@@ -10,10 +10,9 @@ use crate::catalog::{
 };
 
 fn cursor_of(row: &Row) -> Result<ReplicaCursor, CatalogError> {
-    let (site, seq, applied): (i64, i64, i64) = (|| {
-        Ok::<_, postgres::Error>((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
-    })()
-    .map_err(pg("read replica cursor"))?;
+    let (site, seq, applied): (i64, i64, i64) =
+        (|| Ok::<_, postgres::Error>((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))()
+            .map_err(pg("read replica cursor"))?;
     Ok(ReplicaCursor {
         site: SiteId(site),
         seq: from_i64("replica_cursors.seq", seq)?,

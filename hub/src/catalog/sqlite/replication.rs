@@ -29,7 +29,10 @@ impl ReplicationRead for Tx<'_> {
                 "SELECT site_id, seq, applied_ms FROM replica_cursors \
                  WHERE bucket_id = ?1 ORDER BY site_id",
             )
-            .and_then(|mut s| s.query_map([bucket.0], cursor_row)?.collect::<Result<Vec<_>, _>>())
+            .and_then(|mut s| {
+                s.query_map([bucket.0], cursor_row)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
             .map_err(sql("read replica cursors"))?;
         rows.into_iter().map(cursor_of).collect()
     }
@@ -60,18 +63,16 @@ impl ReplicationWrite for Tx<'_> {
             field: "ack.seq",
             reason: "out of range".into(),
         })?;
-        let row = self
-            .conn
-            .query_row(
-                "INSERT INTO replica_cursors (bucket_id, site_id, seq, applied_ms) \
+        let row = self.conn.query_row(
+            "INSERT INTO replica_cursors (bucket_id, site_id, seq, applied_ms) \
                  VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (bucket_id, site_id) DO UPDATE SET \
                    seq = excluded.seq, applied_ms = excluded.applied_ms \
                  WHERE excluded.seq > replica_cursors.seq \
                  RETURNING site_id, seq, applied_ms",
-                params![bucket.0, site.0, seq, applied_unix_ms],
-                cursor_row,
-            );
+            params![bucket.0, site.0, seq, applied_unix_ms],
+            cursor_row,
+        );
         match row {
             Ok(row) => cursor_of(row),
             // Not moved (an older seq): the stored cursor stands.

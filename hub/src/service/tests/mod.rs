@@ -4,6 +4,7 @@
 mod commits;
 mod isolation;
 mod placement;
+mod replication;
 mod reports;
 
 use super::ingest::{OWN_BUFFER_BELOW, own_small_blobs};
@@ -16,6 +17,7 @@ use ferry_proto::auth::{AUTHORIZATION, token_hash};
 use ferry_proto::v1::Blob;
 use ferry_proto::v1::ingest_client::IngestClient;
 use ferry_proto::v1::journal_client::JournalClient;
+use ferry_proto::v1::replication_client::ReplicationClient;
 use ferry_proto::v1::{
     BlobBatch, BlobBatchAck, CheckReferencesRequest, CommitInfo, CommitRequest, FetchBlobsRequest,
     FetchedBlob, FindMissingRequest, ListCommitsRequest, OpenSessionRequest, ReportBadBlobsRequest,
@@ -76,6 +78,8 @@ struct Hub {
     pool: Arc<dyn BlobStore>,
     ingest: IngestClient<Channel>,
     journal: JournalClient<Channel>,
+    replication: ReplicationClient<Channel>,
+    state: Arc<HubState>,
 }
 
 /// A hub with tenants "alpha" and "beta", each with one site (token
@@ -125,7 +129,8 @@ async fn hub() -> Hub {
         auth_timeout: std::time::Duration::from_secs(30),
     };
     tokio::spawn(
-        router(state, 64).serve_with_incoming(crate::listener::incoming(listener, None, limits)),
+        router(state.clone(), 64)
+            .serve_with_incoming(crate::listener::incoming(listener, None, limits)),
     );
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -137,7 +142,9 @@ async fn hub() -> Hub {
         catalog,
         pool: store,
         ingest: IngestClient::new(channel.clone()),
-        journal: JournalClient::new(channel),
+        journal: JournalClient::new(channel.clone()),
+        replication: ReplicationClient::new(channel),
+        state,
     }
 }
 

@@ -12,7 +12,7 @@ const READERS: [(&str, bool); 4] = [
     ("beta", false),   // a site of another tenant
 ];
 
-async fn with_replica() -> Hub {
+pub(super) async fn with_replica() -> Hub {
     let hub = hub().await;
     let t = hub
         .catalog

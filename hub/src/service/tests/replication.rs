@@ -1,0 +1,175 @@
+//! The Replication service: a replica follows a bucket's journal (backlog,
+//! then each commit as it is appended), acknowledges its cursor, and is
+//! cut off when it stops being a replica or the hub stops; no other site
+//! may do any of it.
+
+use std::time::Duration;
+
+use super::placement::with_replica;
+use super::*;
+use ferry_proto::v1::{AckRequest, CursorRequest, FollowRequest};
+
+fn follow(after_seq: u64) -> FollowRequest {
+    FollowRequest {
+        bucket: "alpha/data".into(),
+        after_seq,
+    }
+}
+
+fn ack(seq: u64) -> AckRequest {
+    AckRequest {
+        bucket: "alpha/data".into(),
+        seq,
+    }
+}
+
+/// One commit of alpha/data by its source.
+async fn commit_one(hub: &mut Hub, seed: u8) -> u64 {
+    let session = hub.open("alpha").await;
+    hub.upload("alpha", session, &[(id(seed), b"data")]).await;
+    hub.commit("alpha", session, &[id(seed)]).await.unwrap()
+}
+
+/// The next item of a followed stream, within a bound.
+async fn next(stream: &mut tonic::Streaming<CommitInfo>) -> Option<Result<CommitInfo, Status>> {
+    tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("the stream said something within 10 s")
+}
+
+#[tokio::test]
+async fn a_replica_gets_the_backlog_then_each_new_commit_and_acknowledges_its_cursor() {
+    let mut hub = with_replica().await;
+    for seed in 1..=3 {
+        commit_one(&mut hub, seed).await;
+    }
+    let mut stream = hub
+        .replication
+        .follow(authed("alpha3", follow(1)))
+        .await
+        .unwrap()
+        .into_inner();
+    let backlog = [next(&mut stream).await, next(&mut stream).await];
+    let seqs: Vec<u64> = backlog
+        .into_iter()
+        .map(|c| c.unwrap().unwrap().seq)
+        .collect();
+    assert_eq!(seqs, [2, 3], "the commits after the cursor, oldest first");
+    // A commit appended now arrives on the open stream.
+    assert_eq!(commit_one(&mut hub, 4).await, 4);
+    let new = next(&mut stream).await.unwrap().unwrap();
+    assert_eq!((new.seq, new.site.as_str()), (4, "site"));
+    assert!(!new.manifest_digest.is_empty() && !new.mac.is_empty());
+
+    // The cursor: moves forward only, never past the end.
+    let cursor = |hub: &mut Hub| {
+        let mut client = hub.replication.clone();
+        async move {
+            client
+                .cursor(authed(
+                    "alpha3",
+                    CursorRequest {
+                        bucket: "alpha/data".into(),
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    assert_eq!(cursor(&mut hub).await.seq, 0);
+    let acked = hub.replication.ack(authed("alpha3", ack(3))).await.unwrap();
+    assert_eq!(acked.into_inner().seq, 3);
+    let acked = hub.replication.ack(authed("alpha3", ack(2))).await.unwrap();
+    assert_eq!(acked.into_inner().seq, 3, "a cursor never moves back");
+    let now = cursor(&mut hub).await;
+    assert_eq!(now.seq, 3);
+    assert!(now.applied_unix_ms > 1_700_000_000_000);
+    let err = hub
+        .replication
+        .ack(authed("alpha3", ack(9)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
+    // No longer a replica: the stream ends, and so do acknowledgements.
+    let t = hub
+        .catalog
+        .read(|r| r.tenant_by_name("alpha"))
+        .unwrap()
+        .unwrap()
+        .id;
+    let bucket = hub
+        .catalog
+        .read(|r| r.bucket_by_name(t, "data"))
+        .unwrap()
+        .unwrap();
+    hub.catalog
+        .write(|w| w.set_bucket_replicas(bucket.id, &[]))
+        .unwrap();
+    commit_one(&mut hub, 5).await;
+    let ended = next(&mut stream).await.unwrap().unwrap_err();
+    assert_eq!(ended.code(), tonic::Code::PermissionDenied, "{ended:?}");
+    let err = hub
+        .replication
+        .ack(authed("alpha3", ack(4)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn only_a_replica_follows_acknowledges_or_reads_a_cursor() {
+    let mut hub = with_replica().await;
+    commit_one(&mut hub, 1).await;
+    for token in ["alpha", "alpha2", "beta"] {
+        let code = match token {
+            "beta" => tonic::Code::NotFound, // another tenant's name says nothing
+            _ => tonic::Code::PermissionDenied,
+        };
+        let err = hub
+            .replication
+            .follow(authed(token, follow(0)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{token}: {err:?}");
+        let err = hub
+            .replication
+            .ack(authed(token, ack(1)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{token}: {err:?}");
+        let err = hub
+            .replication
+            .cursor(authed(
+                token,
+                CursorRequest {
+                    bucket: "alpha/data".into(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{token}: {err:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_stopping_hub_ends_a_caught_up_stream_retryably() {
+    let mut hub = with_replica().await;
+    commit_one(&mut hub, 1).await;
+    let mut stream = hub
+        .replication
+        .follow(authed("alpha3", follow(0)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut stream).await.unwrap().unwrap().seq, 1);
+    let state = hub.state.clone();
+    let drained = tokio::spawn(async move { state.drain(Duration::from_secs(20)).await });
+    let ended = next(&mut stream).await.unwrap().unwrap_err();
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    tokio::time::timeout(Duration::from_secs(10), drained)
+        .await
+        .expect("the drain did not wait on the follower")
+        .unwrap();
+}
