@@ -303,6 +303,26 @@ impl Admin {
             r.list_buckets(t.id)
         })?)
     }
+
+    /// The lag of every replica of `tenant`'s buckets (every tenant's
+    /// with `None`).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant; the catalog's.
+    pub fn replica_lags(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<crate::lag::ReplicaLag>, AdminError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        Ok(self.catalog.read(|r| {
+            let tenants = match tenant {
+                Some(name) => vec![tenant_named(r, name)?],
+                None => r.list_tenants()?,
+            };
+            crate::lag::replica_lags(r, &tenants, now)
+        })?)
+    }
 }
 
 /// The tenant called `name`, or `NotFound` saying how to add it.

@@ -59,6 +59,9 @@ enum Command {
     /// Buckets: "tenant/bucket", each with its source site.
     #[command(subcommand)]
     Bucket(BucketCommand),
+    /// Replication: how far each replica site has applied each bucket.
+    #[command(subcommand)]
+    Replication(ReplicationCommand),
     /// TLS for the gRPC listener.
     #[command(subcommand)]
     Tls(TlsCommand),
@@ -149,6 +152,18 @@ enum SiteCommand {
         /// instead of printing it.
         #[arg(long)]
         token_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReplicationCommand {
+    /// Per bucket and replica site: the last commit applied and when,
+    /// commits behind, and seconds behind (the age of the oldest commit not
+    /// yet applied).
+    Status {
+        /// One tenant's buckets (default: every tenant's).
+        #[arg(long)]
+        tenant: Option<String>,
     },
 }
 
@@ -446,6 +461,33 @@ fn run(cli: Cli) -> Result<()> {
                 cli.json,
                 json!({"bucket": name, "replicas": names}),
                 &format!("bucket {name}: replicas {shown}"),
+            );
+            Ok(())
+        }
+        Command::Replication(ReplicationCommand::Status { tenant }) => {
+            let lags = Admin::open(&config)?.replica_lags(tenant.as_deref())?;
+            let lines: Vec<String> = lags
+                .iter()
+                .map(|l| {
+                    format!(
+                        "{}  {} -> {}  applied {} of {}  behind {} commits, {:.1} s",
+                        l.bucket,
+                        l.source,
+                        l.replica,
+                        l.applied_seq,
+                        l.head_seq,
+                        l.commits_behind,
+                        l.seconds_behind
+                    )
+                })
+                .collect();
+            output(
+                cli.json,
+                json!({ "replicas": lags }),
+                &match lines.is_empty() {
+                    true => "no bucket has replicas".to_string(),
+                    false => lines.join("\n"),
+                },
             );
             Ok(())
         }

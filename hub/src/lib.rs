@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod fetch;
+pub mod lag;
 pub mod listener;
 pub mod pack;
 pub mod packer;

@@ -56,6 +56,32 @@ fn a_replica_site_restores_a_lost_sites_bucket_and_no_other_site_can() {
         "{listed}"
     );
 
+    // No replica has applied anything yet: two commits behind.
+    let status: serde_json::Value = serde_json::from_str(&check(
+        &hub.cli(&["--json", "replication", "status", "--tenant", "acme"]),
+        "replication status",
+    ))
+    .unwrap();
+    let lag = &status["replicas"][0];
+    assert_eq!(
+        (
+            &lag["bucket"],
+            &lag["replica"],
+            &lag["applied_seq"],
+            &lag["head_seq"],
+            &lag["commits_behind"]
+        ),
+        (
+            &serde_json::json!("acme/docs"),
+            &serde_json::json!("site-b"),
+            &serde_json::json!(0),
+            &serde_json::json!(2),
+            &serde_json::json!(2)
+        ),
+        "{status}"
+    );
+    assert!(lag["seconds_behind"].as_f64().unwrap() >= 2.0, "{status}");
+
     // Site A is lost: its processes, state, key and data.
     std::fs::remove_dir_all(w.join("site-a")).unwrap();
     std::fs::remove_dir_all(&src).unwrap();
