@@ -6,6 +6,7 @@ use ferry_proto::auth::AUTHORIZATION;
 use ferry_proto::transport::{CONNECTION_WINDOW, MAX_FRAME, MAX_MESSAGE_BYTES, STREAM_WINDOW};
 use ferry_proto::v1::ingest_client::IngestClient;
 use ferry_proto::v1::journal_client::JournalClient;
+use ferry_proto::v1::replication_client::ReplicationClient;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -66,6 +67,7 @@ pub type Authed = InterceptedService<Channel, TokenAuth>;
 pub struct HubClient {
     pub ingest: IngestClient<Authed>,
     pub journal: JournalClient<Authed>,
+    pub replication: ReplicationClient<Authed>,
     /// For `UploadBlobs` only.
     pub bulk: IngestClient<Authed>,
 }
@@ -110,12 +112,16 @@ impl HubClient {
         };
         let ingest = ingest_on(channel.clone());
         let bulk = ingest_on(bulk_channel);
-        let journal = JournalClient::with_interceptor(channel, auth.clone())
+        let journal = JournalClient::with_interceptor(channel.clone(), auth.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let replication = ReplicationClient::with_interceptor(channel, auth.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Self {
             ingest,
             journal,
+            replication,
             bulk,
         })
     }

@@ -18,6 +18,7 @@ pub mod journal;
 pub mod owners;
 pub mod prefetch;
 pub mod progress;
+pub mod replica;
 pub mod restore;
 pub mod restore_bucket;
 pub mod restore_check;

@@ -556,6 +556,50 @@ async fn plan(
     Ok(())
 }
 
+/// Each entry of the manifest `manifest` (its blob ids) of `bucket`, in
+/// its order, fetched, opened and decoded a piece at a time: what a replica
+/// prunes its copy against before it writes the snapshot.
+///
+/// # Errors
+/// A piece that cannot be fetched or opened, a manifest that does not
+/// decode, or `f`'s error.
+pub async fn for_each_entry(
+    client: &HubClient,
+    keys: &Arc<TenantKeys>,
+    bucket: &str,
+    manifest: Vec<BlobId>,
+    mut f: impl FnMut(ferry_proto::v1::ManifestEntry) -> Result<(), RestoreError>,
+) -> Result<(), RestoreError> {
+    // Copies found good are reported by the restore that follows, not here.
+    let (verified, _) = mpsc::channel(1);
+    let fetcher = Fetcher {
+        client: client.clone(),
+        bucket: bucket.to_owned(),
+        keys: keys.clone(),
+        openers: Arc::default(),
+        verified,
+    };
+    let mut decoder = ManifestDecoder::new();
+    const WINDOW: usize = 16;
+    for window in manifest.chunks(WINDOW) {
+        // Room for the whole window: its tasks are queued before any is read.
+        let (tx, mut rx) = mpsc::channel(WINDOW);
+        fetcher.fetch_into(window.to_vec(), &tx).await?;
+        drop(tx);
+        while let Some(task) = rx.recv().await {
+            let piece = task
+                .await
+                .map_err(|e| RestoreError::Task(e.to_string()))??;
+            decoder.push(&piece);
+            while let Some(entry) = decoder.next_entry()? {
+                f(entry)?;
+            }
+        }
+    }
+    decoder.finish()?;
+    Ok(())
+}
+
 async fn fetch_stage(
     fetcher: Fetcher,
     mut ids: mpsc::Receiver<BlobId>,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use ferry_s3::S3Location;
 use serde::Deserialize;
 
+pub mod replica;
 mod source;
 pub use source::{SourceConfig, SourceKind};
 
@@ -38,6 +39,9 @@ pub struct AgentConfig {
     /// Buckets a restore may write into (`restore --to-target NAME`).
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
+    /// Buckets this site keeps a copy of (`ferry-agent run` follows them).
+    #[serde(default, rename = "replica")]
+    pub replicas: Vec<replica::ReplicaConfig>,
     /// The S3 event webhook of `ferry-agent run`.
     pub webhook: Option<WebhookConfig>,
     /// How `ferry-agent run` schedules bucket snapshots.
@@ -309,6 +313,9 @@ impl AgentConfig {
         }
         for (i, s) in config.sources.iter_mut().enumerate() {
             s.resolve(path, base, i)?;
+        }
+        for (i, r) in config.replicas.iter_mut().enumerate() {
+            r.resolve(path, base, i)?;
         }
         Ok(config)
     }

@@ -1,7 +1,8 @@
 //! `ferry-agent run`: the agent as a service. It serves the event webhook
 //! and keeps every source's snapshots current, each in a loop of its own:
 //! buckets from their events ([`bucket`]), directories from a watcher
-//! ([`dir`]).
+//! ([`dir`]); and keeps every `[[replica]]` copy following its bucket's
+//! journal ([`crate::replica`]).
 
 mod bucket;
 mod dir;
@@ -107,6 +108,16 @@ pub async fn run(
             wake: wake.clone(),
         });
         loops.spawn(follow_bucket(shared.clone(), index, wake, stop.clone()));
+    }
+    for replica in &config.replicas {
+        let replica = crate::replica::Replica {
+            client: shared.client.clone(),
+            keys: shared.keys.clone(),
+            heads_path: config.heads_path(),
+            config: replica.clone(),
+        };
+        let stop = stop.clone();
+        loops.spawn(async move { replica.follow(stop).await });
     }
     let (server, bound) = match &config.webhook {
         Some(hook) => {

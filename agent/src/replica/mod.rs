@@ -1,0 +1,219 @@
+//! Replicas: this site's copies of buckets other sites write. `ferry-agent
+//! run` follows each `[[replica]]` bucket's journal from the cursor the
+//! hub holds for this site, applies each commit to the copy, and then
+//! acknowledges it, so a restart resumes where the last acknowledgement
+//! left off and a commit applied twice changes nothing the second time.
+
+pub mod prune;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_crypto::TenantKeys;
+use ferry_proto::BlobId;
+use ferry_proto::v1::{AckRequest, CommitInfo, CursorRequest, FollowRequest};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::client::HubClient;
+use crate::config::replica::ReplicaConfig;
+use crate::progress::Progress;
+use crate::restore::{RestoreError, RestoreJob, RestoreTarget, Which, for_each_entry, run_restore};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("hub: {0}")]
+    Hub(#[from] tonic::Status),
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    #[error("replica directory {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("commit {seq}: {reason}")]
+    Commit { seq: u64, reason: String },
+}
+
+/// What applying one commit did.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    pub seq: u64,
+    /// Entries deleted because the snapshot no longer holds them.
+    pub removed: u64,
+    /// Files written (new or changed).
+    pub written: u64,
+    /// Files found as the snapshot has them already.
+    pub unchanged: u64,
+}
+
+/// What one replica needs from the daemon.
+pub struct Replica {
+    pub client: HubClient,
+    pub keys: Arc<TenantKeys>,
+    pub heads_path: PathBuf,
+    pub config: ReplicaConfig,
+}
+
+impl Replica {
+    /// Makes the copy at `config.path` the snapshot `commit`: deletes what
+    /// it does not hold, then writes what is missing or different (files
+    /// under a temporary name, renamed once whole).
+    ///
+    /// # Errors
+    /// The commit cannot be fetched, opened or written.
+    pub async fn apply(&self, commit: &CommitInfo) -> Result<Applied, ReplicaError> {
+        let path = &self.config.path;
+        let bucket = &self.config.bucket;
+        std::fs::create_dir_all(path).map_err(|source| ReplicaError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let manifest = commit
+            .manifest
+            .iter()
+            .map(|id| BlobId::from_slice("CommitInfo.manifest", id))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ReplicaError::Commit {
+                seq: commit.seq,
+                reason: e.to_string(),
+            })?;
+        let removed = prune(&self.client, &self.keys, bucket, manifest, path).await?;
+        let report = run_restore(RestoreJob {
+            client: self.client.clone(),
+            keys: self.keys.clone(),
+            heads_path: self.heads_path.clone(),
+            bucket: bucket.clone(),
+            which: Which::Seq(commit.seq),
+            target: RestoreTarget::Dir {
+                path: path.clone(),
+                resume: true,
+                numeric_owner: false,
+            },
+            progress: Progress::new(true, "replica"),
+        })
+        .await?;
+        if report.not_restored > 0 {
+            let first = report
+                .not_restored_entries
+                .first()
+                .map(|e| format!("{}: {}", e.path, e.reason))
+                .unwrap_or_default();
+            return Err(ReplicaError::Commit {
+                seq: commit.seq,
+                reason: format!("{} entries not written, e.g. {first}", report.not_restored),
+            });
+        }
+        Ok(Applied {
+            seq: commit.seq,
+            removed,
+            written: report.files.saturating_sub(report.already_present),
+            unchanged: report.already_present,
+        })
+    }
+
+    /// Follows the bucket until `stop`: from the hub's cursor for this
+    /// site, each commit applied, then acknowledged; on a failure, again
+    /// from the cursor after a backoff.
+    pub async fn follow(&self, mut stop: watch::Receiver<bool>) {
+        let bucket = &self.config.bucket;
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let ended = tokio::select! {
+                ended = self.follow_once() => ended,
+                _ = stop.changed() => return,
+            };
+            match ended {
+                Ok(()) => backoff = Duration::from_secs(1),
+                Err(e) => {
+                    tracing::error!(bucket = %bucket, error = %e, "replica: following failed; again from the cursor");
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One Follow stream, until it ends or fails.
+    async fn follow_once(&self) -> Result<(), ReplicaError> {
+        let bucket = &self.config.bucket;
+        let mut client = self.client.replication.clone();
+        let cursor = client
+            .cursor(CursorRequest {
+                bucket: bucket.clone(),
+            })
+            .await?
+            .into_inner()
+            .seq;
+        let mut stream = client
+            .follow(FollowRequest {
+                bucket: bucket.clone(),
+                after_seq: cursor,
+            })
+            .await?
+            .into_inner();
+        tracing::info!(bucket = %bucket, after = cursor, path = %self.config.path.display(), "replica following");
+        while let Some(commit) = stream.message().await? {
+            // Each apply in a span of its own: its restore's lines carry the commit.
+            let span = tracing::info_span!("replica_apply", bucket = %bucket, seq = commit.seq);
+            let applied = self.apply(&commit).instrument(span).await?;
+            client
+                .ack(AckRequest {
+                    bucket: bucket.clone(),
+                    seq: commit.seq,
+                })
+                .await?;
+            tracing::info!(bucket = %bucket, seq = applied.seq, removed = applied.removed, written = applied.written, unchanged = applied.unchanged, "replica applied");
+        }
+        Ok(())
+    }
+}
+
+/// Deletes from `path` what the manifest does not hold; how many went.
+async fn prune(
+    client: &HubClient,
+    keys: &Arc<TenantKeys>,
+    bucket: &str,
+    manifest: Vec<BlobId>,
+    path: &Path,
+) -> Result<u64, ReplicaError> {
+    let io = |source| ReplicaError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    // The walk and its deletes are file system calls: on a blocking thread,
+    // fed entries as they are decoded.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, bool)>(1024);
+    let root = path.to_path_buf();
+    let pruner = tokio::task::spawn_blocking(move || {
+        let mut pruner = prune::Pruner::new(&root)?;
+        for (entry, is_dir) in rx {
+            pruner.keep(&entry, is_dir)?;
+        }
+        pruner.finish()
+    });
+    let fed = for_each_entry(client, keys, bucket, manifest, |entry| {
+        let is_dir = entry.r#type == ferry_proto::v1::EntryType::Dir as i32;
+        // The blocking thread is gone only if it failed: its error is told.
+        let _ = tx.send((entry.path, is_dir));
+        Ok(())
+    })
+    .await;
+    drop(tx);
+    let pruned = pruner
+        .await
+        .map_err(|e| io(std::io::Error::other(e.to_string())))?
+        .map_err(io);
+    fed?;
+    pruned
+}
