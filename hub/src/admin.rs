@@ -242,6 +242,31 @@ impl Admin {
         })
     }
 
+    /// Fails bucket `name` of `tenant` over to the site `to`: it becomes
+    /// the source (no longer a replica) and the old source is fenced at
+    /// once, its commits refused even from a session opened before.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant, bucket or site; `Invalid` for a
+    /// site that cannot be the source; the catalog's or the pool's.
+    pub fn fail_over(&self, tenant: &str, name: &str, to: &str) -> Result<Bucket, AdminError> {
+        self.change(|w| {
+            let t = tenant_named(w, tenant)?;
+            let bucket = bucket_named(w, &t, name)?;
+            let site = site_named(w, tenant, to)?;
+            w.set_bucket_source(bucket.id, site.id)?;
+            Ok((
+                bucket_named(w, &t, name)?,
+                Change::BucketSourceSet {
+                    tenant: tenant.into(),
+                    name: name.into(),
+                    source_site: to.into(),
+                },
+            ))
+        })
+    }
+
     /// Names of the sites `ids` of `tenant`, in that order.
     ///
     /// # Errors

@@ -186,6 +186,22 @@ enum BucketCommand {
         #[arg(long = "replica")]
         replicas: Vec<String>,
     },
+    /// Make a replica the bucket's source (its old source site is lost or
+    /// leaving): the old source is fenced at once, its commits refused.
+    Failover {
+        name: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Make a site (the old source, back again) a replica of the bucket:
+    /// its agent catches up from the hub and applies only the difference
+    /// to what it still holds. `failover --to` it then returns the source
+    /// role.
+    Failback {
+        name: String,
+        #[arg(long)]
+        site: String,
+    },
     /// List a tenant's buckets with their source and replica sites.
     List {
         #[arg(long)]
@@ -488,6 +504,39 @@ fn run(cli: Cli) -> Result<()> {
                     true => "no bucket has replicas".to_string(),
                     false => lines.join("\n"),
                 },
+            );
+            Ok(())
+        }
+        Command::Bucket(BucketCommand::Failover { name, to }) => {
+            let (tenant, bucket) = tenant_and_bucket(&name)?;
+            let admin = Admin::open(&config)?;
+            let set = admin.fail_over(tenant, bucket, &to)?;
+            let replicas = admin.site_names(&set.replicas)?;
+            output(
+                cli.json,
+                json!({"bucket": name, "source": to, "replicas": replicas}),
+                &format!("bucket {name}: source is now site {to}; its old source is fenced"),
+            );
+            Ok(())
+        }
+        Command::Bucket(BucketCommand::Failback { name, site }) => {
+            let (tenant, bucket) = tenant_and_bucket(&name)?;
+            let admin = Admin::open(&config)?;
+            let current = admin
+                .buckets(tenant)?
+                .into_iter()
+                .find(|b| b.name == bucket)
+                .ok_or_else(|| anyhow::anyhow!("bucket {name}: no such bucket"))?;
+            let mut replicas = admin.site_names(&current.replicas)?;
+            replicas.push(site.clone());
+            let set = admin.set_bucket_replicas(tenant, bucket, &replicas)?;
+            let names = admin.site_names(&set.replicas)?;
+            output(
+                cli.json,
+                json!({"bucket": name, "replicas": names}),
+                &format!(
+                    "bucket {name}: site {site} is a replica again; its agent catches up with [[replica]]"
+                ),
             );
             Ok(())
         }

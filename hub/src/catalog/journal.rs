@@ -1,7 +1,7 @@
 //! The journal area: each bucket's ordered, append-only list of commits
 //! (snapshots and batches).
 
-use super::{BucketId, CatalogError, Commit, NewCommit};
+use super::{BucketId, CatalogError, Commit, NewCommit, SiteId};
 
 /// Journal reads.
 pub trait JournalRead {
@@ -24,6 +24,14 @@ pub trait JournalRead {
     ///
     /// Storage errors, or `Corrupt` if the stored row cannot be decoded.
     fn commit(&mut self, bucket: BucketId, seq: u64) -> Result<Option<Commit>, CatalogError>;
+
+    /// The sites that have committed to `bucket`, in id order: whose copies
+    /// its snapshots reference (a bucket that failed over has several).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only.
+    fn committing_sites(&mut self, bucket: BucketId) -> Result<Vec<SiteId>, CatalogError>;
 
     /// The commit of `bucket` with the highest sequence number: where the
     /// next append goes after.
@@ -92,7 +100,8 @@ pub(crate) fn check_restore(
     bucket_tenant: super::TenantId,
     site_tenant: super::TenantId,
 ) -> Result<i64, CatalogError> {
-    check_append(bucket, commit, bucket_tenant, site_tenant, &[])?;
+    // A recovered commit was made by whichever site was the source then.
+    check_append(bucket, commit, bucket_tenant, site_tenant, commit.site, &[])?;
     match super::error::to_i64("commit.seq", seq)? {
         0 => Err(CatalogError::Invalid {
             field: "commit.seq",
@@ -127,12 +136,25 @@ pub(crate) fn check_append(
     commit: &NewCommit,
     bucket_tenant: super::TenantId,
     site_tenant: super::TenantId,
+    source: super::SiteId,
     missing: &[ferry_proto::BlobId],
 ) -> Result<(), CatalogError> {
     if site_tenant != bucket_tenant {
         return Err(CatalogError::Invalid {
             field: "commit.site",
             reason: format!("site {} is not of bucket {bucket}'s tenant", commit.site),
+        });
+    }
+    // Checked in the append's own transaction: a site the bucket failed
+    // over from is fenced at once, whatever session it still holds.
+    if commit.site != source {
+        return Err(CatalogError::Conflict {
+            what: "bucket",
+            key: bucket.to_string(),
+            reason: format!(
+                "site {} is not its source (site {source} is: the bucket failed over)",
+                commit.site
+            ),
         });
     }
     match missing.first() {

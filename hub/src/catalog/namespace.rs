@@ -153,6 +153,16 @@ pub trait NamespaceWrite: NamespaceRead {
         bucket: BucketId,
         replicas: &[SiteId],
     ) -> Result<(), CatalogError>;
+
+    /// Makes `site` the bucket's source: from now on it alone commits (the
+    /// old source's commits are refused, even from a session it opened
+    /// before). It stops being a replica if it was one.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown bucket or site; `Invalid` (field
+    /// `bucket.source_site`) for a site of another tenant or a revoked one.
+    fn set_bucket_source(&mut self, bucket: BucketId, site: SiteId) -> Result<(), CatalogError>;
 }
 
 /// The replica list `set_bucket_replicas` is to store for `bucket`: in id
@@ -197,4 +207,36 @@ pub(crate) fn checked_replicas<R: NamespaceRead + ?Sized>(
     checked.sort();
     checked.dedup();
     Ok(checked)
+}
+
+/// Whether `site` may become the source of `bucket`: a live site of its
+/// tenant. The one check both engines make before they write.
+///
+/// # Errors
+///
+/// As [`NamespaceWrite::set_bucket_source`].
+pub(crate) fn check_source<R: NamespaceRead + ?Sized>(
+    r: &mut R,
+    bucket: BucketId,
+    site: SiteId,
+) -> Result<(), CatalogError> {
+    let found = r.bucket(bucket)?.ok_or_else(|| CatalogError::NotFound {
+        what: "bucket",
+        key: bucket.to_string(),
+    })?;
+    let candidate = r.site(site)?.ok_or_else(|| CatalogError::NotFound {
+        what: "site",
+        key: site.to_string(),
+    })?;
+    let reason = if candidate.tenant != found.tenant {
+        format!("site {} belongs to another tenant", candidate.name)
+    } else if candidate.revoked {
+        format!("site {} is revoked", candidate.name)
+    } else {
+        return Ok(());
+    };
+    Err(CatalogError::Invalid {
+        field: "bucket.source_site",
+        reason,
+    })
 }

@@ -12,6 +12,7 @@
 //! 4 bucket added        tenant | name | source site
 //! 5 tenant verifier     tenant | present u8 (0 or 1) | key [32] if present
 //! 6 bucket replicas     tenant | name | count u64 | site name × count
+//! 7 bucket source       tenant | name | site (a failover)
 //! ```
 //!
 //! The object name is `namespace/<time_unix_ms, 13 digits>-<hash>.ns`, so a
@@ -57,6 +58,12 @@ pub enum Change {
     TenantVerifierSet {
         tenant: String,
         key: Option<[u8; 32]>,
+    },
+    /// A bucket's source changed (a failover); it is no longer a replica.
+    BucketSourceSet {
+        tenant: String,
+        name: String,
+        source_site: String,
     },
     /// A bucket's replica sites, all of them (none: no replicas).
     BucketReplicasSet {
@@ -134,6 +141,16 @@ impl NamespaceRecord {
                     }
                     None => e.u8(0),
                 }
+            }
+            Change::BucketSourceSet {
+                tenant,
+                name,
+                source_site,
+            } => {
+                e.u8(7);
+                e.name("tenant", tenant)?;
+                e.name("name", name)?;
+                e.name("source_site", source_site)?;
             }
             Change::BucketReplicasSet {
                 tenant,
@@ -228,6 +245,11 @@ impl NamespaceRecord {
                     replicas,
                 }
             }
+            7 => Change::BucketSourceSet {
+                tenant: d.name("tenant")?,
+                name: d.name("name")?,
+                source_site: d.name("source_site")?,
+            },
             other => return Err(d.bad_value("kind", u64::from(other))),
         };
         d.finish()?;
@@ -283,6 +305,11 @@ mod tests {
                 tenant: "acme".into(),
                 name: "docs".into(),
                 replicas: vec![],
+            },
+            Change::BucketSourceSet {
+                tenant: "acme".into(),
+                name: "docs".into(),
+                source_site: "site-b".into(),
             },
         ]
         .into_iter()

@@ -137,6 +137,22 @@ fn apply(w: &mut dyn WriteTx, change: &Change) -> Result<Applied, CatalogError> 
             w.set_bucket_replicas(bucket.id, &sites)?;
             Ok(Applied::Nothing)
         }
+        Change::BucketSourceSet {
+            tenant,
+            name,
+            source_site,
+        } => {
+            let t = tenant_named(w, tenant)?;
+            let bucket = w
+                .bucket_by_name(t.id, name)?
+                .ok_or_else(|| CatalogError::NotFound {
+                    what: "bucket",
+                    key: format!("{tenant}/{name}"),
+                })?;
+            let site = site_named(w, tenant, source_site)?;
+            w.set_bucket_source(bucket.id, site.id)?;
+            Ok(Applied::Nothing)
+        }
         Change::TenantVerifierSet { tenant, key } => {
             let t = tenant_named(w, tenant)?;
             w.set_tenant_verifier(t.id, key.as_ref())?;

@@ -91,19 +91,35 @@ impl Journal for JournalService {
         let req = request.into_inner();
         let bucket = hub.bucket_for_read(&site, &req.bucket).await?;
         let ids = ids_from("FetchBlobsRequest.ids", &req.ids, MAX_IDS_PER_CALL)?;
-        // The copies the bucket's source site uploaded, which its commits
-        // reference, or verified ones its backups deduplicated against:
-        // never another site's unverified copy (which could be anything
-        // under that id).
-        let owner = BlobOwner {
-            tenant: site.tenant,
-            site: bucket.source_site,
-        };
-        let (asked, bucket_id) = (ids.clone(), bucket.id);
+        // The copies the sites that committed to the bucket uploaded (its
+        // source, and before a failover the sources it had), which their
+        // commits reference, or verified ones their backups deduplicated
+        // against: never another site's unverified copy (which could be
+        // anything under that id). The source's first.
+        let (asked, bucket_id, source, tenant) =
+            (ids.clone(), bucket.id, bucket.source_site, site.tenant);
         let (referenced, locations) = hub
             .catalog(move |c| {
-                let referenced = c.read(|r| r.referenced(bucket_id, &asked))?;
-                Ok((referenced, c.blob_locations(owner, &asked)?))
+                let (referenced, mut owners) = c.read(|r| {
+                    Ok((
+                        r.referenced(bucket_id, &asked)?,
+                        r.committing_sites(bucket_id)?,
+                    ))
+                })?;
+                owners.retain(|s| *s != source);
+                owners.insert(0, source);
+                let mut found = Vec::new();
+                let mut wanted = asked;
+                for site in owners {
+                    if wanted.is_empty() {
+                        break;
+                    }
+                    let located = c.blob_locations(BlobOwner { tenant, site }, &wanted)?;
+                    let got: HashSet<BlobId> = located.iter().map(|l| l.id).collect();
+                    wanted.retain(|id| !got.contains(id));
+                    found.extend(located);
+                }
+                Ok((referenced, found))
             })
             .await?;
         // Only what the bucket's commits reference (and session headers,

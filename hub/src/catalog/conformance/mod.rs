@@ -45,6 +45,7 @@ pub fn run_all(cat: &dyn Catalog) {
     sites(cat);
     buckets(cat);
     bucket_replicas(cat);
+    bucket_failover(cat);
     replica_cursors(cat);
     sessions(cat);
     record_and_locate_blobs(cat);

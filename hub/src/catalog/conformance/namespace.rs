@@ -203,6 +203,65 @@ pub fn bucket_replicas(cat: &dyn Catalog) {
     assert!(replicas(cat).is_empty());
 }
 
+/// A failover: the new source alone commits from then on (the old one is
+/// fenced), stops being a replica, and both are the bucket's committing
+/// sites, whose copies its snapshots reference.
+pub fn bucket_failover(cat: &dyn Catalog) {
+    let (tenant, a, bucket) = namespace(cat);
+    let b = cat
+        .write(|w| w.create_site(tenant, "site-b", &rand::random()))
+        .unwrap();
+    let c = cat
+        .write(|w| w.create_site(tenant, "site-c", &rand::random()))
+        .unwrap();
+    cat.write(|w| w.set_bucket_replicas(bucket, &[b, c]))
+        .unwrap();
+    cat.write(|w| w.append_commit(bucket, &new_commit(a, 1, vec![])))
+        .unwrap();
+    // A replica commits nothing.
+    let refused = cat.write(|w| w.append_commit(bucket, &new_commit(b, 2, vec![])));
+    assert!(
+        matches!(refused, Err(CatalogError::Conflict { .. })),
+        "{refused:?}"
+    );
+
+    cat.write(|w| w.set_bucket_source(bucket, b)).unwrap();
+    let found = cat.read(|r| r.bucket(bucket)).unwrap().unwrap();
+    assert_eq!(
+        (found.source_site, found.replicas.as_slice()),
+        (b, &[c][..])
+    );
+    let fenced = cat.write(|w| w.append_commit(bucket, &new_commit(a, 3, vec![])));
+    assert!(
+        matches!(fenced, Err(CatalogError::Conflict { .. })),
+        "{fenced:?}"
+    );
+    assert_eq!(
+        cat.write(|w| w.append_commit(bucket, &new_commit(b, 4, vec![])))
+            .unwrap(),
+        2
+    );
+    assert_eq!(cat.read(|r| r.committing_sites(bucket)).unwrap(), [a, b]);
+
+    // Refused: another tenant's site, a revoked one, unknown ones.
+    let (_, foreign, _) = namespace(cat);
+    assert_invalid(
+        cat.write(|w| w.set_bucket_source(bucket, foreign)),
+        "bucket.source_site",
+    );
+    cat.write(|w| w.revoke_site(c)).unwrap();
+    assert_invalid(
+        cat.write(|w| w.set_bucket_source(bucket, c)),
+        "bucket.source_site",
+    );
+    assert_not_found(cat.write(|w| w.set_bucket_source(bucket, SiteId(i64::MAX))));
+    assert_not_found(cat.write(|w| w.set_bucket_source(BucketId(i64::MAX), a)));
+    assert_eq!(
+        cat.read(|r| r.bucket(bucket)).unwrap().unwrap().source_site,
+        b
+    );
+}
+
 /// A revoked site's token is refused at once and the site is still listed;
 /// a rotated token replaces the old one, which is refused from then on.
 pub fn revoked_and_rotated_tokens(cat: &dyn Catalog) {

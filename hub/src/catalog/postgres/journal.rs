@@ -10,8 +10,8 @@ use crate::catalog::journal::{
     check_append, check_restore, next_seq, seq_taken, stored_counts, stored_mac,
 };
 use crate::catalog::{
-    BlobOwner, BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite, NewCommit,
-    SiteId,
+    BlobOwner, BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite,
+    NamespaceRead, NewCommit, SiteId,
 };
 
 const COMMIT_COLUMNS: &str = "seq, site_id, time_ms, kind, manifest, body, files, bytes, mac";
@@ -91,6 +91,23 @@ impl JournalRead for Tx<'_, '_> {
         Ok(found.into_iter().next())
     }
 
+    fn committing_sites(&mut self, bucket: BucketId) -> Result<Vec<SiteId>, CatalogError> {
+        let rows = self
+            .tx
+            .query(
+                "SELECT DISTINCT site_id FROM commits WHERE bucket_id = $1 ORDER BY site_id",
+                &[&bucket.0],
+            )
+            .map_err(pg("list committing sites"))?;
+        rows.iter()
+            .map(|r| {
+                r.try_get(0)
+                    .map(SiteId)
+                    .map_err(pg("list committing sites"))
+            })
+            .collect()
+    }
+
     fn last_commit(&mut self, bucket: BucketId) -> Result<Option<Commit>, CatalogError> {
         let found = self.query_commits(
             "read journal head",
@@ -126,7 +143,14 @@ impl JournalWrite for Tx<'_, '_> {
             site: commit.site,
         };
         let missing = missing_ids(self.tx, owner, &commit.manifest)?;
-        check_append(bucket, commit, tenant, site_tenant, &missing)?;
+        let source = self
+            .bucket(bucket)?
+            .ok_or_else(|| CatalogError::NotFound {
+                what: "bucket",
+                key: bucket.to_string(),
+            })?
+            .source_site;
+        check_append(bucket, commit, tenant, site_tenant, source, &missing)?;
         let last: i64 = self
             .tx
             .query_one(

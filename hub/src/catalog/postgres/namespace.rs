@@ -5,7 +5,7 @@ use postgres::types::ToSql;
 
 use super::{Tx, pg};
 use crate::catalog::error::found_one;
-use crate::catalog::namespace::checked_replicas;
+use crate::catalog::namespace::{check_source, checked_replicas};
 use crate::catalog::{
     Bucket, BucketId, CatalogError, NamespaceRead, NamespaceWrite, Site, SiteId, Tenant, TenantId,
     validate_name,
@@ -385,6 +385,23 @@ impl NamespaceWrite for Tx<'_, '_> {
                 &[&bucket.0, &replicas],
             )
             .map_err(pg("set bucket replicas"))?;
+        Ok(())
+    }
+
+    fn set_bucket_source(&mut self, bucket: BucketId, site: SiteId) -> Result<(), CatalogError> {
+        check_source(self, bucket, site)?;
+        self.tx
+            .execute(
+                "DELETE FROM bucket_replicas WHERE bucket_id = $1 AND site_id = $2",
+                &[&bucket.0, &site.0],
+            )
+            .map_err(pg("set bucket source"))?;
+        self.tx
+            .execute(
+                "UPDATE buckets SET source_site_id = $2 WHERE id = $1",
+                &[&bucket.0, &site.0],
+            )
+            .map_err(pg("set bucket source"))?;
         Ok(())
     }
 }

@@ -10,8 +10,8 @@ use crate::catalog::journal::{
     check_append, check_restore, next_seq, seq_taken, stored_counts, stored_mac,
 };
 use crate::catalog::{
-    BlobOwner, BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite, NewCommit,
-    SiteId,
+    BlobOwner, BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite,
+    NamespaceRead, NewCommit, SiteId,
 };
 
 const COMMIT_COLUMNS: &str = "seq, site_id, time_ms, kind, manifest, body, files, bytes, mac";
@@ -113,6 +113,18 @@ impl JournalRead for Tx<'_> {
         Ok(found.into_iter().next())
     }
 
+    fn committing_sites(&mut self, bucket: BucketId) -> Result<Vec<SiteId>, CatalogError> {
+        self.conn
+            .prepare_cached(
+                "SELECT DISTINCT site_id FROM commits WHERE bucket_id = ?1 ORDER BY site_id",
+            )
+            .and_then(|mut s| {
+                s.query_map([bucket.0], |r| r.get(0).map(SiteId))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(sql("list committing sites"))
+    }
+
     fn last_commit(&mut self, bucket: BucketId) -> Result<Option<Commit>, CatalogError> {
         let found = query_commits(
             self.conn,
@@ -150,7 +162,14 @@ impl JournalWrite for Tx<'_> {
             site: commit.site,
         };
         let missing = missing_ids(self.conn, owner, &commit.manifest)?;
-        check_append(bucket, commit, tenant, site_tenant, &missing)?;
+        let source = self
+            .bucket(bucket)?
+            .ok_or_else(|| CatalogError::NotFound {
+                what: "bucket",
+                key: bucket.to_string(),
+            })?
+            .source_site;
+        check_append(bucket, commit, tenant, site_tenant, source, &missing)?;
         let last: i64 = self
             .conn
             .query_row(

@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Tx, sql};
 use crate::catalog::error::found_one;
-use crate::catalog::namespace::checked_replicas;
+use crate::catalog::namespace::{check_source, checked_replicas};
 use crate::catalog::{
     Bucket, BucketId, CatalogError, NamespaceRead, NamespaceWrite, Site, SiteId, Tenant, TenantId,
     validate_name,
@@ -388,6 +388,23 @@ impl NamespaceWrite for Tx<'_> {
                 .execute([bucket.0, site.0])
                 .map_err(sql("set bucket replicas"))?;
         }
+        Ok(())
+    }
+
+    fn set_bucket_source(&mut self, bucket: BucketId, site: SiteId) -> Result<(), CatalogError> {
+        check_source(self, bucket, site)?;
+        self.conn
+            .execute(
+                "DELETE FROM bucket_replicas WHERE bucket_id = ?1 AND site_id = ?2",
+                [bucket.0, site.0],
+            )
+            .map_err(sql("set bucket source"))?;
+        self.conn
+            .execute(
+                "UPDATE buckets SET source_site_id = ?2 WHERE id = ?1",
+                [bucket.0, site.0],
+            )
+            .map_err(sql("set bucket source"))?;
         Ok(())
     }
 }

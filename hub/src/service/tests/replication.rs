@@ -173,3 +173,70 @@ async fn a_stopping_hub_ends_a_caught_up_stream_retryably() {
         .expect("the drain did not wait on the follower")
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_failover_fences_the_old_source_even_in_a_session_it_opened_before() {
+    let mut hub = with_replica().await;
+    commit_one(&mut hub, 1).await;
+    // The source opens a session and uploads; then the bucket fails over.
+    let session = hub.open("alpha").await;
+    hub.upload("alpha", session, &[(id(2), b"late")]).await;
+    let t = hub
+        .catalog
+        .read(|r| r.tenant_by_name("alpha"))
+        .unwrap()
+        .unwrap()
+        .id;
+    let bucket = hub
+        .catalog
+        .read(|r| r.bucket_by_name(t, "data"))
+        .unwrap()
+        .unwrap();
+    let replica = bucket.replicas[0];
+    hub.catalog
+        .write(|w| w.set_bucket_source(bucket.id, replica))
+        .unwrap();
+    let err = hub
+        .ingest
+        .commit(authed(
+            "alpha",
+            CommitRequest {
+                session_id: session,
+                kind: "snapshot".into(),
+                data_chunk_ids: id(2).0.to_vec().into(),
+                seq: 2,
+                mac: vec![2; 32],
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("failed over"), "{err:?}");
+    assert_eq!(hub.list_bucket("alpha3", "alpha/data").await.len(), 1);
+
+    // The new source reads the old source's data and commits its own.
+    let old = hub.fetch_one("alpha3", "alpha/data", id(1)).await;
+    assert_eq!(old.data.as_ref(), b"data");
+    let mine = hub.open_bucket("alpha3", "alpha/data").await;
+    hub.upload("alpha3", mine, &[(id(3), b"new source")]).await;
+    assert_eq!(
+        hub.commit_to("alpha3", "alpha/data", mine, &[id(3)], Vec::new())
+            .await
+            .unwrap(),
+        2
+    );
+    // And the old source may no longer open a session.
+    let err = hub
+        .ingest
+        .open_session(authed(
+            "alpha",
+            OpenSessionRequest {
+                bucket: "alpha/data".into(),
+                header: b"age-encryption.org/v1\n".to_vec(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+}
