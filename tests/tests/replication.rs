@@ -2,7 +2,11 @@
 //! A replica site following a bucket's journal with `ferry-agent run`: each
 //! backup at the source appears in the replica's directory, identical
 //! (deletes included), and a replica killed with SIGKILL resumes from its
-//! acknowledged cursor and converges.
+//! acknowledged cursor and converges. The failover walk: the source site
+//! is lost, a replica becomes the source and goes on backing up, another
+//! replica follows it and restores the lost site's last state, the old
+//! site comes back empty as a replica and converges, and takes the source
+//! role back; a fenced site's backup is refused.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -38,6 +42,21 @@ fn lag_of(hub: &Hub) -> serde_json::Value {
     serde_json::from_str::<serde_json::Value>(&out).unwrap()["replicas"][0].clone()
 }
 
+/// Adds a `[[replica]]` of `bucket` kept at `path` to `site`'s config.
+fn add_replica(site: &Site, bucket: &str, path: &Path) {
+    let mut config = std::fs::read_to_string(&site.config).unwrap();
+    config.push_str(&format!(
+        "\n[[replica]]\nbucket = \"{bucket}\"\npath = \"{}\"\n",
+        path.display()
+    ));
+    std::fs::write(&site.config, config).unwrap();
+}
+
+/// `site`'s config with `src` as its one source of `bucket` and no replica.
+fn become_source(site: &Site, hub: &Hub, src: &Path) {
+    site.write_config(&hub.url(), src);
+}
+
 #[test]
 fn a_replica_follows_the_journal_applies_deletes_and_resumes_after_sigkill() {
     let work = tempfile::tempdir().unwrap();
@@ -60,12 +79,7 @@ fn a_replica_follows_the_journal_applies_deletes_and_resumes_after_sigkill() {
         "bucket replicas",
     );
     let replica = w.join("replica-b");
-    let mut config = std::fs::read_to_string(&site_b.config).unwrap();
-    config.push_str(&format!(
-        "\n[[replica]]\nbucket = \"acme/docs\"\npath = \"{}\"\n",
-        replica.display()
-    ));
-    std::fs::write(&site_b.config, config).unwrap();
+    add_replica(&site_b, "acme/docs", &replica);
 
     // The backlog: the first snapshot.
     let agent = Daemon::start(&site_b.config, &site_b.dir);
@@ -125,4 +139,137 @@ fn a_replica_follows_the_journal_applies_deletes_and_resumes_after_sigkill() {
         !second.contains("seq=1") && !second.contains("seq=2"),
         "nothing applied twice: {second}"
     );
+}
+
+#[test]
+fn the_failover_walk_a_lost_source_a_new_one_and_the_old_one_back() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let src = w.join("src-a");
+    std::fs::create_dir_all(src.join("docs")).unwrap();
+    std::fs::write(src.join("docs/a.txt"), "written at a").unwrap();
+    std::fs::write(src.join("big.bin"), noise(1 << 20, 5)).unwrap();
+    let hub = Hub::start(&w.join("hub"));
+    let site_a = Site::create(&hub, &w.join("site-a"), &src, "site-a", "docs");
+    site_a.backup();
+    let a_last = describe(&src);
+    let site_b = Site::other_site_of(&hub, &w.join("site-b"), &site_a, "site-b");
+    let site_c = Site::other_site_of(&hub, &w.join("site-c"), &site_a, "site-c");
+    let (copy_b, copy_c) = (w.join("copy-b"), w.join("copy-c"));
+    add_replica(&site_b, "acme/docs", &copy_b);
+    add_replica(&site_c, "acme/docs", &copy_c);
+    check(
+        &hub.cli(&[
+            "bucket",
+            "replicas",
+            "acme/docs",
+            "--replica",
+            "site-b",
+            "--replica",
+            "site-c",
+        ]),
+        "bucket replicas",
+    );
+    let mut agent_b = Daemon::start(&site_b.config, &site_b.dir);
+    let agent_c = Daemon::start(&site_c.config, &site_c.dir);
+    wait_until_equal(&copy_b, &src, &agent_b, "b before the loss");
+    wait_until_equal(&copy_c, &src, &agent_c, "c before the loss");
+
+    // Site A burns down: its agent's state, key and data are gone.
+    std::fs::remove_dir_all(w.join("site-a")).unwrap();
+    std::fs::remove_dir_all(&src).unwrap();
+    let failed = check(
+        &hub.cli(&[
+            "--json",
+            "bucket",
+            "failover",
+            "acme/docs",
+            "--to",
+            "site-b",
+        ]),
+        "bucket failover",
+    );
+    assert!(failed.contains(r#""replicas":["site-c"]"#), "{failed}");
+
+    // B backs up its copy as the new source, with new data; C follows B.
+    agent_b.kill9();
+    become_source(&site_b, &hub, &copy_b);
+    std::fs::write(copy_b.join("docs/b.txt"), "written at b after the failover").unwrap();
+    let committed = site_b.backup();
+    assert_eq!(committed["seq"], 2, "{committed}");
+    wait_until_equal(&copy_c, &copy_b, &agent_c, "c following the new source");
+
+    // C restores A's last state from the hub.
+    let at_c = w.join("a-last-at-c");
+    let mut args = vec![
+        "--json",
+        "restore",
+        "--bucket",
+        "acme/docs",
+        "--snapshot",
+        "1",
+        "--to",
+    ];
+    args.push(at_c.to_str().unwrap());
+    check(&site_c.agent(&args), "restore of a's last snapshot at c");
+    assert_same(&a_last, &describe(&at_c), "a's last state restored at c");
+
+    // A comes back empty: a new token and the tenant key, a replica again.
+    std::fs::create_dir_all(w.join("site-a2")).unwrap();
+    hub.rotate_token("acme", "site-a", &w.join("site-a2/site.token"));
+    let key = w.join("site-a2/tenant.key");
+    std::fs::copy(&site_b.key_file, &key).unwrap();
+    let config_a = w.join("site-a2/agent.toml");
+    let copy_a = w.join("copy-a");
+    std::fs::write(
+        &config_a,
+        format!(
+            "hub = \"{}\"\ntoken-file = \"site.token\"\nkey-file = \"{}\"\nstate-dir = \"state\"\n",
+            hub.url(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let site_a = Site {
+        dir: w.join("site-a2"),
+        config: config_a,
+        key_file: key,
+        bucket: "acme/docs".into(),
+    };
+    add_replica(&site_a, "acme/docs", &copy_a);
+    check(
+        &hub.cli(&["bucket", "failback", "acme/docs", "--site", "site-a"]),
+        "bucket failback",
+    );
+    let agent_a = Daemon::start(&site_a.config, &site_a.dir);
+    wait_until_equal(&copy_a, &copy_b, &agent_a, "a back as a replica");
+    let log = std::fs::read_to_string(&agent_a.log).unwrap();
+    assert!(
+        log.contains("replica applied") && log.contains("written="),
+        "the report: {log}"
+    );
+
+    // A second failover returns the source role to A; B is fenced.
+    let mut agent_a = agent_a;
+    agent_a.kill9();
+    check(
+        &hub.cli(&["bucket", "failover", "acme/docs", "--to", "site-a"]),
+        "failover back to a",
+    );
+    std::fs::write(
+        copy_b.join("docs/late.txt"),
+        "b writes after losing the role",
+    )
+    .unwrap();
+    let fenced = site_b.agent(&["backup"]);
+    assert!(
+        !fenced.status.success(),
+        "a fenced site's backup is refused"
+    );
+    let said = String::from_utf8_lossy(&fenced.stderr);
+    assert!(said.contains("is not the source"), "{said}");
+    become_source(&site_a, &hub, &copy_a);
+    std::fs::write(copy_a.join("docs/a-again.txt"), "a is the source again").unwrap();
+    assert_eq!(site_a.backup()["seq"], 3);
+    wait_until_equal(&copy_c, &copy_a, &agent_c, "c following a again");
 }
