@@ -56,7 +56,7 @@ pub use model::*;
 pub use namespace::{NamespaceRead, NamespaceWrite};
 pub use postgres::PostgresCatalog;
 pub use references::{ReferenceRead, ReferenceWrite, Referenced};
-pub use replication::{ReplicaCursor, ReplicationRead, ReplicationWrite};
+pub use replication::{ReplicaCursor, ReplicaHold, ReplicationRead, ReplicationWrite};
 pub use sessions::{SessionRead, SessionWrite};
 pub use sqlite::SqliteCatalog;
 

@@ -14,8 +14,29 @@ pub struct ReplicaCursor {
     pub applied_unix_ms: i64,
 }
 
+/// A commit a replica holds back because it would delete more of its copy
+/// than the replica is allowed to without an operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaHold {
+    pub site: SiteId,
+    pub seq: u64,
+    /// Entries the commit would delete, of those the copy holds.
+    pub deletes: u64,
+    pub entries: u64,
+    pub held_unix_ms: i64,
+    /// An operator confirmed it: the replica applies it.
+    pub confirmed: bool,
+}
+
 /// Cursor lookups.
 pub trait ReplicationRead {
+    /// The holds of `bucket`'s replicas, in site id order.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only.
+    fn replica_holds(&mut self, bucket: BucketId) -> Result<Vec<ReplicaHold>, CatalogError>;
+
     /// The cursors of `bucket`'s replicas, in site id order; a replica that
     /// never acknowledged anything has none.
     ///
@@ -43,6 +64,22 @@ pub trait ReplicationWrite: ReplicationRead {
         seq: u64,
         applied_unix_ms: i64,
     ) -> Result<ReplicaCursor, CatalogError>;
+
+    /// Records that replica `hold.site` holds commit `hold.seq` back (one
+    /// hold per replica: a later one replaces it, keeping a confirmation
+    /// of the same commit). An acknowledgement at or past it ends it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::ack_replica`].
+    fn hold_replica(&mut self, bucket: BucketId, hold: &ReplicaHold) -> Result<(), CatalogError>;
+
+    /// Confirms replica `site`'s hold: gives the commit confirmed.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when the replica holds nothing back.
+    fn confirm_hold(&mut self, bucket: BucketId, site: SiteId) -> Result<u64, CatalogError>;
 }
 
 /// Whether `site` may acknowledge `seq` of a bucket whose replicas and

@@ -47,6 +47,7 @@ pub fn run_all(cat: &dyn Catalog) {
     bucket_replicas(cat);
     bucket_failover(cat);
     replica_cursors(cat);
+    replica_holds(cat);
     sessions(cat);
     record_and_locate_blobs(cat);
     first_location_wins(cat);

@@ -161,6 +161,20 @@ CREATE TABLE replica_cursors (
     PRIMARY KEY (bucket_id, site_id)
 );
 "#,
+    // Version 10: a commit a replica holds back until an operator confirms
+    // it (it would delete more of the replica's copy than allowed).
+    r#"
+CREATE TABLE replica_holds (
+    bucket_id BIGINT NOT NULL REFERENCES buckets(id),
+    site_id   BIGINT NOT NULL REFERENCES sites(id),
+    seq       BIGINT NOT NULL,
+    deletes   BIGINT NOT NULL,
+    entries   BIGINT NOT NULL,
+    held_ms   BIGINT NOT NULL,
+    confirmed BOOLEAN NOT NULL,
+    PRIMARY KEY (bucket_id, site_id)
+);
+"#,
 ];
 
 /// A number no other application takes an advisory lock on: hubs starting

@@ -191,6 +191,20 @@ CREATE TABLE replica_cursors (
     PRIMARY KEY (bucket_id, site_id)
 ) STRICT, WITHOUT ROWID;
 "#,
+    r#"
+-- A commit a replica holds back until an operator confirms it (it would
+-- delete more of the replica's copy than allowed): one per replica.
+CREATE TABLE replica_holds (
+    bucket_id INTEGER NOT NULL REFERENCES buckets(id),
+    site_id   INTEGER NOT NULL REFERENCES sites(id),
+    seq       INTEGER NOT NULL,
+    deletes   INTEGER NOT NULL,
+    entries   INTEGER NOT NULL,
+    held_ms   INTEGER NOT NULL,
+    confirmed INTEGER NOT NULL,
+    PRIMARY KEY (bucket_id, site_id)
+) STRICT, WITHOUT ROWID;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {
