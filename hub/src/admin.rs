@@ -267,6 +267,22 @@ impl Admin {
         })
     }
 
+    /// Confirms the commit replica `site` holds back of bucket `name`: the
+    /// replica applies it (its deletes included). Gives the commit.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant, bucket or site, or when the
+    /// replica holds nothing back; the catalog's.
+    pub fn confirm_hold(&self, tenant: &str, name: &str, site: &str) -> Result<u64, AdminError> {
+        Ok(self.catalog.write(|w| {
+            let t = tenant_named(w, tenant)?;
+            let bucket = bucket_named(w, &t, name)?;
+            let site = site_named(w, tenant, site)?;
+            w.confirm_hold(bucket.id, site.id)
+        })?)
+    }
+
     /// Names of the sites `ids` of `tenant`, in that order.
     ///
     /// # Errors

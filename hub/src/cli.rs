@@ -165,6 +165,14 @@ enum ReplicationCommand {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Let a replica apply the commit it holds back (one that deletes more
+    /// of its copy than its `max-delete-share`), deletes and all.
+    Confirm {
+        /// "tenant/bucket".
+        name: String,
+        #[arg(long)]
+        site: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -480,13 +488,36 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Replication(ReplicationCommand::Confirm { name, site }) => {
+            let (tenant, bucket) = tenant_and_bucket(&name)?;
+            let seq = Admin::open(&config)?.confirm_hold(tenant, bucket, &site)?;
+            output(
+                cli.json,
+                json!({"bucket": name, "site": site, "confirmed_seq": seq}),
+                &format!("bucket {name}: site {site} may apply commit {seq}"),
+            );
+            Ok(())
+        }
         Command::Replication(ReplicationCommand::Status { tenant }) => {
             let lags = Admin::open(&config)?.replica_lags(tenant.as_deref())?;
             let lines: Vec<String> = lags
                 .iter()
                 .map(|l| {
+                    let held = match &l.held {
+                        Some(h) => format!(
+                            "  HOLDS commit {} back ({} of {} entries deleted){}",
+                            h.seq,
+                            h.deletes,
+                            h.entries,
+                            match h.confirmed {
+                                true => ", confirmed",
+                                false => ": `ferry-hub replication confirm` to apply it",
+                            }
+                        ),
+                        None => String::new(),
+                    };
                     format!(
-                        "{}  {} -> {}  applied {} of {}  behind {} commits, {:.1} s",
+                        "{}  {} -> {}  applied {} of {}  behind {} commits, {:.1} s{held}",
                         l.bucket,
                         l.source,
                         l.replica,

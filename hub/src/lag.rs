@@ -23,6 +23,18 @@ pub struct ReplicaLag {
     pub commits_behind: u64,
     /// Age of the oldest commit not yet applied (0 when caught up).
     pub seconds_behind: f64,
+    /// A commit the replica holds back for an operator to confirm.
+    pub held: Option<Held>,
+}
+
+/// A held commit, as status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Held {
+    pub seq: u64,
+    pub deletes: u64,
+    pub entries: u64,
+    pub since_unix_ms: i64,
+    pub confirmed: bool,
 }
 
 /// The lag of every replica of `tenants`' buckets, in tenant, bucket and
@@ -51,6 +63,7 @@ pub fn replica_lags(
             }
             let head_seq = r.last_commit(bucket.id)?.map_or(0, |c| c.seq);
             let cursors = r.replica_cursors(bucket.id)?;
+            let holds = r.replica_holds(bucket.id)?;
             for &site in &bucket.replicas {
                 let cursor = cursors.iter().find(|c| c.site == site);
                 let applied_seq = cursor.map_or(0, |c| c.seq);
@@ -68,6 +81,13 @@ pub fn replica_lags(
                     commits_behind: head_seq.saturating_sub(applied_seq),
                     seconds_behind: oldest_unapplied.map_or(0.0, |c| {
                         (now_unix_ms - c.time_unix_ms).max(0) as f64 / 1000.0
+                    }),
+                    held: holds.iter().find(|h| h.site == site).map(|h| Held {
+                        seq: h.seq,
+                        deletes: h.deletes,
+                        entries: h.entries,
+                        since_unix_ms: h.held_unix_ms,
+                        confirmed: h.confirmed,
                     }),
                 });
             }
@@ -121,6 +141,7 @@ mod tests {
                     commits_behind: 2,
                     // Commit 2 (made at 20 s) has waited 30 s.
                     seconds_behind: 30.0,
+                    held: None,
                 },
                 ReplicaLag {
                     bucket: format!("{t}/bucket-a"),
@@ -131,6 +152,7 @@ mod tests {
                     head_seq: 3,
                     commits_behind: 0,
                     seconds_behind: 0.0,
+                    held: None,
                 },
             ]
         );

@@ -273,3 +273,65 @@ fn the_failover_walk_a_lost_source_a_new_one_and_the_old_one_back() {
     assert_eq!(site_a.backup()["seq"], 3);
     wait_until_equal(&copy_c, &copy_a, &agent_c, "c following a again");
 }
+
+#[test]
+fn a_mass_delete_is_held_until_an_operator_confirms_it() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let src = w.join("src");
+    std::fs::create_dir_all(src.join("files")).unwrap();
+    for i in 0..20 {
+        std::fs::write(src.join(format!("files/f{i:02}")), format!("file {i}")).unwrap();
+    }
+    let hub = Hub::start(&w.join("hub"));
+    let site_a = Site::create(&hub, &w.join("site-a"), &src, "site-a", "docs");
+    site_a.backup();
+    let site_b = Site::other_site_of(&hub, &w.join("site-b"), &site_a, "site-b");
+    check(
+        &hub.cli(&["bucket", "replicas", "acme/docs", "--replica", "site-b"]),
+        "bucket replicas",
+    );
+    let copy = w.join("copy-b");
+    add_replica(&site_b, "acme/docs", &copy);
+    let agent = Daemon::start(&site_b.config, &site_b.dir);
+    wait_until_equal(&copy, &src, &agent, "before the delete");
+    let before = describe(&copy);
+
+    // 16 of the 22 entries go: more than the default half.
+    for i in 0..16 {
+        std::fs::remove_file(src.join(format!("files/f{i:02}"))).unwrap();
+    }
+    site_a.backup();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let held = loop {
+        let lag = lag_of(&hub);
+        if !lag["held"].is_null() {
+            break lag;
+        }
+        assert!(Instant::now() < deadline, "never held: {lag}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        (
+            &held["held"]["seq"],
+            &held["held"]["deletes"],
+            &held["held"]["confirmed"]
+        ),
+        (&2.into(), &16.into(), &false.into()),
+        "{held}"
+    );
+    assert_eq!(held["commits_behind"], 1, "{held}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_same(&before, &describe(&copy), "nothing deleted while held");
+
+    check(
+        &hub.cli(&["replication", "confirm", "acme/docs", "--site", "site-b"]),
+        "replication confirm",
+    );
+    wait_until_equal(&copy, &src, &agent, "after the confirmation");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lag_of(&hub)["held"].is_null() || lag_of(&hub)["commits_behind"] != 0 {
+        assert!(Instant::now() < deadline, "{}", lag_of(&hub));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

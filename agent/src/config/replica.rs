@@ -15,6 +15,15 @@ pub struct ReplicaConfig {
     /// The directory the copy is kept in (made if absent). What is in it
     /// and not in the bucket's newest snapshot is deleted.
     pub path: PathBuf,
+    /// The largest share of the copy's entries one commit may delete
+    /// before it is held for an operator (`ferry-hub replication
+    /// confirm`): 0.5 by default, 1 never holds.
+    #[serde(default = "default_max_delete_share")]
+    pub max_delete_share: f64,
+}
+
+fn default_max_delete_share() -> f64 {
+    0.5
 }
 
 impl ReplicaConfig {
@@ -36,6 +45,12 @@ impl ReplicaConfig {
                     format!("{:?}: expected \"tenant/bucket\"", self.bucket),
                 ));
             }
+        }
+        if !(0.0..=1.0).contains(&self.max_delete_share) {
+            return Err(invalid(
+                "max-delete-share",
+                format!("{}: a share from 0 to 1", self.max_delete_share),
+            ));
         }
         if self.path.as_os_str().is_empty() {
             return Err(invalid("path", "empty".into()));

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ferry_crypto::TenantKeys;
 use ferry_proto::BlobId;
-use ferry_proto::v1::{AckRequest, CommitInfo, CursorRequest, FollowRequest};
+use ferry_proto::v1::{AckRequest, CommitInfo, CursorRequest, FollowRequest, HoldRequest};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -22,6 +22,8 @@ use crate::progress::Progress;
 use crate::restore::{RestoreError, RestoreJob, RestoreTarget, Which, for_each_entry, run_restore};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often a replica holding a commit back asks whether it is confirmed.
+const CONFIRM_POLL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
@@ -82,7 +84,23 @@ impl Replica {
                 seq: commit.seq,
                 reason: e.to_string(),
             })?;
-        let removed = prune(&self.client, &self.keys, bucket, manifest, path).await?;
+        if self.config.max_delete_share < 1.0 {
+            let (deletes, entries) = prune(
+                &self.client,
+                &self.keys,
+                bucket,
+                manifest.clone(),
+                path,
+                true,
+            )
+            .await?;
+            let share = deletes as f64 / entries.max(1) as f64;
+            if share > self.config.max_delete_share {
+                self.wait_for_confirmation(commit.seq, deletes, entries)
+                    .await?;
+            }
+        }
+        let (removed, _) = prune(&self.client, &self.keys, bucket, manifest, path, false).await?;
         let report = run_restore(RestoreJob {
             client: self.client.clone(),
             keys: self.keys.clone(),
@@ -114,6 +132,44 @@ impl Replica {
             written: report.files.saturating_sub(report.already_present),
             unchanged: report.already_present,
         })
+    }
+
+    /// Holds commit `seq` back (it deletes `deletes` of the copy's
+    /// `entries`) until an operator confirms it at the hub.
+    async fn wait_for_confirmation(
+        &self,
+        seq: u64,
+        deletes: u64,
+        entries: u64,
+    ) -> Result<(), ReplicaError> {
+        let bucket = &self.config.bucket;
+        let mut client = self.client.replication.clone();
+        let held = client
+            .hold(HoldRequest {
+                bucket: bucket.clone(),
+                seq,
+                deletes,
+                entries,
+            })
+            .await?
+            .into_inner();
+        if held.confirmed {
+            return Ok(());
+        }
+        tracing::warn!(bucket = %bucket, seq, deletes, entries, "a commit deletes more of the replica than max-delete-share: held until `ferry-hub replication confirm`");
+        loop {
+            tokio::time::sleep(CONFIRM_POLL).await;
+            let cursor = client
+                .cursor(CursorRequest {
+                    bucket: bucket.clone(),
+                })
+                .await?
+                .into_inner();
+            if cursor.confirmed_seq == seq {
+                tracing::info!(bucket = %bucket, seq, "held commit confirmed: applying it");
+                return Ok(());
+            }
+        }
     }
 
     /// Follows the bucket until `stop`: from the hub's cursor for this
@@ -179,14 +235,16 @@ impl Replica {
     }
 }
 
-/// Deletes from `path` what the manifest does not hold; how many went.
+/// Deletes from `path` what the manifest does not hold (or with `count`,
+/// only counts it): (entries removed, entries the copy held).
 async fn prune(
     client: &HubClient,
     keys: &Arc<TenantKeys>,
     bucket: &str,
     manifest: Vec<BlobId>,
     path: &Path,
-) -> Result<u64, ReplicaError> {
+    count: bool,
+) -> Result<(u64, u64), ReplicaError> {
     let io = |source| ReplicaError::Io {
         path: path.to_path_buf(),
         source,
@@ -196,11 +254,14 @@ async fn prune(
     let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, bool)>(1024);
     let root = path.to_path_buf();
     let pruner = tokio::task::spawn_blocking(move || {
-        let mut pruner = prune::Pruner::new(&root)?;
+        let mut pruner = match count {
+            true => prune::Pruner::counting(&root)?,
+            false => prune::Pruner::new(&root)?,
+        };
         for (entry, is_dir) in rx {
             pruner.keep(&entry, is_dir)?;
         }
-        pruner.finish()
+        pruner.finish_counts()
     });
     let fed = for_each_entry(client, keys, bucket, manifest, |entry| {
         let is_dir = entry.r#type == ferry_proto::v1::EntryType::Dir as i32;

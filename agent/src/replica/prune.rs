@@ -30,18 +30,38 @@ pub struct Pruner {
     /// The manifest was not in tree order: nothing more is deleted.
     pub out_of_order: bool,
     pub removed: u64,
+    /// Count only: nothing is removed (`removed` says what would be).
+    dry_run: bool,
+    /// Entries the copy holds, as far as walked (deleted directories'
+    /// contents included).
+    pub entries: u64,
 }
 
 impl Pruner {
     /// # Errors
     /// The directory cannot be listed.
     pub fn new(root: &Path) -> io::Result<Self> {
+        Self::start(root, false)
+    }
+
+    /// A pruner that removes nothing and counts what it would remove, and
+    /// what the copy holds.
+    ///
+    /// # Errors
+    /// The directory cannot be listed.
+    pub fn counting(root: &Path) -> io::Result<Self> {
+        Self::start(root, true)
+    }
+
+    fn start(root: &Path, dry_run: bool) -> io::Result<Self> {
         let mut pruner = Self {
             root: root.to_path_buf(),
             levels: Vec::new(),
             last: None,
             out_of_order: false,
             removed: 0,
+            dry_run,
+            entries: 0,
         };
         pruner.enter(Vec::new())?;
         Ok(pruner)
@@ -76,11 +96,21 @@ impl Pruner {
     fn take(&mut self) {
         if let Some((_, items)) = self.levels.last_mut() {
             items.pop();
+            self.entries += 1;
         }
     }
 
     fn remove(&mut self, rel: &[u8], is_dir: bool) -> io::Result<()> {
         let full = self.root.join(std::ffi::OsStr::from_bytes(rel));
+        if self.dry_run {
+            let below = match is_dir {
+                true => count_below(&full)?,
+                false => 0,
+            };
+            self.entries += below;
+            self.removed += 1 + below;
+            return Ok(());
+        }
         let done = match is_dir {
             true => fs::remove_dir_all(&full),
             false => fs::remove_file(&full),
@@ -136,20 +166,44 @@ impl Pruner {
         Ok(())
     }
 
-    /// Removes what the walk holds past the manifest's last entry; gives
-    /// how many entries went.
+    /// As [`Pruner::finish`], giving (entries removed, entries the copy held).
     ///
     /// # Errors
     /// As [`Pruner::keep`].
-    pub fn finish(mut self) -> io::Result<u64> {
+    pub fn finish_counts(mut self) -> io::Result<(u64, u64)> {
         if !self.out_of_order {
             while let Some((rel, was_dir)) = self.peek() {
                 self.take();
                 self.remove(&rel, was_dir)?;
             }
         }
-        Ok(self.removed)
+        Ok((self.removed, self.entries))
     }
+
+    /// Removes what the walk holds past the manifest's last entry; gives
+    /// how many entries went.
+    ///
+    /// # Errors
+    /// As [`Pruner::keep`].
+    pub fn finish(self) -> io::Result<u64> {
+        self.finish_counts().map(|(removed, _)| removed)
+    }
+}
+
+/// How many entries are below the directory `dir`.
+fn count_below(dir: &Path) -> io::Result<u64> {
+    let mut count = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for item in fs::read_dir(&dir)? {
+            let item = item?;
+            count += 1;
+            if item.file_type()?.is_dir() {
+                pending.push(item.path());
+            }
+        }
+    }
+    Ok(count)
 }
 
 #[cfg(test)]
@@ -223,6 +277,18 @@ mod tests {
              another kind and go, for the restore to write"
         );
         assert_eq!(removed, 5);
+    }
+
+    #[test]
+    fn counting_removes_nothing_and_counts_deleted_directories_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        tree(dir.path(), &["keep", "old/a", "old/b/c"], &[]);
+        let before = listing(dir.path());
+        let mut pruner = Pruner::counting(dir.path()).unwrap();
+        pruner.keep(b"keep", false).unwrap();
+        // old, old/a, old/b, old/b/c would go, of 5 entries.
+        assert_eq!(pruner.finish_counts().unwrap(), (4, 5));
+        assert_eq!(listing(dir.path()), before);
     }
 
     #[test]

@@ -45,6 +45,7 @@ const RPCS: &[(&str, Option<usize>)] = &[
     ("/ferry.v1.Replication/Follow", Some(64 << 10)),
     ("/ferry.v1.Replication/Ack", Some(64 << 10)),
     ("/ferry.v1.Replication/Cursor", Some(64 << 10)),
+    ("/ferry.v1.Replication/Hold", Some(64 << 10)),
 ];
 
 /// The request body limit of the RPC at `path`: `None` for a client

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use ferry_proto::v1::replication_server::Replication;
 use ferry_proto::v1::{
-    AckRequest, AckResponse, CommitInfo, CursorRequest, CursorResponse, FollowRequest,
+    AckRequest, AckResponse, CommitInfo, CursorRequest, CursorResponse, FollowRequest, HoldRequest,
+    HoldResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -18,7 +19,7 @@ use tonic::{Request, Response, Status};
 
 use super::journal::commit_info;
 use super::{HubState, shutting_down, unix_now_ms};
-use crate::catalog::{BucketId, CatalogExt, SiteId, TenantId};
+use crate::catalog::{BucketId, CatalogExt, ReplicaHold, SiteId, TenantId};
 
 /// Commits read from the catalog at a time: a replica far behind streams
 /// its backlog page by page, the hub holding one page.
@@ -86,15 +87,49 @@ impl Replication for ReplicationService {
         let req = request.into_inner();
         let bucket = hub.bucket_for_replica(&site, &req.bucket).await?;
         let (bucket_id, site_id) = (bucket.id, site.id);
-        let cursor = hub
-            .catalog(move |c| c.read(|r| r.replica_cursors(bucket_id)))
-            .await?
+        let (cursors, holds) = hub
+            .catalog(move |c| {
+                c.read(|r| Ok((r.replica_cursors(bucket_id)?, r.replica_holds(bucket_id)?)))
+            })
+            .await?;
+        let cursor = cursors.into_iter().find(|c| c.site == site_id);
+        let confirmed = holds
             .into_iter()
-            .find(|c| c.site == site_id);
+            .find(|h| h.site == site_id && h.confirmed)
+            .map_or(0, |h| h.seq);
         Ok(Response::new(CursorResponse {
             seq: cursor.as_ref().map_or(0, |c| c.seq),
             applied_unix_ms: cursor.map_or(0, |c| c.applied_unix_ms),
+            confirmed_seq: confirmed,
         }))
+    }
+
+    async fn hold(&self, request: Request<HoldRequest>) -> Result<Response<HoldResponse>, Status> {
+        let hub = &self.0;
+        let site = super::gate::principal(&request)?;
+        let req = request.into_inner();
+        let bucket = hub.bucket_for_replica(&site, &req.bucket).await?;
+        let hold = ReplicaHold {
+            site: site.id,
+            seq: req.seq,
+            deletes: req.deletes,
+            entries: req.entries,
+            held_unix_ms: unix_now_ms(),
+            confirmed: false,
+        };
+        let (bucket_id, site_id, seq) = (bucket.id, site.id, req.seq);
+        let confirmed = hub
+            .catalog(move |c| {
+                c.write(|w| {
+                    w.hold_replica(bucket_id, &hold)?;
+                    Ok(w.replica_holds(bucket_id)?
+                        .into_iter()
+                        .any(|h| h.site == site_id && h.seq == seq && h.confirmed))
+                })
+            })
+            .await?;
+        tracing::warn!(site = %site.name, bucket = %req.bucket, seq = req.seq, deletes = req.deletes, entries = req.entries, confirmed, "replica holds a commit back");
+        Ok(Response::new(HoldResponse { confirmed }))
     }
 }
 

@@ -3,8 +3,8 @@
 use postgres::Row;
 
 use super::{Tx, pg};
-use crate::catalog::replication::check_ack;
 use crate::catalog::error::to_i64;
+use crate::catalog::replication::check_ack;
 use crate::catalog::{
     BucketId, CatalogError, NamespaceRead, ReplicaCursor, ReplicaHold, ReplicationRead,
     ReplicationWrite, SiteId, from_i64,
