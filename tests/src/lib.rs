@@ -10,6 +10,7 @@ pub mod fresh;
 pub mod garage;
 pub mod http;
 pub mod postgres;
+pub mod proxy;
 pub mod tree;
 
 use std::path::{Path, PathBuf};

@@ -335,3 +335,63 @@ fn a_mass_delete_is_held_until_an_operator_confirms_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_replica_cut_off_from_the_hub_catches_up_when_the_link_returns() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let src = w.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("first.txt"), "first").unwrap();
+    let hub = Hub::start(&w.join("hub"));
+    let site_a = Site::create(&hub, &w.join("site-a"), &src, "site-a", "docs");
+    site_a.backup();
+    let site_c = Site::other_site_of(&hub, &w.join("site-c"), &site_a, "site-c");
+    check(
+        &hub.cli(&["bucket", "replicas", "acme/docs", "--replica", "site-c"]),
+        "bucket replicas",
+    );
+    // C reaches the hub only through the proxy.
+    let proxy = ferry_tests::proxy::Proxy::start(hub.addr.parse().unwrap());
+    let config = std::fs::read_to_string(&site_c.config)
+        .unwrap()
+        .replace(&hub.url(), &proxy.url());
+    std::fs::write(&site_c.config, config).unwrap();
+    let copy = w.join("copy-c");
+    add_replica(&site_c, "acme/docs", &copy);
+    let agent = Daemon::start(&site_c.config, &site_c.dir);
+    wait_until_equal(&copy, &src, &agent, "before the cut");
+    // Applied is not yet acknowledged: wait for the acknowledgement too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lag_of(&hub)["commits_behind"] != 0 {
+        assert!(Instant::now() < deadline, "{}", lag_of(&hub));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    proxy.cut();
+    for i in 0..2 {
+        std::fs::write(
+            src.join(format!("while-cut-{i}.txt")),
+            "made while c was cut off",
+        )
+        .unwrap();
+        site_a.backup();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let lag = lag_of(&hub);
+    assert_eq!(lag["commits_behind"], 2, "{lag}");
+    assert!(
+        lag["seconds_behind"].as_f64().unwrap() >= 1.0,
+        "lag rises: {lag}"
+    );
+    assert!(!copy.join("while-cut-0.txt").exists());
+
+    proxy.restore();
+    wait_until_equal(&copy, &src, &agent, "after the link returned");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lag_of(&hub)["commits_behind"] != 0 {
+        assert!(Instant::now() < deadline, "{}", lag_of(&hub));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(lag_of(&hub)["seconds_behind"], 0.0, "lag falls back");
+}
