@@ -252,18 +252,9 @@ impl Admin {
     /// site that cannot be the source; the catalog's or the pool's.
     pub fn fail_over(&self, tenant: &str, name: &str, to: &str) -> Result<Bucket, AdminError> {
         self.change(|w| {
+            let change = set_source(w, tenant, name, to)?;
             let t = tenant_named(w, tenant)?;
-            let bucket = bucket_named(w, &t, name)?;
-            let site = site_named(w, tenant, to)?;
-            w.set_bucket_source(bucket.id, site.id)?;
-            Ok((
-                bucket_named(w, &t, name)?,
-                Change::BucketSourceSet {
-                    tenant: tenant.into(),
-                    name: name.into(),
-                    source_site: to.into(),
-                },
-            ))
+            Ok((bucket_named(w, &t, name)?, change))
         })
     }
 
@@ -394,9 +385,28 @@ pub(crate) fn site_named(
         })
 }
 
+/// Makes the site `source` the source of bucket `name` of `tenant` (a
+/// failover) and gives the record of it.
+pub(crate) fn set_source(
+    w: &mut dyn WriteTx,
+    tenant: &str,
+    name: &str,
+    source: &str,
+) -> Result<Change, CatalogError> {
+    let t = tenant_named(w, tenant)?;
+    let bucket = bucket_named(w, &t, name)?;
+    let site = site_named(w, tenant, source)?;
+    w.set_bucket_source(bucket.id, site.id)?;
+    Ok(Change::BucketSourceSet {
+        tenant: tenant.into(),
+        name: name.into(),
+        source_site: source.into(),
+    })
+}
+
 /// Sets the replicas of bucket `name` of `tenant` to the sites `replicas`
 /// and gives the record of it.
-fn set_replicas(
+pub(crate) fn set_replicas(
     w: &mut dyn WriteTx,
     tenant: &str,
     name: &str,

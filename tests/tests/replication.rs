@@ -34,6 +34,19 @@ fn wait_until_equal(replica: &Path, src: &Path, agent: &Daemon, what: &str) {
     }
 }
 
+/// Waits until the replica has acknowledged every commit.
+fn wait_until_acknowledged(hub: &Hub) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lag_of(hub)["commits_behind"] != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "never acknowledged: {}",
+            lag_of(hub)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn lag_of(hub: &Hub) -> serde_json::Value {
     let out = check(
         &hub.cli(&["--json", "replication", "status", "--tenant", "acme"]),
@@ -362,11 +375,7 @@ fn a_replica_cut_off_from_the_hub_catches_up_when_the_link_returns() {
     let agent = Daemon::start(&site_c.config, &site_c.dir);
     wait_until_equal(&copy, &src, &agent, "before the cut");
     // Applied is not yet acknowledged: wait for the acknowledgement too.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while lag_of(&hub)["commits_behind"] != 0 {
-        assert!(Instant::now() < deadline, "{}", lag_of(&hub));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_acknowledged(&hub);
 
     proxy.cut();
     for i in 0..2 {
@@ -388,10 +397,6 @@ fn a_replica_cut_off_from_the_hub_catches_up_when_the_link_returns() {
 
     proxy.restore();
     wait_until_equal(&copy, &src, &agent, "after the link returned");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while lag_of(&hub)["commits_behind"] != 0 {
-        assert!(Instant::now() < deadline, "{}", lag_of(&hub));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_acknowledged(&hub);
     assert_eq!(lag_of(&hub)["seconds_behind"], 0.0, "lag falls back");
 }

@@ -177,10 +177,7 @@ pub(crate) fn checked_replicas<R: NamespaceRead + ?Sized>(
     bucket: BucketId,
     replicas: &[SiteId],
 ) -> Result<Vec<SiteId>, CatalogError> {
-    let found = r.bucket(bucket)?.ok_or_else(|| CatalogError::NotFound {
-        what: "bucket",
-        key: bucket.to_string(),
-    })?;
+    let found = existing_bucket(r, bucket)?;
     let mut checked: Vec<SiteId> = Vec::with_capacity(replicas.len());
     for &id in replicas {
         let site = r.site(id)?.ok_or_else(|| CatalogError::NotFound {
@@ -220,10 +217,7 @@ pub(crate) fn check_source<R: NamespaceRead + ?Sized>(
     bucket: BucketId,
     site: SiteId,
 ) -> Result<(), CatalogError> {
-    let found = r.bucket(bucket)?.ok_or_else(|| CatalogError::NotFound {
-        what: "bucket",
-        key: bucket.to_string(),
-    })?;
+    let found = existing_bucket(r, bucket)?;
     let candidate = r.site(site)?.ok_or_else(|| CatalogError::NotFound {
         what: "site",
         key: site.to_string(),
@@ -238,5 +232,20 @@ pub(crate) fn check_source<R: NamespaceRead + ?Sized>(
     Err(CatalogError::Invalid {
         field: "bucket.source_site",
         reason,
+    })
+}
+
+/// Bucket `id`, or `NotFound`.
+///
+/// # Errors
+///
+/// `NotFound` for an unknown bucket; the engine's.
+pub(crate) fn existing_bucket<R: NamespaceRead + ?Sized>(
+    r: &mut R,
+    id: BucketId,
+) -> Result<super::Bucket, CatalogError> {
+    r.bucket(id)?.ok_or_else(|| CatalogError::NotFound {
+        what: "bucket",
+        key: id.to_string(),
     })
 }

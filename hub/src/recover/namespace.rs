@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{RecoverError, Report, blocking, list_all};
-use crate::admin::{site_named, tenant_named};
+use crate::admin::{set_replicas, set_source, site_named, tenant_named};
 use crate::blobstore::Pools;
 use crate::catalog::{Catalog, CatalogError, CatalogExt, ErrorKind, WriteTx};
 use crate::records::namespace::PREFIX;
@@ -123,18 +123,7 @@ fn apply(w: &mut dyn WriteTx, change: &Change) -> Result<Applied, CatalogError> 
             name,
             replicas,
         } => {
-            let t = tenant_named(w, tenant)?;
-            let bucket = w
-                .bucket_by_name(t.id, name)?
-                .ok_or_else(|| CatalogError::NotFound {
-                    what: "bucket",
-                    key: format!("{tenant}/{name}"),
-                })?;
-            let sites = replicas
-                .iter()
-                .map(|site| site_named(w, tenant, site).map(|s| s.id))
-                .collect::<Result<Vec<_>, _>>()?;
-            w.set_bucket_replicas(bucket.id, &sites)?;
+            set_replicas(w, tenant, name, replicas)?;
             Ok(Applied::Nothing)
         }
         Change::BucketSourceSet {
@@ -142,15 +131,7 @@ fn apply(w: &mut dyn WriteTx, change: &Change) -> Result<Applied, CatalogError> 
             name,
             source_site,
         } => {
-            let t = tenant_named(w, tenant)?;
-            let bucket = w
-                .bucket_by_name(t.id, name)?
-                .ok_or_else(|| CatalogError::NotFound {
-                    what: "bucket",
-                    key: format!("{tenant}/{name}"),
-                })?;
-            let site = site_named(w, tenant, source_site)?;
-            w.set_bucket_source(bucket.id, site.id)?;
+            set_source(w, tenant, name, source_site)?;
             Ok(Applied::Nothing)
         }
         Change::TenantVerifierSet { tenant, key } => {

@@ -9,9 +9,10 @@ use crate::catalog::error::{from_i64, ids_bytes, stored_ids};
 use crate::catalog::journal::{
     check_append, check_restore, next_seq, seq_taken, stored_counts, stored_mac,
 };
+use crate::catalog::namespace::existing_bucket;
 use crate::catalog::{
-    BlobOwner, BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite,
-    NamespaceRead, NewCommit, SiteId,
+    BlobOwner, BucketId, CatalogError, Commit, CommitKind, JournalRead, JournalWrite, NewCommit,
+    SiteId,
 };
 
 const COMMIT_COLUMNS: &str = "seq, site_id, time_ms, kind, manifest, body, files, bytes, mac";
@@ -143,13 +144,7 @@ impl JournalWrite for Tx<'_, '_> {
             site: commit.site,
         };
         let missing = missing_ids(self.tx, owner, &commit.manifest)?;
-        let source = self
-            .bucket(bucket)?
-            .ok_or_else(|| CatalogError::NotFound {
-                what: "bucket",
-                key: bucket.to_string(),
-            })?
-            .source_site;
+        let source = existing_bucket(self, bucket)?.source_site;
         check_append(bucket, commit, tenant, site_tenant, source, &missing)?;
         let last: i64 = self
             .tx

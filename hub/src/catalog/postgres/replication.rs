@@ -4,10 +4,11 @@ use postgres::Row;
 
 use super::{Tx, pg};
 use crate::catalog::error::to_i64;
+use crate::catalog::namespace::existing_bucket;
 use crate::catalog::replication::check_ack;
 use crate::catalog::{
-    BucketId, CatalogError, NamespaceRead, ReplicaCursor, ReplicaHold, ReplicationRead,
-    ReplicationWrite, SiteId, from_i64,
+    BucketId, CatalogError, ReplicaCursor, ReplicaHold, ReplicationRead, ReplicationWrite, SiteId,
+    from_i64,
 };
 
 fn hold_of(row: &Row) -> Result<ReplicaHold, CatalogError> {
@@ -35,10 +36,7 @@ fn hold_of(row: &Row) -> Result<ReplicaHold, CatalogError> {
 impl Tx<'_, '_> {
     /// The bucket's replicas and journal head, for [`check_ack`].
     fn replicas_and_head(&mut self, bucket: BucketId) -> Result<(Vec<SiteId>, u64), CatalogError> {
-        let found = self.bucket(bucket)?.ok_or_else(|| CatalogError::NotFound {
-            what: "bucket",
-            key: bucket.to_string(),
-        })?;
+        let found = existing_bucket(self, bucket)?;
         let head: i64 = self
             .tx
             .query_one(

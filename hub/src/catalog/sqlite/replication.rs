@@ -4,10 +4,11 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Tx, sql};
 use crate::catalog::error::to_i64;
+use crate::catalog::namespace::existing_bucket;
 use crate::catalog::replication::check_ack;
 use crate::catalog::{
-    BucketId, CatalogError, NamespaceRead, ReplicaCursor, ReplicaHold, ReplicationRead,
-    ReplicationWrite, SiteId, from_i64,
+    BucketId, CatalogError, ReplicaCursor, ReplicaHold, ReplicationRead, ReplicationWrite, SiteId,
+    from_i64,
 };
 
 fn cursor_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, i64)> {
@@ -25,10 +26,7 @@ fn cursor_of((site, seq, applied): (i64, i64, i64)) -> Result<ReplicaCursor, Cat
 impl Tx<'_> {
     /// The bucket's replicas and journal head, for [`check_ack`].
     fn replicas_and_head(&mut self, bucket: BucketId) -> Result<(Vec<SiteId>, u64), CatalogError> {
-        let found = self.bucket(bucket)?.ok_or_else(|| CatalogError::NotFound {
-            what: "bucket",
-            key: bucket.to_string(),
-        })?;
+        let found = existing_bucket(self, bucket)?;
         let head: i64 = self
             .conn
             .query_row(

@@ -12,22 +12,28 @@ const READERS: [(&str, bool); 4] = [
     ("beta", false),   // a site of another tenant
 ];
 
-pub(super) async fn with_replica() -> Hub {
-    let hub = hub().await;
+/// Bucket alpha/data as the catalog has it now.
+pub(super) fn alpha_data(hub: &Hub) -> crate::catalog::Bucket {
     let t = hub
         .catalog
         .read(|r| r.tenant_by_name("alpha"))
         .unwrap()
         .unwrap()
         .id;
-    let replica = hub
-        .catalog
-        .write(|w| w.create_site(t, "replica", &token_hash("alpha3-token")))
-        .unwrap();
-    let bucket = hub
-        .catalog
+    hub.catalog
         .read(|r| r.bucket_by_name(t, "data"))
         .unwrap()
+        .unwrap()
+}
+
+/// The test hub, with site "replica" (token alpha3-token) a replica of
+/// alpha/data.
+pub(super) async fn with_replica() -> Hub {
+    let hub = hub().await;
+    let bucket = alpha_data(&hub);
+    let replica = hub
+        .catalog
+        .write(|w| w.create_site(bucket.tenant, "replica", &token_hash("alpha3-token")))
         .unwrap();
     hub.catalog
         .write(|w| w.set_bucket_replicas(bucket.id, &[replica]))

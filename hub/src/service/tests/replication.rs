@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::placement::with_replica;
+use super::placement::{alpha_data, with_replica};
 use super::*;
 use ferry_proto::v1::{AckRequest, CursorRequest, FollowRequest};
 
@@ -93,17 +93,7 @@ async fn a_replica_gets_the_backlog_then_each_new_commit_and_acknowledges_its_cu
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
 
     // No longer a replica: the stream ends, and so do acknowledgements.
-    let t = hub
-        .catalog
-        .read(|r| r.tenant_by_name("alpha"))
-        .unwrap()
-        .unwrap()
-        .id;
-    let bucket = hub
-        .catalog
-        .read(|r| r.bucket_by_name(t, "data"))
-        .unwrap()
-        .unwrap();
+    let bucket = alpha_data(&hub);
     hub.catalog
         .write(|w| w.set_bucket_replicas(bucket.id, &[]))
         .unwrap();
@@ -181,17 +171,7 @@ async fn a_failover_fences_the_old_source_even_in_a_session_it_opened_before() {
     // The source opens a session and uploads; then the bucket fails over.
     let session = hub.open("alpha").await;
     hub.upload("alpha", session, &[(id(2), b"late")]).await;
-    let t = hub
-        .catalog
-        .read(|r| r.tenant_by_name("alpha"))
-        .unwrap()
-        .unwrap()
-        .id;
-    let bucket = hub
-        .catalog
-        .read(|r| r.bucket_by_name(t, "data"))
-        .unwrap()
-        .unwrap();
+    let bucket = alpha_data(&hub);
     let replica = bucket.replicas[0];
     hub.catalog
         .write(|w| w.set_bucket_source(bucket.id, replica))
