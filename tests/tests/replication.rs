@@ -34,6 +34,24 @@ fn wait_until_equal(replica: &Path, src: &Path, agent: &Daemon, what: &str) {
     }
 }
 
+/// A hub, site a backing `src` up into acme/docs once, and site b keeping
+/// a copy with `ferry-agent run`, waited for until it equals `src`.
+fn source_and_replica(w: &Path, src: &Path) -> (Hub, Site, Site, std::path::PathBuf, Daemon) {
+    let hub = Hub::start(&w.join("hub"));
+    let site_a = Site::create(&hub, &w.join("site-a"), src, "site-a", "docs");
+    site_a.backup();
+    let site_b = Site::other_site_of(&hub, &w.join("site-b"), &site_a, "site-b");
+    check(
+        &hub.cli(&["bucket", "replicas", "acme/docs", "--replica", "site-b"]),
+        "bucket replicas",
+    );
+    let copy = w.join("copy-b");
+    add_replica(&site_b, "acme/docs", &copy);
+    let agent = Daemon::start(&site_b.config, &site_b.dir);
+    wait_until_equal(&copy, src, &agent, "the first snapshot");
+    (hub, site_a, site_b, copy, agent)
+}
+
 /// Waits until the replica has acknowledged every commit.
 fn wait_until_acknowledged(hub: &Hub) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -83,20 +101,8 @@ fn a_replica_follows_the_journal_applies_deletes_and_resumes_after_sigkill() {
     std::fs::write(src.join("keep/deep/big.bin"), noise(1 << 20, 3)).unwrap();
     std::os::unix::fs::symlink("docs/a.txt", src.join("link")).unwrap();
 
-    let hub = Hub::start(&w.join("hub"));
-    let site_a = Site::create(&hub, &w.join("site-a"), &src, "site-a", "docs");
-    site_a.backup();
-    let site_b = Site::other_site_of(&hub, &w.join("site-b"), &site_a, "site-b");
-    check(
-        &hub.cli(&["bucket", "replicas", "acme/docs", "--replica", "site-b"]),
-        "bucket replicas",
-    );
-    let replica = w.join("replica-b");
-    add_replica(&site_b, "acme/docs", &replica);
-
     // The backlog: the first snapshot.
-    let agent = Daemon::start(&site_b.config, &site_b.dir);
-    wait_until_equal(&replica, &src, &agent, "the first snapshot");
+    let (hub, site_a, site_b, replica, agent) = source_and_replica(w, &src);
 
     // Changes of every kind, then a backup: applied as it is committed.
     std::fs::write(src.join("docs/a.txt"), "ALPHA, rewritten").unwrap();
@@ -296,18 +302,7 @@ fn a_mass_delete_is_held_until_an_operator_confirms_it() {
     for i in 0..20 {
         std::fs::write(src.join(format!("files/f{i:02}")), format!("file {i}")).unwrap();
     }
-    let hub = Hub::start(&w.join("hub"));
-    let site_a = Site::create(&hub, &w.join("site-a"), &src, "site-a", "docs");
-    site_a.backup();
-    let site_b = Site::other_site_of(&hub, &w.join("site-b"), &site_a, "site-b");
-    check(
-        &hub.cli(&["bucket", "replicas", "acme/docs", "--replica", "site-b"]),
-        "bucket replicas",
-    );
-    let copy = w.join("copy-b");
-    add_replica(&site_b, "acme/docs", &copy);
-    let agent = Daemon::start(&site_b.config, &site_b.dir);
-    wait_until_equal(&copy, &src, &agent, "before the delete");
+    let (hub, site_a, _site_b, copy, agent) = source_and_replica(w, &src);
     let before = describe(&copy);
 
     // 16 of the 22 entries go: more than the default half.
