@@ -22,6 +22,8 @@ use crate::progress::Progress;
 use crate::restore::{RestoreError, RestoreJob, RestoreTarget, Which, for_each_entry, run_restore};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The kind of commit a replica applies: the whole bucket at a position.
+const SNAPSHOT: &str = "snapshot";
 /// How often a replica holding a commit back asks whether it is confirmed.
 const CONFIRM_POLL: Duration = Duration::from_secs(1);
 
@@ -219,7 +221,23 @@ impl Replica {
             .await?
             .into_inner();
         tracing::info!(bucket = %bucket, after = cursor, path = %self.config.path.display(), "replica following");
-        while let Some(commit) = stream.message().await? {
+        while let Some(mut commit) = stream.message().await? {
+            // A backlog: what is already here past this commit replaces it
+            // (each snapshot is the whole bucket), so a replica far behind
+            // applies the newest, not each in turn. A zero timeout polls once.
+            while let Ok(next) = tokio::time::timeout(Duration::ZERO, stream.message()).await {
+                match next? {
+                    Some(newer) if newer.kind == SNAPSHOT => commit = newer,
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            if commit.kind != SNAPSHOT {
+                // Only snapshots are applied; a batch's changes come with
+                // the next snapshot (agents commit none today).
+                tracing::warn!(bucket = %bucket, seq = commit.seq, kind = %commit.kind, "replica: not a snapshot, left to the next one");
+                continue;
+            }
             // Each apply in a span of its own: its restore's lines carry the commit.
             let span = tracing::info_span!("replica_apply", bucket = %bucket, seq = commit.seq);
             let applied = self.apply(&commit).instrument(span).await?;
