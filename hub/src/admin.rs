@@ -274,24 +274,30 @@ impl Admin {
         })?)
     }
 
-    /// Names of the sites `ids` of `tenant`, in that order.
+    /// Makes the site `site` (an old source back again) a replica of bucket
+    /// `name` of `tenant` beside those it has, in one unit of work.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::set_bucket_replicas`].
+    pub fn fail_back(&self, tenant: &str, name: &str, site: &str) -> Result<Bucket, AdminError> {
+        self.change(|w| {
+            let t = tenant_named(w, tenant)?;
+            let current = bucket_named(w, &t, name)?;
+            let mut replicas = names_of(w, &current.replicas)?;
+            replicas.push(site.into());
+            let change = set_replicas(w, tenant, name, &replicas)?;
+            Ok((bucket_named(w, &t, name)?, change))
+        })
+    }
+
+    /// Names of the sites `ids`, in that order.
     ///
     /// # Errors
     ///
     /// `NotFound` for an unknown site; the catalog's.
     pub fn site_names(&self, ids: &[SiteId]) -> Result<Vec<String>, AdminError> {
-        Ok(self.catalog.read(|r| {
-            ids.iter()
-                .map(|&id| {
-                    r.site(id)?
-                        .map(|s| s.name)
-                        .ok_or_else(|| CatalogError::NotFound {
-                            what: "site",
-                            key: id.to_string(),
-                        })
-                })
-                .collect()
-        })?)
+        Ok(self.catalog.read(|r| names_of(r, ids))?)
     }
 
     /// The site `name` of `tenant`.
@@ -427,6 +433,23 @@ pub(crate) fn set_replicas(
         name: name.into(),
         replicas: names,
     })
+}
+
+/// Names of the sites `ids`, in that order, or NotFound.
+fn names_of<R: NamespaceRead + ?Sized>(
+    r: &mut R,
+    ids: &[SiteId],
+) -> Result<Vec<String>, CatalogError> {
+    ids.iter()
+        .map(|&id| {
+            r.site(id)?
+                .map(|s| s.name)
+                .ok_or_else(|| CatalogError::NotFound {
+                    what: "site",
+                    key: id.to_string(),
+                })
+        })
+        .collect()
 }
 
 /// Bucket `name` of tenant `t`, or NotFound.

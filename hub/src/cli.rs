@@ -553,14 +553,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bucket(BucketCommand::Failback { name, site }) => {
             let (tenant, bucket) = tenant_and_bucket(&name)?;
             let admin = Admin::open(&config)?;
-            let current = admin
-                .buckets(tenant)?
-                .into_iter()
-                .find(|b| b.name == bucket)
-                .ok_or_else(|| anyhow::anyhow!("bucket {name}: no such bucket"))?;
-            let mut replicas = admin.site_names(&current.replicas)?;
-            replicas.push(site.clone());
-            let set = admin.set_bucket_replicas(tenant, bucket, &replicas)?;
+            let set = admin.fail_back(tenant, bucket, &site)?;
             let names = admin.site_names(&set.replicas)?;
             output(
                 cli.json,

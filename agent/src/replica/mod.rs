@@ -47,7 +47,8 @@ pub enum ReplicaError {
 #[derive(Debug, Clone, Default)]
 pub struct Applied {
     pub seq: u64,
-    /// Entries deleted because the snapshot no longer holds them.
+    /// Entries deleted because the snapshot no longer holds them (a
+    /// directory deleted whole counts once).
     pub removed: u64,
     /// Files written (new or changed).
     pub written: u64,

@@ -47,6 +47,7 @@ impl Inotify {
 
 impl Kernel for Inotify {
     type Key = i32;
+    const NAME: &'static str = "inotify";
     const OVERFLOW: &'static str =
         "the kernel's inotify queue overflowed (fs.inotify.max_queued_events)";
 
@@ -145,7 +146,5 @@ pub fn start(
     filter: Filter,
     watched: Arc<Watched>,
 ) -> Result<TreeWatcher, WatchError> {
-    let tree = watches(root, filter, watched.clone())?;
-    tracing::info!(root = %root.display(), directories = tree.len(), "watching with inotify");
-    super::tree::run(tree, watched, "inotify")
+    super::tree::run(watches(root, filter, watched)?)
 }

@@ -52,6 +52,8 @@ pub enum AddError {
 pub trait Kernel: Send + 'static {
     /// How the kernel names a watched directory in its events.
     type Key: Clone + Eq + Hash + Send;
+    /// Its name, for the log and the operator.
+    const NAME: &'static str;
     /// What its queue's overflow means, for the operator.
     const OVERFLOW: &'static str;
     /// Starts watching the source's root (a final symlink followed).
@@ -418,11 +420,9 @@ impl Drop for TreeWatcher {
 ///
 /// # Errors
 /// The thread cannot be started.
-pub fn run<K: Kernel>(
-    mut tree: Tree<K>,
-    watched: Arc<Watched>,
-    kind: &'static str,
-) -> Result<TreeWatcher, WatchError> {
+pub fn run<K: Kernel>(mut tree: Tree<K>) -> Result<TreeWatcher, WatchError> {
+    let (watched, kind) = (tree.watched.clone(), K::NAME);
+    tracing::info!(root = %tree.root.display(), directories = tree.len(), "watching with {kind}");
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
     let thread = std::thread::Builder::new()

@@ -71,6 +71,7 @@ impl Fanotify {
 
 impl Kernel for Fanotify {
     type Key = Vec<u8>;
+    const NAME: &'static str = "fanotify";
     const OVERFLOW: &'static str =
         "the kernel's fanotify queue overflowed (fs.fanotify.max_queued_events)";
 
@@ -210,7 +211,5 @@ pub fn start(
     filter: Filter,
     watched: Arc<Watched>,
 ) -> Result<TreeWatcher, WatchError> {
-    let tree = marks(root, filter, watched.clone())?;
-    tracing::info!(root = %root.display(), directories = tree.len(), "watching with fanotify");
-    super::tree::run(tree, watched, "fanotify")
+    super::tree::run(marks(root, filter, watched)?)
 }
