@@ -185,6 +185,10 @@ pub struct Planned {
     pub present: bool,
 }
 
+/// Whether a resumed restore's target holds an entry as the snapshot has
+/// it already (its chunks are then not fetched).
+pub type Present = Arc<dyn Fn(&ManifestEntry) -> bool + Send + Sync>;
+
 /// Where a restore writes.
 pub enum RestoreTarget {
     /// A new or empty directory; with `resume`, one an earlier restore of
@@ -197,7 +201,7 @@ pub enum RestoreTarget {
         resume: bool,
         numeric_owner: bool,
     },
-    /// An S3 bucket, empty under its prefix.
+    /// An S3 bucket, empty under its prefix unless opened to overwrite.
     Bucket(Arc<BucketTarget>),
     /// Nowhere: every chunk is fetched and checked, nothing written
     /// (`ferry-agent verify`).
@@ -412,13 +416,21 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
     let (entry_tx, entry_rx) = mpsc::channel::<Planned>(ENTRY_QUEUE);
     let (id_tx, id_rx) = mpsc::channel::<BlobId>(ID_QUEUE);
     let (plain_tx, plain_rx) = mpsc::channel(PLAIN_QUEUE);
-    let resuming = match &job.target {
+    let present: Option<Present> = match &job.target {
         RestoreTarget::Dir {
             path, resume: true, ..
-        } => Some(path.clone()),
+        } => {
+            let path = path.clone();
+            Some(Arc::new(move |entry: &ManifestEntry| {
+                entry.r#type == ferry_proto::v1::EntryType::File as i32
+                    && entry.hardlink_to.is_empty()
+                    && crate::restore_dir::already_restored(&path, entry)
+            }))
+        }
+        RestoreTarget::Bucket(bucket) => bucket.present.clone(),
         _ => None,
     };
-    let planner = tokio::spawn(plan(fetcher.clone(), manifest, resuming, entry_tx, id_tx));
+    let planner = tokio::spawn(plan(fetcher.clone(), manifest, present, entry_tx, id_tx));
     let fetch = tokio::spawn(fetch_stage(fetcher, id_rx, plain_tx));
     let writer = {
         let runtime = tokio::runtime::Handle::current();
@@ -508,12 +520,12 @@ fn flatten<T>(
 }
 
 /// Decodes the manifest; queues each file's chunk ids before the entry itself,
-/// so the writer never waits for a chunk nobody asked for. Resuming into
-/// `resume`, a file already written there is passed on without its chunks.
+/// so the writer never waits for a chunk nobody asked for. An entry
+/// `present` says the target holds already is passed on without its chunks.
 async fn plan(
     fetcher: Fetcher,
     manifest: Vec<BlobId>,
-    resume: Option<PathBuf>,
+    present: Option<Present>,
     entries: mpsc::Sender<Planned>,
     ids: mpsc::Sender<BlobId>,
 ) -> Result<(), RestoreError> {
@@ -534,11 +546,7 @@ async fn plan(
             .map_err(|e| RestoreError::Task(e.to_string()))??;
         decoder.push(&piece);
         while let Some(entry) = decoder.next_entry()? {
-            let present = resume.as_deref().is_some_and(|target| {
-                entry.r#type == ferry_proto::v1::EntryType::File as i32
-                    && entry.hardlink_to.is_empty()
-                    && crate::restore_dir::already_restored(target, &entry)
-            });
+            let present = present.as_ref().is_some_and(|present| present(&entry));
             if !present {
                 for chunk in &entry.chunks {
                     let id = BlobId::from_slice("ManifestEntry.chunks", chunk)?;

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::progress::Progress;
-use crate::restore::{Plain, RestoreError, RestoreReport, next_plain, size_mismatch};
+use crate::restore::{Plain, Present, RestoreError, RestoreReport, next_plain, size_mismatch};
 
 /// Objects up to this size are uploaded with one PUT; larger ones in parts of it.
 const PART_SIZE: usize = 16 << 20;
@@ -25,10 +25,19 @@ const PART_SIZE: usize = 16 << 20;
 const PUTS_IN_FLIGHT: usize = 8;
 
 /// A bucket (and prefix) to restore into.
+#[derive(Clone)]
 pub struct BucketTarget {
     client: Client,
     location: S3Location,
+    /// What the bucket holds as the snapshot has it already (a replica's
+    /// copy): written again only when this says no.
+    pub present: Option<Present>,
+    /// Told each object written: its key below the prefix and its ETag.
+    pub written: Option<Written>,
 }
+
+/// See [`BucketTarget::written`].
+pub type Written = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 fn target_err(location: &S3Location, reason: String) -> RestoreError {
     RestoreError::Target {
@@ -66,11 +75,31 @@ impl BucketTarget {
                     .into(),
             ));
         }
-        Ok(Self { client, location })
+        Ok(Self {
+            client,
+            location,
+            present: None,
+            written: None,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn location(&self) -> &S3Location {
+        &self.location
     }
 
     pub fn describe(&self) -> String {
         format!("s3://{}/{}", self.location.bucket, self.location.prefix)
+    }
+
+    /// Tells `written` of an object written under the full key `key`.
+    fn tell_written(&self, key: &str, etag: &str) {
+        if let Some(written) = &self.written {
+            written(key.strip_prefix(&self.location.prefix).unwrap_or(key), etag);
+        }
     }
 
     fn err(&self, key: &str, reason: String) -> RestoreError {
@@ -97,14 +126,16 @@ pub fn write_bucket(
             .block_on(task)
             .map_err(|e| RestoreError::Task(e.to_string()))?
     };
-    while let Some(crate::restore::Planned { entry, .. }) = entries.blocking_recv() {
-        match EntryType::try_from(entry.r#type) {
-            Ok(EntryType::Object | EntryType::File) if entry.hardlink_to.is_empty() => {}
-            // Directories, symlinks and hard links have no object form.
-            _ => {
-                report.skipped += 1;
-                continue;
-            }
+    while let Some(crate::restore::Planned { entry, present }) = entries.blocking_recv() {
+        if !has_object_form(&entry) {
+            report.skipped += 1;
+            continue;
+        }
+        if present {
+            report.files += 1;
+            report.already_present += 1;
+            progress.add_files(1);
+            continue;
         }
         let key = target.location.key(&String::from_utf8_lossy(&entry.path));
         let meta = entry.object.clone().unwrap_or_default();
@@ -140,6 +171,15 @@ pub fn write_bucket(
         join(task)?;
     }
     Ok(report)
+}
+
+/// Whether an entry becomes an object: files and objects do; directories,
+/// symlinks and hard links have no object form.
+pub fn has_object_form(entry: &ManifestEntry) -> bool {
+    matches!(
+        EntryType::try_from(entry.r#type),
+        Ok(EntryType::Object | EntryType::File)
+    ) && entry.hardlink_to.is_empty()
 }
 
 fn check_size(
@@ -185,9 +225,10 @@ async fn put_whole_object(
         .set_cache_control(non_empty(&meta.cache_control))
         .set_metadata(user_metadata(&meta))
         .body(ByteStream::from(body));
-    put_object(request, &target.location)
+    let put = put_object(request, &target.location)
         .await
         .map_err(|e| target.err(&key, describe(&e)))?;
+    target.tell_written(&key, put.e_tag().unwrap_or_default());
     tracing::debug!(bucket = target.location.bucket, key, "object written");
     Ok(())
 }
@@ -220,10 +261,16 @@ fn put_multipart(
             .map_err(|e| target.err(key, e)),
         Err(e) => Err(e),
     };
-    if completed.is_err() {
-        runtime.block_on(upload.abort());
+    match completed {
+        Ok(etag) => {
+            target.tell_written(key, &etag);
+            Ok(())
+        }
+        Err(e) => {
+            runtime.block_on(upload.abort());
+            Err(e)
+        }
     }
-    completed
 }
 
 /// Pours the entry's chunks (and a sparse file's holes, as zeros) into

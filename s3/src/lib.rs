@@ -311,11 +311,11 @@ impl MultipartUpload {
         Ok(())
     }
 
-    /// Makes the object appear, whole.
+    /// Makes the object appear, whole; gives the ETag the server gave it.
     ///
     /// # Errors
     /// The request fails (described); then `abort`.
-    pub async fn complete(&mut self) -> Result<(), String> {
+    pub async fn complete(&mut self) -> Result<String, String> {
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
@@ -328,7 +328,7 @@ impl MultipartUpload {
             )
             .send()
             .await
-            .map(drop)
+            .map(|done| done.e_tag().unwrap_or_default().to_owned())
             .map_err(|e| describe(&e))
     }
 

@@ -267,3 +267,55 @@ pub async fn put_object(
     }
     request.send().await.expect("put object");
 }
+
+/// An object as the test compares it.
+#[derive(Debug, PartialEq)]
+pub struct Object {
+    pub bytes_hash: String,
+    pub size: usize,
+    pub content_type: Option<String>,
+    pub user: std::collections::BTreeMap<String, String>,
+}
+
+/// Every object under `prefix`, by key relative to it.
+pub async fn objects_of(
+    client: &ferry_s3::aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, Object> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for o in page.unwrap().contents() {
+            let key = o.key().unwrap();
+            let got = client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            let content_type = got.content_type().map(str::to_owned);
+            let user = got
+                .metadata()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            let data = got.body.collect().await.unwrap().to_vec();
+            out.insert(
+                key.strip_prefix(prefix).unwrap().to_owned(),
+                Object {
+                    bytes_hash: blake3::hash(&data).to_hex().to_string(),
+                    size: data.len(),
+                    content_type,
+                    user,
+                },
+            );
+        }
+    }
+    out
+}

@@ -5,63 +5,12 @@
 //! identical. The hub keeps its packs in the same Garage, its catalog on
 //! SQLite and, in the second run of the same test, on PostgreSQL.
 
-use std::collections::BTreeMap;
-
 use ferry_agent::source::Source;
 use ferry_agent::source::bucket::BucketSource;
 use ferry_agent::source::conformance;
-use ferry_s3::aws_sdk_s3::Client;
-use ferry_tests::garage::{Garage, put_object};
+use ferry_tests::garage::{Garage, objects_of as snapshot_of, put_object};
 use ferry_tests::postgres::Postgres;
 use ferry_tests::{Hub, Site, check, noise};
-
-/// An object as the test compares it.
-#[derive(Debug, PartialEq)]
-struct Object {
-    bytes_hash: String,
-    size: usize,
-    content_type: Option<String>,
-    user: BTreeMap<String, String>,
-}
-
-/// Every object under `prefix`, by key relative to it.
-async fn snapshot_of(client: &Client, bucket: &str, prefix: &str) -> BTreeMap<String, Object> {
-    let mut out = BTreeMap::new();
-    let mut pages = client
-        .list_objects_v2()
-        .bucket(bucket)
-        .prefix(prefix)
-        .into_paginator()
-        .send();
-    while let Some(page) = pages.next().await {
-        for o in page.unwrap().contents() {
-            let key = o.key().unwrap();
-            let got = client
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .unwrap();
-            let content_type = got.content_type().map(str::to_owned);
-            let user = got
-                .metadata()
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default();
-            let data = got.body.collect().await.unwrap().to_vec();
-            out.insert(
-                key.strip_prefix(prefix).unwrap().to_owned(),
-                Object {
-                    bytes_hash: blake3::hash(&data).to_hex().to_string(),
-                    size: data.len(),
-                    content_type,
-                    user,
-                },
-            );
-        }
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bucket_source_conforms() {

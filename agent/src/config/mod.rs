@@ -442,6 +442,44 @@ bucket = "acme/docs"
         let c = AgentConfig::parse(Path::new("/etc/ferry/agent.toml"), &uncommented).unwrap();
         assert_eq!(c.sources.len(), 2);
         assert!(c.webhook.is_some() && c.target("dr").is_ok());
+        assert_eq!(c.replicas.len(), 2);
+    }
+
+    #[test]
+    fn a_replica_is_kept_in_a_directory_or_a_bucket_never_both() {
+        let config = |replica: &str| {
+            format!(
+                "hub = \"http://127.0.0.1:7420\"\nkey-file = \"k\"\nstate-dir = \"s\"\n[[replica]]\nbucket = \"acme/docs\"\n{replica}"
+            )
+        };
+        let at = Path::new("/etc/ferry/agent.toml");
+        let c = AgentConfig::parse(at, &config("path = \"copy\"")).unwrap();
+        assert!(
+            matches!(c.replicas[0].copy_at(), replica::CopyAt::Dir(p) if p == Path::new("/etc/ferry/copy"))
+        );
+        let s3 = "s3 = { bucket = \"copy\", region = \"r\", credentials-file = \"creds\" }";
+        let c = AgentConfig::parse(at, &config(s3)).unwrap();
+        let replica::CopyAt::Bucket(location) = c.replicas[0].copy_at() else {
+            panic!("a bucket copy")
+        };
+        assert_eq!(
+            location.credentials_file.as_deref(),
+            Some(Path::new("/etc/ferry/creds"))
+        );
+        for (bad, field) in [
+            ("", "replica[0].path"),
+            (&format!("path = \"copy\"\n{s3}"), "replica[0].path"),
+            (
+                "path = \"c\"\nmax-delete-share = 1.5",
+                "replica[0].max-delete-share",
+            ),
+            ("s3 = { bucket = \"\" }", "replica[0].s3"),
+        ] {
+            let e = AgentConfig::parse(at, &config(bad))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{bad:?}: {e}");
+        }
     }
 
     #[test]

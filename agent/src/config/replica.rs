@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use ferry_s3::S3Location;
 use serde::Deserialize;
 
 use super::ConfigError;
@@ -12,9 +13,13 @@ use super::ConfigError;
 pub struct ReplicaConfig {
     /// "tenant/bucket"; this site must be one of its replicas at the hub.
     pub bucket: String,
-    /// The directory the copy is kept in (made if absent). What is in it
-    /// and not in the bucket's newest snapshot is deleted.
-    pub path: PathBuf,
+    /// The directory the copy is kept in (made if absent), or `s3`. What
+    /// is in it and not in the bucket's newest snapshot is deleted.
+    pub path: Option<PathBuf>,
+    /// The S3 bucket (and prefix) the copy is kept in, or `path`: each
+    /// file or object of the snapshot an object with its key (directories,
+    /// symlinks and hard links have no object form and are left out).
+    pub s3: Option<S3Location>,
     /// The largest share of the copy's entries one commit may delete
     /// before it is held for an operator (`ferry-hub replication
     /// confirm`): 0.5 by default, 1 never holds.
@@ -24,6 +29,12 @@ pub struct ReplicaConfig {
 
 fn default_max_delete_share() -> f64 {
     0.5
+}
+
+/// Where a replica keeps its copy.
+pub enum CopyAt<'a> {
+    Dir(&'a Path),
+    Bucket(&'a S3Location),
 }
 
 impl ReplicaConfig {
@@ -52,10 +63,38 @@ impl ReplicaConfig {
                 format!("{}: a share from 0 to 1", self.max_delete_share),
             ));
         }
-        if self.path.as_os_str().is_empty() {
-            return Err(invalid("path", "empty".into()));
+        match (&mut self.path, &mut self.s3) {
+            (Some(path), None) if path.as_os_str().is_empty() => {
+                return Err(invalid("path", "empty".into()));
+            }
+            (Some(path), None) => *path = base.join(&*path),
+            (None, Some(s3)) => {
+                s3.resolve_paths(base);
+                s3.validate().map_err(|e| invalid("s3", e.to_string()))?;
+            }
+            _ => {
+                return Err(invalid(
+                    "path",
+                    "give the copy's directory (`path`) or S3 bucket (`s3`), one of the two".into(),
+                ));
+            }
         }
-        self.path = base.join(&self.path);
         Ok(())
+    }
+
+    /// Where the copy is kept (`resolve` made sure one of the two is set).
+    pub fn copy_at(&self) -> CopyAt<'_> {
+        match (&self.path, &self.s3) {
+            (_, Some(s3)) => CopyAt::Bucket(s3),
+            (path, None) => CopyAt::Dir(path.as_deref().unwrap_or(Path::new("."))),
+        }
+    }
+
+    /// The copy, for logs.
+    pub fn describe(&self) -> String {
+        match self.copy_at() {
+            CopyAt::Dir(path) => path.display().to_string(),
+            CopyAt::Bucket(s3) => format!("s3://{}/{}", s3.bucket, s3.prefix),
+        }
     }
 }

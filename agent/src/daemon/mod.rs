@@ -110,12 +110,13 @@ pub async fn run(
         loops.spawn(follow_bucket(shared.clone(), index, wake, stop.clone()));
     }
     for replica in &config.replicas {
-        let replica = crate::replica::Replica {
-            client: shared.client.clone(),
-            keys: shared.keys.clone(),
-            heads_path: config.heads_path(),
-            config: replica.clone(),
-        };
+        let replica = crate::replica::Replica::new(
+            shared.client.clone(),
+            shared.keys.clone(),
+            config.heads_path(),
+            config.state_dir.clone(),
+            replica.clone(),
+        );
         let stop = stop.clone();
         loops.spawn(async move { replica.follow(stop).await });
     }

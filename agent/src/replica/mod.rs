@@ -4,6 +4,7 @@
 //! acknowledges it, so a restart resumes where the last acknowledgement
 //! left off and a commit applied twice changes nothing the second time.
 
+pub mod bucket;
 pub mod prune;
 
 use std::path::{Path, PathBuf};
@@ -13,11 +14,11 @@ use std::time::Duration;
 use ferry_crypto::TenantKeys;
 use ferry_proto::BlobId;
 use ferry_proto::v1::{AckRequest, CommitInfo, CursorRequest, FollowRequest, HoldRequest};
-use tokio::sync::watch;
+use tokio::sync::{OnceCell, watch};
 use tracing::Instrument;
 
 use crate::client::HubClient;
-use crate::config::replica::ReplicaConfig;
+use crate::config::replica::{CopyAt, ReplicaConfig};
 use crate::progress::Progress;
 use crate::restore::{RestoreError, RestoreJob, RestoreTarget, Which, for_each_entry, run_restore};
 
@@ -61,10 +62,62 @@ pub struct Replica {
     pub client: HubClient,
     pub keys: Arc<TenantKeys>,
     pub heads_path: PathBuf,
+    /// Where a bucket copy keeps its index.
+    pub state_dir: PathBuf,
     pub config: ReplicaConfig,
+    copy: OnceCell<Copy>,
+}
+
+/// The copy, made ready at the first apply.
+enum Copy {
+    Dir(PathBuf),
+    Bucket(bucket::BucketCopy),
 }
 
 impl Replica {
+    pub fn new(
+        client: HubClient,
+        keys: Arc<TenantKeys>,
+        heads_path: PathBuf,
+        state_dir: PathBuf,
+        config: ReplicaConfig,
+    ) -> Self {
+        Self {
+            client,
+            keys,
+            heads_path,
+            state_dir,
+            config,
+            copy: OnceCell::new(),
+        }
+    }
+
+    /// The copy: its directory made, or its bucket reached and its index opened.
+    async fn copy(&self) -> Result<&Copy, ReplicaError> {
+        self.copy
+            .get_or_try_init(|| async {
+                match self.config.copy_at() {
+                    CopyAt::Dir(path) => {
+                        std::fs::create_dir_all(path).map_err(|source| ReplicaError::Io {
+                            path: path.to_path_buf(),
+                            source,
+                        })?;
+                        Ok(Copy::Dir(path.to_path_buf()))
+                    }
+                    CopyAt::Bucket(location) => {
+                        let index = self
+                            .state_dir
+                            .join("replicas")
+                            .join(format!("{}.db", self.config.bucket.replace('/', "+")));
+                        Ok(Copy::Bucket(
+                            bucket::BucketCopy::open(location, &index).await?,
+                        ))
+                    }
+                }
+            })
+            .await
+    }
+
     /// Makes the copy at `config.path` the snapshot `commit`: deletes what
     /// it does not hold, then writes what is missing or different (files
     /// under a temporary name, renamed once whole).
@@ -72,12 +125,7 @@ impl Replica {
     /// # Errors
     /// The commit cannot be fetched, opened or written.
     pub async fn apply(&self, commit: &CommitInfo) -> Result<Applied, ReplicaError> {
-        let path = &self.config.path;
         let bucket = &self.config.bucket;
-        std::fs::create_dir_all(path).map_err(|source| ReplicaError::Io {
-            path: path.clone(),
-            source,
-        })?;
         let manifest = commit
             .manifest
             .iter()
@@ -87,34 +135,50 @@ impl Replica {
                 seq: commit.seq,
                 reason: e.to_string(),
             })?;
-        if self.config.max_delete_share < 1.0 {
-            let (deletes, entries) = prune(
-                &self.client,
-                &self.keys,
-                bucket,
-                manifest.clone(),
-                path,
-                true,
-            )
-            .await?;
-            let share = deletes as f64 / entries.max(1) as f64;
-            if share > self.config.max_delete_share {
-                self.wait_for_confirmation(commit.seq, deletes, entries)
-                    .await?;
+        let copy = self.copy().await?;
+        let (deletes, entries) = match copy {
+            Copy::Dir(path) if self.config.max_delete_share < 1.0 => {
+                prune(
+                    &self.client,
+                    &self.keys,
+                    bucket,
+                    manifest.clone(),
+                    path,
+                    true,
+                )
+                .await?
             }
+            Copy::Dir(_) => (0, 0),
+            Copy::Bucket(copy) => {
+                copy.survey(&self.client, &self.keys, bucket, manifest.clone())
+                    .await?
+            }
+        };
+        let share = deletes as f64 / entries.max(1) as f64;
+        if share > self.config.max_delete_share {
+            self.wait_for_confirmation(commit.seq, deletes, entries)
+                .await?;
         }
-        let (removed, _) = prune(&self.client, &self.keys, bucket, manifest, path, false).await?;
+        let (removed, target) = match copy {
+            Copy::Dir(path) => {
+                let (removed, _) =
+                    prune(&self.client, &self.keys, bucket, manifest, path, false).await?;
+                let target = RestoreTarget::Dir {
+                    path: path.clone(),
+                    resume: true,
+                    numeric_owner: false,
+                };
+                (removed, target)
+            }
+            Copy::Bucket(copy) => (copy.remove().await?, RestoreTarget::Bucket(copy.target())),
+        };
         let report = run_restore(RestoreJob {
             client: self.client.clone(),
             keys: self.keys.clone(),
             heads_path: self.heads_path.clone(),
             bucket: bucket.clone(),
             which: Which::Seq(commit.seq),
-            target: RestoreTarget::Dir {
-                path: path.clone(),
-                resume: true,
-                numeric_owner: false,
-            },
+            target,
             progress: Progress::new(true, "replica"),
         })
         .await?;
@@ -128,6 +192,9 @@ impl Replica {
                 seq: commit.seq,
                 reason: format!("{} entries not written, e.g. {first}", report.not_restored),
             });
+        }
+        if let Copy::Bucket(copy) = copy {
+            copy.written().await?;
         }
         Ok(Applied {
             seq: commit.seq,
@@ -221,7 +288,7 @@ impl Replica {
             })
             .await?
             .into_inner();
-        tracing::info!(bucket = %bucket, after = cursor, path = %self.config.path.display(), "replica following");
+        tracing::info!(bucket = %bucket, after = cursor, copy = %self.config.describe(), "replica following");
         while let Some(mut commit) = stream.message().await? {
             // A backlog: what is already here past this commit replaces it
             // (each snapshot is the whole bucket), so a replica far behind

@@ -82,7 +82,13 @@ impl S3Store {
                 break;
             }
         }
-        match sent.and(upload.complete().await) {
+        // Completed only when every part went up: `and` would complete a
+        // short object before it saw the failed part.
+        let completed = match sent {
+            Ok(()) => upload.complete().await.map(drop),
+            Err(e) => Err(e),
+        };
+        match completed {
             Ok(()) => Ok(()),
             Err(e) => {
                 upload.abort().await;
