@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use crate::catalog::{
-    Bucket, BucketId, Catalog, CatalogError, CatalogExt, NamespaceRead, Site, SiteId, Tenant,
-    TenantId, WriteTx,
+    Bucket, BucketId, Catalog, CatalogError, CatalogExt, DeadLetters, NamespaceRead, Site, SiteId,
+    Tenant, TenantId, WriteTx,
 };
 use crate::config::HubConfig;
 use crate::records::{Change, NamespaceRecord, RecordWriter};
@@ -271,6 +271,66 @@ impl Admin {
             let bucket = bucket_named(w, &t, name)?;
             let site = site_named(w, tenant, site)?;
             w.confirm_hold(bucket.id, site.id)
+        })?)
+    }
+
+    /// Asks replica `site` of bucket `name` of `tenant` to try its dead
+    /// letters again; gives how many there are.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant, bucket or site, or when the
+    /// replica has no dead letters; the catalog's.
+    pub fn request_replay(&self, tenant: &str, name: &str, site: &str) -> Result<u64, AdminError> {
+        Ok(self.catalog.write(|w| {
+            let t = tenant_named(w, tenant)?;
+            let bucket = bucket_named(w, &t, name)?;
+            let site = site_named(w, tenant, site)?;
+            w.request_replay(bucket.id, site.id)
+        })?)
+    }
+
+    /// The dead letters replica `site` of bucket `name` of `tenant` has
+    /// (None: the last commit it applied was written whole).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant, bucket or site; the catalog's.
+    pub fn dead_letters(
+        &self,
+        tenant: &str,
+        name: &str,
+        site: &str,
+    ) -> Result<Option<DeadLetters>, AdminError> {
+        Ok(self.catalog.read(|r| {
+            let t = tenant_named(r, tenant)?;
+            let bucket = bucket_named(r, &t, name)?;
+            let site = site_named(r, tenant, site)?;
+            Ok(r.replica_troubles(bucket.id)?
+                .into_iter()
+                .find(|t| t.site == site.id)
+                .and_then(|t| t.dead))
+        })?)
+    }
+
+    /// Pauses (`paused`) or resumes replication of bucket `name` of
+    /// `tenant`; gives when the pause in force began.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant or bucket; the catalog's.
+    pub fn pause_replication(
+        &self,
+        tenant: &str,
+        name: &str,
+        paused: bool,
+    ) -> Result<Option<i64>, AdminError> {
+        let now_unix_ms = chrono::Utc::now().timestamp_millis();
+        Ok(self.catalog.write(|w| {
+            let t = tenant_named(w, tenant)?;
+            let bucket = bucket_named(w, &t, name)?;
+            w.set_replication_paused(bucket.id, paused.then_some(now_unix_ms))?;
+            w.replication_paused(bucket.id)
         })?)
     }
 

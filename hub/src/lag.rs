@@ -25,6 +25,24 @@ pub struct ReplicaLag {
     pub seconds_behind: f64,
     /// A commit the replica holds back for an operator to confirm.
     pub held: Option<Held>,
+    /// Entries the replica gave up writing (`replication dead-letters`
+    /// lists them, `replication replay` tries them again).
+    pub dead_letters: u64,
+    /// An operator asked for the dead letters to be tried again.
+    pub replay_requested: bool,
+    /// The last error the replica met applying the bucket (resolved when
+    /// `applied_seq` has passed its commit).
+    pub last_error: Option<LastError>,
+    /// When an operator paused the bucket's replication.
+    pub paused_since_unix_ms: Option<i64>,
+}
+
+/// A replica's last error, as status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastError {
+    pub seq: u64,
+    pub message: String,
+    pub at_unix_ms: i64,
 }
 
 /// A held commit, as status shows it.
@@ -64,8 +82,11 @@ pub fn replica_lags(
             let head_seq = r.last_commit(bucket.id)?.map_or(0, |c| c.seq);
             let cursors = r.replica_cursors(bucket.id)?;
             let holds = r.replica_holds(bucket.id)?;
+            let troubles = r.replica_troubles(bucket.id)?;
+            let paused = r.replication_paused(bucket.id)?;
             for &site in &bucket.replicas {
                 let cursor = cursors.iter().find(|c| c.site == site);
+                let trouble = troubles.iter().find(|t| t.site == site);
                 let applied_seq = cursor.map_or(0, |c| c.seq);
                 let oldest_unapplied = match applied_seq < head_seq {
                     true => r.commit(bucket.id, applied_seq + 1)?,
@@ -89,6 +110,16 @@ pub fn replica_lags(
                         since_unix_ms: h.held_unix_ms,
                         confirmed: h.confirmed,
                     }),
+                    dead_letters: trouble.and_then(|t| t.dead.as_ref()).map_or(0, |d| d.total),
+                    replay_requested: trouble.is_some_and(|t| t.replay_requested),
+                    last_error: trouble
+                        .and_then(|t| t.last_error.as_ref())
+                        .map(|e| LastError {
+                            seq: e.seq,
+                            message: e.message.clone(),
+                            at_unix_ms: e.at_unix_ms,
+                        }),
+                    paused_since_unix_ms: paused,
                 });
             }
         }
@@ -142,6 +173,10 @@ mod tests {
                     // Commit 2 (made at 20 s) has waited 30 s.
                     seconds_behind: 30.0,
                     held: None,
+                    dead_letters: 0,
+                    replay_requested: false,
+                    last_error: None,
+                    paused_since_unix_ms: None,
                 },
                 ReplicaLag {
                     bucket: format!("{t}/bucket-a"),
@@ -153,6 +188,10 @@ mod tests {
                     commits_behind: 0,
                     seconds_behind: 0.0,
                     held: None,
+                    dead_letters: 0,
+                    replay_requested: false,
+                    last_error: None,
+                    paused_since_unix_ms: None,
                 },
             ]
         );

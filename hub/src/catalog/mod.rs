@@ -56,7 +56,10 @@ pub use model::*;
 pub use namespace::{NamespaceRead, NamespaceWrite};
 pub use postgres::PostgresCatalog;
 pub use references::{ReferenceRead, ReferenceWrite, Referenced};
-pub use replication::{ReplicaCursor, ReplicaHold, ReplicationRead, ReplicationWrite};
+pub use replication::{
+    DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure, ReplicaHold, ReplicaTrouble,
+    ReplicationRead, ReplicationWrite,
+};
 pub use sessions::{SessionRead, SessionWrite};
 pub use sqlite::SqliteCatalog;
 

@@ -1,6 +1,8 @@
 //! The replication area: how far each replica site has applied each
 //! bucket's journal (its cursor, and when it got there), from which lag is
-//! told and a restarted replica resumes.
+//! told and a restarted replica resumes; the commits replicas hold back,
+//! the trouble they report (last error, dead letters) and the buckets an
+//! operator paused.
 
 use super::{BucketId, CatalogError, SiteId};
 
@@ -28,8 +30,64 @@ pub struct ReplicaHold {
     pub confirmed: bool,
 }
 
+/// The most dead letters a replica keeps listed at the hub (the total is
+/// counted beyond).
+pub const MAX_DEAD_LETTERS: usize = 1000;
+
+/// The last error a replica met applying a bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaFailure {
+    pub seq: u64,
+    pub message: String,
+    pub at_unix_ms: i64,
+}
+
+/// An entry a replica gave up writing after its retries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub path: String,
+    pub reason: String,
+}
+
+/// The dead letters of one applied commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetters {
+    /// The commit applied without them.
+    pub seq: u64,
+    /// At most [`MAX_DEAD_LETTERS`].
+    pub letters: Vec<DeadLetter>,
+    /// How many there were (`letters` may list fewer).
+    pub total: u64,
+}
+
+/// What a replica reported of its trouble with a bucket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaTrouble {
+    pub site: SiteId,
+    pub last_error: Option<ReplicaFailure>,
+    /// None: the last apply wrote everything.
+    pub dead: Option<DeadLetters>,
+    /// An operator asked for the dead letters to be tried again.
+    pub replay_requested: bool,
+}
+
 /// Cursor lookups.
 pub trait ReplicationRead {
+    /// What `bucket`'s replicas reported of their trouble, in site id
+    /// order; a replica that never reported any has none.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only.
+    fn replica_troubles(&mut self, bucket: BucketId) -> Result<Vec<ReplicaTrouble>, CatalogError>;
+
+    /// When an operator paused replication of `bucket` (None: not paused).
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only.
+    fn replication_paused(&mut self, bucket: BucketId) -> Result<Option<i64>, CatalogError>;
+
     /// The holds of `bucket`'s replicas, in site id order.
     ///
     /// # Errors
@@ -80,6 +138,71 @@ pub trait ReplicationWrite: ReplicationRead {
     ///
     /// `NotFound` when the replica holds nothing back.
     fn confirm_hold(&mut self, bucket: BucketId, site: SiteId) -> Result<u64, CatalogError>;
+
+    /// Records the last error replica `site` met applying commit
+    /// `failure.seq` of `bucket` (replacing the one before).
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::ack_replica`].
+    fn record_replica_error(
+        &mut self,
+        bucket: BucketId,
+        site: SiteId,
+        failure: &ReplicaFailure,
+    ) -> Result<(), CatalogError>;
+
+    /// Replaces replica `site`'s dead letters of `bucket` (None: it applied
+    /// a commit whole, and has none). `replayed`: they come from a replay
+    /// an operator asked for, which is then done.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::ack_replica`]; `Invalid` (field `dead_letters`) for more
+    /// than [`MAX_DEAD_LETTERS`].
+    fn set_dead_letters(
+        &mut self,
+        bucket: BucketId,
+        site: SiteId,
+        dead: Option<&DeadLetters>,
+        replayed: bool,
+    ) -> Result<(), CatalogError>;
+
+    /// Asks replica `site` to try its dead letters of `bucket` again;
+    /// gives how many there are.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` when it has none.
+    fn request_replay(&mut self, bucket: BucketId, site: SiteId) -> Result<u64, CatalogError>;
+
+    /// Pauses replication of `bucket` as of `at_unix_ms` (replicas apply
+    /// no commit and remove no tombstone while paused), or with None
+    /// resumes it. A pause of a paused bucket keeps its first time.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown bucket.
+    fn set_replication_paused(
+        &mut self,
+        bucket: BucketId,
+        at_unix_ms: Option<i64>,
+    ) -> Result<(), CatalogError>;
+}
+
+/// Whether `dead` may be stored: the check both engines make.
+///
+/// # Errors
+///
+/// As [`ReplicationWrite::set_dead_letters`].
+pub(crate) fn check_dead_letters(dead: Option<&DeadLetters>) -> Result<(), CatalogError> {
+    match dead {
+        Some(dead) if dead.letters.len() > MAX_DEAD_LETTERS => Err(CatalogError::Invalid {
+            field: "dead_letters",
+            reason: format!("{} listed, at most {MAX_DEAD_LETTERS}", dead.letters.len()),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Whether `site` may acknowledge `seq` of a bucket whose replicas and

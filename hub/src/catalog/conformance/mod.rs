@@ -48,6 +48,8 @@ pub fn run_all(cat: &dyn Catalog) {
     bucket_failover(cat);
     replica_cursors(cat);
     replica_holds(cat);
+    replica_troubles(cat);
+    replication_pauses(cat);
     sessions(cat);
     record_and_locate_blobs(cat);
     first_location_wins(cat);

@@ -2,7 +2,9 @@
 //! past the journal's end.
 
 use super::*;
-use crate::catalog::{ReplicaCursor, ReplicaHold};
+use crate::catalog::{
+    DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure, ReplicaHold, ReplicaTrouble,
+};
 
 pub fn replica_cursors(cat: &dyn Catalog) {
     let (tenant, source, bucket) = namespace(cat);
@@ -113,4 +115,112 @@ pub fn replica_holds(cat: &dyn Catalog) {
     // Applied: the hold is over.
     cat.write(|w| w.ack_replica(bucket, b, 3, 6_000)).unwrap();
     assert!(cat.read(|r| r.replica_holds(bucket)).unwrap().is_empty());
+}
+
+/// A replica's trouble: its last error replaced by the next; its dead
+/// letters replaced whole (None clears them); a replay asked for only when
+/// there are some, and done by a replayed report.
+pub fn replica_troubles(cat: &dyn Catalog) {
+    let (tenant, source, bucket) = namespace(cat);
+    let b = cat
+        .write(|w| w.create_site(tenant, "site-b", &rand::random()))
+        .unwrap();
+    cat.write(|w| w.set_bucket_replicas(bucket, &[b])).unwrap();
+    for t in 1..=3 {
+        cat.write(|w| w.append_commit(bucket, &new_commit(source, t, vec![])))
+            .unwrap();
+    }
+    assert!(cat.read(|r| r.replica_troubles(bucket)).unwrap().is_empty());
+    assert_not_found(cat.write(|w| w.request_replay(bucket, b)));
+
+    let failure = |seq, message: &str| ReplicaFailure {
+        seq,
+        message: message.into(),
+        at_unix_ms: 7_000 + seq as i64,
+    };
+    cat.write(|w| w.record_replica_error(bucket, b, &failure(1, "disk full")))
+        .unwrap();
+    cat.write(|w| w.record_replica_error(bucket, b, &failure(2, "permission denied")))
+        .unwrap();
+    let letter = |path: &str| DeadLetter {
+        path: path.into(),
+        reason: format!("{path}: permission denied"),
+    };
+    let dead = DeadLetters {
+        seq: 2,
+        // Listed in path order whatever the order given.
+        letters: vec![letter("z/last"), letter("a/first")],
+        total: 5,
+    };
+    cat.write(|w| w.set_dead_letters(bucket, b, Some(&dead), false))
+        .unwrap();
+    let trouble = |dead: Option<DeadLetters>, replay| ReplicaTrouble {
+        site: b,
+        last_error: Some(failure(2, "permission denied")),
+        dead,
+        replay_requested: replay,
+    };
+    let sorted = DeadLetters {
+        letters: vec![letter("a/first"), letter("z/last")],
+        ..dead.clone()
+    };
+    assert_eq!(
+        cat.read(|r| r.replica_troubles(bucket)).unwrap(),
+        [trouble(Some(sorted.clone()), false)]
+    );
+
+    // Asked for a replay; a report that is not from it leaves it asked.
+    assert_eq!(cat.write(|w| w.request_replay(bucket, b)).unwrap(), 5);
+    cat.write(|w| w.set_dead_letters(bucket, b, Some(&dead), false))
+        .unwrap();
+    assert!(cat.read(|r| r.replica_troubles(bucket)).unwrap()[0].replay_requested);
+    // The replay wrote everything: no dead letters, the replay done, the
+    // last error still told.
+    cat.write(|w| w.set_dead_letters(bucket, b, None, true))
+        .unwrap();
+    assert_eq!(
+        cat.read(|r| r.replica_troubles(bucket)).unwrap(),
+        [trouble(None, false)]
+    );
+    assert_not_found(cat.write(|w| w.request_replay(bucket, b)));
+
+    // Only replicas report, of commits that exist, and a bounded list.
+    assert_invalid(
+        cat.write(|w| w.record_replica_error(bucket, source, &failure(1, "x"))),
+        "ack.site",
+    );
+    assert_invalid(
+        cat.write(|w| w.record_replica_error(bucket, b, &failure(9, "x"))),
+        "ack.seq",
+    );
+    let too_many = DeadLetters {
+        seq: 3,
+        letters: (0..=crate::catalog::replication::MAX_DEAD_LETTERS)
+            .map(|i| letter(&format!("f{i}")))
+            .collect(),
+        total: 2_000,
+    };
+    assert_invalid(
+        cat.write(|w| w.set_dead_letters(bucket, b, Some(&too_many), false)),
+        "dead_letters",
+    );
+    assert_not_found(cat.write(|w| w.set_dead_letters(BucketId(i64::MAX), b, None, false)));
+}
+
+/// A pause: kept with its first time until resumed; only of buckets that exist.
+pub fn replication_pauses(cat: &dyn Catalog) {
+    let (_, _, bucket) = namespace(cat);
+    assert_eq!(cat.read(|r| r.replication_paused(bucket)).unwrap(), None);
+    cat.write(|w| w.set_replication_paused(bucket, Some(1_000)))
+        .unwrap();
+    cat.write(|w| w.set_replication_paused(bucket, Some(2_000)))
+        .unwrap();
+    assert_eq!(
+        cat.read(|r| r.replication_paused(bucket)).unwrap(),
+        Some(1_000)
+    );
+    cat.write(|w| w.set_replication_paused(bucket, None))
+        .unwrap();
+    assert_eq!(cat.read(|r| r.replication_paused(bucket)).unwrap(), None);
+    assert_not_found(cat.write(|w| w.set_replication_paused(BucketId(i64::MAX), Some(1))));
 }

@@ -1,14 +1,14 @@
-//! Replica cursors in PostgreSQL.
+//! Replica cursors, holds, troubles and pauses in PostgreSQL.
 
 use postgres::Row;
 
 use super::{Tx, pg};
 use crate::catalog::error::to_i64;
 use crate::catalog::namespace::existing_bucket;
-use crate::catalog::replication::check_ack;
+use crate::catalog::replication::{check_ack, check_dead_letters};
 use crate::catalog::{
-    BucketId, CatalogError, ReplicaCursor, ReplicaHold, ReplicationRead, ReplicationWrite, SiteId,
-    from_i64,
+    BucketId, CatalogError, DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure, ReplicaHold,
+    ReplicaTrouble, ReplicationRead, ReplicationWrite, SiteId, from_i64,
 };
 
 fn hold_of(row: &Row) -> Result<ReplicaHold, CatalogError> {
@@ -60,7 +60,92 @@ fn cursor_of(row: &Row) -> Result<ReplicaCursor, CatalogError> {
     })
 }
 
+fn trouble_of(row: &Row) -> Result<(ReplicaTrouble, i64, i64), CatalogError> {
+    type Raw = (i64, i64, String, i64, i64, i64, bool);
+    let raw: Raw = (|| {
+        Ok::<_, postgres::Error>((
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+            row.try_get(4)?,
+            row.try_get(5)?,
+            row.try_get(6)?,
+        ))
+    })()
+    .map_err(pg("read replica trouble"))?;
+    let (site, error_seq, error, error_ms, dead_seq, dead_total, replay) = raw;
+    let last_error = match error_seq {
+        0 => None,
+        seq => Some(ReplicaFailure {
+            seq: from_i64("replica_troubles.error_seq", seq)?,
+            message: error,
+            at_unix_ms: error_ms,
+        }),
+    };
+    let trouble = ReplicaTrouble {
+        site: SiteId(site),
+        last_error,
+        dead: None,
+        replay_requested: replay,
+    };
+    Ok((trouble, dead_seq, dead_total))
+}
+
 impl ReplicationRead for Tx<'_, '_> {
+    fn replica_troubles(&mut self, bucket: BucketId) -> Result<Vec<ReplicaTrouble>, CatalogError> {
+        let rows = self
+            .tx
+            .query(
+                "SELECT site_id, error_seq, error, error_ms, dead_seq, dead_total, replay \
+                 FROM replica_troubles WHERE bucket_id = $1 ORDER BY site_id",
+                &[&bucket.0],
+            )
+            .map_err(pg("read replica troubles"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (mut trouble, dead_seq, dead_total) = trouble_of(row)?;
+            if dead_seq != 0 {
+                let letters = self
+                    .tx
+                    .query(
+                        "SELECT path, reason FROM replica_dead_letters \
+                         WHERE bucket_id = $1 AND site_id = $2 ORDER BY path COLLATE \"C\"",
+                        &[&bucket.0, &trouble.site.0],
+                    )
+                    .map_err(pg("read dead letters"))?
+                    .iter()
+                    .map(|r| {
+                        Ok(DeadLetter {
+                            path: r.try_get(0)?,
+                            reason: r.try_get(1)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, postgres::Error>>()
+                    .map_err(pg("read dead letters"))?;
+                trouble.dead = Some(DeadLetters {
+                    seq: from_i64("replica_troubles.dead_seq", dead_seq)?,
+                    letters,
+                    total: from_i64("replica_troubles.dead_total", dead_total)?,
+                });
+            }
+            out.push(trouble);
+        }
+        Ok(out)
+    }
+
+    fn replication_paused(&mut self, bucket: BucketId) -> Result<Option<i64>, CatalogError> {
+        self.tx
+            .query_opt(
+                "SELECT paused_ms FROM replication_pauses WHERE bucket_id = $1",
+                &[&bucket.0],
+            )
+            .map_err(pg("read replication pause"))?
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(pg("read replication pause"))
+    }
+
     fn replica_holds(&mut self, bucket: BucketId) -> Result<Vec<ReplicaHold>, CatalogError> {
         self.tx
             .query(
@@ -164,5 +249,114 @@ impl ReplicationWrite for Tx<'_, '_> {
             .try_get(0)
             .map_err(pg("confirm replica hold"))?;
         from_i64("replica_holds.seq", seq)
+    }
+
+    fn record_replica_error(
+        &mut self,
+        bucket: BucketId,
+        site: SiteId,
+        failure: &ReplicaFailure,
+    ) -> Result<(), CatalogError> {
+        let (replicas, head) = self.replicas_and_head(bucket)?;
+        check_ack(&replicas, head, site, failure.seq)?;
+        self.tx
+            .execute(
+                "INSERT INTO replica_troubles (bucket_id, site_id, error_seq, error, error_ms) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (bucket_id, site_id) DO UPDATE SET \
+                   error_seq = excluded.error_seq, error = excluded.error, \
+                   error_ms = excluded.error_ms",
+                &[
+                    &bucket.0,
+                    &site.0,
+                    &to_i64("failure.seq", failure.seq)?,
+                    &failure.message,
+                    &failure.at_unix_ms,
+                ],
+            )
+            .map_err(pg("record replica error"))?;
+        Ok(())
+    }
+
+    fn set_dead_letters(
+        &mut self,
+        bucket: BucketId,
+        site: SiteId,
+        dead: Option<&DeadLetters>,
+        replayed: bool,
+    ) -> Result<(), CatalogError> {
+        let (replicas, head) = self.replicas_and_head(bucket)?;
+        check_ack(&replicas, head, site, dead.map_or(0, |d| d.seq))?;
+        check_dead_letters(dead)?;
+        let (seq, total) = match dead {
+            Some(d) => (to_i64("dead.seq", d.seq)?, to_i64("dead.total", d.total)?),
+            None => (0, 0),
+        };
+        self.tx
+            .execute(
+                "INSERT INTO replica_troubles (bucket_id, site_id, dead_seq, dead_total) \
+                 VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (bucket_id, site_id) DO UPDATE SET \
+                   dead_seq = excluded.dead_seq, dead_total = excluded.dead_total, \
+                   replay = CASE WHEN $5 THEN FALSE ELSE replica_troubles.replay END",
+                &[&bucket.0, &site.0, &seq, &total, &replayed],
+            )
+            .map_err(pg("record dead letters"))?;
+        self.tx
+            .execute(
+                "DELETE FROM replica_dead_letters WHERE bucket_id = $1 AND site_id = $2",
+                &[&bucket.0, &site.0],
+            )
+            .map_err(pg("replace dead letters"))?;
+        for letter in dead.map_or(&[][..], |d| &d.letters) {
+            self.tx
+                .execute(
+                    "INSERT INTO replica_dead_letters (bucket_id, site_id, path, reason) \
+                     VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (bucket_id, site_id, path) DO UPDATE SET reason = excluded.reason",
+                    &[&bucket.0, &site.0, &letter.path, &letter.reason],
+                )
+                .map_err(pg("record dead letters"))?;
+        }
+        Ok(())
+    }
+
+    fn request_replay(&mut self, bucket: BucketId, site: SiteId) -> Result<u64, CatalogError> {
+        let total: i64 = self
+            .tx
+            .query_opt(
+                "UPDATE replica_troubles SET replay = TRUE \
+                 WHERE bucket_id = $1 AND site_id = $2 AND dead_seq > 0 RETURNING dead_total",
+                &[&bucket.0, &site.0],
+            )
+            .map_err(pg("request replay"))?
+            .ok_or_else(|| CatalogError::NotFound {
+                what: "dead letters",
+                key: format!("bucket {bucket}, site {site}"),
+            })?
+            .try_get(0)
+            .map_err(pg("request replay"))?;
+        from_i64("replica_troubles.dead_total", total)
+    }
+
+    fn set_replication_paused(
+        &mut self,
+        bucket: BucketId,
+        at_unix_ms: Option<i64>,
+    ) -> Result<(), CatalogError> {
+        existing_bucket(self, bucket)?;
+        let done = match at_unix_ms {
+            Some(at) => self.tx.execute(
+                "INSERT INTO replication_pauses (bucket_id, paused_ms) VALUES ($1, $2) \
+                 ON CONFLICT (bucket_id) DO NOTHING",
+                &[&bucket.0, &at],
+            ),
+            None => self.tx.execute(
+                "DELETE FROM replication_pauses WHERE bucket_id = $1",
+                &[&bucket.0],
+            ),
+        };
+        done.map_err(pg("pause replication"))?;
+        Ok(())
     }
 }

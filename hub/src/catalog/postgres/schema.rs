@@ -175,6 +175,32 @@ CREATE TABLE replica_holds (
     PRIMARY KEY (bucket_id, site_id)
 );
 "#,
+    // Version 11: what replicas report of their trouble (the last error,
+    // the entries they gave up writing) and the buckets paused.
+    r#"
+CREATE TABLE replica_troubles (
+    bucket_id  BIGINT NOT NULL REFERENCES buckets(id),
+    site_id    BIGINT NOT NULL REFERENCES sites(id),
+    error_seq  BIGINT NOT NULL DEFAULT 0,
+    error      TEXT NOT NULL DEFAULT '',
+    error_ms   BIGINT NOT NULL DEFAULT 0,
+    dead_seq   BIGINT NOT NULL DEFAULT 0,
+    dead_total BIGINT NOT NULL DEFAULT 0,
+    replay     BOOLEAN NOT NULL DEFAULT FALSE,
+    PRIMARY KEY (bucket_id, site_id)
+);
+CREATE TABLE replica_dead_letters (
+    bucket_id BIGINT NOT NULL REFERENCES buckets(id),
+    site_id   BIGINT NOT NULL REFERENCES sites(id),
+    path      TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    PRIMARY KEY (bucket_id, site_id, path)
+);
+CREATE TABLE replication_pauses (
+    bucket_id BIGINT PRIMARY KEY REFERENCES buckets(id),
+    paused_ms BIGINT NOT NULL
+);
+"#,
 ];
 
 /// A number no other application takes an advisory lock on: hubs starting

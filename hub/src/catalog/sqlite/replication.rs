@@ -1,14 +1,14 @@
-//! Replica cursors in SQLite.
+//! Replica cursors, holds, troubles and pauses in SQLite.
 
 use rusqlite::{OptionalExtension, params};
 
 use super::{Tx, sql};
 use crate::catalog::error::to_i64;
 use crate::catalog::namespace::existing_bucket;
-use crate::catalog::replication::check_ack;
+use crate::catalog::replication::{check_ack, check_dead_letters};
 use crate::catalog::{
-    BucketId, CatalogError, ReplicaCursor, ReplicaHold, ReplicationRead, ReplicationWrite, SiteId,
-    from_i64,
+    BucketId, CatalogError, DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure, ReplicaHold,
+    ReplicaTrouble, ReplicationRead, ReplicationWrite, SiteId, from_i64,
 };
 
 fn cursor_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, i64)> {
@@ -39,7 +39,93 @@ impl Tx<'_> {
     }
 }
 
+impl Tx<'_> {
+    fn dead_letters(
+        &mut self,
+        bucket: BucketId,
+        site: SiteId,
+    ) -> Result<Vec<DeadLetter>, CatalogError> {
+        self.conn
+            .prepare_cached(
+                "SELECT path, reason FROM replica_dead_letters \
+                 WHERE bucket_id = ?1 AND site_id = ?2 ORDER BY path",
+            )
+            .and_then(|mut s| {
+                s.query_map([bucket.0, site.0], |r| {
+                    Ok(DeadLetter {
+                        path: r.get(0)?,
+                        reason: r.get(1)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(sql("read dead letters"))
+    }
+}
+
 impl ReplicationRead for Tx<'_> {
+    fn replica_troubles(&mut self, bucket: BucketId) -> Result<Vec<ReplicaTrouble>, CatalogError> {
+        type Row = (i64, i64, String, i64, i64, i64, i64);
+        let rows: Vec<Row> = self
+            .conn
+            .prepare_cached(
+                "SELECT site_id, error_seq, error, error_ms, dead_seq, dead_total, replay \
+                 FROM replica_troubles WHERE bucket_id = ?1 ORDER BY site_id",
+            )
+            .and_then(|mut s| {
+                s.query_map([bucket.0], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(sql("read replica troubles"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (site, error_seq, error, error_ms, dead_seq, dead_total, replay) in rows {
+            let dead = match dead_seq {
+                0 => None,
+                seq => Some(DeadLetters {
+                    seq: from_i64("replica_troubles.dead_seq", seq)?,
+                    letters: self.dead_letters(bucket, SiteId(site))?,
+                    total: from_i64("replica_troubles.dead_total", dead_total)?,
+                }),
+            };
+            out.push(ReplicaTrouble {
+                site: SiteId(site),
+                last_error: (error_seq != 0)
+                    .then(|| {
+                        Ok::<_, CatalogError>(ReplicaFailure {
+                            seq: from_i64("replica_troubles.error_seq", error_seq)?,
+                            message: error,
+                            at_unix_ms: error_ms,
+                        })
+                    })
+                    .transpose()?,
+                dead,
+                replay_requested: replay != 0,
+            });
+        }
+        Ok(out)
+    }
+
+    fn replication_paused(&mut self, bucket: BucketId) -> Result<Option<i64>, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT paused_ms FROM replication_pauses WHERE bucket_id = ?1",
+                [bucket.0],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql("read replication pause"))
+    }
+
     fn replica_holds(&mut self, bucket: BucketId) -> Result<Vec<ReplicaHold>, CatalogError> {
         let rows = self
             .conn
@@ -175,5 +261,116 @@ impl ReplicationWrite for Tx<'_> {
             key: format!("bucket {bucket}, site {site}"),
         })?;
         from_i64("replica_holds.seq", seq)
+    }
+
+    fn record_replica_error(
+        &mut self,
+        bucket: BucketId,
+        site: SiteId,
+        failure: &ReplicaFailure,
+    ) -> Result<(), CatalogError> {
+        let (replicas, head) = self.replicas_and_head(bucket)?;
+        check_ack(&replicas, head, site, failure.seq)?;
+        self.conn
+            .execute(
+                "INSERT INTO replica_troubles (bucket_id, site_id, error_seq, error, error_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (bucket_id, site_id) DO UPDATE SET \
+                   error_seq = excluded.error_seq, error = excluded.error, \
+                   error_ms = excluded.error_ms",
+                params![
+                    bucket.0,
+                    site.0,
+                    to_i64("failure.seq", failure.seq)?,
+                    failure.message,
+                    failure.at_unix_ms
+                ],
+            )
+            .map_err(sql("record replica error"))?;
+        Ok(())
+    }
+
+    fn set_dead_letters(
+        &mut self,
+        bucket: BucketId,
+        site: SiteId,
+        dead: Option<&DeadLetters>,
+        replayed: bool,
+    ) -> Result<(), CatalogError> {
+        let (replicas, head) = self.replicas_and_head(bucket)?;
+        check_ack(&replicas, head, site, dead.map_or(0, |d| d.seq))?;
+        check_dead_letters(dead)?;
+        let (seq, total) = match dead {
+            Some(d) => (to_i64("dead.seq", d.seq)?, to_i64("dead.total", d.total)?),
+            None => (0, 0),
+        };
+        self.conn
+            .execute(
+                "INSERT INTO replica_troubles (bucket_id, site_id, dead_seq, dead_total) \
+                 VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (bucket_id, site_id) DO UPDATE SET \
+                   dead_seq = excluded.dead_seq, dead_total = excluded.dead_total, \
+                   replay = CASE WHEN ?5 THEN 0 ELSE replica_troubles.replay END",
+                params![bucket.0, site.0, seq, total, replayed],
+            )
+            .map_err(sql("record dead letters"))?;
+        self.conn
+            .execute(
+                "DELETE FROM replica_dead_letters WHERE bucket_id = ?1 AND site_id = ?2",
+                [bucket.0, site.0],
+            )
+            .map_err(sql("replace dead letters"))?;
+        let mut insert = self
+            .conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO replica_dead_letters (bucket_id, site_id, path, reason) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(sql("record dead letters"))?;
+        for letter in dead.map_or(&[][..], |d| &d.letters) {
+            insert
+                .execute(params![bucket.0, site.0, letter.path, letter.reason])
+                .map_err(sql("record dead letters"))?;
+        }
+        Ok(())
+    }
+
+    fn request_replay(&mut self, bucket: BucketId, site: SiteId) -> Result<u64, CatalogError> {
+        let total: Option<i64> = self
+            .conn
+            .query_row(
+                "UPDATE replica_troubles SET replay = 1 \
+                 WHERE bucket_id = ?1 AND site_id = ?2 AND dead_seq > 0 RETURNING dead_total",
+                [bucket.0, site.0],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql("request replay"))?;
+        let total = total.ok_or_else(|| CatalogError::NotFound {
+            what: "dead letters",
+            key: format!("bucket {bucket}, site {site}"),
+        })?;
+        from_i64("replica_troubles.dead_total", total)
+    }
+
+    fn set_replication_paused(
+        &mut self,
+        bucket: BucketId,
+        at_unix_ms: Option<i64>,
+    ) -> Result<(), CatalogError> {
+        existing_bucket(self, bucket)?;
+        let done = match at_unix_ms {
+            Some(at) => self.conn.execute(
+                "INSERT INTO replication_pauses (bucket_id, paused_ms) VALUES (?1, ?2) \
+                 ON CONFLICT (bucket_id) DO NOTHING",
+                params![bucket.0, at],
+            ),
+            None => self.conn.execute(
+                "DELETE FROM replication_pauses WHERE bucket_id = ?1",
+                [bucket.0],
+            ),
+        };
+        done.map_err(sql("pause replication"))?;
+        Ok(())
     }
 }

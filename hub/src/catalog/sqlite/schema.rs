@@ -205,6 +205,34 @@ CREATE TABLE replica_holds (
     PRIMARY KEY (bucket_id, site_id)
 ) STRICT, WITHOUT ROWID;
 "#,
+    r#"
+-- What replicas report of their trouble: the last error (seq 0: none), and
+-- the commit whose entries they gave up writing (dead_seq 0: none), those
+-- entries listed in replica_dead_letters.
+CREATE TABLE replica_troubles (
+    bucket_id  INTEGER NOT NULL REFERENCES buckets(id),
+    site_id    INTEGER NOT NULL REFERENCES sites(id),
+    error_seq  INTEGER NOT NULL DEFAULT 0,
+    error      TEXT NOT NULL DEFAULT '',
+    error_ms   INTEGER NOT NULL DEFAULT 0,
+    dead_seq   INTEGER NOT NULL DEFAULT 0,
+    dead_total INTEGER NOT NULL DEFAULT 0,
+    replay     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (bucket_id, site_id)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE replica_dead_letters (
+    bucket_id INTEGER NOT NULL REFERENCES buckets(id),
+    site_id   INTEGER NOT NULL REFERENCES sites(id),
+    path      TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    PRIMARY KEY (bucket_id, site_id, path)
+) STRICT, WITHOUT ROWID;
+-- Buckets whose replication an operator paused, and since when.
+CREATE TABLE replication_pauses (
+    bucket_id INTEGER PRIMARY KEY REFERENCES buckets(id),
+    paused_ms INTEGER NOT NULL
+) STRICT;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use super::placement::{alpha_data, with_replica};
 use super::*;
-use ferry_proto::v1::{AckRequest, CursorRequest, FollowRequest};
+use ferry_proto::v1::{
+    AckRequest, CursorRequest, DeadLetter, DeadLetterList, FollowRequest, HoldRequest,
+    ReportRequest,
+};
 
 fn follow(after_seq: u64) -> FollowRequest {
     FollowRequest {
@@ -140,7 +143,140 @@ async fn only_a_replica_follows_acknowledges_or_reads_a_cursor() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), code, "{token}: {err:?}");
+        let err = hub
+            .replication
+            .hold(authed(
+                token,
+                HoldRequest {
+                    bucket: "alpha/data".into(),
+                    seq: 1,
+                    deletes: 1,
+                    entries: 1,
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{token}: {err:?}");
+        let err = hub
+            .replication
+            .report(authed(token, report(1, "x", None)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{token}: {err:?}");
     }
+}
+
+fn report(seq: u64, error: &str, dead: Option<(&[&str], bool)>) -> ReportRequest {
+    ReportRequest {
+        bucket: "alpha/data".into(),
+        seq,
+        error: error.into(),
+        dead: dead.map(|(paths, replayed)| DeadLetterList {
+            letters: paths
+                .iter()
+                .map(|p| DeadLetter {
+                    path: (*p).into(),
+                    reason: "permission denied".into(),
+                })
+                .collect(),
+            total: paths.len() as u64,
+            replayed,
+        }),
+    }
+}
+
+async fn cursor_of(hub: &Hub) -> ferry_proto::v1::CursorResponse {
+    hub.replication
+        .clone()
+        .cursor(authed(
+            "alpha3",
+            CursorRequest {
+                bucket: "alpha/data".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn dead_letters_are_told_a_replay_ends_the_stream_and_a_pause_holds_commits_back() {
+    let mut hub = with_replica().await;
+    commit_one(&mut hub, 1).await;
+    let bucket = alpha_data(&hub);
+    // An error, then dead letters: the cursor tells them; status reads them.
+    hub.replication
+        .report(authed("alpha3", report(1, "disk full", None)))
+        .await
+        .unwrap();
+    hub.replication
+        .report(authed("alpha3", report(1, "", Some((&["a", "b"], false)))))
+        .await
+        .unwrap();
+    let troubles = hub.catalog.read(|r| r.replica_troubles(bucket.id)).unwrap();
+    assert_eq!(
+        troubles[0].last_error.as_ref().unwrap().message,
+        "disk full"
+    );
+    assert_eq!(troubles[0].dead.as_ref().unwrap().total, 2);
+    assert_eq!(
+        (
+            cursor_of(&hub).await.dead_letters,
+            cursor_of(&hub).await.replay
+        ),
+        (2, false)
+    );
+
+    // A replay asked for while the replica follows: its stream ends; the
+    // stream it opens next (the replay) goes on.
+    let mut stream = hub
+        .replication
+        .follow(authed("alpha3", follow(1)))
+        .await
+        .unwrap()
+        .into_inner();
+    let replica = bucket.replicas[0];
+    hub.catalog
+        .write(|w| w.request_replay(bucket.id, replica))
+        .unwrap();
+    assert!(next(&mut stream).await.is_none(), "ended, not failed");
+    assert!(cursor_of(&hub).await.replay);
+    let mut replaying = hub
+        .replication
+        .follow(authed("alpha3", follow(0)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut replaying).await.unwrap().unwrap().seq, 1);
+    // The replay wrote everything: the dead letters and the request are gone.
+    hub.replication
+        .report(authed("alpha3", report(1, "", Some((&[], true)))))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            cursor_of(&hub).await.dead_letters,
+            cursor_of(&hub).await.replay
+        ),
+        (0, false)
+    );
+
+    // Paused: a commit appended is not sent until the pause is lifted.
+    hub.catalog
+        .write(|w| w.set_replication_paused(bucket.id, Some(5_000)))
+        .unwrap();
+    assert_eq!(cursor_of(&hub).await.paused_unix_ms, 5_000);
+    commit_one(&mut hub, 2).await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), replaying.next())
+            .await
+            .is_err(),
+        "nothing sent while paused"
+    );
+    hub.catalog
+        .write(|w| w.set_replication_paused(bucket.id, None))
+        .unwrap();
+    assert_eq!(next(&mut replaying).await.unwrap().unwrap().seq, 2);
 }
 
 #[tokio::test]

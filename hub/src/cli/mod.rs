@@ -12,6 +12,8 @@ use ferry_proto::auth::{TOKEN_PREFIX, token_hash};
 use rand::RngCore;
 use serde_json::json;
 
+mod replication;
+
 use crate::admin::Admin;
 use crate::config::HubConfig;
 use crate::server::serve;
@@ -61,7 +63,7 @@ enum Command {
     Bucket(BucketCommand),
     /// Replication: how far each replica site has applied each bucket.
     #[command(subcommand)]
-    Replication(ReplicationCommand),
+    Replication(replication::ReplicationCommand),
     /// TLS for the gRPC listener.
     #[command(subcommand)]
     Tls(TlsCommand),
@@ -156,26 +158,6 @@ enum SiteCommand {
 }
 
 #[derive(Subcommand)]
-enum ReplicationCommand {
-    /// Per bucket and replica site: the last commit applied and when,
-    /// commits behind, and seconds behind (the age of the oldest commit not
-    /// yet applied).
-    Status {
-        /// One tenant's buckets (default: every tenant's).
-        #[arg(long)]
-        tenant: Option<String>,
-    },
-    /// Let a replica apply the commit it holds back (one that deletes more
-    /// of its copy than its `max-delete-share`), deletes and all.
-    Confirm {
-        /// "tenant/bucket".
-        name: String,
-        #[arg(long)]
-        site: String,
-    },
-}
-
-#[derive(Subcommand)]
 enum BucketCommand {
     /// Add a bucket "tenant/bucket" whose source is the given site, kept
     /// also at each --replica site.
@@ -215,6 +197,13 @@ enum BucketCommand {
         #[arg(long)]
         tenant: String,
     },
+    /// Stop replication of a bucket: the hub sends its replicas no commit
+    /// and they remove no tombstone (of a `delete-delay`) until it is
+    /// resumed; the source goes on backing up. For a mass delete at the
+    /// source, to be undone before the replicas lose the deleted entries.
+    PauseReplication { name: String },
+    /// Resume a paused bucket's replication: its replicas catch up.
+    ResumeReplication { name: String },
 }
 
 /// "tenant/bucket" split, or an error naming what was given.
@@ -488,55 +477,12 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Replication(ReplicationCommand::Confirm { name, site }) => {
-            let (tenant, bucket) = tenant_and_bucket(&name)?;
-            let seq = Admin::open(&config)?.confirm_hold(tenant, bucket, &site)?;
-            output(
-                cli.json,
-                json!({"bucket": name, "site": site, "confirmed_seq": seq}),
-                &format!("bucket {name}: site {site} may apply commit {seq}"),
-            );
-            Ok(())
+        Command::Replication(command) => replication::run(command, &config, cli.json),
+        Command::Bucket(BucketCommand::PauseReplication { name }) => {
+            replication::pause(&name, true, &config, cli.json)
         }
-        Command::Replication(ReplicationCommand::Status { tenant }) => {
-            let lags = Admin::open(&config)?.replica_lags(tenant.as_deref())?;
-            let lines: Vec<String> = lags
-                .iter()
-                .map(|l| {
-                    let held = match &l.held {
-                        Some(h) => format!(
-                            "  HOLDS commit {} back ({} of {} entries deleted){}",
-                            h.seq,
-                            h.deletes,
-                            h.entries,
-                            match h.confirmed {
-                                true => ", confirmed",
-                                false => ": `ferry-hub replication confirm` to apply it",
-                            }
-                        ),
-                        None => String::new(),
-                    };
-                    format!(
-                        "{}  {} -> {}  applied {} of {}  behind {} commits, {:.1} s{held}",
-                        l.bucket,
-                        l.source,
-                        l.replica,
-                        l.applied_seq,
-                        l.head_seq,
-                        l.commits_behind,
-                        l.seconds_behind
-                    )
-                })
-                .collect();
-            output(
-                cli.json,
-                json!({ "replicas": lags }),
-                &match lines.is_empty() {
-                    true => "no bucket has replicas".to_string(),
-                    false => lines.join("\n"),
-                },
-            );
-            Ok(())
+        Command::Bucket(BucketCommand::ResumeReplication { name }) => {
+            replication::pause(&name, false, &config, cli.json)
         }
         Command::Bucket(BucketCommand::Failover { name, to }) => {
             let (tenant, bucket) = tenant_and_bucket(&name)?;
