@@ -397,3 +397,104 @@ fn a_replica_cut_off_from_the_hub_catches_up_when_the_link_returns() {
     wait_until_acknowledged(&hub);
     assert_eq!(lag_of(&hub)["seconds_behind"], 0.0, "lag falls back");
 }
+
+/// Makes `dir` refuse new entries, even to root (`chattr +i`), or allows
+/// them again.
+fn lock_dir(dir: &Path, locked: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    if rustix::process::geteuid().is_root() {
+        let flag = if locked { "+i" } else { "-i" };
+        let out = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "chattr: {out:?}");
+    } else {
+        let mode = if locked { 0o555 } else { 0o755 };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+#[test]
+fn entries_that_keep_failing_become_dead_letters_and_a_replay_writes_them() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let src = w.join("src");
+    for d in ["locked", "open"] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+    }
+    std::fs::write(src.join("locked/a.txt"), "alpha").unwrap();
+    std::fs::write(src.join("open/b.txt"), "beta").unwrap();
+    let (hub, site_a, _site_b, copy, agent) = source_and_replica(w, &src);
+
+    // The copy's directory refuses the new file (and a change of its
+    // times): the apply is retried, the error told, then both are dead
+    // letters and the commit is acknowledged with the rest written.
+    lock_dir(&copy.join("locked"), true);
+    std::fs::write(src.join("locked/new.txt"), "refused at the replica").unwrap();
+    std::fs::write(src.join("open/b.txt"), "BETA, changed").unwrap();
+    site_a.backup();
+    let mut saw_failing = false;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let lag = loop {
+        let lag = lag_of(&hub);
+        saw_failing |= lag["last_error"]["seq"] == 2 && lag["applied_seq"] == 1;
+        if lag["dead_letters"] != 0 && lag["commits_behind"] == 0 {
+            break lag;
+        }
+        assert!(Instant::now() < deadline, "no dead letter: {lag}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    lock_dir(&copy.join("locked"), false);
+    assert!(saw_failing, "the failing apply was told: {lag}");
+    assert!(
+        lag["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("locked/new.txt"),
+        "{lag}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(copy.join("open/b.txt")).unwrap(),
+        "BETA, changed",
+        "the rest of the commit is applied"
+    );
+    assert!(!copy.join("locked/new.txt").exists());
+    let listed: serde_json::Value = serde_json::from_str(&check(
+        &hub.cli(&[
+            "--json",
+            "replication",
+            "dead-letters",
+            "acme/docs",
+            "--site",
+            "site-b",
+        ]),
+        "replication dead-letters",
+    ))
+    .unwrap();
+    // The new file, and the directory whose times could not be set.
+    let paths: Vec<&str> = listed["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (&listed["seq"], &listed["total"], paths),
+        (&2.into(), &2.into(), vec!["locked", "locked/new.txt"]),
+        "{listed}"
+    );
+
+    // The cause fixed, a replay writes it, and the list is empty again.
+    check(
+        &hub.cli(&["replication", "replay", "acme/docs", "--site", "site-b"]),
+        "replication replay",
+    );
+    wait_until_equal(&copy, &src, &agent, "after the replay");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lag_of(&hub)["dead_letters"] != 0 || lag_of(&hub)["replay_requested"] != false {
+        assert!(Instant::now() < deadline, "{}", lag_of(&hub));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

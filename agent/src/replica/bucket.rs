@@ -86,10 +86,7 @@ impl BucketCopy {
             Ok(db)
         })
         .await
-        .map_err(|e| ReplicaError::Commit {
-            seq: 0,
-            reason: e.to_string(),
-        })?
+        .map_err(|e| ReplicaError::Task(e.to_string()))?
         .map_err(|e| index_error(index_path, &e))?;
         Ok(Self {
             target: Arc::new(target),
@@ -110,10 +107,7 @@ impl BucketCopy {
             f(&mut db)
         })
         .await
-        .map_err(|e| ReplicaError::Commit {
-            seq: 0,
-            reason: e.to_string(),
-        })?
+        .map_err(|e| ReplicaError::Task(e.to_string()))?
         .map_err(|e| index_error(&path, &e))
     }
 

@@ -13,20 +13,30 @@ use std::time::Duration;
 
 use ferry_crypto::TenantKeys;
 use ferry_proto::BlobId;
-use ferry_proto::v1::{AckRequest, CommitInfo, CursorRequest, FollowRequest, HoldRequest};
+use ferry_proto::v1::{
+    AckRequest, CommitInfo, CursorRequest, DeadLetter, DeadLetterList, FollowRequest, HoldRequest,
+    ReportRequest,
+};
 use tokio::sync::{OnceCell, watch};
 use tracing::Instrument;
 
 use crate::client::HubClient;
 use crate::config::replica::{CopyAt, ReplicaConfig};
 use crate::progress::Progress;
-use crate::restore::{RestoreError, RestoreJob, RestoreTarget, Which, for_each_entry, run_restore};
+use crate::restore::{
+    NotRestored, RestoreError, RestoreJob, RestoreTarget, Which, for_each_entry, run_restore,
+};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// The kind of commit a replica applies: the whole bucket at a position.
 const SNAPSHOT: &str = "snapshot";
 /// How often a replica holding a commit back asks whether it is confirmed.
 const CONFIRM_POLL: Duration = Duration::from_secs(1);
+/// Applies of one commit that leave entries unwritten before those entries
+/// become dead letters and the commit is acknowledged without them.
+const MAX_ATTEMPTS: u32 = 3;
+/// Dead letters listed to the hub (it counts the rest).
+const LISTED_DEAD_LETTERS: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
@@ -42,6 +52,18 @@ pub enum ReplicaError {
     },
     #[error("commit {seq}: {reason}")]
     Commit { seq: u64, reason: String },
+    #[error(
+        "commit {seq}: {total} entries not written, e.g. {}",
+        entries.first().map(|e| format!("{}: {}", e.path, e.reason)).unwrap_or_default()
+    )]
+    NotWritten {
+        seq: u64,
+        /// The first of them (a restore lists at most 1,000).
+        entries: Vec<NotRestored>,
+        total: u64,
+    },
+    #[error("internal task failed: {0}")]
+    Task(String),
 }
 
 /// What applying one commit did.
@@ -66,6 +88,8 @@ pub struct Replica {
     pub state_dir: PathBuf,
     pub config: ReplicaConfig,
     copy: OnceCell<Copy>,
+    /// The commit whose applies left entries unwritten, and how many times.
+    attempts: std::sync::Mutex<(u64, u32)>,
 }
 
 /// The copy, made ready at the first apply.
@@ -89,6 +113,7 @@ impl Replica {
             state_dir,
             config,
             copy: OnceCell::new(),
+            attempts: std::sync::Mutex::new((0, 0)),
         }
     }
 
@@ -183,14 +208,10 @@ impl Replica {
         })
         .await?;
         if report.not_restored > 0 {
-            let first = report
-                .not_restored_entries
-                .first()
-                .map(|e| format!("{}: {}", e.path, e.reason))
-                .unwrap_or_default();
-            return Err(ReplicaError::Commit {
+            return Err(ReplicaError::NotWritten {
                 seq: commit.seq,
-                reason: format!("{} entries not written, e.g. {first}", report.not_restored),
+                entries: report.not_restored_entries,
+                total: report.not_restored,
             });
         }
         if let Copy::Bucket(copy) = copy {
@@ -279,16 +300,22 @@ impl Replica {
                 bucket: bucket.clone(),
             })
             .await?
-            .into_inner()
-            .seq;
+            .into_inner();
+        // A replay applies the cursor's commit anew (and what came after).
+        let mut replaying = cursor.replay;
+        let mut dead = cursor.dead_letters > 0;
+        let after = match replaying {
+            true => cursor.seq.saturating_sub(1),
+            false => cursor.seq,
+        };
         let mut stream = client
             .follow(FollowRequest {
                 bucket: bucket.clone(),
-                after_seq: cursor,
+                after_seq: after,
             })
             .await?
             .into_inner();
-        tracing::info!(bucket = %bucket, after = cursor, copy = %self.config.describe(), "replica following");
+        tracing::info!(bucket = %bucket, after, replaying, copy = %self.config.describe(), "replica following");
         while let Some(mut commit) = stream.message().await? {
             // A backlog: what is already here past this commit replaces it
             // (each snapshot is the whole bucket), so a replica far behind
@@ -306,18 +333,89 @@ impl Replica {
                 tracing::warn!(bucket = %bucket, seq = commit.seq, kind = %commit.kind, "replica: not a snapshot, left to the next one");
                 continue;
             }
+            let seq = commit.seq;
             // Each apply in a span of its own: its restore's lines carry the commit.
-            let span = tracing::info_span!("replica_apply", bucket = %bucket, seq = commit.seq);
-            let applied = self.apply(&commit).instrument(span).await?;
+            let span = tracing::info_span!("replica_apply", bucket = %bucket, seq);
+            let letters = match self.apply(&commit).instrument(span).await {
+                Ok(applied) => {
+                    tracing::info!(bucket = %bucket, seq, removed = applied.removed, written = applied.written, unchanged = applied.unchanged, "replica applied");
+                    None
+                }
+                Err(ReplicaError::NotWritten {
+                    seq,
+                    entries,
+                    total,
+                }) if self.attempt(seq) >= MAX_ATTEMPTS => {
+                    tracing::error!(bucket = %bucket, seq, dead_letters = total, attempts = MAX_ATTEMPTS, "replica: entries still not written; acknowledged without them (`ferry-hub replication dead-letters`)");
+                    Some((entries, total))
+                }
+                Err(e) => {
+                    self.report(seq, Some(&e), None, false).await;
+                    return Err(e);
+                }
+            };
             client
                 .ack(AckRequest {
                     bucket: bucket.clone(),
-                    seq: commit.seq,
+                    seq,
                 })
                 .await?;
-            tracing::info!(bucket = %bucket, seq = applied.seq, removed = applied.removed, written = applied.written, unchanged = applied.unchanged, "replica applied");
+            self.attempt(0);
+            // The hub's list replaced when there is one to tell, or one to clear.
+            if letters.is_some() || dead || replaying {
+                dead = letters.is_some();
+                self.report(seq, None, Some(letters.unwrap_or_default()), replaying)
+                    .await;
+                replaying = false;
+            }
         }
         Ok(())
+    }
+
+    /// Counts an apply of `seq` that left entries unwritten (0: starts
+    /// afresh); gives how many there were in a row.
+    fn attempt(&self, seq: u64) -> u32 {
+        let Ok(mut attempts) = self.attempts.lock() else {
+            return MAX_ATTEMPTS;
+        };
+        *attempts = match (seq, *attempts) {
+            (0, _) => (0, 0),
+            (seq, (last, n)) if seq == last => (seq, n + 1),
+            (seq, _) => (seq, 1),
+        };
+        attempts.1
+    }
+
+    /// Tells the hub what applying `seq` met: an error, or the dead letters
+    /// now (none: the apply wrote everything). Best effort: a report that
+    /// fails is logged, the apply is not failed for it.
+    async fn report(
+        &self,
+        seq: u64,
+        error: Option<&ReplicaError>,
+        dead: Option<(Vec<NotRestored>, u64)>,
+        replayed: bool,
+    ) {
+        let request = ReportRequest {
+            bucket: self.config.bucket.clone(),
+            seq,
+            error: error.map(ToString::to_string).unwrap_or_default(),
+            dead: dead.map(|(entries, total)| DeadLetterList {
+                letters: entries
+                    .into_iter()
+                    .take(LISTED_DEAD_LETTERS)
+                    .map(|e| DeadLetter {
+                        path: e.path,
+                        reason: e.reason,
+                    })
+                    .collect(),
+                total,
+                replayed,
+            }),
+        };
+        if let Err(status) = self.client.replication.clone().report(request).await {
+            tracing::warn!(bucket = %self.config.bucket, seq, %status, "replica: could not report to the hub");
+        }
     }
 }
 
