@@ -329,8 +329,8 @@ impl Admin {
         Ok(self.catalog.write(|w| {
             let t = tenant_named(w, tenant)?;
             let bucket = bucket_named(w, &t, name)?;
-            w.set_replication_paused(bucket.id, paused.then_some(now_unix_ms))?;
-            w.replication_paused(bucket.id)
+            w.set_replication_paused(bucket.id, paused, now_unix_ms)?;
+            Ok(w.replication_pause(bucket.id)?.paused_unix_ms)
         })?)
     }
 

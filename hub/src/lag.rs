@@ -83,7 +83,7 @@ pub fn replica_lags(
             let cursors = r.replica_cursors(bucket.id)?;
             let holds = r.replica_holds(bucket.id)?;
             let troubles = r.replica_troubles(bucket.id)?;
-            let paused = r.replication_paused(bucket.id)?;
+            let paused = r.replication_pause(bucket.id)?.paused_unix_ms;
             for &site in &bucket.replicas {
                 let cursor = cursors.iter().find(|c| c.site == site);
                 let trouble = troubles.iter().find(|t| t.site == site);

@@ -45,10 +45,17 @@ pub fn xattrs_of(path: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
 
 /// Every entry below `root` (not `root` itself), by relative path bytes.
 pub fn describe(root: &Path) -> BTreeMap<Vec<u8>, Node> {
+    try_describe(root).unwrap()
+}
+
+/// As [`describe`], for a tree something else may be changing (a replica
+/// being written): an entry gone between its listing and its reading
+/// gives the error.
+pub fn try_describe(root: &Path) -> std::io::Result<BTreeMap<Vec<u8>, Node>> {
     let mut out = BTreeMap::new();
     let mut inodes: HashMap<u64, Vec<u8>> = HashMap::new();
-    walk(root, root, &mut out, &mut inodes);
-    out
+    walk(root, root, &mut out, &mut inodes)?;
+    Ok(out)
 }
 
 fn walk(
@@ -56,14 +63,13 @@ fn walk(
     dir: &Path,
     out: &mut BTreeMap<Vec<u8>, Node>,
     inodes: &mut HashMap<u64, Vec<u8>>,
-) {
-    let mut items: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+) -> std::io::Result<()> {
+    let mut items = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()?;
     items.sort();
     for path in items {
-        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let meta = std::fs::symlink_metadata(&path)?;
         let rel = path
             .strip_prefix(root)
             .unwrap()
@@ -76,15 +82,13 @@ fn walk(
         } else if ft.is_symlink() {
             (
                 'l',
-                String::from_utf8_lossy(std::fs::read_link(&path).unwrap().as_os_str().as_bytes())
+                String::from_utf8_lossy(std::fs::read_link(&path)?.as_os_str().as_bytes())
                     .into_owned(),
             )
         } else if ft.is_file() {
             (
                 'f',
-                blake3::hash(&std::fs::read(&path).unwrap())
-                    .to_hex()
-                    .to_string(),
+                blake3::hash(&std::fs::read(&path)?).to_hex().to_string(),
             )
         } else {
             use std::os::unix::fs::FileTypeExt;
@@ -125,9 +129,10 @@ fn walk(
             },
         );
         if kind == 'd' {
-            walk(root, &path, out, inodes);
+            walk(root, &path, out, inodes)?;
         }
     }
+    Ok(())
 }
 
 /// Asserts two descriptions are equal, naming the first differences.

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferry_tests::daemon::Daemon;
-use ferry_tests::tree::{assert_same, describe};
+use ferry_tests::tree::{assert_same, describe, try_describe};
 use ferry_tests::{Hub, Site, check, noise};
 
 /// Waits until the replica directory equals `src` as it is now.
@@ -20,7 +20,7 @@ fn wait_until_equal(replica: &Path, src: &Path, agent: &Daemon, what: &str) {
     let want = describe(src);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if replica.exists() && describe(replica) == want {
+        if try_describe(replica).is_ok_and(|now| now == want) {
             return;
         }
         if Instant::now() > deadline {
@@ -496,5 +496,125 @@ fn entries_that_keep_failing_become_dead_letters_and_a_replay_writes_them() {
     while lag_of(&hub)["dead_letters"] != 0 || lag_of(&hub)["replay_requested"] != false {
         assert!(Instant::now() < deadline, "{}", lag_of(&hub));
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Files below `dir`, as paths relative to it.
+fn files_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(at) = pending.pop() {
+        let Ok(listing) = std::fs::read_dir(&at) else {
+            continue;
+        };
+        for item in listing {
+            let path = item.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                out.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_mass_delete_is_kept_as_tombstones_paused_and_undone() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let src = w.join("src");
+    std::fs::create_dir_all(src.join("files")).unwrap();
+    for i in 0..10 {
+        std::fs::write(src.join(format!("files/f{i}")), format!("file {i}")).unwrap();
+    }
+    let hub = Hub::start(&w.join("hub"));
+    let site_a = Site::create(&hub, &w.join("site-a"), &src, "site-a", "docs");
+    site_a.backup();
+    let site_b = Site::other_site_of(&hub, &w.join("site-b"), &site_a, "site-b");
+    check(
+        &hub.cli(&["bucket", "replicas", "acme/docs", "--replica", "site-b"]),
+        "bucket replicas",
+    );
+    let copy = w.join("copy-b");
+    add_replica(&site_b, "acme/docs", &copy);
+    let mut config = std::fs::read_to_string(&site_b.config).unwrap();
+    config.push_str("delete-delay = \"4s\"\nmax-delete-share = 1\n");
+    std::fs::write(&site_b.config, config).unwrap();
+    let agent = Daemon::start(&site_b.config, &site_b.dir);
+    wait_until_equal(&copy, &src, &agent, "the first snapshot");
+    let tombstones = w.join(".copy-b.ferry-tombstones");
+
+    // A mass delete at the source reaches the replica as tombstones; the
+    // operator pauses replication, and the tombstones outlive the delay.
+    let gone: Vec<String> = (0..8).map(|i| format!("files/f{i}")).collect();
+    for f in &gone {
+        std::fs::remove_file(src.join(f)).unwrap();
+    }
+    site_a.backup();
+    wait_until_equal(&copy, &src, &agent, "the mass delete");
+    check(
+        &hub.cli(&["bucket", "pause-replication", "acme/docs"]),
+        "pause-replication",
+    );
+    let buried = |dir: &Path| {
+        files_below(dir)
+            .into_iter()
+            .filter_map(|p| p.split_once('/').map(|(_, rest)| rest.to_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(buried(&tombstones), gone);
+    std::thread::sleep(Duration::from_secs(10));
+    assert_eq!(
+        buried(&tombstones),
+        gone,
+        "kept past the delay while paused"
+    );
+    assert!(!lag_of(&hub)["paused_since_unix_ms"].is_null());
+
+    // Undone at the source (restored from the snapshot before, times and
+    // all) and backed up: nothing reaches the paused replica.
+    let undo = w.join("undo");
+    site_a.restore(&undo, &["--snapshot", "1"]);
+    for f in &gone {
+        std::fs::rename(undo.join(f), src.join(f)).unwrap();
+    }
+    site_a.backup();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        lag_of(&hub)["commits_behind"],
+        1,
+        "paused: {}",
+        lag_of(&hub)
+    );
+
+    // Resumed: the files come back from their tombstones, none fetched.
+    check(
+        &hub.cli(&["bucket", "resume-replication", "acme/docs"]),
+        "resume-replication",
+    );
+    wait_until_equal(&copy, &src, &agent, "after the undo");
+    let log = std::fs::read_to_string(&agent.log).unwrap();
+    let applied = log
+        .lines()
+        .rfind(|l| l.contains("replica applied"))
+        .unwrap();
+    assert!(
+        applied.contains("seq=3") && applied.contains("written=0"),
+        "{applied}"
+    );
+    assert!(log.contains("taken_back=8"), "{log}");
+    assert!(buried(&tombstones).is_empty());
+
+    // Not paused, tombstones go once the delay has passed.
+    std::fs::remove_file(src.join("files/f9")).unwrap();
+    site_a.backup();
+    wait_until_equal(&copy, &src, &agent, "a delete");
+    assert_eq!(buried(&tombstones), ["files/f9"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !buried(&tombstones).is_empty() {
+        assert!(Instant::now() < deadline, "tombstones never removed");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }

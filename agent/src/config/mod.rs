@@ -457,6 +457,16 @@ bucket = "acme/docs"
         assert!(
             matches!(c.replicas[0].copy_at(), replica::CopyAt::Dir(p) if p == Path::new("/etc/ferry/copy"))
         );
+        assert!(c.replicas[0].tombstones().is_none());
+        let c = AgentConfig::parse(at, &config("path = \"copy\"\ndelete-delay = \"2h\"")).unwrap();
+        let stones = c.replicas[0].tombstones().unwrap();
+        assert_eq!(
+            (stones.root.as_path(), stones.delay),
+            (
+                Path::new("/etc/ferry/.copy.ferry-tombstones"),
+                std::time::Duration::from_secs(7200)
+            )
+        );
         let s3 = "s3 = { bucket = \"copy\", region = \"r\", credentials-file = \"creds\" }";
         let c = AgentConfig::parse(at, &config(s3)).unwrap();
         let replica::CopyAt::Bucket(location) = c.replicas[0].copy_at() else {
@@ -474,6 +484,15 @@ bucket = "acme/docs"
                 "replica[0].max-delete-share",
             ),
             ("s3 = { bucket = \"\" }", "replica[0].s3"),
+            (
+                &format!("{s3}\ndelete-delay = \"1h\""),
+                "replica[0].delete-delay",
+            ),
+            (
+                "path = \"c\"\ndelete-delay = \"soon\"",
+                "replica[0].delete-delay",
+            ),
+            ("path = \"c\"\ntombstones = \"t\"", "replica[0].tombstones"),
         ] {
             let e = AgentConfig::parse(at, &config(bad))
                 .unwrap_err()

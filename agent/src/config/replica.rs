@@ -7,6 +7,7 @@ use ferry_s3::S3Location;
 use serde::Deserialize;
 
 use super::ConfigError;
+use crate::replica::tombstones::Tombstones;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -25,6 +26,13 @@ pub struct ReplicaConfig {
     /// confirm`): 0.5 by default, 1 never holds.
     #[serde(default = "default_max_delete_share")]
     pub max_delete_share: f64,
+    /// Keep what a commit deletes as tombstones this long (e.g. "24h")
+    /// before removing it for good, so a mass delete at the source can be
+    /// paused and undone (directory copies; a bucket copy has versioning).
+    pub delete_delay: Option<String>,
+    /// Where the tombstones go: a directory on the copy's file system
+    /// (default: `.<name>.ferry-tombstones` beside the copy).
+    pub tombstones: Option<PathBuf>,
 }
 
 fn default_max_delete_share() -> f64 {
@@ -63,6 +71,25 @@ impl ReplicaConfig {
                 format!("{}: a share from 0 to 1", self.max_delete_share),
             ));
         }
+        if let Some(delay) = &self.delete_delay {
+            humantime::parse_duration(delay)
+                .map_err(|e| invalid("delete-delay", format!("{delay:?}: {e}")))?;
+            if self.s3.is_some() {
+                return Err(invalid(
+                    "delete-delay",
+                    "for directory copies; keep a bucket copy's deleted objects with the bucket's versioning".into(),
+                ));
+            }
+        }
+        if self.tombstones.is_some() && self.delete_delay.is_none() {
+            return Err(invalid(
+                "tombstones",
+                "set with `delete-delay` only (without one, deletes are not kept)".into(),
+            ));
+        }
+        if let Some(t) = &mut self.tombstones {
+            *t = base.join(&*t);
+        }
         match (&mut self.path, &mut self.s3) {
             (Some(path), None) if path.as_os_str().is_empty() => {
                 return Err(invalid("path", "empty".into()));
@@ -88,6 +115,21 @@ impl ReplicaConfig {
             (_, Some(s3)) => CopyAt::Bucket(s3),
             (path, None) => CopyAt::Dir(path.as_deref().unwrap_or(Path::new("."))),
         }
+    }
+
+    /// The tombstones of a copy with a `delete-delay` (`resolve` checked it).
+    pub fn tombstones(&self) -> Option<Tombstones> {
+        let delay = humantime::parse_duration(self.delete_delay.as_deref()?).ok()?;
+        let CopyAt::Dir(copy) = self.copy_at() else {
+            return None;
+        };
+        Some(Tombstones {
+            root: self
+                .tombstones
+                .clone()
+                .unwrap_or_else(|| crate::replica::tombstones::default_root(copy)),
+            delay,
+        })
     }
 
     /// The copy, for logs.

@@ -6,6 +6,7 @@
 
 pub mod bucket;
 pub mod prune;
+pub mod tombstones;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -163,13 +164,14 @@ impl Replica {
         let copy = self.copy().await?;
         let (deletes, entries) = match copy {
             Copy::Dir(path) if self.config.max_delete_share < 1.0 => {
+                let count = PruneMode::Count;
                 prune(
                     &self.client,
                     &self.keys,
                     bucket,
                     manifest.clone(),
                     path,
-                    true,
+                    count,
                 )
                 .await?
             }
@@ -186,8 +188,15 @@ impl Replica {
         }
         let (removed, target) = match copy {
             Copy::Dir(path) => {
+                let mode = match self.config.tombstones() {
+                    Some(stones) => {
+                        let batch = stones.batch_at(chrono::Utc::now().timestamp_millis());
+                        PruneMode::Bury(stones, batch)
+                    }
+                    None => PruneMode::Delete,
+                };
                 let (removed, _) =
-                    prune(&self.client, &self.keys, bucket, manifest, path, false).await?;
+                    prune(&self.client, &self.keys, bucket, manifest, path, mode).await?;
                 let target = RestoreTarget::Dir {
                     path: path.clone(),
                     resume: true,
@@ -265,8 +274,63 @@ impl Replica {
 
     /// Follows the bucket until `stop`: from the hub's cursor for this
     /// site, each commit applied, then acknowledged; on a failure, again
-    /// from the cursor after a backoff.
-    pub async fn follow(&self, mut stop: watch::Receiver<bool>) {
+    /// from the cursor after a backoff. Meanwhile removes the tombstones
+    /// past the copy's `delete-delay`.
+    pub async fn follow(&self, stop: watch::Receiver<bool>) {
+        let purging = async {
+            match self.config.tombstones() {
+                Some(stones) => self.purge_tombstones(stones).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = self.follow_commits(stop) => {}
+            () = purging => {}
+        }
+    }
+
+    /// Every so often, unless the hub says the bucket's replication is
+    /// paused, removes the tombstones past the delay.
+    async fn purge_tombstones(&self, stones: tombstones::Tombstones) {
+        let bucket = &self.config.bucket;
+        loop {
+            tokio::time::sleep(stones.purge_every()).await;
+            let cursor = self
+                .client
+                .replication
+                .clone()
+                .cursor(CursorRequest {
+                    bucket: bucket.clone(),
+                })
+                .await;
+            let resumed = match cursor {
+                Ok(c) if c.get_ref().paused_unix_ms != 0 => {
+                    tracing::debug!(bucket = %bucket, "replication paused: tombstones kept");
+                    continue;
+                }
+                Ok(c) => c.get_ref().resumed_unix_ms,
+                // Nothing is removed without the hub saying it may be.
+                Err(status) => {
+                    tracing::warn!(bucket = %bucket, %status, "tombstones kept: the hub did not answer");
+                    continue;
+                }
+            };
+            let now = chrono::Utc::now().timestamp_millis();
+            let batch = stones.clone();
+            match tokio::task::spawn_blocking(move || batch.purge(now, resumed)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => {
+                    tracing::info!(bucket = %bucket, batches = n, "tombstones past the delete delay removed");
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(bucket = %bucket, tombstones = %stones.root.display(), error = %e, "tombstones not removed");
+                }
+                Err(e) => tracing::error!(bucket = %bucket, error = %e, "tombstone purge failed"),
+            }
+        }
+    }
+
+    async fn follow_commits(&self, mut stop: watch::Receiver<bool>) {
         let bucket = &self.config.bucket;
         let mut backoff = Duration::from_secs(1);
         loop {
@@ -419,15 +483,26 @@ impl Replica {
     }
 }
 
-/// Deletes from `path` what the manifest does not hold (or with `count`,
-/// only counts it): (entries removed, entries the copy held).
+/// How a prune pass treats what the snapshot does not hold.
+enum PruneMode {
+    /// Counts it, and what the copy holds; changes nothing.
+    Count,
+    /// Deletes it.
+    Delete,
+    /// Moves it into this batch of the tombstones; files the snapshot holds
+    /// again come back from theirs.
+    Bury(tombstones::Tombstones, PathBuf),
+}
+
+/// Prunes `path` against the manifest: (entries removed or counted,
+/// entries the copy held).
 async fn prune(
     client: &HubClient,
     keys: &Arc<TenantKeys>,
     bucket: &str,
     manifest: Vec<BlobId>,
     path: &Path,
-    count: bool,
+    mode: PruneMode,
 ) -> Result<(u64, u64), ReplicaError> {
     let io = |source| ReplicaError::Io {
         path: path.to_path_buf(),
@@ -435,22 +510,30 @@ async fn prune(
     };
     // The walk and its deletes are file system calls: on a blocking thread,
     // fed entries as they are decoded.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, bool)>(1024);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<ferry_proto::v1::ManifestEntry>(1024);
     let root = path.to_path_buf();
     let pruner = tokio::task::spawn_blocking(move || {
-        let mut pruner = match count {
-            true => prune::Pruner::counting(&root)?,
-            false => prune::Pruner::new(&root)?,
+        let mut pruner = match mode {
+            PruneMode::Count => prune::Pruner::counting(&root)?,
+            PruneMode::Delete => prune::Pruner::new(&root)?,
+            PruneMode::Bury(stones, batch) => prune::Pruner::burying(&root, stones, batch)?,
         };
-        for (entry, is_dir) in rx {
-            pruner.keep(&entry, is_dir)?;
+        for entry in rx {
+            pruner.keep_entry(&entry)?;
+        }
+        if pruner.taken_back > 0 {
+            tracing::info!(
+                taken_back = pruner.taken_back,
+                "replica: files back from their tombstones"
+            );
         }
         pruner.finish_counts()
     });
-    let fed = for_each_entry(client, keys, bucket, manifest, |entry| {
-        let is_dir = entry.r#type == ferry_proto::v1::EntryType::Dir as i32;
+    let fed = for_each_entry(client, keys, bucket, manifest, |mut entry| {
+        // The pruner needs the entry's kind, path, size and times only.
+        entry.chunks.clear();
         // The blocking thread is gone only if it failed: its error is told.
-        let _ = tx.send((entry.path, is_dir));
+        let _ = tx.send(entry);
         Ok(())
     })
     .await;

@@ -8,6 +8,9 @@ use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
+use ferry_proto::v1::{EntryType, ManifestEntry};
+
+use super::tombstones::Tombstones;
 use crate::source::dir::join;
 
 /// A path's place in tree order: '/' sorts before every other byte.
@@ -35,6 +38,10 @@ pub struct Pruner {
     /// Entries the copy holds, as far as walked (deleted directories'
     /// contents included).
     pub entries: u64,
+    /// Deleted entries go into this batch of these tombstones instead.
+    tombstones: Option<(Tombstones, PathBuf)>,
+    /// Files moved back from their tombstones.
+    pub taken_back: u64,
 }
 
 impl Pruner {
@@ -53,6 +60,17 @@ impl Pruner {
         Self::start(root, true)
     }
 
+    /// A pruner that moves what it deletes into `batch` of `tombstones`,
+    /// and a file the snapshot holds again back from its tombstone.
+    ///
+    /// # Errors
+    /// The directory cannot be listed.
+    pub fn burying(root: &Path, tombstones: Tombstones, batch: PathBuf) -> io::Result<Self> {
+        let mut pruner = Self::start(root, false)?;
+        pruner.tombstones = Some((tombstones, batch));
+        Ok(pruner)
+    }
+
     fn start(root: &Path, dry_run: bool) -> io::Result<Self> {
         let mut pruner = Self {
             root: root.to_path_buf(),
@@ -62,6 +80,8 @@ impl Pruner {
             removed: 0,
             dry_run,
             entries: 0,
+            tombstones: None,
+            taken_back: 0,
         };
         pruner.enter(Vec::new())?;
         Ok(pruner)
@@ -111,9 +131,10 @@ impl Pruner {
             self.removed += 1 + below;
             return Ok(());
         }
-        let done = match is_dir {
-            true => fs::remove_dir_all(&full),
-            false => fs::remove_file(&full),
+        let done = match (&self.tombstones, is_dir) {
+            (Some((stones, batch)), _) => stones.bury(batch, &full, rel),
+            (None, true) => fs::remove_dir_all(&full),
+            (None, false) => fs::remove_file(&full),
         };
         match done {
             Ok(()) => {
@@ -128,22 +149,44 @@ impl Pruner {
         }
     }
 
+    /// As [`Pruner::keep`] for a whole manifest entry: a file the copy
+    /// lacks is moved back from its tombstone when one holds it as the
+    /// snapshot has it (the restore then finds it written).
+    ///
+    /// # Errors
+    /// As [`Pruner::keep`], or a tombstone that cannot be moved back.
+    pub fn keep_entry(&mut self, entry: &ManifestEntry) -> io::Result<()> {
+        let is_dir = entry.r#type == EntryType::Dir as i32;
+        if self.keep(&entry.path, is_dir)? {
+            return Ok(());
+        }
+        if let Some((stones, _)) = &self.tombstones
+            && stones.take_back(&self.root, entry)?
+        {
+            self.taken_back += 1;
+        }
+        Ok(())
+    }
+
     /// The manifest's next entry, `path` (a directory when `is_dir`):
     /// whatever the walk holds before it is not in the snapshot, and goes;
     /// the same path of another kind goes too (the restore writes it anew).
+    /// Gives whether the copy holds the entry (true too when no longer
+    /// walking: nothing is then done).
     ///
     /// # Errors
     /// An entry that cannot be removed, or a directory listed.
-    pub fn keep(&mut self, path: &[u8], is_dir: bool) -> io::Result<()> {
+    pub fn keep(&mut self, path: &[u8], is_dir: bool) -> io::Result<bool> {
         if self.out_of_order || path.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let key = tree_key(path);
         if self.last.as_ref().is_some_and(|last| *last >= key) {
             tracing::warn!(path = %String::from_utf8_lossy(path), "a manifest out of tree order: the replica is not pruned further");
             self.out_of_order = true;
-            return Ok(());
+            return Ok(true);
         }
+        let mut held = false;
         while let Some((rel, was_dir)) = self.peek() {
             match tree_key(&rel).cmp(&key) {
                 std::cmp::Ordering::Less => {
@@ -153,8 +196,11 @@ impl Pruner {
                 std::cmp::Ordering::Equal => {
                     self.take();
                     match (was_dir, is_dir) {
-                        (true, true) => self.enter(rel)?,
-                        (false, false) => {}
+                        (true, true) => {
+                            self.enter(rel)?;
+                            held = true;
+                        }
+                        (false, false) => held = true,
                         _ => self.remove(&rel, was_dir)?,
                     }
                     break;
@@ -163,7 +209,7 @@ impl Pruner {
             }
         }
         self.last = Some(key);
-        Ok(())
+        Ok(held)
     }
 
     /// As [`Pruner::finish`], giving (entries removed, entries the copy held).

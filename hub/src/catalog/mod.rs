@@ -58,7 +58,7 @@ pub use postgres::PostgresCatalog;
 pub use references::{ReferenceRead, ReferenceWrite, Referenced};
 pub use replication::{
     DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure, ReplicaHold, ReplicaTrouble,
-    ReplicationRead, ReplicationWrite,
+    ReplicationPause, ReplicationRead, ReplicationWrite,
 };
 pub use sessions::{SessionRead, SessionWrite};
 pub use sqlite::SqliteCatalog;

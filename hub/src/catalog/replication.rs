@@ -60,6 +60,15 @@ pub struct DeadLetters {
     pub total: u64,
 }
 
+/// A bucket's replication pause as operators last set it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicationPause {
+    /// Paused since then (None: replicating).
+    pub paused_unix_ms: Option<i64>,
+    /// Last resumed then (None: never paused).
+    pub resumed_unix_ms: Option<i64>,
+}
+
 /// What a replica reported of its trouble with a bucket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaTrouble {
@@ -81,12 +90,13 @@ pub trait ReplicationRead {
     /// Storage errors only.
     fn replica_troubles(&mut self, bucket: BucketId) -> Result<Vec<ReplicaTrouble>, CatalogError>;
 
-    /// When an operator paused replication of `bucket` (None: not paused).
+    /// Whether an operator paused replication of `bucket`, and when it was
+    /// last resumed.
     ///
     /// # Errors
     ///
     /// Storage errors only.
-    fn replication_paused(&mut self, bucket: BucketId) -> Result<Option<i64>, CatalogError>;
+    fn replication_pause(&mut self, bucket: BucketId) -> Result<ReplicationPause, CatalogError>;
 
     /// The holds of `bucket`'s replicas, in site id order.
     ///
@@ -176,9 +186,11 @@ pub trait ReplicationWrite: ReplicationRead {
     /// `NotFound` when it has none.
     fn request_replay(&mut self, bucket: BucketId, site: SiteId) -> Result<u64, CatalogError>;
 
-    /// Pauses replication of `bucket` as of `at_unix_ms` (replicas apply
-    /// no commit and remove no tombstone while paused), or with None
-    /// resumes it. A pause of a paused bucket keeps its first time.
+    /// Pauses (`paused`) or resumes replication of `bucket` at
+    /// `at_unix_ms`: replicas apply no commit and remove no tombstone while
+    /// it is paused, nor for their delay after it is resumed. A pause of a
+    /// paused bucket keeps its first time; a resume of one not paused
+    /// changes nothing.
     ///
     /// # Errors
     ///
@@ -186,8 +198,18 @@ pub trait ReplicationWrite: ReplicationRead {
     fn set_replication_paused(
         &mut self,
         bucket: BucketId,
-        at_unix_ms: Option<i64>,
+        paused: bool,
+        at_unix_ms: i64,
     ) -> Result<(), CatalogError>;
+}
+
+/// A pause from its stored row (paused_ms, resumed_ms; 0 for none).
+pub(crate) fn pause_of(row: Option<(i64, i64)>) -> ReplicationPause {
+    let (paused, resumed) = row.unwrap_or_default();
+    ReplicationPause {
+        paused_unix_ms: (paused != 0).then_some(paused),
+        resumed_unix_ms: (resumed != 0).then_some(resumed),
+    }
 }
 
 /// Whether `dead` may be stored: the check both engines make.

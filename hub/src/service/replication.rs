@@ -113,7 +113,7 @@ impl Replication for ReplicationService {
                         r.replica_cursors(bucket_id)?,
                         r.replica_holds(bucket_id)?,
                         r.replica_troubles(bucket_id)?,
-                        r.replication_paused(bucket_id)?,
+                        r.replication_pause(bucket_id)?,
                     ))
                 })
             })
@@ -133,7 +133,8 @@ impl Replication for ReplicationService {
                 .and_then(|t| t.dead.as_ref())
                 .map_or(0, |d| d.total),
             replay: trouble.is_some_and(|t| t.replay_requested),
-            paused_unix_ms: paused.unwrap_or(0),
+            paused_unix_ms: paused.paused_unix_ms.unwrap_or(0),
+            resumed_unix_ms: paused.resumed_unix_ms.unwrap_or(0),
         }))
     }
 
@@ -305,7 +306,7 @@ impl Follower {
                 c.read(|r| {
                     Ok((
                         r.bucket(bucket)?,
-                        r.replication_paused(bucket)?,
+                        r.replication_pause(bucket)?.paused_unix_ms,
                         r.replica_troubles(bucket)?,
                         r.commits(bucket, after, PAGE)?,
                         r.list_sites(tenant)?,

@@ -4,6 +4,7 @@
 use super::*;
 use crate::catalog::{
     DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure, ReplicaHold, ReplicaTrouble,
+    ReplicationPause,
 };
 
 pub fn replica_cursors(cat: &dyn Catalog) {
@@ -207,20 +208,32 @@ pub fn replica_troubles(cat: &dyn Catalog) {
     assert_not_found(cat.write(|w| w.set_dead_letters(BucketId(i64::MAX), b, None, false)));
 }
 
-/// A pause: kept with its first time until resumed; only of buckets that exist.
+/// A pause: kept with its first time until resumed, the resume's time
+/// kept after; only of buckets that exist.
 pub fn replication_pauses(cat: &dyn Catalog) {
     let (_, _, bucket) = namespace(cat);
-    assert_eq!(cat.read(|r| r.replication_paused(bucket)).unwrap(), None);
-    cat.write(|w| w.set_replication_paused(bucket, Some(1_000)))
+    let pause = |paused, resumed| ReplicationPause {
+        paused_unix_ms: paused,
+        resumed_unix_ms: resumed,
+    };
+    let now = |cat: &dyn Catalog| cat.read(|r| r.replication_pause(bucket)).unwrap();
+    assert_eq!(now(cat), pause(None, None));
+    // A resume of a bucket never paused changes nothing.
+    cat.write(|w| w.set_replication_paused(bucket, false, 500))
         .unwrap();
-    cat.write(|w| w.set_replication_paused(bucket, Some(2_000)))
+    assert_eq!(now(cat), pause(None, None));
+    cat.write(|w| w.set_replication_paused(bucket, true, 1_000))
         .unwrap();
-    assert_eq!(
-        cat.read(|r| r.replication_paused(bucket)).unwrap(),
-        Some(1_000)
-    );
-    cat.write(|w| w.set_replication_paused(bucket, None))
+    cat.write(|w| w.set_replication_paused(bucket, true, 2_000))
         .unwrap();
-    assert_eq!(cat.read(|r| r.replication_paused(bucket)).unwrap(), None);
-    assert_not_found(cat.write(|w| w.set_replication_paused(BucketId(i64::MAX), Some(1))));
+    assert_eq!(now(cat), pause(Some(1_000), None));
+    cat.write(|w| w.set_replication_paused(bucket, false, 3_000))
+        .unwrap();
+    cat.write(|w| w.set_replication_paused(bucket, false, 4_000))
+        .unwrap();
+    assert_eq!(now(cat), pause(None, Some(3_000)));
+    cat.write(|w| w.set_replication_paused(bucket, true, 5_000))
+        .unwrap();
+    assert_eq!(now(cat), pause(Some(5_000), Some(3_000)));
+    assert_not_found(cat.write(|w| w.set_replication_paused(BucketId(i64::MAX), true, 1)));
 }

@@ -5,10 +5,11 @@ use postgres::Row;
 use super::{Tx, pg};
 use crate::catalog::error::to_i64;
 use crate::catalog::namespace::existing_bucket;
+use crate::catalog::replication::pause_of;
 use crate::catalog::replication::{check_ack, check_dead_letters};
 use crate::catalog::{
     BucketId, CatalogError, DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure, ReplicaHold,
-    ReplicaTrouble, ReplicationRead, ReplicationWrite, SiteId, from_i64,
+    ReplicaTrouble, ReplicationPause, ReplicationRead, ReplicationWrite, SiteId, from_i64,
 };
 
 fn hold_of(row: &Row) -> Result<ReplicaHold, CatalogError> {
@@ -134,16 +135,18 @@ impl ReplicationRead for Tx<'_, '_> {
         Ok(out)
     }
 
-    fn replication_paused(&mut self, bucket: BucketId) -> Result<Option<i64>, CatalogError> {
-        self.tx
+    fn replication_pause(&mut self, bucket: BucketId) -> Result<ReplicationPause, CatalogError> {
+        let row = self
+            .tx
             .query_opt(
-                "SELECT paused_ms FROM replication_pauses WHERE bucket_id = $1",
+                "SELECT paused_ms, resumed_ms FROM replication_pauses WHERE bucket_id = $1",
                 &[&bucket.0],
             )
             .map_err(pg("read replication pause"))?
-            .map(|r| r.try_get(0))
+            .map(|r| Ok::<_, postgres::Error>((r.try_get(0)?, r.try_get(1)?)))
             .transpose()
-            .map_err(pg("read replication pause"))
+            .map_err(pg("read replication pause"))?;
+        Ok(pause_of(row))
     }
 
     fn replica_holds(&mut self, bucket: BucketId) -> Result<Vec<ReplicaHold>, CatalogError> {
@@ -342,21 +345,29 @@ impl ReplicationWrite for Tx<'_, '_> {
     fn set_replication_paused(
         &mut self,
         bucket: BucketId,
-        at_unix_ms: Option<i64>,
+        paused: bool,
+        at_unix_ms: i64,
     ) -> Result<(), CatalogError> {
         existing_bucket(self, bucket)?;
-        let done = match at_unix_ms {
-            Some(at) => self.tx.execute(
-                "INSERT INTO replication_pauses (bucket_id, paused_ms) VALUES ($1, $2) \
-                 ON CONFLICT (bucket_id) DO NOTHING",
-                &[&bucket.0, &at],
-            ),
-            None => self.tx.execute(
-                "DELETE FROM replication_pauses WHERE bucket_id = $1",
-                &[&bucket.0],
-            ),
+        // In an UPDATE every column read is the row's old value.
+        let sql_text = match paused {
+            true => {
+                "INSERT INTO replication_pauses (bucket_id, paused_ms, resumed_ms) \
+                 VALUES ($1, $2, 0) ON CONFLICT (bucket_id) DO UPDATE SET paused_ms = \
+                   CASE WHEN replication_pauses.paused_ms > 0 \
+                   THEN replication_pauses.paused_ms ELSE $2 END"
+            }
+            false => {
+                "INSERT INTO replication_pauses (bucket_id, paused_ms, resumed_ms) \
+                 VALUES ($1, 0, 0) ON CONFLICT (bucket_id) DO UPDATE SET \
+                   resumed_ms = CASE WHEN replication_pauses.paused_ms > 0 \
+                     THEN $2 ELSE replication_pauses.resumed_ms END, \
+                   paused_ms = 0"
+            }
         };
-        done.map_err(pg("pause replication"))?;
+        self.tx
+            .execute(sql_text, &[&bucket.0, &at_unix_ms])
+            .map_err(pg("pause replication"))?;
         Ok(())
     }
 }

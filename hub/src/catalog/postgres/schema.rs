@@ -197,8 +197,9 @@ CREATE TABLE replica_dead_letters (
     PRIMARY KEY (bucket_id, site_id, path)
 );
 CREATE TABLE replication_pauses (
-    bucket_id BIGINT PRIMARY KEY REFERENCES buckets(id),
-    paused_ms BIGINT NOT NULL
+    bucket_id  BIGINT PRIMARY KEY REFERENCES buckets(id),
+    paused_ms  BIGINT NOT NULL,
+    resumed_ms BIGINT NOT NULL
 );
 "#,
 ];

@@ -5,10 +5,11 @@ use rusqlite::{OptionalExtension, params};
 use super::{Tx, sql};
 use crate::catalog::error::to_i64;
 use crate::catalog::namespace::existing_bucket;
+use crate::catalog::replication::pause_of;
 use crate::catalog::replication::{check_ack, check_dead_letters};
 use crate::catalog::{
     BucketId, CatalogError, DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure, ReplicaHold,
-    ReplicaTrouble, ReplicationRead, ReplicationWrite, SiteId, from_i64,
+    ReplicaTrouble, ReplicationPause, ReplicationRead, ReplicationWrite, SiteId, from_i64,
 };
 
 fn cursor_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, i64)> {
@@ -115,15 +116,17 @@ impl ReplicationRead for Tx<'_> {
         Ok(out)
     }
 
-    fn replication_paused(&mut self, bucket: BucketId) -> Result<Option<i64>, CatalogError> {
-        self.conn
+    fn replication_pause(&mut self, bucket: BucketId) -> Result<ReplicationPause, CatalogError> {
+        let row: Option<(i64, i64)> = self
+            .conn
             .query_row(
-                "SELECT paused_ms FROM replication_pauses WHERE bucket_id = ?1",
+                "SELECT paused_ms, resumed_ms FROM replication_pauses WHERE bucket_id = ?1",
                 [bucket.0],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
-            .map_err(sql("read replication pause"))
+            .map_err(sql("read replication pause"))?;
+        Ok(pause_of(row))
     }
 
     fn replica_holds(&mut self, bucket: BucketId) -> Result<Vec<ReplicaHold>, CatalogError> {
@@ -356,21 +359,27 @@ impl ReplicationWrite for Tx<'_> {
     fn set_replication_paused(
         &mut self,
         bucket: BucketId,
-        at_unix_ms: Option<i64>,
+        paused: bool,
+        at_unix_ms: i64,
     ) -> Result<(), CatalogError> {
         existing_bucket(self, bucket)?;
-        let done = match at_unix_ms {
-            Some(at) => self.conn.execute(
-                "INSERT INTO replication_pauses (bucket_id, paused_ms) VALUES (?1, ?2) \
-                 ON CONFLICT (bucket_id) DO NOTHING",
-                params![bucket.0, at],
-            ),
-            None => self.conn.execute(
-                "DELETE FROM replication_pauses WHERE bucket_id = ?1",
-                [bucket.0],
-            ),
+        // In an UPDATE every column read is the row's old value.
+        let sql_text = match paused {
+            true => {
+                "INSERT INTO replication_pauses (bucket_id, paused_ms, resumed_ms) \
+                 VALUES (?1, ?2, 0) ON CONFLICT (bucket_id) DO UPDATE SET \
+                   paused_ms = CASE WHEN paused_ms > 0 THEN paused_ms ELSE ?2 END"
+            }
+            false => {
+                "INSERT INTO replication_pauses (bucket_id, paused_ms, resumed_ms) \
+                 VALUES (?1, 0, 0) ON CONFLICT (bucket_id) DO UPDATE SET \
+                   resumed_ms = CASE WHEN paused_ms > 0 THEN ?2 ELSE resumed_ms END, \
+                   paused_ms = 0"
+            }
         };
-        done.map_err(sql("pause replication"))?;
+        self.conn
+            .execute(sql_text, params![bucket.0, at_unix_ms])
+            .map_err(sql("pause replication"))?;
         Ok(())
     }
 }

@@ -228,9 +228,11 @@ CREATE TABLE replica_dead_letters (
     PRIMARY KEY (bucket_id, site_id, path)
 ) STRICT, WITHOUT ROWID;
 -- Buckets whose replication an operator paused, and since when.
+-- (paused_ms 0: not paused; resumed_ms 0: never resumed.)
 CREATE TABLE replication_pauses (
-    bucket_id INTEGER PRIMARY KEY REFERENCES buckets(id),
-    paused_ms INTEGER NOT NULL
+    bucket_id  INTEGER PRIMARY KEY REFERENCES buckets(id),
+    paused_ms  INTEGER NOT NULL,
+    resumed_ms INTEGER NOT NULL
 ) STRICT;
 "#,
 ];

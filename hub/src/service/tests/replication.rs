@@ -263,7 +263,7 @@ async fn dead_letters_are_told_a_replay_ends_the_stream_and_a_pause_holds_commit
 
     // Paused: a commit appended is not sent until the pause is lifted.
     hub.catalog
-        .write(|w| w.set_replication_paused(bucket.id, Some(5_000)))
+        .write(|w| w.set_replication_paused(bucket.id, true, 5_000))
         .unwrap();
     assert_eq!(cursor_of(&hub).await.paused_unix_ms, 5_000);
     commit_one(&mut hub, 2).await;
@@ -274,7 +274,7 @@ async fn dead_letters_are_told_a_replay_ends_the_stream_and_a_pause_holds_commit
         "nothing sent while paused"
     );
     hub.catalog
-        .write(|w| w.set_replication_paused(bucket.id, None))
+        .write(|w| w.set_replication_paused(bucket.id, false, 6_000))
         .unwrap();
     assert_eq!(next(&mut replaying).await.unwrap().unwrap().seq, 2);
 }
