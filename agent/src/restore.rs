@@ -167,6 +167,23 @@ pub struct RestoreReport {
     pub not_restored: u64,
     /// The first of those (up to a thousand), each with its reason.
     pub not_restored_entries: Vec<NotRestored>,
+    /// The first files written (up to a thousand; not those found
+    /// present): what a replica's apply changed.
+    #[serde(skip)]
+    pub written_entries: Vec<String>,
+}
+
+/// Entries a report lists by name (it counts the rest).
+pub(crate) const LISTED_ENTRIES: usize = 1000;
+
+impl RestoreReport {
+    /// Notes a file written under `path` (relative to the target).
+    pub(crate) fn wrote(&mut self, path: &[u8]) {
+        if self.written_entries.len() < LISTED_ENTRIES {
+            self.written_entries
+                .push(String::from_utf8_lossy(path).into_owned());
+        }
+    }
 }
 
 /// An entry a restore could not write.

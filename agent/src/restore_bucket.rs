@@ -162,6 +162,7 @@ pub fn write_bucket(
         } else {
             put_multipart(target, &key, &meta, &entry, &mut plains, runtime, progress)?;
         }
+        report.wrote(&entry.path);
         report.files += 1;
         report.bytes += entry.size;
         report.chunks += entry.chunks.len() as u64;

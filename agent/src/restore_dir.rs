@@ -96,7 +96,7 @@ struct DirMeta {
 
 /// How many entries that could not be written are listed by path in the
 /// report (all are counted): the list stays small however many fail.
-const LISTED_FAILURES: usize = 1000;
+const LISTED_FAILURES: usize = crate::restore::LISTED_ENTRIES;
 
 /// The writer: runs on a blocking thread. An entry that cannot be written
 /// is reported and the restore goes on with the rest; what stops it is
@@ -357,6 +357,7 @@ impl TreeWriter<'_> {
                     }
                 };
                 self.own(path, entry)?;
+                self.report.wrote(&entry.path);
                 self.report.files += 1;
                 self.report.chunks += entry.chunks.len() as u64;
                 self.report.bytes += written;

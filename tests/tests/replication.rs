@@ -264,10 +264,22 @@ fn the_failover_walk_a_lost_source_a_new_one_and_the_old_one_back() {
     );
     let agent_a = Daemon::start(&site_a.config, &site_a.dir);
     wait_until_equal(&copy_a, &copy_b, &agent_a, "a back as a replica");
-    let log = std::fs::read_to_string(&agent_a.log).unwrap();
-    assert!(
-        log.contains("replica applied") && log.contains("written="),
-        "the report: {log}"
+    // The report lists what A lacked: every file, A having come back empty.
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(site_a.dir.join("state/replicas/acme+docs.applied.json")).unwrap(),
+    )
+    .unwrap();
+    let mut written: Vec<&str> = report["written_paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    written.sort();
+    assert_eq!(
+        (&report["seq"], written),
+        (&2.into(), vec!["big.bin", "docs/a.txt", "docs/b.txt"]),
+        "{report}"
     );
 
     // A second failover returns the source role to A; B is fenced.

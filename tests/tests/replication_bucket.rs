@@ -131,6 +131,18 @@ async fn a_replica_in_a_garage_bucket_follows_the_source_writing_only_what_chang
     site_a.backup();
     wait_until_equal(&client, &src, &agent, "the second snapshot").await;
     let second = wait_for_apply(&agent, 2).await;
+    let report: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(site_c.dir.join("state/replicas/acme+docs.applied.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (&report["removed_paths"], &report["written_paths"]),
+        (
+            &serde_json::json!(["docs/b.txt"]),
+            &serde_json::json!(["a.txt", "docs/new.txt"])
+        ),
+        "{report}"
+    );
     assert!(
         second.contains("removed=1")
             && second.contains("written=2")

@@ -207,12 +207,13 @@ impl BucketCopy {
     }
 
     /// Deletes what the last survey found the snapshot does not hold;
-    /// gives how many objects went.
+    /// gives how many objects went, and the keys of the first thousand.
     ///
     /// # Errors
     /// A delete the bucket refused (what went before it is gone).
-    pub async fn remove(&self) -> Result<u64, ReplicaError> {
+    pub async fn remove(&self) -> Result<(u64, Vec<String>), ReplicaError> {
         let mut removed = 0;
+        let mut listed = Vec::new();
         let mut after = String::new();
         loop {
             let from = after.clone();
@@ -227,7 +228,7 @@ impl BucketCopy {
                 })
                 .await?;
             let Some(last) = batch.last() else {
-                return Ok(removed);
+                return Ok((removed, listed));
             };
             after = last.clone();
             let mut in_flight = JoinSet::new();
@@ -253,6 +254,8 @@ impl BucketCopy {
                 self.joined(Some(done))?;
             }
             removed += batch.len() as u64;
+            let room = crate::restore::LISTED_ENTRIES.saturating_sub(listed.len());
+            listed.extend(batch.iter().take(room).cloned());
             self.with_index(move |db| {
                 let t = db.transaction()?;
                 {

@@ -68,7 +68,7 @@ pub enum ReplicaError {
 }
 
 /// What applying one commit did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Applied {
     pub seq: u64,
     /// Entries deleted because the snapshot no longer holds them (a
@@ -78,6 +78,9 @@ pub struct Applied {
     pub written: u64,
     /// Files found as the snapshot has them already.
     pub unchanged: u64,
+    /// The first of those removed and written, up to a thousand each.
+    pub removed_paths: Vec<String>,
+    pub written_paths: Vec<String>,
 }
 
 /// What one replica needs from the daemon.
@@ -131,10 +134,7 @@ impl Replica {
                         Ok(Copy::Dir(path.to_path_buf()))
                     }
                     CopyAt::Bucket(location) => {
-                        let index = self
-                            .state_dir
-                            .join("replicas")
-                            .join(format!("{}.db", self.config.bucket.replace('/', "+")));
+                        let index = self.state_file("db");
                         Ok(Copy::Bucket(
                             bucket::BucketCopy::open(location, &index).await?,
                         ))
@@ -165,7 +165,7 @@ impl Replica {
         let (deletes, entries) = match copy {
             Copy::Dir(path) if self.config.max_delete_share < 1.0 => {
                 let count = PruneMode::Count;
-                prune(
+                let pruned = prune(
                     &self.client,
                     &self.keys,
                     bucket,
@@ -173,7 +173,8 @@ impl Replica {
                     path,
                     count,
                 )
-                .await?
+                .await?;
+                (pruned.removed, pruned.entries)
             }
             Copy::Dir(_) => (0, 0),
             Copy::Bucket(copy) => {
@@ -195,14 +196,13 @@ impl Replica {
                     }
                     None => PruneMode::Delete,
                 };
-                let (removed, _) =
-                    prune(&self.client, &self.keys, bucket, manifest, path, mode).await?;
+                let pruned = prune(&self.client, &self.keys, bucket, manifest, path, mode).await?;
                 let target = RestoreTarget::Dir {
                     path: path.clone(),
                     resume: true,
                     numeric_owner: false,
                 };
-                (removed, target)
+                ((pruned.removed, pruned.removed_paths), target)
             }
             Copy::Bucket(copy) => (copy.remove().await?, RestoreTarget::Bucket(copy.target())),
         };
@@ -228,9 +228,11 @@ impl Replica {
         }
         Ok(Applied {
             seq: commit.seq,
-            removed,
+            removed: removed.0,
             written: report.files.saturating_sub(report.already_present),
             unchanged: report.already_present,
+            removed_paths: removed.1,
+            written_paths: report.written_entries,
         })
     }
 
@@ -402,7 +404,8 @@ impl Replica {
             let span = tracing::info_span!("replica_apply", bucket = %bucket, seq);
             let letters = match self.apply(&commit).instrument(span).await {
                 Ok(applied) => {
-                    tracing::info!(bucket = %bucket, seq, removed = applied.removed, written = applied.written, unchanged = applied.unchanged, "replica applied");
+                    let report = self.write_report(&applied);
+                    tracing::info!(bucket = %bucket, seq, removed = applied.removed, written = applied.written, unchanged = applied.unchanged, report = %report.display(), "replica applied");
                     None
                 }
                 Err(ReplicaError::NotWritten {
@@ -434,6 +437,35 @@ impl Replica {
             }
         }
         Ok(())
+    }
+
+    /// Writes what the last apply changed (paths removed and written) to
+    /// `<state>/replicas/<tenant>+<bucket>.applied.json`, for an operator:
+    /// after a failback, what the old source's copy lacked. Gives the
+    /// file; a failure to write it is logged, the apply stands.
+    fn write_report(&self, applied: &Applied) -> PathBuf {
+        let file = self.state_file("applied.json");
+        let written = serde_json::to_vec_pretty(applied)
+            .map_err(std::io::Error::other)
+            .and_then(|text| {
+                if let Some(dir) = file.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let partial = file.with_extension("json.partial");
+                std::fs::write(&partial, text)?;
+                std::fs::rename(&partial, &file)
+            });
+        if let Err(e) = written {
+            tracing::warn!(file = %file.display(), error = %e, "replica: apply report not written");
+        }
+        file
+    }
+
+    /// This replica's file `suffix` in the agent's state directory.
+    fn state_file(&self, suffix: &str) -> PathBuf {
+        self.state_dir
+            .join("replicas")
+            .join(format!("{}.{suffix}", self.config.bucket.replace('/', "+")))
     }
 
     /// Counts an apply of `seq` that left entries unwritten (0: starts
@@ -503,7 +535,7 @@ async fn prune(
     manifest: Vec<BlobId>,
     path: &Path,
     mode: PruneMode,
-) -> Result<(u64, u64), ReplicaError> {
+) -> Result<prune::Pruned, ReplicaError> {
     let io = |source| ReplicaError::Io {
         path: path.to_path_buf(),
         source,

@@ -42,6 +42,19 @@ pub struct Pruner {
     tombstones: Option<(Tombstones, PathBuf)>,
     /// Files moved back from their tombstones.
     pub taken_back: u64,
+    /// The first entries removed (or buried), by path.
+    removed_paths: Vec<String>,
+}
+
+/// What a prune pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Entries removed (or with `counting`, that would be).
+    pub removed: u64,
+    /// Entries the copy held.
+    pub entries: u64,
+    /// The first of those removed, up to a thousand (none when counting).
+    pub removed_paths: Vec<String>,
 }
 
 impl Pruner {
@@ -82,6 +95,7 @@ impl Pruner {
             entries: 0,
             tombstones: None,
             taken_back: 0,
+            removed_paths: Vec::new(),
         };
         pruner.enter(Vec::new())?;
         Ok(pruner)
@@ -139,6 +153,10 @@ impl Pruner {
         match done {
             Ok(()) => {
                 self.removed += 1;
+                if self.removed_paths.len() < crate::restore::LISTED_ENTRIES {
+                    self.removed_paths
+                        .push(String::from_utf8_lossy(rel).into_owned());
+                }
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -212,18 +230,22 @@ impl Pruner {
         Ok(held)
     }
 
-    /// As [`Pruner::finish`], giving (entries removed, entries the copy held).
+    /// As [`Pruner::finish`], telling all it did.
     ///
     /// # Errors
     /// As [`Pruner::keep`].
-    pub fn finish_counts(mut self) -> io::Result<(u64, u64)> {
+    pub fn finish_counts(mut self) -> io::Result<Pruned> {
         if !self.out_of_order {
             while let Some((rel, was_dir)) = self.peek() {
                 self.take();
                 self.remove(&rel, was_dir)?;
             }
         }
-        Ok((self.removed, self.entries))
+        Ok(Pruned {
+            removed: self.removed,
+            entries: self.entries,
+            removed_paths: self.removed_paths,
+        })
     }
 
     /// Removes what the walk holds past the manifest's last entry; gives
@@ -232,7 +254,7 @@ impl Pruner {
     /// # Errors
     /// As [`Pruner::keep`].
     pub fn finish(self) -> io::Result<u64> {
-        self.finish_counts().map(|(removed, _)| removed)
+        self.finish_counts().map(|p| p.removed)
     }
 }
 
@@ -333,7 +355,9 @@ mod tests {
         let mut pruner = Pruner::counting(dir.path()).unwrap();
         pruner.keep(b"keep", false).unwrap();
         // old, old/a, old/b, old/b/c would go, of 5 entries.
-        assert_eq!(pruner.finish_counts().unwrap(), (4, 5));
+        let pruned = pruner.finish_counts().unwrap();
+        assert_eq!((pruned.removed, pruned.entries), (4, 5));
+        assert!(pruned.removed_paths.is_empty());
         assert_eq!(listing(dir.path()), before);
     }
 
