@@ -1,6 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed assertion
-//! A replica kept in an S3 bucket (Garage on loopback): a directory
-//! bucket's files appear as objects with their paths as keys, identical;
+//! One hub and three sites: a source, a replica kept in a directory and one
+//! kept in an S3 bucket (Garage on loopback). The directory copy equals the
+//! source; in the bucket copy the files appear as objects with their paths
+//! as keys, identical;
 //! changes, deletes and objects changed behind the replica's back are set
 //! right at the next commit, and only what changed is written again, also
 //! after a SIGKILL and a restart; a mass delete is held until confirmed.
@@ -13,6 +15,7 @@ use ferry_s3::aws_sdk_s3::Client;
 use ferry_s3::aws_sdk_s3::primitives::ByteStream;
 use ferry_tests::daemon::Daemon;
 use ferry_tests::garage::{Garage, objects_of};
+use ferry_tests::tree::{assert_same, describe};
 use ferry_tests::{Hub, Site, check, noise};
 
 const COPY: &str = "copy-c";
@@ -107,11 +110,29 @@ async fn a_replica_in_a_garage_bucket_follows_the_source_writing_only_what_chang
     let hub = Hub::start(&w.join("hub"));
     let site_a = Site::create(&hub, &w.join("site-a"), &src, "site-a", "docs");
     site_a.backup();
+    // Two replica sites: B keeps a directory, C a bucket.
+    let site_b = Site::other_site_of(&hub, &w.join("site-b"), &site_a, "site-b");
     let site_c = Site::other_site_of(&hub, &w.join("site-c"), &site_a, "site-c");
     check(
-        &hub.cli(&["bucket", "replicas", "acme/docs", "--replica", "site-c"]),
+        &hub.cli(&[
+            "bucket",
+            "replicas",
+            "acme/docs",
+            "--replica",
+            "site-b",
+            "--replica",
+            "site-c",
+        ]),
         "bucket replicas",
     );
+    let copy_b = w.join("copy-b");
+    let mut config = std::fs::read_to_string(&site_b.config).unwrap();
+    config.push_str(&format!(
+        "\n[[replica]]\nbucket = \"acme/docs\"\npath = \"{}\"\n",
+        copy_b.display()
+    ));
+    std::fs::write(&site_b.config, config).unwrap();
+    let agent_b = Daemon::start(&site_b.config, &site_b.dir);
     let mut config = std::fs::read_to_string(&site_c.config).unwrap();
     config.push_str(&format!(
         "\n[[replica]]\nbucket = \"acme/docs\"\ns3 = {}\n",
@@ -122,6 +143,8 @@ async fn a_replica_in_a_garage_bucket_follows_the_source_writing_only_what_chang
     wait_until_equal(&client, &src, &agent, "the first snapshot").await;
     let first = wait_for_apply(&agent, 1).await;
     assert!(first.contains("written=5"), "{first}");
+    wait_for_apply(&agent_b, 1).await;
+    assert_same(&describe(&src), &describe(&copy_b), "b's directory copy");
 
     // A change, a delete and a new file: two objects written, one deleted,
     // the other three (the big one too) left as they are.
@@ -131,6 +154,12 @@ async fn a_replica_in_a_garage_bucket_follows_the_source_writing_only_what_chang
     site_a.backup();
     wait_until_equal(&client, &src, &agent, "the second snapshot").await;
     let second = wait_for_apply(&agent, 2).await;
+    wait_for_apply(&agent_b, 2).await;
+    assert_same(
+        &describe(&src),
+        &describe(&copy_b),
+        "b's copy of the second snapshot",
+    );
     let report: serde_json::Value = serde_json::from_slice(
         &std::fs::read(site_c.dir.join("state/replicas/acme+docs.applied.json")).unwrap(),
     )
@@ -206,7 +235,13 @@ async fn a_replica_in_a_garage_bucket_follows_the_source_writing_only_what_chang
             "replication status",
         );
         let status: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let held = &status["replicas"][0]["held"];
+        let c = status["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["replica"] == "site-c")
+            .unwrap();
+        let held = &c["held"];
         if !held.is_null() {
             assert_eq!(
                 (&held["seq"], &held["deletes"], &held["entries"]),
