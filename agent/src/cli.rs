@@ -558,6 +558,9 @@ async fn restore(
                 path: dir,
                 resume,
                 numeric_owner,
+                // As restic and borg: written through the page cache, the
+                // kernel flushes it in its time.
+                durable: false,
             };
             (target, shown)
         }

@@ -78,6 +78,14 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
+    /// Flushing the target's file system failed: nothing written since the
+    /// last flush is known to be durable, so the restore stops.
+    #[error("flushing {path}: {source}")]
+    Flush {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("a sparse file's chunks: {0}")]
     Sparse(#[from] crate::sparse::Overflow),
     #[error("internal task failed: {0}")]
@@ -212,11 +220,14 @@ pub enum RestoreTarget {
     /// the same snapshot left unfinished, where only what is missing or
     /// different is written.
     /// Owners are given by name where this system knows the names, unless
-    /// `numeric_owner`.
+    /// `numeric_owner`. `durable`: every file is on disk before it gets its
+    /// name, and everything is when the restore returns (a replica
+    /// acknowledges an apply only then).
     Dir {
         path: PathBuf,
         resume: bool,
         numeric_owner: bool,
+        durable: bool,
     },
     /// An S3 bucket, empty under its prefix unless opened to overwrite.
     Bucket(Arc<BucketTarget>),
@@ -457,11 +468,13 @@ pub async fn run_restore(job: RestoreJob) -> Result<RestoreReport, RestoreError>
                 path,
                 resume,
                 numeric_owner,
+                durable,
             } => tokio::task::spawn_blocking(move || {
                 write_tree(
                     &path,
                     resume,
                     numeric_owner,
+                    durable,
                     entry_rx,
                     plain_rx,
                     &runtime,

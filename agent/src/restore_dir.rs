@@ -101,10 +101,15 @@ const LISTED_FAILURES: usize = crate::restore::LISTED_ENTRIES;
 /// The writer: runs on a blocking thread. An entry that cannot be written
 /// is reported and the restore goes on with the rest; what stops it is
 /// the hub, a damaged chunk or a manifest that breaks its own rules.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the target's settings and the stages' ends"
+)]
 pub(crate) fn write_tree(
     target: &Path,
     resume: bool,
     numeric_owner: bool,
+    durable: bool,
     mut entries: mpsc::Receiver<Planned>,
     mut plains: mpsc::Receiver<Plain>,
     runtime: &tokio::runtime::Handle,
@@ -116,6 +121,7 @@ pub(crate) fn write_tree(
         ids: Ids::new(numeric_owner),
         report: RestoreReport::default(),
         dirs: Vec::new(),
+        pending: durable.then(Pending::default),
     };
     // Directories of the manifest enclosing the current entry, innermost
     // last, and whether each was restored. A path is written only below a
@@ -181,6 +187,7 @@ pub(crate) fn write_tree(
             Err(e) => return Err(e),
         }
     }
+    writer.flush()?;
     // Children change a directory's mtime, so directories are finished last,
     // innermost first.
     let dirs = std::mem::take(&mut writer.dirs);
@@ -197,6 +204,10 @@ pub(crate) fn write_tree(
             writer.failed(&dir.path, &e);
         }
     }
+    if writer.pending.is_some() {
+        // The renames, deletes and directories' metadata too.
+        sync_file_system(target)?;
+    }
     Ok(writer.report)
 }
 
@@ -208,9 +219,64 @@ struct TreeWriter<'a> {
     report: RestoreReport,
     /// Directories made, finished once everything is in them.
     dirs: Vec<DirMeta>,
+    /// Durable: files written under their temporary names, renamed only
+    /// once one flush of the file system has made them all durable (a
+    /// flush per file would wait on the disk for each).
+    pending: Option<Pending>,
+}
+
+/// Files waiting for the flush before their rename.
+#[derive(Default)]
+struct Pending {
+    renames: Vec<(PathBuf, PathBuf)>,
+    bytes: u64,
+}
+
+/// Files or bytes written that start a flush and their renames.
+const PENDING_FILES: usize = 512;
+const PENDING_BYTES: u64 = 256 << 20;
+
+/// Flushes the file system holding `path` (syncfs): every write on it
+/// is durable when this returns.
+fn sync_file_system(path: &Path) -> Result<(), RestoreError> {
+    let werr = |source| RestoreError::Flush {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = fs::File::open(path).map_err(werr)?;
+    rustix::fs::syncfs(&dir).map_err(|e| werr(e.into()))
 }
 
 impl TreeWriter<'_> {
+    /// Makes the pending files durable and gives them their names.
+    ///
+    /// # Errors
+    /// The flush fails (a rename that fails is that file's failure).
+    fn flush(&mut self) -> Result<(), RestoreError> {
+        let Some(pending) = self.pending.as_mut() else {
+            return Ok(());
+        };
+        if pending.renames.is_empty() {
+            return Ok(());
+        }
+        let renames = std::mem::take(&mut pending.renames);
+        pending.bytes = 0;
+        sync_file_system(self.target)?;
+        for (partial, path) in renames {
+            if let Err(source) = fs::rename(&partial, &path) {
+                let _ = fs::remove_file(&partial);
+                self.failed(
+                    &path,
+                    &RestoreError::Write {
+                        path: path.clone(),
+                        source,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn failed(&mut self, path: &Path, error: &RestoreError) {
         tracing::warn!(path = %path.display(), %error, "not restored");
         self.report.not_restored += 1;
@@ -317,6 +383,8 @@ impl TreeWriter<'_> {
                 self.report.specials += 1;
             }
             Ok(EntryType::File) if !entry.hardlink_to.is_empty() => {
+                // The file linked to may be waiting for its name.
+                self.flush()?;
                 let first = self.target.join(OsStr::from_bytes(&entry.hardlink_to));
                 if !is_restored_file(self.target, &entry.hardlink_to) {
                     return Err(RestoreError::Target {
@@ -344,9 +412,20 @@ impl TreeWriter<'_> {
                 // the real name.
                 let partial = partial_name(path);
                 let _ = fs::remove_file(&partial);
+                // Owned under the temporary name: a rename keeps it all.
                 let written = write_file(&partial, entry, plains, runtime, progress, consumed)
                     .and_then(|written| {
-                        fs::rename(&partial, path).map_err(werr(path))?;
+                        self.own(&partial, entry)?;
+                        Ok(written)
+                    })
+                    .and_then(|written| {
+                        match self.pending.as_mut() {
+                            Some(pending) => {
+                                pending.renames.push((partial.clone(), path.to_path_buf()));
+                                pending.bytes += written;
+                            }
+                            None => fs::rename(&partial, path).map_err(werr(path))?,
+                        }
                         Ok(written)
                     });
                 let written = match written {
@@ -356,7 +435,13 @@ impl TreeWriter<'_> {
                         return Err(e);
                     }
                 };
-                self.own(path, entry)?;
+                if self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.renames.len() >= PENDING_FILES || p.bytes >= PENDING_BYTES)
+                {
+                    self.flush()?;
+                }
                 self.report.wrote(&entry.path);
                 self.report.files += 1;
                 self.report.chunks += entry.chunks.len() as u64;

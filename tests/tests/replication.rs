@@ -100,6 +100,8 @@ fn a_replica_follows_the_journal_applies_deletes_and_resumes_after_sigkill() {
     std::fs::write(src.join("docs/old/b.txt"), "beta").unwrap();
     std::fs::write(src.join("keep/deep/big.bin"), noise(1 << 20, 3)).unwrap();
     std::os::unix::fs::symlink("docs/a.txt", src.join("link")).unwrap();
+    // Linked to a file the same apply writes (and flushes before it links).
+    std::fs::hard_link(src.join("keep/deep/big.bin"), src.join("keep/hard")).unwrap();
 
     // The backlog: the first snapshot.
     let (hub, site_a, site_b, replica, agent) = source_and_replica(w, &src);

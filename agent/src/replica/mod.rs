@@ -201,6 +201,8 @@ impl Replica {
                     path: path.clone(),
                     resume: true,
                     numeric_owner: false,
+                    // Acknowledged at the hub once applied: on disk first.
+                    durable: true,
                 };
                 ((pruned.removed, pruned.removed_paths), target)
             }
