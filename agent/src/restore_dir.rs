@@ -204,10 +204,6 @@ pub(crate) fn write_tree(
             writer.failed(&dir.path, &e);
         }
     }
-    if writer.pending.is_some() {
-        // The renames, deletes and directories' metadata too.
-        sync_file_system(target)?;
-    }
     Ok(writer.report)
 }
 
@@ -220,8 +216,9 @@ struct TreeWriter<'a> {
     /// Directories made, finished once everything is in them.
     dirs: Vec<DirMeta>,
     /// Durable: files written under their temporary names, renamed only
-    /// once one flush of the file system has made them all durable (a
-    /// flush per file would wait on the disk for each).
+    /// once they are flushed, a batch at a time and several at once (one
+    /// at a time, each would wait on the disk alone; a flush of the whole
+    /// file system would wait for every other writer's data too).
     pending: Option<Pending>,
 }
 
@@ -235,16 +232,47 @@ struct Pending {
 /// Files or bytes written that start a flush and their renames.
 const PENDING_FILES: usize = 512;
 const PENDING_BYTES: u64 = 256 << 20;
+/// Files flushed at once: the file system's journal takes concurrent
+/// flushes in one commit.
+const FLUSHERS: usize = 4;
 
-/// Flushes the file system holding `path` (syncfs): every write on it
-/// is durable when this returns.
-fn sync_file_system(path: &Path) -> Result<(), RestoreError> {
-    let werr = |source| RestoreError::Flush {
+/// Makes each file durable (fdatasync, several at once): only these
+/// files' data is waited for, not every writer's on the file system.
+fn sync_files(files: &[(PathBuf, PathBuf)]) -> Result<(), RestoreError> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..FLUSHERS.min(files.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((partial, _)) = files.get(i) else {
+                            return Ok(());
+                        };
+                        sync_path(partial, false)?;
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().try_for_each(|w| {
+            w.join()
+                .map_err(|_| RestoreError::Task("a flushing thread panicked".into()))?
+        })
+    })
+}
+
+/// Flushes one file's data (or a directory's entries, `all`).
+fn sync_path(path: &Path, all: bool) -> Result<(), RestoreError> {
+    let flush = |source| RestoreError::Flush {
         path: path.to_path_buf(),
         source,
     };
-    let dir = fs::File::open(path).map_err(werr)?;
-    rustix::fs::syncfs(&dir).map_err(|e| werr(e.into()))
+    let file = fs::File::open(path).map_err(flush)?;
+    match all {
+        true => file.sync_all(),
+        false => file.sync_data(),
+    }
+    .map_err(flush)
 }
 
 impl TreeWriter<'_> {
@@ -261,18 +289,30 @@ impl TreeWriter<'_> {
         }
         let renames = std::mem::take(&mut pending.renames);
         pending.bytes = 0;
-        sync_file_system(self.target)?;
+        sync_files(&renames)?;
+        let mut parents = std::collections::BTreeSet::new();
         for (partial, path) in renames {
-            if let Err(source) = fs::rename(&partial, &path) {
-                let _ = fs::remove_file(&partial);
-                self.failed(
-                    &path,
-                    &RestoreError::Write {
-                        path: path.clone(),
-                        source,
-                    },
-                );
+            match fs::rename(&partial, &path) {
+                Ok(()) => {
+                    if let Some(parent) = path.parent() {
+                        parents.insert(parent.to_path_buf());
+                    }
+                }
+                Err(source) => {
+                    let _ = fs::remove_file(&partial);
+                    self.failed(
+                        &path,
+                        &RestoreError::Write {
+                            path: path.clone(),
+                            source,
+                        },
+                    );
+                }
             }
+        }
+        // The names: each directory a file was renamed in.
+        for dir in parents {
+            sync_path(&dir, true)?;
         }
         Ok(())
     }
