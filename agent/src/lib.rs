@@ -23,6 +23,7 @@ pub mod restore;
 pub mod restore_bucket;
 pub mod restore_check;
 pub mod restore_dir;
+pub mod restore_durable;
 pub mod source;
 pub mod sparse;
 #[cfg(test)]

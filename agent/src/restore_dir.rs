@@ -21,6 +21,7 @@ use crate::progress::Progress;
 use crate::restore::{
     NotRestored, Plain, Planned, RestoreError, RestoreReport, next_plain, size_mismatch,
 };
+use crate::restore_durable::Pending;
 
 /// Checks the restore target: new or empty, or with `resume` any
 /// directory (an earlier restore's, to finish).
@@ -187,7 +188,7 @@ pub(crate) fn write_tree(
             Err(e) => return Err(e),
         }
     }
-    writer.flush()?;
+    writer.flush(true)?;
     // Children change a directory's mtime, so directories are finished last,
     // innermost first.
     let dirs = std::mem::take(&mut writer.dirs);
@@ -215,104 +216,28 @@ struct TreeWriter<'a> {
     report: RestoreReport,
     /// Directories made, finished once everything is in them.
     dirs: Vec<DirMeta>,
-    /// Durable: files written under their temporary names, renamed only
-    /// once they are flushed, a batch at a time and several at once (one
-    /// at a time, each would wait on the disk alone; a flush of the whole
-    /// file system would wait for every other writer's data too).
+    /// Durable: files written under their temporary names, named only
+    /// once flushed ([`crate::restore_durable`]).
     pending: Option<Pending>,
 }
 
-/// Files waiting for the flush before their rename.
-#[derive(Default)]
-struct Pending {
-    renames: Vec<(PathBuf, PathBuf)>,
-    bytes: u64,
-}
-
-/// Files or bytes written that start a flush and their renames.
-const PENDING_FILES: usize = 512;
-const PENDING_BYTES: u64 = 256 << 20;
-/// Files flushed at once: the file system's journal takes concurrent
-/// flushes in one commit.
-const FLUSHERS: usize = 4;
-
-/// Makes each file durable (fdatasync, several at once): only these
-/// files' data is waited for, not every writer's on the file system.
-fn sync_files(files: &[(PathBuf, PathBuf)]) -> Result<(), RestoreError> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..FLUSHERS.min(files.len()))
-            .map(|_| {
-                scope.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((partial, _)) = files.get(i) else {
-                            return Ok(());
-                        };
-                        sync_path(partial, false)?;
-                    }
-                })
-            })
-            .collect();
-        workers.into_iter().try_for_each(|w| {
-            w.join()
-                .map_err(|_| RestoreError::Task("a flushing thread panicked".into()))?
-        })
-    })
-}
-
-/// Flushes one file's data (or a directory's entries, `all`).
-fn sync_path(path: &Path, all: bool) -> Result<(), RestoreError> {
-    let flush = |source| RestoreError::Flush {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = fs::File::open(path).map_err(flush)?;
-    match all {
-        true => file.sync_all(),
-        false => file.sync_data(),
-    }
-    .map_err(flush)
-}
-
 impl TreeWriter<'_> {
-    /// Makes the pending files durable and gives them their names.
+    /// Sends the pending files to be flushed and named; with `wait`,
+    /// waits until every file sent so far has its name (a failed rename
+    /// is that file's failure).
     ///
     /// # Errors
-    /// The flush fails (a rename that fails is that file's failure).
-    fn flush(&mut self) -> Result<(), RestoreError> {
+    /// A flush that fails.
+    fn flush(&mut self, wait: bool) -> Result<(), RestoreError> {
         let Some(pending) = self.pending.as_mut() else {
             return Ok(());
         };
-        if pending.renames.is_empty() {
+        pending.send()?;
+        if !wait {
             return Ok(());
         }
-        let renames = std::mem::take(&mut pending.renames);
-        pending.bytes = 0;
-        sync_files(&renames)?;
-        let mut parents = std::collections::BTreeSet::new();
-        for (partial, path) in renames {
-            match fs::rename(&partial, &path) {
-                Ok(()) => {
-                    if let Some(parent) = path.parent() {
-                        parents.insert(parent.to_path_buf());
-                    }
-                }
-                Err(source) => {
-                    let _ = fs::remove_file(&partial);
-                    self.failed(
-                        &path,
-                        &RestoreError::Write {
-                            path: path.clone(),
-                            source,
-                        },
-                    );
-                }
-            }
-        }
-        // The names: each directory a file was renamed in.
-        for dir in parents {
-            sync_path(&dir, true)?;
+        for (path, source) in pending.wait()? {
+            self.failed(&path.clone(), &RestoreError::Write { path, source });
         }
         Ok(())
     }
@@ -424,7 +349,7 @@ impl TreeWriter<'_> {
             }
             Ok(EntryType::File) if !entry.hardlink_to.is_empty() => {
                 // The file linked to may be waiting for its name.
-                self.flush()?;
+                self.flush(true)?;
                 let first = self.target.join(OsStr::from_bytes(&entry.hardlink_to));
                 if !is_restored_file(self.target, &entry.hardlink_to) {
                     return Err(RestoreError::Target {
@@ -461,27 +386,20 @@ impl TreeWriter<'_> {
                     .and_then(|written| {
                         match self.pending.as_mut() {
                             Some(pending) => {
-                                pending.renames.push((partial.clone(), path.to_path_buf()));
-                                pending.bytes += written;
+                                if pending.add(partial.clone(), path.to_path_buf(), written) {
+                                    pending.send()?;
+                                }
                             }
                             None => fs::rename(&partial, path).map_err(werr(path))?,
                         }
                         Ok(written)
                     });
-                let written = match written {
-                    Ok(w) => w,
-                    Err(e) => {
-                        let _ = fs::remove_file(&partial);
-                        return Err(e);
-                    }
-                };
-                if self
-                    .pending
-                    .as_ref()
-                    .is_some_and(|p| p.renames.len() >= PENDING_FILES || p.bytes >= PENDING_BYTES)
+                if let Err(e) = written.as_ref()
+                    && !matches!(e, RestoreError::Flush { .. })
                 {
-                    self.flush()?;
+                    let _ = fs::remove_file(&partial);
                 }
+                let written = written?;
                 self.report.wrote(&entry.path);
                 self.report.files += 1;
                 self.report.chunks += entry.chunks.len() as u64;
