@@ -1,10 +1,13 @@
-//! Every request message the hub accepts, decoded from the wire as tonic
-//! does (the first byte picks the message).
+//! Every request message the hub accepts, and the replication answers an
+//! agent takes, decoded from the wire as tonic does (the first byte picks
+//! the message).
 #![no_main]
 
 use ferry_proto::v1::{
-    BlobBatch, CheckReferencesRequest, CommitRequest, FetchBlobsRequest, FindMissingRequest,
-    ListCommitsRequest, OpenSessionRequest, ReportBadBlobsRequest, ReportVerifiedBlobsRequest,
+    AckRequest, BlobBatch, CheckReferencesRequest, CommitInfo, CommitRequest, CursorRequest,
+    CursorResponse, FetchBlobsRequest, FindMissingRequest, FollowRequest, HoldRequest,
+    ListCommitsRequest, OpenSessionRequest, ReportBadBlobsRequest, ReportRequest,
+    ReportVerifiedBlobsRequest,
 };
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -13,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((which, body)) = data.split_first() else {
         return;
     };
-    match which % 9 {
+    match which % 16 {
         0 => {
             let _ = OpenSessionRequest::decode(body);
         }
@@ -41,6 +44,31 @@ fuzz_target!(|data: &[u8]| {
         }
         7 => {
             let _ = ReportBadBlobsRequest::decode(body);
+        }
+        8 => {
+            let _ = FollowRequest::decode(body);
+        }
+        9 => {
+            let _ = AckRequest::decode(body);
+        }
+        10 => {
+            let _ = CursorRequest::decode(body);
+        }
+        11 => {
+            let _ = HoldRequest::decode(body);
+        }
+        12 => {
+            let _ = ReportRequest::decode(body);
+        }
+        13 => {
+            let _ = CursorResponse::decode(body);
+        }
+        14 => {
+            if let Ok(commit) = CommitInfo::decode(body) {
+                for id in &commit.manifest {
+                    let _ = ferry_proto::BlobId::from_slice("CommitInfo.manifest", id);
+                }
+            }
         }
         _ => {
             if let Ok(report) = ReportVerifiedBlobsRequest::decode(body) {

@@ -198,10 +198,15 @@ fn hooks_and_the_agents_own_state_inside_the_tree_do_not_keep_snapshots_coming()
     std::fs::write(src.join("b.txt"), b"b").unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while snapshot_count(&site) < 2 {
-        assert!(Instant::now() < deadline, "the change was not taken");
+        assert!(
+            Instant::now() < deadline,
+            "the change was not taken: {}",
+            std::fs::read_to_string(&agent.log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Quiet now: ten settles pass with no further snapshot.
+    // Quiet now: ten settles pass with no further snapshot (the hook's
+    // second run rewrote what it wrote in its first).
     std::thread::sleep(Duration::from_secs(1));
     let settled = snapshot_count(&site);
     std::thread::sleep(Duration::from_secs(3));
@@ -222,5 +227,78 @@ fn hooks_and_the_agents_own_state_inside_the_tree_do_not_keep_snapshots_coming()
     assert!(
         !out.join(".ferry-state").exists(),
         "the agent's state is not backed up"
+    );
+}
+
+/// A change made while the post-backup hook runs is not taken for the
+/// hook's own: it brings on a snapshot (the hook's rewrite of the file it
+/// wrote in its last run does not).
+#[test]
+fn a_change_made_while_the_post_backup_hook_runs_brings_on_a_snapshot() {
+    let w = tempfile::tempdir().unwrap();
+    let w = w.path();
+    let src = w.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a.txt"), b"a").unwrap();
+    let hub = Hub::start(&w.join("hub"));
+    let site = Site::create(&hub, &w.join("site"), &src, "site-a", "docs");
+    // The hook writes into the tree, then waits while `hold` exists.
+    let hold = w.join("hold");
+    let config = format!(
+        "hub = \"{}\"\ntoken-file = \"site.token\"\nkey-file = \"{}\"\nstate-dir = \"state\"\n\n\
+         [[source]]\nname = \"main\"\npath = \"{}\"\nbucket = \"{}\"\n\
+         post-backup = \"date +%s%N > \\\"$FERRY_SOURCE_PATH/after.txt\\\"; while [ -e {} ]; do sleep 0.05; done\"\n\n\
+         [run]\nsettle = \"300ms\"\n",
+        hub.url(),
+        site.key_file.display(),
+        src.display(),
+        site.bucket,
+        hold.display(),
+    );
+    std::fs::write(&site.config, config).unwrap();
+    let agent = Daemon::start(&site.config, &site.dir);
+    let hook_runs = || {
+        std::fs::read_to_string(&agent.log)
+            .unwrap_or_default()
+            .matches("hook=\"post-backup\"")
+            .count()
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {}",
+                std::fs::read_to_string(&agent.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // The first run's after.txt is new, and brings on a second snapshot;
+    // the second run rewrites it, and things go quiet.
+    wait_for("two snapshots", &|| {
+        snapshot_count(&site) >= 2 && hook_runs() >= 2
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let quiet = snapshot_count(&site);
+    assert_eq!(quiet, 2, "the hook's rewrite brought on no snapshot");
+
+    // A change brings on a snapshot whose hook is held while someone
+    // writes another file; once the hook ends, that file is taken too.
+    std::fs::write(&hold, b"").unwrap();
+    std::fs::write(src.join("c.txt"), b"c").unwrap();
+    wait_for("the third hook run", &|| hook_runs() >= 3);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(src.join("b.txt"), b"written while the hook ran").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(&hold).unwrap();
+    wait_for("a snapshot for the change made during the hook", &|| {
+        snapshot_count(&site) >= 4
+    });
+    let out = w.join("restored");
+    site.restore(&out, &[]);
+    assert_eq!(
+        std::fs::read(out.join("b.txt")).unwrap(),
+        b"written while the hook ran"
     );
 }

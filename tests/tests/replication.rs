@@ -37,6 +37,16 @@ fn wait_until_equal(replica: &Path, src: &Path, agent: &Daemon, what: &str) {
 /// A hub, site a backing `src` up into acme/docs once, and site b keeping
 /// a copy with `ferry-agent run`, waited for until it equals `src`.
 fn source_and_replica(w: &Path, src: &Path) -> (Hub, Site, Site, std::path::PathBuf, Daemon) {
+    source_and_replica_with(w, src, "")
+}
+
+/// As [`source_and_replica`], with more settings (TOML lines) in b's
+/// `[[replica]]`.
+fn source_and_replica_with(
+    w: &Path,
+    src: &Path,
+    settings: &str,
+) -> (Hub, Site, Site, std::path::PathBuf, Daemon) {
     let hub = Hub::start(&w.join("hub"));
     let site_a = Site::create(&hub, &w.join("site-a"), src, "site-a", "docs");
     site_a.backup();
@@ -47,6 +57,9 @@ fn source_and_replica(w: &Path, src: &Path) -> (Hub, Site, Site, std::path::Path
     );
     let copy = w.join("copy-b");
     add_replica(&site_b, "acme/docs", &copy);
+    let mut config = std::fs::read_to_string(&site_b.config).unwrap();
+    config.push_str(settings);
+    std::fs::write(&site_b.config, config).unwrap();
     let agent = Daemon::start(&site_b.config, &site_b.dir);
     wait_until_equal(&copy, src, &agent, "the first snapshot");
     (hub, site_a, site_b, copy, agent)
@@ -543,21 +556,8 @@ fn a_mass_delete_is_kept_as_tombstones_paused_and_undone() {
     for i in 0..10 {
         std::fs::write(src.join(format!("files/f{i}")), format!("file {i}")).unwrap();
     }
-    let hub = Hub::start(&w.join("hub"));
-    let site_a = Site::create(&hub, &w.join("site-a"), &src, "site-a", "docs");
-    site_a.backup();
-    let site_b = Site::other_site_of(&hub, &w.join("site-b"), &site_a, "site-b");
-    check(
-        &hub.cli(&["bucket", "replicas", "acme/docs", "--replica", "site-b"]),
-        "bucket replicas",
-    );
-    let copy = w.join("copy-b");
-    add_replica(&site_b, "acme/docs", &copy);
-    let mut config = std::fs::read_to_string(&site_b.config).unwrap();
-    config.push_str("delete-delay = \"4s\"\nmax-delete-share = 1\n");
-    std::fs::write(&site_b.config, config).unwrap();
-    let agent = Daemon::start(&site_b.config, &site_b.dir);
-    wait_until_equal(&copy, &src, &agent, "the first snapshot");
+    let (hub, site_a, _site_b, copy, agent) =
+        source_and_replica_with(w, &src, "delete-delay = \"4s\"\nmax-delete-share = 1\n");
     let tombstones = w.join(".copy-b.ferry-tombstones");
 
     // A mass delete at the source reaches the replica as tombstones; the

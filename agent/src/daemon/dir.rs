@@ -7,9 +7,11 @@
 //!
 //! Hooks run around every snapshot. What the pre-backup hook changes is in
 //! the snapshot it precedes (the changes are taken after it, once the
-//! watcher has read its events); what the post-backup hook changes rides
-//! along with the next snapshot without bringing one on, so hooks that
-//! write into the tree do not keep snapshots coming.
+//! watcher has read its events); what the post-backup hook changes again
+//! (what it changed in its last run too) rides along with the next
+//! snapshot without bringing one on, so hooks that write into the tree do
+//! not keep snapshots coming, while anything else changed during its run
+//! does bring one on.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -108,6 +110,12 @@ pub async fn follow_dir(shared: Shared, source_index: usize, mut stop: watch::Re
     // post-backup hook changed: taken by the next snapshot, which they do
     // not bring on.
     let mut carried = TreeChanges::default();
+    // What the post-backup hook changed the last time. A change in its run
+    // cannot be told from one by someone else at the same moment, so only
+    // what it changed the time before too is taken as its own (a hook
+    // writes the same files each run); anything else brings on a snapshot,
+    // so a change made while the hook ran is not left waiting.
+    let mut by_hook_before = TreeChanges::default();
     let (pre, post) = source.hooks();
     loop {
         if *stop.borrow() {
@@ -191,7 +199,18 @@ pub async fn follow_dir(shared: Shared, source_index: usize, mut stop: watch::Re
             watched.put_back(before);
             match by_hook.lost {
                 Some(_) => watched.put_back(by_hook),
-                None => carried.merge(by_hook.changes),
+                None => {
+                    let (own, new) = by_hook.changes.clone().split_by(&by_hook_before);
+                    by_hook_before = by_hook.changes;
+                    carried.merge(own);
+                    if !new.is_empty() {
+                        watched.put_back(Gathered {
+                            changes: new,
+                            lost: None,
+                            since: by_hook.since,
+                        });
+                    }
+                }
             }
         }
         match outcome {

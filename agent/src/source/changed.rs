@@ -41,6 +41,22 @@ impl TreeChanges {
         self.dirs.extend(other.dirs);
         self.paths.extend(other.paths);
     }
+
+    /// Splits these changes into those also in `seen` and the rest.
+    pub fn split_by(self, seen: &TreeChanges) -> (TreeChanges, TreeChanges) {
+        let (dirs_seen, dirs_new) = self.dirs.into_iter().partition(|d| seen.dirs.contains(d));
+        let (paths_seen, paths_new) = self.paths.into_iter().partition(|p| seen.paths.contains(p));
+        (
+            TreeChanges {
+                dirs: dirs_seen,
+                paths: paths_seen,
+            },
+            TreeChanges {
+                dirs: dirs_new,
+                paths: paths_new,
+            },
+        )
+    }
 }
 
 pub struct ChangedTree {

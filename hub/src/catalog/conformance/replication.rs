@@ -77,10 +77,8 @@ pub fn replica_cursors(cat: &dyn Catalog) {
     assert_eq!(cat.read(|r| r.replica_cursors(bucket)).unwrap().len(), 2);
 }
 
-/// A hold: recorded by a replica, confirmed by an operator (the same commit
-/// held again keeps its confirmation, a later one does not), ended by the
-/// acknowledgement of that commit.
-pub fn replica_holds(cat: &dyn Catalog) {
+/// A bucket with replica site-b and three commits: (source, replica, bucket).
+fn one_replica_three_commits(cat: &dyn Catalog) -> (SiteId, SiteId, BucketId) {
     let (tenant, source, bucket) = namespace(cat);
     let b = cat
         .write(|w| w.create_site(tenant, "site-b", &rand::random()))
@@ -90,6 +88,14 @@ pub fn replica_holds(cat: &dyn Catalog) {
         cat.write(|w| w.append_commit(bucket, &new_commit(source, t, vec![])))
             .unwrap();
     }
+    (source, b, bucket)
+}
+
+/// A hold: recorded by a replica, confirmed by an operator (the same commit
+/// held again keeps its confirmation, a later one does not), ended by the
+/// acknowledgement of that commit.
+pub fn replica_holds(cat: &dyn Catalog) {
+    let (source, b, bucket) = one_replica_three_commits(cat);
     let hold = |seq| ReplicaHold {
         site: b,
         seq,
@@ -122,15 +128,7 @@ pub fn replica_holds(cat: &dyn Catalog) {
 /// letters replaced whole (None clears them); a replay asked for only when
 /// there are some, and done by a replayed report.
 pub fn replica_troubles(cat: &dyn Catalog) {
-    let (tenant, source, bucket) = namespace(cat);
-    let b = cat
-        .write(|w| w.create_site(tenant, "site-b", &rand::random()))
-        .unwrap();
-    cat.write(|w| w.set_bucket_replicas(bucket, &[b])).unwrap();
-    for t in 1..=3 {
-        cat.write(|w| w.append_commit(bucket, &new_commit(source, t, vec![])))
-            .unwrap();
-    }
+    let (source, b, bucket) = one_replica_three_commits(cat);
     assert!(cat.read(|r| r.replica_troubles(bucket)).unwrap().is_empty());
     assert_not_found(cat.write(|w| w.request_replay(bucket, b)));
 
