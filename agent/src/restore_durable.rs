@@ -65,8 +65,13 @@ impl Pending {
         self.bytes = 0;
         let flusher = self.flusher.get_or_insert_with(Flusher::start);
         if flusher.batches.send(batch).is_err() {
-            // It stopped: its error says why.
-            return self.wait().map(drop);
+            // It stopped, which it does only on a failed flush: its error
+            // says why (the batch was not taken, so this is a failure
+            // whatever it says).
+            return Err(match self.wait() {
+                Err(e) => e,
+                Ok(_) => RestoreError::Task("the flushing thread stopped".into()),
+            });
         }
         Ok(())
     }
