@@ -378,22 +378,27 @@ impl TreeWriter<'_> {
                 let partial = partial_name(path);
                 let _ = fs::remove_file(&partial);
                 // Owned under the temporary name: a rename keeps it all.
-                let written = write_file(&partial, entry, plains, runtime, progress, consumed)
-                    .and_then(|written| {
-                        self.own(&partial, entry)?;
-                        Ok(written)
-                    })
-                    .and_then(|written| {
-                        match self.pending.as_mut() {
-                            Some(pending) => {
-                                if pending.add(partial.clone(), path.to_path_buf(), written) {
-                                    pending.send()?;
-                                }
+                // A file its owner may not read cannot be opened again to
+                // be flushed: flushed now, by the handle that wrote it.
+                let sync_now = self.pending.is_some() && entry.mode & 0o400 == 0;
+                let written = write_file(
+                    &partial, entry, sync_now, plains, runtime, progress, consumed,
+                )
+                .and_then(|written| {
+                    self.own(&partial, entry)?;
+                    Ok(written)
+                })
+                .and_then(|written| {
+                    match self.pending.as_mut() {
+                        Some(pending) => {
+                            if pending.add(partial.clone(), path.to_path_buf(), written, sync_now) {
+                                pending.send()?;
                             }
-                            None => fs::rename(&partial, path).map_err(werr(path))?,
                         }
-                        Ok(written)
-                    });
+                        None => fs::rename(&partial, path).map_err(werr(path))?,
+                    }
+                    Ok(written)
+                });
                 if let Err(e) = written.as_ref()
                     && !matches!(e, RestoreError::Flush { .. })
                 {
@@ -476,6 +481,7 @@ const DIRECT_MIN_BYTES: u64 = 1 << 20;
 fn write_file(
     path: &Path,
     entry: &ManifestEntry,
+    sync_now: bool,
     plains: &mut mpsc::Receiver<Plain>,
     runtime: &tokio::runtime::Handle,
     progress: &Progress,
@@ -501,6 +507,12 @@ fn write_file(
         file.write_all(plain)
     })?;
     let file = file.finish().map_err(werr)?;
+    if sync_now {
+        file.sync_data().map_err(|source| RestoreError::Flush {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
     let mtime = FileTime::from_unix_time(entry.mtime_sec, entry.mtime_nsec);
     finish_file(&file, path, entry.mode, mtime)?;
     Ok(written)

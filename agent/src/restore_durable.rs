@@ -25,8 +25,9 @@ const BATCH_BYTES: u64 = 256 << 20;
 /// Files of a batch flushed at once.
 const FLUSHERS: usize = 4;
 
-/// (temporary name, real name) of a file written.
-type Rename = (PathBuf, PathBuf);
+/// (temporary name, real name) of a file written, and whether it is
+/// flushed already.
+type Rename = (PathBuf, PathBuf, bool);
 /// Renames that failed, each with its error: those files' failures.
 type Failed = Vec<(PathBuf, io::Error)>;
 
@@ -45,9 +46,10 @@ struct Flusher {
 
 impl Pending {
     /// Adds a file written under `partial`, of `bytes`, to be named
-    /// `path`; gives whether the batch is full (then [`Pending::send`] it).
-    pub fn add(&mut self, partial: PathBuf, path: PathBuf, bytes: u64) -> bool {
-        self.batch.push((partial, path));
+    /// `path` (`synced`: its writer flushed it); gives whether the batch is
+    /// full (then [`Pending::send`] it).
+    pub fn add(&mut self, partial: PathBuf, path: PathBuf, bytes: u64, synced: bool) -> bool {
+        self.batch.push((partial, path, synced));
         self.bytes += bytes;
         self.batch.len() >= BATCH_FILES || self.bytes >= BATCH_BYTES
     }
@@ -113,7 +115,7 @@ fn name_durably(batch: Vec<Rename>) -> Result<Failed, RestoreError> {
     sync_files(&batch)?;
     let mut failed = Vec::new();
     let mut dirs = BTreeSet::new();
-    for (partial, path) in batch {
+    for (partial, path, _) in batch {
         match fs::rename(&partial, &path) {
             Ok(()) => {
                 if let Some(dir) = path.parent() {
@@ -141,10 +143,12 @@ fn sync_files(files: &[Rename]) -> Result<(), RestoreError> {
                 scope.spawn(|| {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((partial, _)) = files.get(i) else {
+                        let Some((partial, _, synced)) = files.get(i) else {
                             return Ok(());
                         };
-                        sync_path(partial, false)?;
+                        if !synced {
+                            sync_path(partial, false)?;
+                        }
                     }
                 })
             })
@@ -184,7 +188,7 @@ mod tests {
             fs::write(&partial, format!("file {i}")).unwrap();
             let path = dir.path().join(format!("f{i}"));
             names.push(path.clone());
-            if pending.add(partial, path, 6) {
+            if pending.add(partial, path, 6, false) {
                 pending.send().unwrap();
             }
         }
@@ -192,7 +196,7 @@ mod tests {
         let lost = dir.path().join("gone/x");
         let partial = dir.path().join("x.partial");
         fs::write(&partial, "x").unwrap();
-        pending.add(partial.clone(), lost.clone(), 1);
+        pending.add(partial.clone(), lost.clone(), 1, false);
         pending.send().unwrap();
         let failed = pending.wait().unwrap();
         assert_eq!(failed.len(), 1);

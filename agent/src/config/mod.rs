@@ -485,6 +485,10 @@ bucket = "acme/docs"
             ),
             ("s3 = { bucket = \"\" }", "replica[0].s3"),
             (
+                "s3 = { bucket = \"b\", prefix = \"copy\" }",
+                "replica[0].s3.prefix",
+            ),
+            (
                 &format!("{s3}\ndelete-delay = \"1h\""),
                 "replica[0].delete-delay",
             ),

@@ -98,6 +98,14 @@ impl ReplicaConfig {
             (None, Some(s3)) => {
                 s3.resolve_paths(base);
                 s3.validate().map_err(|e| invalid("s3", e.to_string()))?;
+                // The copy deletes what it does not hold below its prefix:
+                // "copy" would also reach "copy2/...".
+                if !(s3.prefix.is_empty() || s3.prefix.ends_with('/')) {
+                    return Err(invalid(
+                        "s3.prefix",
+                        format!("{:?}: a copy's prefix ends in '/' (or is empty)", s3.prefix),
+                    ));
+                }
             }
             _ => {
                 return Err(invalid(

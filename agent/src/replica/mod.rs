@@ -415,8 +415,14 @@ impl Replica {
                     entries,
                     total,
                 }) if self.attempt(seq) >= MAX_ATTEMPTS => {
+                    // Told before the acknowledgement, which waits for it:
+                    // a commit is never acknowledged with its dead letters
+                    // unknown to the hub.
+                    client
+                        .report(self.report_request(seq, None, Some((entries, total)), replaying))
+                        .await?;
                     tracing::error!(bucket = %bucket, seq, dead_letters = total, attempts = MAX_ATTEMPTS, "replica: entries still not written; acknowledged without them (`ferry-hub replication dead-letters`)");
-                    Some((entries, total))
+                    Some(())
                 }
                 Err(e) => {
                     self.report(seq, Some(&e), None, false).await;
@@ -430,13 +436,13 @@ impl Replica {
                 })
                 .await?;
             self.attempt(0);
-            // The hub's list replaced when there is one to tell, or one to clear.
-            if letters.is_some() || dead || replaying {
-                dead = letters.is_some();
-                self.report(seq, None, Some(letters.unwrap_or_default()), replaying)
+            // The hub's list cleared when this apply wrote everything.
+            if letters.is_none() && (dead || replaying) {
+                self.report(seq, None, Some((Vec::new(), 0)), replaying)
                     .await;
-                replaying = false;
             }
+            dead = letters.is_some();
+            replaying = false;
         }
         Ok(())
     }
@@ -471,14 +477,16 @@ impl Replica {
     }
 
     /// Counts an apply of `seq` that left entries unwritten (0: starts
-    /// afresh); gives how many there were in a row.
+    /// afresh); gives how many applies in a row did.
     fn attempt(&self, seq: u64) -> u32 {
         let Ok(mut attempts) = self.attempts.lock() else {
             return MAX_ATTEMPTS;
         };
+        // In a row whatever the commit: under a busy source each retry
+        // applies a newer one, with the same entries failing.
         *attempts = match (seq, *attempts) {
             (0, _) => (0, 0),
-            (seq, (last, n)) if seq == last => (seq, n + 1),
+            (seq, (last, n)) if seq >= last => (seq, n + 1),
             (seq, _) => (seq, 1),
         };
         attempts.1
@@ -494,7 +502,20 @@ impl Replica {
         dead: Option<(Vec<NotRestored>, u64)>,
         replayed: bool,
     ) {
-        let request = ReportRequest {
+        let request = self.report_request(seq, error, dead, replayed);
+        if let Err(status) = self.client.replication.clone().report(request).await {
+            tracing::warn!(bucket = %self.config.bucket, seq, %status, "replica: could not report to the hub");
+        }
+    }
+
+    fn report_request(
+        &self,
+        seq: u64,
+        error: Option<&ReplicaError>,
+        dead: Option<(Vec<NotRestored>, u64)>,
+        replayed: bool,
+    ) -> ReportRequest {
+        ReportRequest {
             bucket: self.config.bucket.clone(),
             seq,
             error: error.map(ToString::to_string).unwrap_or_default(),
@@ -510,9 +531,6 @@ impl Replica {
                 total,
                 replayed,
             }),
-        };
-        if let Err(status) = self.client.replication.clone().report(request).await {
-            tracing::warn!(bucket = %self.config.bucket, seq, %status, "replica: could not report to the hub");
         }
     }
 }

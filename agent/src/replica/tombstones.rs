@@ -82,20 +82,28 @@ impl Tombstones {
         Ok(out)
     }
 
-    /// Moves `full` (the copy's entry `rel`) into the batch `batch`,
-    /// replacing a tombstone of the same path there.
+    /// Moves `full` (the copy's entry `rel`) into the batch `batch`, or,
+    /// when that batch holds the path or something in the way of it (an
+    /// older tombstone of it, or of a parent that was a file or a symlink),
+    /// into a batch of its own: no tombstone is replaced, and none is
+    /// reached through.
     ///
     /// # Errors
     /// The rename fails; across file systems, saying where to put the tree.
     pub fn bury(&self, batch: &Path, full: &Path, rel: &[u8]) -> io::Result<()> {
+        let mut batch = batch.to_path_buf();
+        let mut fresh = batch
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<i64>().ok())
+            .unwrap_or(0);
+        while !room_in(&batch, rel)? {
+            fresh += 1;
+            batch = self.root.join(fresh.to_string());
+        }
         let grave = batch.join(std::ffi::OsStr::from_bytes(rel));
         if let Some(parent) = grave.parent() {
             fs::create_dir_all(parent)?;
-        }
-        match fs::symlink_metadata(&grave) {
-            Ok(meta) if meta.is_dir() => fs::remove_dir_all(&grave)?,
-            Ok(_) => fs::remove_file(&grave)?,
-            Err(_) => {}
         }
         fs::rename(full, &grave).map_err(|e| match e.raw_os_error() {
             Some(libc::EXDEV) => io::Error::new(
@@ -122,6 +130,10 @@ impl Tombstones {
     pub fn take_back(&self, copy: &Path, entry: &ManifestEntry) -> io::Result<bool> {
         if entry.r#type != ferry_proto::v1::EntryType::File as i32 || !entry.hardlink_to.is_empty()
         {
+            return Ok(false);
+        }
+        if !real_dirs_to(copy, &entry.path) {
+            // A symlink in the copy on the way: the restore sees to it.
             return Ok(false);
         }
         for (_, batch) in self.batches()? {
@@ -161,6 +173,42 @@ impl Tombstones {
     }
 }
 
+/// Whether `rel` can go into `batch`: nothing there yet under its path,
+/// and each parent on the way a real directory or not there.
+fn room_in(batch: &Path, rel: &[u8]) -> io::Result<bool> {
+    let mut at = batch.to_path_buf();
+    let mut parts = rel.split(|b| *b == b'/').peekable();
+    while let Some(part) = parts.next() {
+        at.push(std::ffi::OsStr::from_bytes(part));
+        match fs::symlink_metadata(&at) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+            Err(e) => return Err(e),
+            Ok(meta) if parts.peek().is_some() && meta.is_dir() => {}
+            Ok(_) => return Ok(false),
+        }
+    }
+    Ok(false)
+}
+
+/// Whether each parent of `rel` below `copy` is a real directory (or not
+/// there yet): nothing taken back goes through a symlink.
+fn real_dirs_to(copy: &Path, rel: &[u8]) -> bool {
+    let mut at = copy.to_path_buf();
+    let mut parts = rel.split(|b| *b == b'/').peekable();
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            return true;
+        }
+        at.push(std::ffi::OsStr::from_bytes(part));
+        match fs::symlink_metadata(&at) {
+            Ok(meta) if meta.is_dir() => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return true,
+            _ => return false,
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,13 +244,40 @@ mod tests {
         stones.bury(&batch, &copy.join("docs"), b"docs").unwrap();
         assert!(!copy.join("docs").exists());
 
-        // The same path buried again in the same hour replaces the first.
+        // Below a directory buried already in the same hour: beside what
+        // it holds. The same path again: a batch of its own, the first
+        // tombstone kept.
         fs::create_dir_all(copy.join("docs")).unwrap();
         fs::write(copy.join("docs/other"), "x").unwrap();
         let second = stones.batch_at(t0 + 1000);
+        assert_eq!(second, batch);
         stones
             .bury(&second, &copy.join("docs/other"), b"docs/other")
             .unwrap();
+        assert!(batch.join("docs/a.txt").exists());
+        assert_eq!(fs::read_to_string(batch.join("docs/other")).unwrap(), "x");
+        fs::write(copy.join("docs/other"), "y").unwrap();
+        stones
+            .bury(&second, &copy.join("docs/other"), b"docs/other")
+            .unwrap();
+        assert_eq!(fs::read_to_string(batch.join("docs/other")).unwrap(), "x");
+        let own = stones.root.join((10 * HOUR_MS + 1).to_string());
+        assert_eq!(fs::read_to_string(own.join("docs/other")).unwrap(), "y");
+
+        // A symlink buried, then a directory of its name and a file in it:
+        // the file's tombstone does not go through the buried symlink.
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, copy.join("d")).unwrap();
+        stones.bury(&batch, &copy.join("d"), b"d").unwrap();
+        fs::create_dir_all(copy.join("d")).unwrap();
+        fs::write(copy.join("d/f"), "in d").unwrap();
+        stones.bury(&batch, &copy.join("d/f"), b"d/f").unwrap();
+        assert!(
+            fs::read_dir(&outside).unwrap().next().is_none(),
+            "nothing went outside"
+        );
+        assert!(fs::symlink_metadata(batch.join("d")).unwrap().is_symlink());
 
         // Another content under the name is not taken back; the same is.
         let mut changed = a.clone();
