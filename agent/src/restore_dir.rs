@@ -205,6 +205,9 @@ pub(crate) fn write_tree(
             writer.failed(&dir.path, &e);
         }
     }
+    if let Some(pending) = writer.pending.as_mut() {
+        pending.sync_made_dirs()?;
+    }
     Ok(writer.report)
 }
 
@@ -313,6 +316,9 @@ impl TreeWriter<'_> {
                 if !(self.resume && made) {
                     self.clear(path);
                     fs::create_dir(path).map_err(werr(path))?;
+                    if let Some(pending) = self.pending.as_mut() {
+                        pending.made_dir(path);
+                    }
                 }
                 self.dirs.push(DirMeta {
                     path: path.to_path_buf(),

@@ -37,6 +37,19 @@ pub struct Pending {
     batch: Vec<Rename>,
     bytes: u64,
     flusher: Option<Flusher>,
+    /// Directories holding a directory made by the restore: flushed at its
+    /// end, so the new directory's name is durable too.
+    parents_of_made: BTreeSet<PathBuf>,
+}
+
+impl Drop for Pending {
+    /// A restore that stopped early still waits for its flusher, so no
+    /// rename of this restore runs on into the next one.
+    fn drop(&mut self) {
+        if let Err(e) = self.wait() {
+            tracing::debug!(error = %e, "flush of a stopped restore");
+        }
+    }
 }
 
 struct Flusher {
@@ -74,6 +87,24 @@ impl Pending {
                 Err(e) => e,
                 Ok(_) => RestoreError::Task("the flushing thread stopped".into()),
             });
+        }
+        Ok(())
+    }
+
+    /// Notes a directory made at `path`.
+    pub fn made_dir(&mut self, path: &Path) {
+        if let Some(parent) = path.parent() {
+            self.parents_of_made.insert(parent.to_path_buf());
+        }
+    }
+
+    /// Flushes the directories that got a new directory.
+    ///
+    /// # Errors
+    /// A flush that fails.
+    pub fn sync_made_dirs(&mut self) -> Result<(), RestoreError> {
+        for dir in std::mem::take(&mut self.parents_of_made) {
+            sync_path(&dir, true)?;
         }
         Ok(())
     }
