@@ -4,6 +4,7 @@
 //! the trouble they report (last error, dead letters) and the buckets an
 //! operator paused.
 
+use super::error::to_i64;
 use super::{BucketId, CatalogError, SiteId};
 
 /// A replica's position in a bucket's journal.
@@ -212,18 +213,27 @@ pub(crate) fn pause_of(row: Option<(i64, i64)>) -> ReplicationPause {
     }
 }
 
-/// Whether `dead` may be stored: the check both engines make.
+/// Whether replica `site` may store `dead` of a bucket whose replicas and
+/// journal head are these, and the (dead_seq, dead_total) row values to
+/// store: the check both engines make before they write.
 ///
 /// # Errors
 ///
 /// As [`ReplicationWrite::set_dead_letters`].
-pub(crate) fn check_dead_letters(dead: Option<&DeadLetters>) -> Result<(), CatalogError> {
+pub(crate) fn dead_letters_row(
+    replicas: &[SiteId],
+    head: u64,
+    site: SiteId,
+    dead: Option<&DeadLetters>,
+) -> Result<(i64, i64), CatalogError> {
+    check_ack(replicas, head, site, dead.map_or(0, |d| d.seq))?;
     match dead {
         Some(dead) if dead.letters.len() > MAX_DEAD_LETTERS => Err(CatalogError::Invalid {
             field: "dead_letters",
             reason: format!("{} listed, at most {MAX_DEAD_LETTERS}", dead.letters.len()),
         }),
-        _ => Ok(()),
+        Some(d) => Ok((to_i64("dead.seq", d.seq)?, to_i64("dead.total", d.total)?)),
+        None => Ok((0, 0)),
     }
 }
 

@@ -6,7 +6,7 @@ use super::{Tx, pg};
 use crate::catalog::error::to_i64;
 use crate::catalog::namespace::existing_bucket;
 use crate::catalog::replication::pause_of;
-use crate::catalog::replication::{check_ack, check_dead_letters};
+use crate::catalog::replication::{check_ack, dead_letters_row};
 use crate::catalog::{
     BucketId, CatalogError, DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure, ReplicaHold,
     ReplicaTrouble, ReplicationPause, ReplicationRead, ReplicationWrite, SiteId, from_i64,
@@ -289,12 +289,7 @@ impl ReplicationWrite for Tx<'_, '_> {
         replayed: bool,
     ) -> Result<(), CatalogError> {
         let (replicas, head) = self.replicas_and_head(bucket)?;
-        check_ack(&replicas, head, site, dead.map_or(0, |d| d.seq))?;
-        check_dead_letters(dead)?;
-        let (seq, total) = match dead {
-            Some(d) => (to_i64("dead.seq", d.seq)?, to_i64("dead.total", d.total)?),
-            None => (0, 0),
-        };
+        let (seq, total) = dead_letters_row(&replicas, head, site, dead)?;
         self.tx
             .execute(
                 "INSERT INTO replica_troubles (bucket_id, site_id, dead_seq, dead_total) \
