@@ -240,6 +240,11 @@ impl TreeWriter<'_> {
             return Ok(());
         }
         for (path, source) in pending.wait()? {
+            // Counted as written when it was; it was not, in the end.
+            self.report.files = self.report.files.saturating_sub(1);
+            let rel = path.strip_prefix(self.target).unwrap_or(&path);
+            let rel = String::from_utf8_lossy(rel.as_os_str().as_bytes()).into_owned();
+            self.report.written_entries.retain(|p| *p != rel);
             self.failed(&path.clone(), &RestoreError::Write { path, source });
         }
         Ok(())
