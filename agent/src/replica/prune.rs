@@ -38,12 +38,20 @@ pub struct Pruner {
     /// Entries the copy holds, as far as walked (deleted directories'
     /// contents included).
     pub entries: u64,
-    /// Deleted entries go into this batch of these tombstones instead.
-    tombstones: Option<(Tombstones, PathBuf)>,
+    /// Deleted entries go into a batch of tombstones instead.
+    tombstones: Option<Burying>,
     /// Files moved back from their tombstones.
     pub taken_back: u64,
     /// The first entries removed (or buried), by path.
     removed_paths: Vec<String>,
+}
+
+/// Where a burying pruner puts what it deletes, and the batches there
+/// were when it started (listed once, not once per file it takes back).
+struct Burying {
+    stones: Tombstones,
+    batch: PathBuf,
+    batches: Vec<(i64, PathBuf)>,
 }
 
 /// What a prune pass did.
@@ -80,7 +88,11 @@ impl Pruner {
     /// The directory cannot be listed.
     pub fn burying(root: &Path, tombstones: Tombstones, batch: PathBuf) -> io::Result<Self> {
         let mut pruner = Self::start(root, false)?;
-        pruner.tombstones = Some((tombstones, batch));
+        pruner.tombstones = Some(Burying {
+            batches: tombstones.batches()?,
+            stones: tombstones,
+            batch,
+        });
         Ok(pruner)
     }
 
@@ -146,7 +158,7 @@ impl Pruner {
             return Ok(());
         }
         let done = match (&self.tombstones, is_dir) {
-            (Some((stones, batch)), _) => stones.bury(batch, &full, rel),
+            (Some(b), _) => b.stones.bury(&b.batch, &full, rel),
             (None, true) => fs::remove_dir_all(&full),
             (None, false) => fs::remove_file(&full),
         };
@@ -178,8 +190,8 @@ impl Pruner {
         if self.keep(&entry.path, is_dir)? {
             return Ok(());
         }
-        if let Some((stones, _)) = &self.tombstones
-            && stones.take_back(&self.root, entry)?
+        if let Some(burying) = &self.tombstones
+            && Tombstones::take_back(&self.root, &burying.batches, entry)?
         {
             self.taken_back += 1;
         }

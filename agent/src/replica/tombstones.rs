@@ -63,8 +63,11 @@ impl Tombstones {
         (self.delay / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
 
-    /// The batches there are, newest first, with their hour's start.
-    fn batches(&self) -> io::Result<Vec<(i64, PathBuf)>> {
+    /// The batches there are, newest first, with their start.
+    ///
+    /// # Errors
+    /// The tombstone tree cannot be listed.
+    pub fn batches(&self) -> io::Result<Vec<(i64, PathBuf)>> {
         let mut out = Vec::new();
         let listing = match fs::read_dir(&self.root) {
             Ok(listing) => listing,
@@ -121,14 +124,21 @@ impl Tombstones {
         })
     }
 
-    /// Moves the file `entry` back from the newest tombstone that holds it
-    /// as the snapshot has it (size and time), into `copy`; gives whether
-    /// one did.
+    /// Moves the file `entry` back from the newest of `batches` (as
+    /// [`Tombstones::batches`] gave them, once per pass) that holds it as
+    /// the snapshot has it (size and time), into `copy`; gives whether one
+    /// did.
     ///
     /// # Errors
     /// A rename or directory made failing.
-    pub fn take_back(&self, copy: &Path, entry: &ManifestEntry) -> io::Result<bool> {
-        if entry.r#type != ferry_proto::v1::EntryType::File as i32 || !entry.hardlink_to.is_empty()
+    pub fn take_back(
+        copy: &Path,
+        batches: &[(i64, PathBuf)],
+        entry: &ManifestEntry,
+    ) -> io::Result<bool> {
+        if batches.is_empty()
+            || entry.r#type != ferry_proto::v1::EntryType::File as i32
+            || !entry.hardlink_to.is_empty()
         {
             return Ok(false);
         }
@@ -136,8 +146,8 @@ impl Tombstones {
             // A symlink in the copy on the way: the restore sees to it.
             return Ok(false);
         }
-        for (_, batch) in self.batches()? {
-            if crate::restore_dir::already_restored(&batch, entry) {
+        for (_, batch) in batches {
+            if crate::restore_dir::already_restored(batch, entry) {
                 let rel = std::ffi::OsStr::from_bytes(&entry.path);
                 let to = copy.join(rel);
                 if let Some(parent) = to.parent() {
@@ -282,13 +292,17 @@ mod tests {
         // Another content under the name is not taken back; the same is.
         let mut changed = a.clone();
         changed.size += 1;
-        assert!(!stones.take_back(&copy, &changed).unwrap());
-        assert!(stones.take_back(&copy, &a).unwrap());
+        let batches = stones.batches().unwrap();
+        assert!(!Tombstones::take_back(&copy, &batches, &changed).unwrap());
+        assert!(Tombstones::take_back(&copy, &batches, &a).unwrap());
         assert_eq!(
             fs::read_to_string(copy.join("docs/a.txt")).unwrap(),
             "alpha"
         );
-        assert!(!stones.take_back(&copy, &a).unwrap(), "taken once");
+        assert!(
+            !Tombstones::take_back(&copy, &batches, &a).unwrap(),
+            "taken once"
+        );
 
         // Kept until its hour's end plus the delay, and the delay after
         // a resume.
