@@ -306,10 +306,19 @@ impl Admin {
             let t = tenant_named(r, tenant)?;
             let bucket = bucket_named(r, &t, name)?;
             let site = site_named(r, tenant, site)?;
-            Ok(r.replica_troubles(bucket.id)?
+            let Some(count) = r
+                .replica_troubles(bucket.id)?
                 .into_iter()
                 .find(|t| t.site == site.id)
-                .and_then(|t| t.dead))
+                .and_then(|t| t.dead)
+            else {
+                return Ok(None);
+            };
+            Ok(Some(DeadLetters {
+                seq: count.seq,
+                letters: r.dead_letters(bucket.id, site.id)?,
+                total: count.total,
+            }))
         })?)
     }
 

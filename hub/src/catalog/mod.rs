@@ -57,7 +57,7 @@ pub use namespace::{NamespaceRead, NamespaceWrite};
 pub use postgres::PostgresCatalog;
 pub use references::{ReferenceRead, ReferenceWrite, Referenced};
 pub use replication::{
-    DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure, ReplicaHold, ReplicaTrouble,
+    DeadCount, DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure, ReplicaHold, ReplicaTrouble,
     ReplicationPause, ReplicationRead, ReplicationWrite,
 };
 pub use sessions::{SessionRead, SessionWrite};

@@ -70,13 +70,21 @@ pub struct ReplicationPause {
     pub resumed_unix_ms: Option<i64>,
 }
 
+/// How many dead letters a replica has, and of which commit (the letters
+/// themselves are read with [`ReplicationRead::dead_letters`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeadCount {
+    pub seq: u64,
+    pub total: u64,
+}
+
 /// What a replica reported of its trouble with a bucket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicaTrouble {
     pub site: SiteId,
     pub last_error: Option<ReplicaFailure>,
     /// None: the last apply wrote everything.
-    pub dead: Option<DeadLetters>,
+    pub dead: Option<DeadCount>,
     /// An operator asked for the dead letters to be tried again.
     pub replay_requested: bool,
 }
@@ -90,6 +98,18 @@ pub trait ReplicationRead {
     ///
     /// Storage errors only.
     fn replica_troubles(&mut self, bucket: BucketId) -> Result<Vec<ReplicaTrouble>, CatalogError>;
+
+    /// The dead letters replica `site` has of `bucket` (at most
+    /// [`MAX_DEAD_LETTERS`]), in path byte order.
+    ///
+    /// # Errors
+    ///
+    /// Storage errors only.
+    fn dead_letters(
+        &mut self,
+        bucket: BucketId,
+        site: SiteId,
+    ) -> Result<Vec<DeadLetter>, CatalogError>;
 
     /// Whether an operator paused replication of `bucket`, and when it was
     /// last resumed.

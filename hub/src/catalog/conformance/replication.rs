@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::catalog::{
-    DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure, ReplicaHold, ReplicaTrouble,
+    DeadCount, DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure, ReplicaHold, ReplicaTrouble,
     ReplicationPause,
 };
 
@@ -153,19 +153,20 @@ pub fn replica_troubles(cat: &dyn Catalog) {
     };
     cat.write(|w| w.set_dead_letters(bucket, b, Some(&dead), false))
         .unwrap();
-    let trouble = |dead: Option<DeadLetters>, replay| ReplicaTrouble {
+    let trouble = |dead: Option<DeadCount>, replay| ReplicaTrouble {
         site: b,
         last_error: Some(failure(2, "permission denied")),
         dead,
         replay_requested: replay,
     };
-    let sorted = DeadLetters {
-        letters: vec![letter("a/first"), letter("z/last")],
-        ..dead.clone()
-    };
+    let count = DeadCount { seq: 2, total: 5 };
     assert_eq!(
         cat.read(|r| r.replica_troubles(bucket)).unwrap(),
-        [trouble(Some(sorted.clone()), false)]
+        [trouble(Some(count), false)]
+    );
+    assert_eq!(
+        cat.read(|r| r.dead_letters(bucket, b)).unwrap(),
+        [letter("a/first"), letter("z/last")]
     );
 
     // Asked for a replay; a report that is not from it leaves it asked.
@@ -181,6 +182,7 @@ pub fn replica_troubles(cat: &dyn Catalog) {
         cat.read(|r| r.replica_troubles(bucket)).unwrap(),
         [trouble(None, false)]
     );
+    assert!(cat.read(|r| r.dead_letters(bucket, b)).unwrap().is_empty());
     assert_not_found(cat.write(|w| w.request_replay(bucket, b)));
 
     // Only replicas report, of commits that exist, and a bounded list.

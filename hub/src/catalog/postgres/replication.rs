@@ -8,8 +8,9 @@ use crate::catalog::namespace::existing_bucket;
 use crate::catalog::replication::pause_of;
 use crate::catalog::replication::{check_ack, dead_letters_row};
 use crate::catalog::{
-    BucketId, CatalogError, DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure, ReplicaHold,
-    ReplicaTrouble, ReplicationPause, ReplicationRead, ReplicationWrite, SiteId, from_i64,
+    BucketId, CatalogError, DeadCount, DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure,
+    ReplicaHold, ReplicaTrouble, ReplicationPause, ReplicationRead, ReplicationWrite, SiteId,
+    from_i64,
 };
 
 fn hold_of(row: &Row) -> Result<ReplicaHold, CatalogError> {
@@ -61,7 +62,7 @@ fn cursor_of(row: &Row) -> Result<ReplicaCursor, CatalogError> {
     })
 }
 
-fn trouble_of(row: &Row) -> Result<(ReplicaTrouble, i64, i64), CatalogError> {
+fn trouble_of(row: &Row) -> Result<ReplicaTrouble, CatalogError> {
     type Raw = (i64, i64, String, i64, i64, i64, bool);
     let raw: Raw = (|| {
         Ok::<_, postgres::Error>((
@@ -84,13 +85,19 @@ fn trouble_of(row: &Row) -> Result<(ReplicaTrouble, i64, i64), CatalogError> {
             at_unix_ms: error_ms,
         }),
     };
-    let trouble = ReplicaTrouble {
+    let dead = match dead_seq {
+        0 => None,
+        seq => Some(DeadCount {
+            seq: from_i64("replica_troubles.dead_seq", seq)?,
+            total: from_i64("replica_troubles.dead_total", dead_total)?,
+        }),
+    };
+    Ok(ReplicaTrouble {
         site: SiteId(site),
         last_error,
-        dead: None,
+        dead,
         replay_requested: replay,
-    };
-    Ok((trouble, dead_seq, dead_total))
+    })
 }
 
 impl ReplicationRead for Tx<'_, '_> {
@@ -103,36 +110,30 @@ impl ReplicationRead for Tx<'_, '_> {
                 &[&bucket.0],
             )
             .map_err(pg("read replica troubles"))?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let (mut trouble, dead_seq, dead_total) = trouble_of(row)?;
-            if dead_seq != 0 {
-                let letters = self
-                    .tx
-                    .query(
-                        "SELECT path, reason FROM replica_dead_letters \
-                         WHERE bucket_id = $1 AND site_id = $2 ORDER BY path COLLATE \"C\"",
-                        &[&bucket.0, &trouble.site.0],
-                    )
-                    .map_err(pg("read dead letters"))?
-                    .iter()
-                    .map(|r| {
-                        Ok(DeadLetter {
-                            path: r.try_get(0)?,
-                            reason: r.try_get(1)?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, postgres::Error>>()
-                    .map_err(pg("read dead letters"))?;
-                trouble.dead = Some(DeadLetters {
-                    seq: from_i64("replica_troubles.dead_seq", dead_seq)?,
-                    letters,
-                    total: from_i64("replica_troubles.dead_total", dead_total)?,
-                });
-            }
-            out.push(trouble);
-        }
-        Ok(out)
+        rows.iter().map(trouble_of).collect()
+    }
+
+    fn dead_letters(
+        &mut self,
+        bucket: BucketId,
+        site: SiteId,
+    ) -> Result<Vec<DeadLetter>, CatalogError> {
+        self.tx
+            .query(
+                "SELECT path, reason FROM replica_dead_letters \
+                 WHERE bucket_id = $1 AND site_id = $2 ORDER BY path COLLATE \"C\"",
+                &[&bucket.0, &site.0],
+            )
+            .map_err(pg("read dead letters"))?
+            .iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    path: r.try_get(0)?,
+                    reason: r.try_get(1)?,
+                })
+            })
+            .collect::<Result<Vec<_>, postgres::Error>>()
+            .map_err(pg("read dead letters"))
     }
 
     fn replication_pause(&mut self, bucket: BucketId) -> Result<ReplicationPause, CatalogError> {

@@ -8,8 +8,9 @@ use crate::catalog::namespace::existing_bucket;
 use crate::catalog::replication::pause_of;
 use crate::catalog::replication::{check_ack, dead_letters_row};
 use crate::catalog::{
-    BucketId, CatalogError, DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure, ReplicaHold,
-    ReplicaTrouble, ReplicationPause, ReplicationRead, ReplicationWrite, SiteId, from_i64,
+    BucketId, CatalogError, DeadCount, DeadLetter, DeadLetters, ReplicaCursor, ReplicaFailure,
+    ReplicaHold, ReplicaTrouble, ReplicationPause, ReplicationRead, ReplicationWrite, SiteId,
+    from_i64,
 };
 
 fn cursor_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, i64)> {
@@ -40,7 +41,7 @@ impl Tx<'_> {
     }
 }
 
-impl Tx<'_> {
+impl ReplicationRead for Tx<'_> {
     fn dead_letters(
         &mut self,
         bucket: BucketId,
@@ -62,9 +63,7 @@ impl Tx<'_> {
             })
             .map_err(sql("read dead letters"))
     }
-}
 
-impl ReplicationRead for Tx<'_> {
     fn replica_troubles(&mut self, bucket: BucketId) -> Result<Vec<ReplicaTrouble>, CatalogError> {
         type Row = (i64, i64, String, i64, i64, i64, i64);
         let rows: Vec<Row> = self
@@ -92,9 +91,8 @@ impl ReplicationRead for Tx<'_> {
         for (site, error_seq, error, error_ms, dead_seq, dead_total, replay) in rows {
             let dead = match dead_seq {
                 0 => None,
-                seq => Some(DeadLetters {
+                seq => Some(DeadCount {
                     seq: from_i64("replica_troubles.dead_seq", seq)?,
-                    letters: self.dead_letters(bucket, SiteId(site))?,
                     total: from_i64("replica_troubles.dead_total", dead_total)?,
                 }),
             };
