@@ -526,25 +526,15 @@ fn entries_that_keep_failing_become_dead_letters_and_a_replay_writes_them() {
     }
 }
 
-/// Files below `dir`, as paths relative to it.
+/// Entries below `dir` that are not directories, as paths relative to it
+/// (none when `dir` is not there).
 fn files_below(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(at) = pending.pop() {
-        let Ok(listing) = std::fs::read_dir(&at) else {
-            continue;
-        };
-        for item in listing {
-            let path = item.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                out.push(path.strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
+    try_describe(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, node)| node.kind != 'd')
+        .map(|(path, _)| String::from_utf8_lossy(&path).into_owned())
+        .collect()
 }
 
 #[test]

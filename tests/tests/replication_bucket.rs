@@ -23,22 +23,17 @@ const PREFIX: &str = "mirror/";
 
 /// Each regular file below `src`: (size, BLAKE3 of its bytes) by path.
 fn files_of(src: &Path) -> BTreeMap<String, (usize, String)> {
-    let mut out = BTreeMap::new();
-    let mut pending = vec![src.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for item in std::fs::read_dir(&dir).unwrap() {
-            let item = item.unwrap();
-            let kind = item.file_type().unwrap();
-            if kind.is_dir() {
-                pending.push(item.path());
-            } else if kind.is_file() {
-                let data = std::fs::read(item.path()).unwrap();
-                let key = item.path().strip_prefix(src).unwrap().display().to_string();
-                out.insert(key, (data.len(), blake3::hash(&data).to_hex().to_string()));
-            }
-        }
-    }
-    out
+    describe(src)
+        .into_iter()
+        .filter(|(_, node)| node.kind == 'f')
+        .map(|(path, node)| {
+            let size = usize::try_from(node.size).unwrap();
+            (
+                String::from_utf8_lossy(&path).into_owned(),
+                (size, node.content),
+            )
+        })
+        .collect()
 }
 
 /// Waits until the copy's objects are `src`'s files.

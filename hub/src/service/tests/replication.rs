@@ -65,27 +65,12 @@ async fn a_replica_gets_the_backlog_then_each_new_commit_and_acknowledges_its_cu
     assert!(!new.manifest_digest.is_empty() && !new.mac.is_empty());
 
     // The cursor: moves forward only, never past the end.
-    let cursor = |hub: &mut Hub| {
-        let mut client = hub.replication.clone();
-        async move {
-            client
-                .cursor(authed(
-                    "alpha3",
-                    CursorRequest {
-                        bucket: "alpha/data".into(),
-                    },
-                ))
-                .await
-                .unwrap()
-                .into_inner()
-        }
-    };
-    assert_eq!(cursor(&mut hub).await.seq, 0);
+    assert_eq!(cursor_of(&hub).await.seq, 0);
     let acked = hub.replication.ack(authed("alpha3", ack(3))).await.unwrap();
     assert_eq!(acked.into_inner().seq, 3);
     let acked = hub.replication.ack(authed("alpha3", ack(2))).await.unwrap();
     assert_eq!(acked.into_inner().seq, 3, "a cursor never moves back");
-    let now = cursor(&mut hub).await;
+    let now = cursor_of(&hub).await;
     assert_eq!(now.seq, 3);
     assert!(now.applied_unix_ms > 1_700_000_000_000);
     let err = hub
