@@ -121,18 +121,12 @@ impl Replica {
         }
     }
 
-    /// The copy: its directory made, or its bucket reached and its index opened.
+    /// The copy: its directory, or its bucket reached and its index opened.
     async fn copy(&self) -> Result<&Copy, ReplicaError> {
         self.copy
             .get_or_try_init(|| async {
                 match self.config.copy_at() {
-                    CopyAt::Dir(path) => {
-                        std::fs::create_dir_all(path).map_err(|source| ReplicaError::Io {
-                            path: path.to_path_buf(),
-                            source,
-                        })?;
-                        Ok(Copy::Dir(path.to_path_buf()))
-                    }
+                    CopyAt::Dir(path) => Ok(Copy::Dir(path.to_path_buf())),
                     CopyAt::Bucket(location) => {
                         let index = self.state_file("db");
                         Ok(Copy::Bucket(
@@ -162,6 +156,13 @@ impl Replica {
                 reason: e.to_string(),
             })?;
         let copy = self.copy().await?;
+        if let Copy::Dir(path) = copy {
+            // Made anew at each apply: a copy removed meanwhile comes back.
+            std::fs::create_dir_all(path).map_err(|source| ReplicaError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
         let (deletes, entries) = match copy {
             Copy::Dir(path) if self.config.max_delete_share < 1.0 => {
                 let count = PruneMode::Count;
