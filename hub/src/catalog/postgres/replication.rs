@@ -49,6 +49,29 @@ impl Tx<'_, '_> {
             .map_err(pg("read journal head"))?;
         Ok((found.replicas, from_i64("commits.seq", head)?))
     }
+
+    /// `op`: runs `update` (an UPDATE of one replica's row, `$1` the
+    /// bucket and `$2` the site, RETURNING one count) and gives the count
+    /// (`column` names it); `NotFound` (`what`) when no row matched.
+    fn mark_replica_row(
+        &mut self,
+        op: &'static str,
+        update: &str,
+        (bucket, site): (BucketId, SiteId),
+        (what, column): (&'static str, &'static str),
+    ) -> Result<u64, CatalogError> {
+        let value: i64 = self
+            .tx
+            .query_opt(update, &[&bucket.0, &site.0])
+            .map_err(pg(op))?
+            .ok_or_else(|| CatalogError::NotFound {
+                what,
+                key: format!("bucket {bucket}, site {site}"),
+            })?
+            .try_get(0)
+            .map_err(pg(op))?;
+        from_i64(column, value)
+    }
 }
 
 fn cursor_of(row: &Row) -> Result<ReplicaCursor, CatalogError> {
@@ -238,21 +261,13 @@ impl ReplicationWrite for Tx<'_, '_> {
     }
 
     fn confirm_hold(&mut self, bucket: BucketId, site: SiteId) -> Result<u64, CatalogError> {
-        let seq: i64 = self
-            .tx
-            .query_opt(
-                "UPDATE replica_holds SET confirmed = TRUE \
-                 WHERE bucket_id = $1 AND site_id = $2 RETURNING seq",
-                &[&bucket.0, &site.0],
-            )
-            .map_err(pg("confirm replica hold"))?
-            .ok_or_else(|| CatalogError::NotFound {
-                what: "replica hold",
-                key: format!("bucket {bucket}, site {site}"),
-            })?
-            .try_get(0)
-            .map_err(pg("confirm replica hold"))?;
-        from_i64("replica_holds.seq", seq)
+        self.mark_replica_row(
+            "confirm replica hold",
+            "UPDATE replica_holds SET confirmed = TRUE \
+             WHERE bucket_id = $1 AND site_id = $2 RETURNING seq",
+            (bucket, site),
+            ("replica hold", "replica_holds.seq"),
+        )
     }
 
     fn record_replica_error(
@@ -321,21 +336,13 @@ impl ReplicationWrite for Tx<'_, '_> {
     }
 
     fn request_replay(&mut self, bucket: BucketId, site: SiteId) -> Result<u64, CatalogError> {
-        let total: i64 = self
-            .tx
-            .query_opt(
-                "UPDATE replica_troubles SET replay = TRUE \
-                 WHERE bucket_id = $1 AND site_id = $2 AND dead_seq > 0 RETURNING dead_total",
-                &[&bucket.0, &site.0],
-            )
-            .map_err(pg("request replay"))?
-            .ok_or_else(|| CatalogError::NotFound {
-                what: "dead letters",
-                key: format!("bucket {bucket}, site {site}"),
-            })?
-            .try_get(0)
-            .map_err(pg("request replay"))?;
-        from_i64("replica_troubles.dead_total", total)
+        self.mark_replica_row(
+            "request replay",
+            "UPDATE replica_troubles SET replay = TRUE \
+             WHERE bucket_id = $1 AND site_id = $2 AND dead_seq > 0 RETURNING dead_total",
+            (bucket, site),
+            ("dead letters", "replica_troubles.dead_total"),
+        )
     }
 
     fn set_replication_paused(

@@ -39,6 +39,28 @@ impl Tx<'_> {
             .map_err(sql("read journal head"))?;
         Ok((found.replicas, from_i64("commits.seq", head)?))
     }
+
+    /// `op`: runs `update` (an UPDATE of one replica's row, `?1` the
+    /// bucket and `?2` the site, RETURNING one count) and gives the count
+    /// (`column` names it); `NotFound` (`what`) when no row matched.
+    fn mark_replica_row(
+        &mut self,
+        op: &'static str,
+        update: &str,
+        (bucket, site): (BucketId, SiteId),
+        (what, column): (&'static str, &'static str),
+    ) -> Result<u64, CatalogError> {
+        let value: Option<i64> = self
+            .conn
+            .query_row(update, [bucket.0, site.0], |r| r.get(0))
+            .optional()
+            .map_err(sql(op))?;
+        let value = value.ok_or_else(|| CatalogError::NotFound {
+            what,
+            key: format!("bucket {bucket}, site {site}"),
+        })?;
+        from_i64(column, value)
+    }
 }
 
 impl ReplicationRead for Tx<'_> {
@@ -247,21 +269,13 @@ impl ReplicationWrite for Tx<'_> {
     }
 
     fn confirm_hold(&mut self, bucket: BucketId, site: SiteId) -> Result<u64, CatalogError> {
-        let seq: Option<i64> = self
-            .conn
-            .query_row(
-                "UPDATE replica_holds SET confirmed = 1 \
-                 WHERE bucket_id = ?1 AND site_id = ?2 RETURNING seq",
-                [bucket.0, site.0],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql("confirm replica hold"))?;
-        let seq = seq.ok_or_else(|| CatalogError::NotFound {
-            what: "replica hold",
-            key: format!("bucket {bucket}, site {site}"),
-        })?;
-        from_i64("replica_holds.seq", seq)
+        self.mark_replica_row(
+            "confirm replica hold",
+            "UPDATE replica_holds SET confirmed = 1 \
+             WHERE bucket_id = ?1 AND site_id = ?2 RETURNING seq",
+            (bucket, site),
+            ("replica hold", "replica_holds.seq"),
+        )
     }
 
     fn record_replica_error(
@@ -332,21 +346,13 @@ impl ReplicationWrite for Tx<'_> {
     }
 
     fn request_replay(&mut self, bucket: BucketId, site: SiteId) -> Result<u64, CatalogError> {
-        let total: Option<i64> = self
-            .conn
-            .query_row(
-                "UPDATE replica_troubles SET replay = 1 \
-                 WHERE bucket_id = ?1 AND site_id = ?2 AND dead_seq > 0 RETURNING dead_total",
-                [bucket.0, site.0],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql("request replay"))?;
-        let total = total.ok_or_else(|| CatalogError::NotFound {
-            what: "dead letters",
-            key: format!("bucket {bucket}, site {site}"),
-        })?;
-        from_i64("replica_troubles.dead_total", total)
+        self.mark_replica_row(
+            "request replay",
+            "UPDATE replica_troubles SET replay = 1 \
+             WHERE bucket_id = ?1 AND site_id = ?2 AND dead_seq > 0 RETURNING dead_total",
+            (bucket, site),
+            ("dead letters", "replica_troubles.dead_total"),
+        )
     }
 
     fn set_replication_paused(
