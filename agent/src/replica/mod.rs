@@ -405,11 +405,12 @@ impl Replica {
             let seq = commit.seq;
             // Each apply in a span of its own: its restore's lines carry the commit.
             let span = tracing::info_span!("replica_apply", bucket = %bucket, seq);
-            let letters = match self.apply(&commit).instrument(span).await {
+            // Whether the commit is acknowledged with dead letters.
+            let with_dead_letters = match self.apply(&commit).instrument(span).await {
                 Ok(applied) => {
                     let report = self.write_report(&applied);
                     tracing::info!(bucket = %bucket, seq, removed = applied.removed, written = applied.written, unchanged = applied.unchanged, report = %report.display(), "replica applied");
-                    None
+                    false
                 }
                 Err(ReplicaError::NotWritten {
                     seq,
@@ -423,7 +424,7 @@ impl Replica {
                         .report(self.report_request(seq, None, Some((entries, total)), replaying))
                         .await?;
                     tracing::error!(bucket = %bucket, seq, dead_letters = total, attempts = MAX_ATTEMPTS, "replica: entries still not written; acknowledged without them (`ferry-hub replication dead-letters`)");
-                    Some(())
+                    true
                 }
                 Err(e) => {
                     self.report(seq, Some(&e), None, false).await;
@@ -438,11 +439,11 @@ impl Replica {
                 .await?;
             self.attempt(0);
             // The hub's list cleared when this apply wrote everything.
-            if letters.is_none() && (dead || replaying) {
+            if !with_dead_letters && (dead || replaying) {
                 self.report(seq, None, Some((Vec::new(), 0)), replaying)
                     .await;
             }
-            dead = letters.is_some();
+            dead = with_dead_letters;
             replaying = false;
         }
         Ok(())
