@@ -1,13 +1,28 @@
-//! Retention rules: which snapshots to keep, and why.
+//! Retention: which snapshots a bucket keeps, and the rule that keeps each.
+//!
+//! The keep-* rules mean what restic's `forget` means, so an operator
+//! coming from it meets no surprises:
+//! - keep-last N keeps the N newest snapshots;
+//! - keep-hourly … keep-yearly N keep the newest snapshot of each of the N
+//!   newest calendar periods (hours, days, ISO weeks, months, years of the
+//!   policy's time zone) that hold a snapshot;
+//! - keep-within P keeps every snapshot less than P older than the newest;
+//! - rules are OR-ed: a snapshot any rule keeps is kept.
+//!
+//! Beyond restic: a snapshot dated after `now` (a source whose clock runs
+//! ahead) is kept and counts for no rule, so it cannot push real snapshots
+//! out; a locked or held snapshot is kept whatever the rules say.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use serde::Deserialize;
+use chrono_tz::Tz;
 
-/// A retention policy as written in a policy file's `[retention]` table.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+use crate::period::Period;
+
+/// A bucket's retention rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retention {
     pub keep_last: Option<u32>,
     pub keep_hourly: Option<u32>,
@@ -15,180 +30,206 @@ pub struct Retention {
     pub keep_weekly: Option<u32>,
     pub keep_monthly: Option<u32>,
     pub keep_yearly: Option<u32>,
-    /// Keep everything younger than this many days.
-    pub keep_within_days: Option<u32>,
+    pub keep_within: Option<Period>,
+    /// How far back a bucket's journal (its point-in-time history between
+    /// snapshots) reaches; commits older than this, and not a kept
+    /// snapshot, go. `None`: as far as the snapshots.
+    pub journal_window: Option<Period>,
+    /// The zone whose calendar the periods follow.
+    pub zone: Tz,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PolicyError {
-    #[error("policy {file}: {message}")]
-    Parse { file: String, message: String },
-    #[error("policy {file}: [retention] keeps nothing: set at least one keep-* rule")]
-    KeepsNothing { file: String },
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyFile {
-    retention: Retention,
-}
-
-/// Parses a policy file's text; `file` names it in errors.
-pub fn parse_retention(file: &str, text: &str) -> Result<Retention, PolicyError> {
-    let parsed: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Parse {
-        file: file.to_string(),
-        message: e.to_string(),
-    })?;
-    let r = parsed.retention;
-    let rules = [
-        r.keep_last,
-        r.keep_hourly,
-        r.keep_daily,
-        r.keep_weekly,
-        r.keep_monthly,
-        r.keep_yearly,
-        r.keep_within_days,
-    ];
-    if rules.iter().all(|x| x.unwrap_or(0) == 0) {
-        // A policy that would forget every snapshot is a mistake, not a wish.
-        return Err(PolicyError::KeepsNothing {
-            file: file.to_string(),
-        });
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            keep_last: None,
+            keep_hourly: None,
+            keep_daily: None,
+            keep_weekly: None,
+            keep_monthly: None,
+            keep_yearly: None,
+            keep_within: None,
+            journal_window: None,
+            zone: Tz::UTC,
+        }
     }
-    Ok(r)
 }
-
-/// Maps a time to the calendar period (hour, day, week, …) it falls in.
-type PeriodOf = fn(&DateTime<Utc>) -> (i32, u32, u32, u32);
 
 /// A snapshot as the evaluator sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotRef {
     pub id: u64,
     pub time: DateTime<Utc>,
+    /// Its compliance lock, if any (kept while `now` is before it).
+    pub locked_until: Option<DateTime<Utc>>,
+    /// The legal holds on it, by name.
+    pub holds: Vec<String>,
 }
 
-/// The outcome: every snapshot is either kept (with the rules that keep it) or forgotten.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// Why a snapshot is kept.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Keep {
+    Last,
+    Hourly,
+    Daily,
+    Weekly,
+    Monthly,
+    Yearly,
+    Within,
+    /// Dated after the evaluation's `now`.
+    Future,
+    Locked(DateTime<Utc>),
+    Held(String),
+}
+
+impl Keep {
+    /// The retention class a compliance lock may be set for (`None` for
+    /// reasons that are not rules).
+    pub fn class(&self) -> Option<&'static str> {
+        Some(match self {
+            Keep::Last => "last",
+            Keep::Hourly => "hourly",
+            Keep::Daily => "daily",
+            Keep::Weekly => "weekly",
+            Keep::Monthly => "monthly",
+            Keep::Yearly => "yearly",
+            Keep::Within => "within",
+            Keep::Future | Keep::Locked(_) | Keep::Held(_) => return None,
+        })
+    }
+}
+
+impl fmt::Display for Keep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Keep::Future => f.write_str("future-dated"),
+            Keep::Locked(until) => write!(f, "locked until {}", until.format("%Y-%m-%dT%H:%M:%SZ")),
+            Keep::Held(name) => write!(f, "held by {name}"),
+            rule => f.write_str(rule.class().unwrap_or("?")),
+        }
+    }
+}
+
+/// Every snapshot is either kept, with all the reasons that keep it, or forgotten.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Decision {
-    pub keep: BTreeMap<u64, Vec<&'static str>>,
+    pub keep: BTreeMap<u64, Vec<Keep>>,
+    /// Newest first.
     pub forget: Vec<u64>,
 }
 
+/// A calendar period's key: comparing two says whether they are one period.
+type PeriodOf = fn(&chrono::NaiveDateTime) -> (i32, u32, u32);
+
 impl Retention {
-    /// Applies the rules to `snapshots` (any order) as of `now`.
+    /// Whether the rules keep anything at all (a policy that would forget
+    /// every snapshot is a mistake, not a wish, and is refused).
+    pub fn keeps_something(&self) -> bool {
+        let counts = [
+            self.keep_last,
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        ];
+        counts.iter().any(|n| n.unwrap_or(0) > 0) || self.keep_within.is_some()
+    }
+
+    /// Applies the rules to `snapshots` (in any order) as of `now`.
     pub fn evaluate(&self, snapshots: &[SnapshotRef], now: DateTime<Utc>) -> Decision {
-        let mut sorted = snapshots.to_vec();
+        let mut sorted: Vec<&SnapshotRef> = snapshots.iter().collect();
         // Newest first; ties broken by id so the result does not depend on input order.
         sorted.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
-        let mut decision = Decision::default();
-        let mut keep = |id: u64, why: &'static str| decision.keep.entry(id).or_default().push(why);
+        let mut keep: BTreeMap<u64, Vec<Keep>> = BTreeMap::new();
+        let mut add = |id: u64, why: Keep| keep.entry(id).or_default().push(why);
 
+        let (future, past): (Vec<&SnapshotRef>, Vec<&SnapshotRef>) =
+            sorted.iter().partition(|s| s.time > now);
+        for s in &future {
+            add(s.id, Keep::Future);
+        }
         if let Some(n) = self.keep_last {
-            for s in sorted.iter().take(n as usize) {
-                keep(s.id, "last");
+            for s in past.iter().take(n as usize) {
+                add(s.id, Keep::Last);
             }
         }
-        let periods: [(Option<u32>, &'static str, PeriodOf); 5] = [
-            (self.keep_hourly, "hourly", |t| {
-                (t.year(), t.ordinal(), t.hour(), 0)
+        let periods: [(Option<u32>, Keep, PeriodOf); 5] = [
+            (self.keep_hourly, Keep::Hourly, |t| {
+                (t.year(), t.ordinal(), t.hour())
             }),
-            (self.keep_daily, "daily", |t| (t.year(), t.ordinal(), 0, 0)),
-            (self.keep_weekly, "weekly", |t| {
-                (t.iso_week().year(), t.iso_week().week(), 0, 0)
+            (self.keep_daily, Keep::Daily, |t| (t.year(), t.ordinal(), 0)),
+            (self.keep_weekly, Keep::Weekly, |t| {
+                (t.iso_week().year(), t.iso_week().week(), 0)
             }),
-            (self.keep_monthly, "monthly", |t| {
-                (t.year(), t.month(), 0, 0)
+            (self.keep_monthly, Keep::Monthly, |t| {
+                (t.year(), t.month(), 0)
             }),
-            (self.keep_yearly, "yearly", |t| (t.year(), 0, 0, 0)),
+            (self.keep_yearly, Keep::Yearly, |t| (t.year(), 0, 0)),
         ];
         for (count, why, period_of) in periods {
             let Some(count) = count else { continue };
-            // The newest snapshot of each of the `count` newest periods.
             let mut seen = HashSet::new();
-            for s in &sorted {
+            for s in &past {
                 if seen.len() == count as usize {
                     break;
                 }
-                if seen.insert(period_of(&s.time)) {
-                    keep(s.id, why);
+                if seen.insert(period_of(&s.time.with_timezone(&self.zone).naive_local())) {
+                    add(s.id, why.clone());
                 }
             }
         }
-        if let Some(days) = self.keep_within_days {
-            let cutoff = now - chrono::Duration::days(i64::from(days));
-            for s in sorted.iter().filter(|s| s.time >= cutoff) {
-                keep(s.id, "within");
+        if let (Some(within), Some(newest)) = (self.keep_within, past.first()) {
+            let cutoff = within.before(newest.time, self.zone);
+            for s in past.iter().filter(|s| s.time > cutoff) {
+                add(s.id, Keep::Within);
             }
         }
-        decision.forget = sorted
+        for s in &sorted {
+            if let Some(until) = s.locked_until.filter(|until| *until > now) {
+                add(s.id, Keep::Locked(until));
+            }
+            for hold in &s.holds {
+                add(s.id, Keep::Held(hold.clone()));
+            }
+        }
+        let forget = sorted
             .iter()
-            .filter(|s| !decision.keep.contains_key(&s.id))
+            .filter(|s| !keep.contains_key(&s.id))
             .map(|s| s.id)
             .collect();
-        decision
+        Decision { keep, forget }
+    }
+
+    /// The oldest journal commit time the window keeps, as of `now`.
+    pub fn journal_cutoff(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.journal_window.map(|w| w.before(now, self.zone))
+    }
+}
+
+impl fmt::Display for Retention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let counts = [
+            ("keep-last", self.keep_last),
+            ("keep-hourly", self.keep_hourly),
+            ("keep-daily", self.keep_daily),
+            ("keep-weekly", self.keep_weekly),
+            ("keep-monthly", self.keep_monthly),
+            ("keep-yearly", self.keep_yearly),
+        ];
+        let mut parts: Vec<String> = counts
+            .iter()
+            .filter_map(|(k, n)| n.map(|n| format!("{k} {n}")))
+            .collect();
+        if let Some(p) = self.keep_within {
+            parts.push(format!("keep-within {p}"));
+        }
+        if let Some(p) = self.journal_window {
+            parts.push(format!("journal-window {p}"));
+        }
+        write!(f, "{} ({})", parts.join(", "), self.zone.name())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, m, d, h, 0, 0).single().unwrap()
-    }
-
-    fn snaps() -> Vec<SnapshotRef> {
-        // Four a day at 00, 06, 12, 18 for ten days of 2026-03.
-        (0..40)
-            .map(|i| SnapshotRef {
-                id: i,
-                time: at(2026, 3, 1 + (i / 4) as u32, 6 * (i % 4) as u32),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn last_and_daily() {
-        let r = Retention {
-            keep_last: Some(2),
-            keep_daily: Some(3),
-            ..Default::default()
-        };
-        let d = r.evaluate(&snaps(), at(2026, 3, 11, 0));
-        let kept: Vec<u64> = d.keep.keys().copied().collect();
-        // Last two (39, 38) and the newest of each of the last three days (39, 35, 31).
-        assert_eq!(kept, vec![31, 35, 38, 39]);
-        assert_eq!(d.keep[&39], vec!["last", "daily"]);
-        assert_eq!(d.forget.len(), 36);
-    }
-
-    #[test]
-    fn within_counts_from_now() {
-        let r = Retention {
-            keep_within_days: Some(2),
-            ..Default::default()
-        };
-        let d = r.evaluate(&snaps(), at(2026, 3, 11, 0));
-        assert_eq!(d.keep.len(), 8, "days 9 and 10, four each");
-    }
-
-    #[test]
-    fn parse_errors_name_file_and_field() {
-        let err = parse_retention("prod.toml", "[retention]\nkeep-dayly = 3\n").unwrap_err();
-        assert!(
-            err.to_string().contains("prod.toml") && err.to_string().contains("keep-dayly"),
-            "{err}"
-        );
-        let err = parse_retention("prod.toml", "[retention]\nkeep-last = 0\n").unwrap_err();
-        assert_eq!(
-            err,
-            PolicyError::KeepsNothing {
-                file: "prod.toml".into()
-            }
-        );
-        let ok = parse_retention("p", "[retention]\nkeep-last = 7\nkeep-monthly = 12\n").unwrap();
-        assert_eq!((ok.keep_last, ok.keep_monthly), (Some(7), Some(12)));
-    }
-}
+mod tests;
