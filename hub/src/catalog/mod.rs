@@ -2,7 +2,8 @@
 //! per-bucket journals.
 //!
 //! The trait is split by area ([`namespace`], [`sessions`], [`blobs`],
-//! [`journal`], [`references`]), and each engine implements each area in a file of its own:
+//! [`journal`], [`references`], [`replication`], [`policies`]), and each
+//! engine implements each area in a file of its own:
 //! [`sqlite::SqliteCatalog`] (the embedded default) and
 //! [`postgres::PostgresCatalog`]. Every engine must pass
 //! [`conformance::run_all`].
@@ -42,6 +43,7 @@ mod error;
 pub mod journal;
 mod model;
 pub mod namespace;
+pub mod policies;
 pub mod postgres;
 pub mod references;
 pub mod replication;
@@ -54,6 +56,7 @@ pub use error::{CatalogError, EngineError, ErrorKind, from_i64, stored_ids};
 pub use journal::{JournalRead, JournalWrite};
 pub use model::*;
 pub use namespace::{NamespaceRead, NamespaceWrite};
+pub use policies::{PolicyFileText, PolicyRead, PolicyVersion, PolicyWrite};
 pub use postgres::PostgresCatalog;
 pub use references::{ReferenceRead, ReferenceWrite, Referenced};
 pub use replication::{
@@ -65,17 +68,30 @@ pub use sqlite::SqliteCatalog;
 
 /// Everything that can be read inside one transaction.
 pub trait ReadTx:
-    NamespaceRead + SessionRead + JournalRead + ReferenceRead + ReplicationRead
+    NamespaceRead + SessionRead + JournalRead + ReferenceRead + ReplicationRead + PolicyRead
 {
 }
-impl<T: NamespaceRead + SessionRead + JournalRead + ReferenceRead + ReplicationRead + ?Sized> ReadTx
-    for T
+impl<
+    T: NamespaceRead
+        + SessionRead
+        + JournalRead
+        + ReferenceRead
+        + ReplicationRead
+        + PolicyRead
+        + ?Sized,
+> ReadTx for T
 {
 }
 
 /// Everything that can be read or changed inside one transaction.
 pub trait WriteTx:
-    ReadTx + NamespaceWrite + SessionWrite + JournalWrite + ReferenceWrite + ReplicationWrite
+    ReadTx
+    + NamespaceWrite
+    + SessionWrite
+    + JournalWrite
+    + ReferenceWrite
+    + ReplicationWrite
+    + PolicyWrite
 {
 }
 impl<
@@ -85,6 +101,7 @@ impl<
         + JournalWrite
         + ReferenceWrite
         + ReplicationWrite
+        + PolicyWrite
         + ?Sized,
 > WriteTx for T
 {

@@ -235,6 +235,21 @@ pub(crate) fn check_source<R: NamespaceRead + ?Sized>(
     })
 }
 
+/// Tenant `id`, or `NotFound`.
+///
+/// # Errors
+///
+/// `NotFound` for an unknown tenant; the engine's.
+pub(crate) fn existing_tenant<R: NamespaceRead + ?Sized>(
+    r: &mut R,
+    id: TenantId,
+) -> Result<super::Tenant, CatalogError> {
+    r.tenant(id)?.ok_or_else(|| CatalogError::NotFound {
+        what: "tenant",
+        key: id.to_string(),
+    })
+}
+
 /// Bucket `id`, or `NotFound`.
 ///
 /// # Errors

@@ -14,6 +14,7 @@
 mod blobs;
 mod journal;
 mod namespace;
+mod policies;
 mod references;
 mod replication;
 mod schema;

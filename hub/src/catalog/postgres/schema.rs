@@ -202,6 +202,25 @@ CREATE TABLE replication_pauses (
     resumed_ms BIGINT NOT NULL
 );
 "#,
+    // Version 12: every version of each tenant's policy files
+    // (`policy apply`); the newest is in force.
+    r#"
+CREATE TABLE policy_versions (
+    tenant_id  BIGINT NOT NULL REFERENCES tenants(id),
+    version    BIGINT NOT NULL,
+    applied_ms BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, version)
+);
+CREATE TABLE policy_files (
+    tenant_id BIGINT NOT NULL,
+    version   BIGINT NOT NULL,
+    position  BIGINT NOT NULL,
+    name      TEXT NOT NULL,
+    text      TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, version, position),
+    FOREIGN KEY (tenant_id, version) REFERENCES policy_versions (tenant_id, version)
+);
+"#,
 ];
 
 /// A number no other application takes an advisory lock on: hubs starting

@@ -24,6 +24,7 @@ fn a_second_hub_sees_everything_and_appends_gaplessly_beside_the_first() {
     conformance::check_populated(&two, &before);
     // Two hub processes appending to one bucket at once: one sequence.
     conformance::concurrent_appends_from(&[&one, &two]);
+    conformance::concurrent_policy_applies(&[&one, &two]);
 }
 
 #[test]

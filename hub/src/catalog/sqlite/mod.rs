@@ -11,6 +11,7 @@
 mod blobs;
 mod journal;
 mod namespace;
+mod policies;
 mod references;
 mod replication;
 mod schema;

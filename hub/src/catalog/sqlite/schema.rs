@@ -235,6 +235,25 @@ CREATE TABLE replication_pauses (
     resumed_ms INTEGER NOT NULL
 ) STRICT;
 "#,
+    // Version 13: every version of each tenant's policy files
+    // (`policy apply`); the newest is in force.
+    r#"
+CREATE TABLE policy_versions (
+    tenant_id  INTEGER NOT NULL REFERENCES tenants(id),
+    version    INTEGER NOT NULL,
+    applied_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, version)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE policy_files (
+    tenant_id INTEGER NOT NULL,
+    version   INTEGER NOT NULL,
+    position  INTEGER NOT NULL,
+    name      TEXT NOT NULL,
+    text      TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, version, position),
+    FOREIGN KEY (tenant_id, version) REFERENCES policy_versions (tenant_id, version)
+) STRICT, WITHOUT ROWID;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), CatalogError> {

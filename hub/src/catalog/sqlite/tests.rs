@@ -217,7 +217,7 @@ fn an_upgrade_leaves_buckets_with_commits_to_the_reference_backfill() {
     // Back to the schema before the index.
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch(
-        "DROP TABLE replication_pauses; DROP TABLE replica_dead_letters; DROP TABLE replica_troubles;
+        "DROP TABLE policy_files; DROP TABLE policy_versions; DROP TABLE replication_pauses; DROP TABLE replica_dead_letters; DROP TABLE replica_troubles;
          DROP TABLE replica_holds; DROP TABLE replica_cursors; DROP TABLE bucket_replicas; DROP TABLE bucket_references;
          DROP TABLE reference_backfill;
          DROP TABLE bucket_reference_parts;
