@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use crate::catalog::{
-    Bucket, BucketId, Catalog, CatalogError, CatalogExt, DeadLetters, NamespaceRead, Site, SiteId,
-    Tenant, TenantId, WriteTx,
+    Bucket, BucketId, Catalog, CatalogError, CatalogExt, DeadLetters, NamespaceRead,
+    PolicyFileText, PolicyVersion, Site, SiteId, Tenant, TenantId, WriteTx,
 };
 use crate::config::HubConfig;
 use crate::records::{Change, NamespaceRecord, RecordWriter};
@@ -397,6 +397,59 @@ impl Admin {
     /// The catalog's.
     pub fn tenants(&self) -> Result<Vec<crate::catalog::Tenant>, AdminError> {
         Ok(self.catalog.read(|r| r.list_tenants())?)
+    }
+
+    /// Records `files` as `tenant`'s next policy version (and its record
+    /// in the pool, so `recover` brings it back); gives its number.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant; the catalog's or the pool's.
+    pub fn apply_policy(&self, tenant: &str, files: &[PolicyFileText]) -> Result<u64, AdminError> {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.change(|w| {
+            let t = tenant_named(w, tenant)?;
+            let version = w.add_policy_version(t.id, now, files)?;
+            let files = files
+                .iter()
+                .map(|f| (f.name.clone(), f.text.clone()))
+                .collect();
+            let change = Change::PolicyApplied {
+                tenant: tenant.to_owned(),
+                version,
+                applied_unix_ms: now,
+                files,
+            };
+            Ok((version, change))
+        })
+    }
+
+    /// Version `version` of `tenant`'s policy (the one in force for `None`).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant; the catalog's.
+    pub fn policy(
+        &self,
+        tenant: &str,
+        version: Option<u64>,
+    ) -> Result<Option<PolicyVersion>, AdminError> {
+        Ok(self.catalog.read(|r| {
+            let t = tenant_named(r, tenant)?;
+            r.policy(t.id, version)
+        })?)
+    }
+
+    /// Every version of `tenant`'s policy, oldest first (file names only).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant; the catalog's.
+    pub fn policy_history(&self, tenant: &str) -> Result<Vec<PolicyVersion>, AdminError> {
+        Ok(self.catalog.read(|r| {
+            let t = tenant_named(r, tenant)?;
+            r.policy_history(t.id)
+        })?)
     }
 
     /// The buckets of `tenant`.

@@ -12,6 +12,7 @@ use ferry_proto::auth::{TOKEN_PREFIX, token_hash};
 use rand::RngCore;
 use serde_json::json;
 
+mod policy;
 mod replication;
 
 use crate::admin::Admin;
@@ -64,6 +65,9 @@ enum Command {
     /// Replication: how far each replica site has applied each bucket.
     #[command(subcommand)]
     Replication(replication::ReplicationCommand),
+    /// Policies: schedules, retention and compliance, from TOML files.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// TLS for the gRPC listener.
     #[command(subcommand)]
     Tls(TlsCommand),
@@ -478,6 +482,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Replication(command) => replication::run(command, &config, cli.json),
+        Command::Policy(command) => policy::run(command, &config, cli.json),
         Command::Bucket(BucketCommand::PauseReplication { name }) => {
             replication::pause(&name, true, &config, cli.json)
         }

@@ -30,6 +30,11 @@ pub enum RecordError {
         field: &'static str,
         value: u64,
     },
+    #[error("{record}: field {field} is not UTF-8 text")]
+    NotText {
+        record: &'static str,
+        field: &'static str,
+    },
     #[error("{record}: {extra} bytes after the last field")]
     TrailingBytes { record: &'static str, extra: usize },
     #[error("{record}: field {field}: {len} is more than the format holds")]
@@ -216,6 +221,13 @@ impl<'a> Decoder<'a> {
 
     pub(crate) fn bytes(&mut self, field: &'static str) -> Result<Vec<u8>, RecordError> {
         Ok(self.counted(field, 1)?.to_vec())
+    }
+
+    pub(crate) fn text(&mut self, field: &'static str) -> Result<String, RecordError> {
+        String::from_utf8(self.bytes(field)?).map_err(|_| RecordError::NotText {
+            record: self.record,
+            field,
+        })
     }
 
     pub(crate) fn bad_value(&self, field: &'static str, value: u64) -> RecordError {

@@ -13,6 +13,8 @@
 //! 5 tenant verifier     tenant | present u8 (0 or 1) | key [32] if present
 //! 6 bucket replicas     tenant | name | count u64 | site name × count
 //! 7 bucket source       tenant | name | site (a failover)
+//! 8 policy applied      tenant | version u64 | applied_unix_ms i64 | count u64 | (name, text) × count,
+//!                       each a u32 length and UTF-8 bytes
 //! ```
 //!
 //! The object name is `namespace/<time_unix_ms, 13 digits>-<hash>.ns`, so a
@@ -71,10 +73,23 @@ pub enum Change {
         name: String,
         replicas: Vec<String>,
     },
+    /// A version of a tenant's policy files (`policy apply`).
+    PolicyApplied {
+        tenant: String,
+        version: u64,
+        /// As the catalog has it (the record's own time may differ by a
+        /// millisecond or so).
+        applied_unix_ms: i64,
+        /// (name, text) of each file, in the order given.
+        files: Vec<(String, String)>,
+    },
 }
 
 /// Most replica sites one record names (a bound for decoding).
 const MAX_REPLICAS: u64 = 1024;
+
+/// Most files one policy version holds (a bound for decoding).
+pub const MAX_POLICY_FILES: u64 = 1024;
 
 /// A namespace change and when it was made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -172,6 +187,29 @@ impl NamespaceRecord {
                     e.name("replica", site)?;
                 }
             }
+            Change::PolicyApplied {
+                tenant,
+                version,
+                applied_unix_ms,
+                files,
+            } => {
+                e.u8(8);
+                e.name("tenant", tenant)?;
+                e.u64(*version);
+                e.i64(*applied_unix_ms);
+                if files.len() as u64 > MAX_POLICY_FILES {
+                    return Err(RecordError::TooLong {
+                        record: RECORD,
+                        field: "files",
+                        len: files.len(),
+                    });
+                }
+                e.u64(files.len() as u64);
+                for (name, text) in files {
+                    e.bytes("file name", name.as_bytes())?;
+                    e.bytes("file text", text.as_bytes())?;
+                }
+            }
         }
         if !(0..10_000_000_000_000).contains(&self.time_unix_ms) {
             return Err(RecordError::TooLong {
@@ -250,6 +288,24 @@ impl NamespaceRecord {
                 name: d.name("name")?,
                 source_site: d.name("source_site")?,
             },
+            8 => {
+                let tenant = d.name("tenant")?;
+                let version = d.u64("version")?;
+                let applied_unix_ms = d.i64("applied_unix_ms")?;
+                let count = d.u64("count")?;
+                if count > MAX_POLICY_FILES {
+                    return Err(d.bad_value("count", count));
+                }
+                let files = (0..count)
+                    .map(|_| Ok((d.text("file name")?, d.text("file text")?)))
+                    .collect::<Result<_, RecordError>>()?;
+                Change::PolicyApplied {
+                    tenant,
+                    version,
+                    applied_unix_ms,
+                    files,
+                }
+            }
             other => return Err(d.bad_value("kind", u64::from(other))),
         };
         d.finish()?;
@@ -310,6 +366,15 @@ mod tests {
                 tenant: "acme".into(),
                 name: "docs".into(),
                 source_site: "site-b".into(),
+            },
+            Change::PolicyApplied {
+                tenant: "acme".into(),
+                version: 3,
+                applied_unix_ms: 1_699_999_999_999,
+                files: vec![
+                    ("acme.toml".into(), "tenant = \"acme\"\n# é\n".into()),
+                    ("empty.toml".into(), String::new()),
+                ],
             },
         ]
         .into_iter()

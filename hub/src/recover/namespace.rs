@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::{RecoverError, Report, blocking, list_all};
 use crate::admin::{set_replicas, set_source, site_named, tenant_named};
 use crate::blobstore::Pools;
-use crate::catalog::{Catalog, CatalogError, CatalogExt, ErrorKind, WriteTx};
+use crate::catalog::{Catalog, CatalogError, CatalogExt, ErrorKind, PolicyFileText, WriteTx};
 use crate::records::namespace::PREFIX;
 use crate::records::{Change, NamespaceRecord};
 
@@ -137,6 +137,35 @@ fn apply(w: &mut dyn WriteTx, change: &Change) -> Result<Applied, CatalogError> 
         Change::TenantVerifierSet { tenant, key } => {
             let t = tenant_named(w, tenant)?;
             w.set_tenant_verifier(t.id, key.as_ref())?;
+            Ok(Applied::Nothing)
+        }
+        // Versions come back in order, with their numbers; one already
+        // there (a second replay) is left as it is.
+        Change::PolicyApplied {
+            tenant,
+            version,
+            applied_unix_ms,
+            files,
+        } => {
+            let t = tenant_named(w, tenant)?;
+            if w.policy(t.id, Some(*version))?.is_none() {
+                let files: Vec<PolicyFileText> = files
+                    .iter()
+                    .map(|(name, text)| PolicyFileText {
+                        name: name.clone(),
+                        text: text.clone(),
+                    })
+                    .collect();
+                let got = w.add_policy_version(t.id, *applied_unix_ms, &files)?;
+                if got != *version {
+                    return Err(CatalogError::Corrupt {
+                        what: "policy record",
+                        detail: format!(
+                            "tenant {tenant}: version {version} replayed as {got} (a version before it is missing from the pool)"
+                        ),
+                    });
+                }
+            }
             Ok(Applied::Nothing)
         }
     }
