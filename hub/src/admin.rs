@@ -410,15 +410,11 @@ impl Admin {
         self.change(|w| {
             let t = tenant_named(w, tenant)?;
             let version = w.add_policy_version(t.id, now, files)?;
-            let files = files
-                .iter()
-                .map(|f| (f.name.clone(), f.text.clone()))
-                .collect();
             let change = Change::PolicyApplied {
                 tenant: tenant.to_owned(),
                 version,
                 applied_unix_ms: now,
-                files,
+                files: files.to_vec(),
             };
             Ok((version, change))
         })

@@ -23,6 +23,7 @@
 
 use super::codec::{Decoder, Encoder};
 use super::{RecordError, seal, short_hash, unseal};
+use crate::catalog::PolicyFileText;
 
 const MAGIC: &[u8; 8] = b"FERRYNS1";
 const RECORD: &str = "namespace record";
@@ -80,8 +81,8 @@ pub enum Change {
         /// As the catalog has it (the record's own time may differ by a
         /// millisecond or so).
         applied_unix_ms: i64,
-        /// (name, text) of each file, in the order given.
-        files: Vec<(String, String)>,
+        /// In the order given.
+        files: Vec<PolicyFileText>,
     },
 }
 
@@ -205,9 +206,9 @@ impl NamespaceRecord {
                     });
                 }
                 e.u64(files.len() as u64);
-                for (name, text) in files {
-                    e.bytes("file name", name.as_bytes())?;
-                    e.bytes("file text", text.as_bytes())?;
+                for f in files {
+                    e.bytes("file name", f.name.as_bytes())?;
+                    e.bytes("file text", f.text.as_bytes())?;
                 }
             }
         }
@@ -297,7 +298,12 @@ impl NamespaceRecord {
                     return Err(d.bad_value("count", count));
                 }
                 let files = (0..count)
-                    .map(|_| Ok((d.text("file name")?, d.text("file text")?)))
+                    .map(|_| {
+                        Ok(PolicyFileText {
+                            name: d.text("file name")?,
+                            text: d.text("file text")?,
+                        })
+                    })
                     .collect::<Result<_, RecordError>>()?;
                 Change::PolicyApplied {
                     tenant,
@@ -372,8 +378,14 @@ mod tests {
                 version: 3,
                 applied_unix_ms: 1_699_999_999_999,
                 files: vec![
-                    ("acme.toml".into(), "tenant = \"acme\"\n# é\n".into()),
-                    ("empty.toml".into(), String::new()),
+                    PolicyFileText {
+                        name: "acme.toml".into(),
+                        text: "tenant = \"acme\"\n# é\n".into(),
+                    },
+                    PolicyFileText {
+                        name: "empty.toml".into(),
+                        text: String::new(),
+                    },
                 ],
             },
         ]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::{RecoverError, Report, blocking, list_all};
 use crate::admin::{set_replicas, set_source, site_named, tenant_named};
 use crate::blobstore::Pools;
-use crate::catalog::{Catalog, CatalogError, CatalogExt, ErrorKind, PolicyFileText, WriteTx};
+use crate::catalog::{Catalog, CatalogError, CatalogExt, ErrorKind, WriteTx};
 use crate::records::namespace::PREFIX;
 use crate::records::{Change, NamespaceRecord};
 
@@ -149,14 +149,7 @@ fn apply(w: &mut dyn WriteTx, change: &Change) -> Result<Applied, CatalogError> 
         } => {
             let t = tenant_named(w, tenant)?;
             if w.policy(t.id, Some(*version))?.is_none() {
-                let files: Vec<PolicyFileText> = files
-                    .iter()
-                    .map(|(name, text)| PolicyFileText {
-                        name: name.clone(),
-                        text: text.clone(),
-                    })
-                    .collect();
-                let got = w.add_policy_version(t.id, *applied_unix_ms, &files)?;
+                let got = w.add_policy_version(t.id, *applied_unix_ms, files)?;
                 if got != *version {
                     return Err(CatalogError::Corrupt {
                         what: "policy record",
