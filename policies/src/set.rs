@@ -22,6 +22,8 @@ pub struct TenantPolicy {
     /// Keyed by (site, source name).
     pub sources: BTreeMap<(String, String), Scope>,
     pub holds: BTreeMap<String, Hold>,
+    /// The names of the set's files that name this tenant, in the order given.
+    pub files: Vec<String>,
 }
 
 /// Every tenant the set's files name.
@@ -76,6 +78,7 @@ pub fn parse(files: &[(String, String)]) -> Result<PolicySet, Vec<PolicyError>> 
         };
         let tenant = f.tenant.value.clone();
         let t = set.tenants.entry(tenant.clone()).or_default();
+        t.files.push(name.clone());
         for (what, at) in &f.defaults_at {
             if once(format!("tenant {tenant}'s [{what}]"), at, &mut errors) {
                 match *what {

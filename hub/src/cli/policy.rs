@@ -145,7 +145,7 @@ fn apply(paths: &[PathBuf], config: &HubConfig, json: bool, write: bool) -> Resu
                 // The tenant's files, as written, in the order given.
                 let own: Vec<PolicyFileText> = files
                     .iter()
-                    .filter(|(_, t)| names_tenant(t, tenant))
+                    .filter(|(name, _)| policy.files.contains(name))
                     .map(|(name, text)| PolicyFileText {
                         name: name.clone(),
                         text: text.clone(),
@@ -169,11 +169,6 @@ fn apply(paths: &[PathBuf], config: &HubConfig, json: bool, write: bool) -> Resu
         &text.join("\n"),
     );
     Ok(())
-}
-
-/// Whether policy file `text` is one of `tenant`'s (it parsed already).
-fn names_tenant(text: &str, tenant: &str) -> bool {
-    ferry_policies::file::parse("", text).is_ok_and(|f| f.tenant.value == tenant)
 }
 
 fn show(

@@ -15,6 +15,7 @@ fn buckets_and_sources_take_what_they_do_not_set_from_above() {
     let set = parse(&files(&[("tenant.toml", TENANT), ("photos.toml", PHOTOS)]))
         .unwrap_or_else(|e| panic!("{e:?}"));
     let acme = &set.tenants["acme"];
+    assert_eq!(acme.files, ["tenant.toml", "photos.toml"]);
     let photos = acme.bucket("photos");
     assert_eq!(photos.retention.and_then(|r| r.keep_last), Some(3));
     assert_eq!(
