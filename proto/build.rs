@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "ferry/v1/journal.proto",
         "ferry/v1/manifest.proto",
         "ferry/v1/replication.proto",
+        "ferry/v1/policy.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -6,6 +6,7 @@ use ferry_proto::auth::AUTHORIZATION;
 use ferry_proto::transport::{CONNECTION_WINDOW, MAX_FRAME, MAX_MESSAGE_BYTES, STREAM_WINDOW};
 use ferry_proto::v1::ingest_client::IngestClient;
 use ferry_proto::v1::journal_client::JournalClient;
+use ferry_proto::v1::policy_client::PolicyClient;
 use ferry_proto::v1::replication_client::ReplicationClient;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
@@ -68,6 +69,7 @@ pub struct HubClient {
     pub ingest: IngestClient<Authed>,
     pub journal: JournalClient<Authed>,
     pub replication: ReplicationClient<Authed>,
+    pub policy: PolicyClient<Authed>,
     /// For `UploadBlobs` only.
     pub bulk: IngestClient<Authed>,
 }
@@ -115,6 +117,7 @@ impl HubClient {
         let journal = JournalClient::with_interceptor(channel.clone(), auth.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let policy = PolicyClient::with_interceptor(channel.clone(), auth.clone());
         let replication = ReplicationClient::with_interceptor(channel, auth.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -122,6 +125,7 @@ impl HubClient {
             ingest,
             journal,
             replication,
+            policy,
             bulk,
         })
     }

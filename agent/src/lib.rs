@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod events;
 pub mod hooks;
 pub mod hub_link;
+pub mod jobs;
 pub mod journal;
 pub mod owners;
 pub mod prefetch;

@@ -19,6 +19,7 @@ pub mod lag;
 pub mod listener;
 pub mod pack;
 pub mod packer;
+pub mod policy;
 pub mod records;
 pub mod recover;
 pub mod server;

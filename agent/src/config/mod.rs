@@ -112,6 +112,14 @@ pub struct RunConfig {
     /// "inotify".
     #[serde(default)]
     pub watcher: crate::watch::WatcherKind,
+    /// How often the hub is asked what the policy in force schedules for
+    /// this site's sources, e.g. "1m".
+    #[serde(default = "default_policy_interval")]
+    pub policy_interval: String,
+}
+
+fn default_policy_interval() -> String {
+    "1m".into()
 }
 
 fn default_max_changes() -> usize {
@@ -133,6 +141,7 @@ impl Default for RunConfig {
             settle: default_settle(),
             max_changes: default_max_changes(),
             watcher: Default::default(),
+            policy_interval: default_policy_interval(),
         }
     }
 }
@@ -145,6 +154,11 @@ impl RunConfig {
 
     pub fn settle(&self) -> std::time::Duration {
         humantime::parse_duration(&self.settle).unwrap_or(std::time::Duration::from_secs(1))
+    }
+
+    pub fn policy_interval(&self) -> std::time::Duration {
+        humantime::parse_duration(&self.policy_interval)
+            .unwrap_or(std::time::Duration::from_secs(60))
     }
 }
 
@@ -233,6 +247,7 @@ impl AgentConfig {
         for (field, value) in [
             ("run.reconcile-interval", &config.run.reconcile_interval),
             ("run.settle", &config.run.settle),
+            ("run.policy-interval", &config.run.policy_interval),
         ] {
             humantime::parse_duration(value).map_err(|e| ConfigError::Invalid {
                 path: path.to_path_buf(),

@@ -15,6 +15,7 @@ use crate::backup::BackupReport;
 use crate::config::{SourceConfig, SourceKind};
 use crate::events::overlay::EventOverlay;
 use crate::events::queue::{Changes, QueueReader};
+use crate::jobs::status::Run;
 use crate::source::Source;
 use crate::source::bucket::BucketSource;
 
@@ -73,7 +74,12 @@ pub async fn follow_bucket(
             }
             continue;
         }
+        let started = chrono::Utc::now();
         let outcome = snapshot(&shared, source, &bucket, &changes, full).await;
+        shared.status.record(
+            &source.name,
+            Run::of_backup(started, chrono::Utc::now(), &outcome),
+        );
         match outcome {
             Ok(report) => {
                 tracing::info!(
@@ -85,21 +91,7 @@ pub async fn follow_bucket(
                     read = report.files_read,
                     "snapshot committed"
                 );
-                let path = shared.queue_path.clone();
-                let name = source.name.clone();
-                let acknowledged = tokio::task::spawn_blocking(move || {
-                    QueueReader::open(&path)?.acknowledge(&name, &changes)
-                })
-                .await;
-                let failed = match acknowledged {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(e.to_string()),
-                    Err(e) => Some(e.to_string()),
-                };
-                if let Some(e) = failed {
-                    // Harmless: the events are taken again by the next snapshot.
-                    tracing::warn!(source = %source.name, error = %e, "cannot clear taken events");
-                }
+                acknowledge(&shared, &source.name, changes).await;
                 if full {
                     next_reconcile = Instant::now() + shared.reconcile_interval;
                 }
@@ -116,7 +108,7 @@ pub async fn follow_bucket(
     }
 }
 
-async fn read_changes(shared: &Shared, source: &str) -> Result<Changes, String> {
+pub(super) async fn read_changes(shared: &Shared, source: &str) -> Result<Changes, String> {
     let path = shared.queue_path.clone();
     let name = source.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -125,6 +117,24 @@ async fn read_changes(shared: &Shared, source: &str) -> Result<Changes, String> 
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())
+}
+
+/// Clears the events a committed snapshot took from the queue.
+pub(super) async fn acknowledge(shared: &Shared, source: &str, changes: Changes) {
+    let path = shared.queue_path.clone();
+    let name = source.to_owned();
+    let acknowledged =
+        tokio::task::spawn_blocking(move || QueueReader::open(&path)?.acknowledge(&name, &changes))
+            .await;
+    let failed = match acknowledged {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(e) = failed {
+        // Harmless: the events are taken again by the next snapshot.
+        tracing::warn!(source = %source, error = %e, "cannot clear taken events");
+    }
 }
 
 async fn snapshot(
@@ -149,7 +159,7 @@ async fn snapshot(
 
 /// Runs a bucket snapshot between the source's hooks. A failing
 /// post-backup hook is logged: the snapshot stands.
-async fn between_hooks(
+pub(super) async fn between_hooks(
     source: &crate::config::SourceConfig,
     backup: impl Future<Output = Result<crate::backup::BackupReport, crate::backup::BackupError>>,
 ) -> Result<crate::backup::BackupReport, String> {

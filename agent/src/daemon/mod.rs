@@ -1,11 +1,15 @@
 //! `ferry-agent run`: the agent as a service. It serves the event webhook
-//! and keeps every source's snapshots current, each in a loop of its own:
-//! buckets from their events ([`bucket`]), directories from a watcher
-//! ([`dir`]); and keeps every `[[replica]]` copy following its bucket's
-//! journal ([`crate::replica`]).
+//! and keeps every source's snapshots current, each in a loop of its own.
+//! A source the policy in force gives a schedule (asked of the hub every
+//! `policy-interval`, [`crate::jobs::plan`]) is backed up at its slots
+//! ([`scheduled`]); any other is kept current continuously: buckets from
+//! their events ([`bucket`]), directories from a watcher ([`dir`]). A
+//! source moves between the two as the policy changes. Every
+//! `[[replica]]` copy follows its bucket's journal ([`crate::replica`]).
 
 mod bucket;
 mod dir;
+mod scheduled;
 
 pub use bucket::follow_bucket;
 pub use dir::follow_dir;
@@ -24,6 +28,10 @@ use crate::config::{AgentConfig, ConfigError, SourceKind};
 use crate::events::queue::{QueueError, QueueWriter};
 use crate::events::webhook::{self, Route};
 use crate::hub_link::{HubLink, LinkError};
+use crate::jobs::clock::Clock;
+use crate::jobs::plan::{self, Plan};
+use crate::jobs::status::{Mode, StatusFile};
+use crate::jobs::timer::Ended;
 
 /// Most events one snapshot takes; the rest wait for the next.
 const EVENTS_PER_SNAPSHOT: usize = 100_000;
@@ -91,23 +99,46 @@ pub async fn run(
         queue_path: queue_path.clone(),
         reconcile_interval: config.run.reconcile_interval(),
         settle: config.run.settle(),
+        status: Arc::new(StatusFile::open(crate::jobs::status::path_in(
+            &config.state_dir,
+        ))),
+        clock: Clock::System,
     };
     let (stop_tx, stop) = watch::channel(false);
+    let saved = plan::saved_path(&config.state_dir);
+    let known = plan::load(&saved).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "ignoring the saved plan; asking the hub");
+        None
+    });
+    let known = match known {
+        Some(plan) => plan,
+        None => first_plan(&shared, &saved).await,
+    };
+    let (plan_tx, plan_rx) = watch::channel(Arc::new(known));
     let mut routes = Vec::new();
     let mut loops = tokio::task::JoinSet::new();
+    loops.spawn(ask_for_plan(shared.clone(), saved, plan_tx, stop.clone()));
     for (index, source) in config.sources.iter().enumerate() {
-        let SourceKind::Bucket(location) = source.kind() else {
-            loops.spawn(follow_dir(shared.clone(), index, stop.clone()));
-            continue;
+        let wake = match source.kind() {
+            SourceKind::Dir(_) => None,
+            SourceKind::Bucket(location) => {
+                let wake = Arc::new(Notify::new());
+                routes.push(Route {
+                    source: source.name.as_str().into(),
+                    bucket: location.bucket.clone(),
+                    prefix: location.prefix.clone(),
+                    wake: wake.clone(),
+                });
+                Some(wake)
+            }
         };
-        let wake = Arc::new(Notify::new());
-        routes.push(Route {
-            source: source.name.as_str().into(),
-            bucket: location.bucket.clone(),
-            prefix: location.prefix.clone(),
-            wake: wake.clone(),
-        });
-        loops.spawn(follow_bucket(shared.clone(), index, wake, stop.clone()));
+        loops.spawn(keep_source(
+            shared.clone(),
+            index,
+            wake,
+            plan_rx.clone(),
+            stop.clone(),
+        ));
     }
     for replica in &config.replicas {
         let replica = crate::replica::Replica::new(
@@ -169,6 +200,122 @@ pub struct Shared {
     pub reconcile_interval: Duration,
     /// How long to let events gather after the first one wakes a loop.
     pub settle: Duration,
+    /// What each job last did, for `ferry-agent status`.
+    pub status: Arc<StatusFile>,
+    pub clock: Clock,
+}
+
+/// The plan of a daemon that has none saved: asked of the hub before any
+/// source starts, so a scheduled source does not begin with a continuous
+/// snapshot; empty (all continuous) if the hub does not answer soon.
+async fn first_plan(shared: &Shared, saved: &std::path::Path) -> Plan {
+    const FIRST_ANSWER: Duration = Duration::from_secs(15);
+    match tokio::time::timeout(FIRST_ANSWER, plan::fetch(&shared.client, &shared.config)).await {
+        Ok(Ok((plan, response))) => {
+            if let Err(e) = plan::save(saved, &response) {
+                tracing::warn!(error = %e, "cannot save the plan");
+            }
+            plan
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot ask the hub for policy jobs; continuous until it answers");
+            Plan::default()
+        }
+        Err(_) => {
+            tracing::warn!("the hub did not answer for policy jobs; continuous until it does");
+            Plan::default()
+        }
+    }
+}
+
+/// Asks the hub for the plan every `policy-interval` until `stop`, passing
+/// on (and saving) each one that differs from the last.
+async fn ask_for_plan(
+    shared: Shared,
+    saved: PathBuf,
+    plan: watch::Sender<Arc<Plan>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let every = shared.config.run.policy_interval();
+    loop {
+        match plan::fetch(&shared.client, &shared.config).await {
+            Ok((new, response)) => {
+                if **plan.borrow() != new {
+                    tracing::info!(policy_version = new.version, "policy jobs changed");
+                    if let Err(e) = plan::save(&saved, &response) {
+                        tracing::warn!(error = %e, "cannot save the plan");
+                    }
+                    plan.send_replace(Arc::new(new));
+                }
+            }
+            // The last plan stays in force until the hub answers again.
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?every, "cannot ask the hub for policy jobs")
+            }
+        }
+        if wait(&mut stop, every).await {
+            return;
+        }
+    }
+}
+
+/// Keeps one source's snapshots current until `stop`: on its schedules
+/// while the plan gives it any, continuously otherwise.
+async fn keep_source(
+    shared: Shared,
+    index: usize,
+    wake: Option<Arc<Notify>>,
+    mut plan: watch::Receiver<Arc<Plan>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(source) = shared.config.sources.get(index) else {
+        return;
+    };
+    let name = source.name.clone();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if !plan.borrow_and_update().schedules_of(&name).is_empty() {
+            match scheduled::follow_schedule(&shared, source, &mut plan, &mut stop).await {
+                Ended::Stopped => return,
+                Ended::Replanned => continue,
+            }
+        }
+        let version = plan.borrow().version;
+        shared.status.update(&name, |s| {
+            s.mode = Mode::Continuous;
+            s.schedules.clear();
+            s.policy_version = version;
+            s.next_unix_ms = None;
+        });
+        // Continuous until the daemon stops or the plan gives a schedule.
+        let (quit_tx, quit) = watch::channel(false);
+        let follow = match &wake {
+            None => tokio::spawn(follow_dir(shared.clone(), index, quit)),
+            Some(wake) => tokio::spawn(follow_bucket(shared.clone(), index, wake.clone(), quit)),
+        };
+        let stopping = loop {
+            tokio::select! {
+                _ = stop.changed() => break true,
+                changed = plan.changed() => match changed {
+                    Ok(()) if !plan.borrow().schedules_of(&name).is_empty() => break false,
+                    Ok(()) => {}
+                    // No plan will come any more: only a stop ends this.
+                    Err(_) => {
+                        let _ = stop.changed().await;
+                        break true;
+                    }
+                },
+            }
+        };
+        // The loop ends between snapshots: one under way is finished.
+        let _ = quit_tx.send(true);
+        let _ = follow.await;
+        if stopping {
+            return;
+        }
+    }
 }
 
 /// A snapshot of `source` as `scanned` lists it, unattended (no progress

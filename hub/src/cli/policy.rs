@@ -108,22 +108,7 @@ fn read_set(paths: &[PathBuf]) -> Result<(PolicySet, Vec<(String, String)>)> {
 
 /// The in-force policy of `version`, parsed as when it was applied.
 fn in_force(version: Option<&PolicyVersion>, tenant: &str) -> Result<TenantPolicy> {
-    let Some(v) = version else {
-        return Ok(TenantPolicy::default());
-    };
-    let files: Vec<(String, String)> = v
-        .files
-        .iter()
-        .map(|f| (f.name.clone(), f.text.clone()))
-        .collect();
-    let parsed = set::parse(&files).map_err(|errors| {
-        anyhow::anyhow!(
-            "tenant {tenant}: policy version {} no longer parses: {}",
-            v.version,
-            errors.first().map(ToString::to_string).unwrap_or_default()
-        )
-    })?;
-    Ok(parsed.tenants.get(tenant).cloned().unwrap_or_default())
+    Ok(crate::policy::tenant_policy(version, tenant)?)
 }
 
 fn apply(paths: &[PathBuf], config: &HubConfig, json: bool, write: bool) -> Result<()> {

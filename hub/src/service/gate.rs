@@ -46,6 +46,8 @@ const RPCS: &[(&str, Option<usize>)] = &[
     ("/ferry.v1.Replication/Ack", Some(64 << 10)),
     ("/ferry.v1.Replication/Cursor", Some(64 << 10)),
     ("/ferry.v1.Replication/Hold", Some(64 << 10)),
+    // 1,000 source and bucket names.
+    ("/ferry.v1.Policy/Jobs", Some(512 << 10)),
 ];
 
 /// The request body limit of the RPC at `path`: `None` for a client

@@ -1,6 +1,6 @@
-//! The gRPC services agents call: `Ingest` and `Journal`. Every call is
-//! authenticated by a site token before its body is read (see `gate`); a
-//! site writes only to buckets it is the source of.
+//! The gRPC services agents call: `Ingest`, `Journal`, `Replication` and
+//! `Policy`. Every call is authenticated by a site token before its body
+//! is read (see `gate`); a site writes only to buckets it is the source of.
 //!
 //! Blobs are per tenant: every blob lookup, upload and fetch is made for the
 //! calling site's tenant, so a site can neither learn of, read, nor
@@ -16,6 +16,7 @@ use ferry_proto::status::MISSING_CHUNKS;
 use ferry_proto::transport::{CONNECTION_WINDOW, MAX_FRAME, MAX_MESSAGE_BYTES, STREAM_WINDOW};
 use ferry_proto::v1::ingest_server::IngestServer;
 use ferry_proto::v1::journal_server::JournalServer;
+use ferry_proto::v1::policy_server::PolicyServer;
 use ferry_proto::v1::replication_server::ReplicationServer;
 use tonic::Status;
 
@@ -26,6 +27,7 @@ mod gate;
 pub mod harness;
 mod ingest;
 mod journal;
+mod policy;
 mod replication;
 #[cfg(test)]
 mod tests;
@@ -33,6 +35,7 @@ mod tests;
 pub use gate::GateLayer;
 pub use ingest::IngestService;
 pub use journal::JournalService;
+pub use policy::PolicyService;
 pub use replication::ReplicationService;
 
 /// How often the hub pings an idle connection, and how long it waits for
@@ -64,6 +67,7 @@ pub fn router(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
+        .add_service(PolicyServer::new(PolicyService(state.clone())))
         .add_service(
             ReplicationServer::new(ReplicationService(state))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -26,6 +26,8 @@ use crate::source::Source;
 use crate::source::bucket::BucketSource;
 use crate::source::dir::DirSource;
 
+mod status;
+
 const EXIT_PARTIAL: u8 = 3;
 
 #[derive(Parser)]
@@ -77,14 +79,18 @@ enum Command {
     /// hub's history of the bucket is the bucket's own; commits after it
     /// must be signed, and a MAC stripped from one later is refused.
     TrustHistory(BucketArg),
-    /// Run as a service: serve the S3 event webhook and keep every bucket
-    /// source's snapshots current (a full listing first, then event-driven
-    /// snapshots) until SIGINT or SIGTERM.
+    /// Run as a service until SIGINT or SIGTERM: back up every source on
+    /// the schedules the hub's policy gives it, or keep it current
+    /// continuously (watcher, S3 event webhook) when it has none; keep
+    /// every replica following its bucket.
     Run {
         /// Write the webhook's bound address into this file once listening.
         #[arg(long)]
         ready_file: Option<PathBuf>,
     },
+    /// What each source's last backup did, how it is kept (continuously or
+    /// on a schedule) and its next scheduled run, as `run` last wrote it.
+    Status,
     /// Restore a snapshot into a new or empty directory, or into a bucket.
     Restore {
         #[command(flatten)]
@@ -239,6 +245,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { ready_file } => run_service(&cli.config, ready_file).await,
+        Command::Status => status::status(&cli.config, cli.json),
         Command::Restore {
             bucket,
             to,
