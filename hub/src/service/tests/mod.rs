@@ -4,6 +4,7 @@
 mod commits;
 mod isolation;
 mod placement;
+mod policy;
 mod replication;
 mod reports;
 
@@ -79,6 +80,7 @@ struct Hub {
     ingest: IngestClient<Channel>,
     journal: JournalClient<Channel>,
     replication: ReplicationClient<Channel>,
+    policy: ferry_proto::v1::policy_client::PolicyClient<Channel>,
     state: Arc<HubState>,
 }
 
@@ -143,6 +145,7 @@ async fn hub() -> Hub {
         pool: store,
         ingest: IngestClient::new(channel.clone()),
         journal: JournalClient::new(channel.clone()),
+        policy: ferry_proto::v1::policy_client::PolicyClient::new(channel.clone()),
         replication: ReplicationClient::new(channel),
         state,
     }
