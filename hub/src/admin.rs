@@ -22,6 +22,8 @@ pub enum AdminError {
     Catalog(#[from] CatalogError),
     #[error("starting the async runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    StoredPolicy(#[from] crate::policy::StoredPolicyError),
 }
 
 /// The catalog and the newest pool, for namespace changes.
@@ -446,6 +448,36 @@ impl Admin {
             let t = tenant_named(r, tenant)?;
             r.policy_history(t.id)
         })?)
+    }
+
+    /// What the policy in force for `tenant` keeps and forgets of each of
+    /// its buckets' commits as of `now` (a bucket with no retention rules
+    /// keeps everything). Reads only.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` for an unknown tenant; a stored policy that no longer
+    /// parses; the catalog's.
+    pub fn retention(
+        &self,
+        tenant: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<(Bucket, crate::retention::BucketRetention)>, AdminError> {
+        let (version, buckets) = self.catalog.read(|r| {
+            let t = tenant_named(r, tenant)?;
+            Ok((r.policy(t.id, None)?, r.list_buckets(t.id)?))
+        })?;
+        let policy = crate::policy::tenant_policy(version.as_ref(), tenant)?;
+        let mut out = Vec::with_capacity(buckets.len());
+        for bucket in buckets {
+            // One bucket's commits at a time: memory holds one journal.
+            let commits = self
+                .catalog
+                .read(|r| crate::retention::commits_of(r, &bucket))?;
+            let weighed = crate::retention::evaluate(&policy, &bucket.name, &commits, now);
+            out.push((bucket, weighed));
+        }
+        Ok(out)
     }
 
     /// The buckets of `tenant`.

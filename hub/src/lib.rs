@@ -22,6 +22,7 @@ pub mod packer;
 pub mod policy;
 pub mod records;
 pub mod recover;
+pub mod retention;
 pub mod server;
 pub mod service;
 pub mod stored_filter;

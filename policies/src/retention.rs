@@ -32,8 +32,9 @@ pub struct Retention {
     pub keep_yearly: Option<u32>,
     pub keep_within: Option<Period>,
     /// How far back a bucket's journal (its point-in-time history between
-    /// snapshots) reaches; commits older than this, and not a kept
-    /// snapshot, go. `None`: as far as the snapshots.
+    /// snapshots) reaches: every commit younger than this stays, and an
+    /// older one only if a rule keeps it. `None`: no window; the rules
+    /// alone decide.
     pub journal_window: Option<Period>,
     /// The zone whose calendar the periods follow.
     pub zone: Tz,

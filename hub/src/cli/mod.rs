@@ -14,6 +14,7 @@ use serde_json::json;
 
 mod policy;
 mod replication;
+mod retention;
 
 use crate::admin::Admin;
 use crate::config::HubConfig;
@@ -68,6 +69,9 @@ enum Command {
     /// Policies: schedules, retention and compliance, from TOML files.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Retention: what the policy keeps of each bucket's commits.
+    #[command(subcommand)]
+    Retention(retention::RetentionCommand),
     /// TLS for the gRPC listener.
     #[command(subcommand)]
     Tls(TlsCommand),
@@ -483,6 +487,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Replication(command) => replication::run(command, &config, cli.json),
         Command::Policy(command) => policy::run(command, &config, cli.json),
+        Command::Retention(command) => retention::run(command, &config, cli.json),
         Command::Bucket(BucketCommand::PauseReplication { name }) => {
             replication::pause(&name, true, &config, cli.json)
         }
