@@ -451,8 +451,8 @@ impl Admin {
     }
 
     /// What the policy in force for `tenant` keeps and forgets of each of
-    /// its buckets' commits as of `now` (a bucket with no retention rules
-    /// keeps everything). Reads only.
+    /// its buckets' commits (only `only`'s, when given) as of `now` (a
+    /// bucket with no retention rules keeps everything). Reads only.
     ///
     /// # Errors
     ///
@@ -461,6 +461,7 @@ impl Admin {
     pub fn retention(
         &self,
         tenant: &str,
+        only: Option<&str>,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<(Bucket, crate::retention::BucketRetention)>, AdminError> {
         let (version, buckets) = self.catalog.read(|r| {
@@ -470,6 +471,9 @@ impl Admin {
         let policy = crate::policy::tenant_policy(version.as_ref(), tenant)?;
         let mut out = Vec::with_capacity(buckets.len());
         for bucket in buckets {
+            if only.is_some_and(|name| name != bucket.name) {
+                continue;
+            }
             // One bucket's commits at a time: memory holds one journal.
             let commits = self
                 .catalog

@@ -119,13 +119,11 @@ pub fn evaluate(
         if why.contains_key(&c.seq) {
             continue;
         }
-        match cutoff {
-            Some(cut) if at(c.time_unix_ms) >= cut => why.insert(c.seq, vec![Stays::Journal]),
-            _ => {
-                forget.push((c.seq, c.time_unix_ms));
-                None
-            }
-        };
+        if cutoff.is_some_and(|cut| at(c.time_unix_ms) >= cut) {
+            why.insert(c.seq, vec![Stays::Journal]);
+        } else {
+            forget.push((c.seq, c.time_unix_ms));
+        }
     }
     let kept = commits
         .iter()

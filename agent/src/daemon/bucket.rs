@@ -15,7 +15,6 @@ use crate::backup::BackupReport;
 use crate::config::{SourceConfig, SourceKind};
 use crate::events::overlay::EventOverlay;
 use crate::events::queue::{Changes, QueueReader};
-use crate::jobs::status::Run;
 use crate::source::Source;
 use crate::source::bucket::BucketSource;
 
@@ -76,10 +75,7 @@ pub async fn follow_bucket(
         }
         let started = chrono::Utc::now();
         let outcome = snapshot(&shared, source, &bucket, &changes, full).await;
-        shared.status.record(
-            &source.name,
-            Run::of_backup(started, chrono::Utc::now(), &outcome),
-        );
+        shared.status.record_backup(&source.name, started, &outcome);
         match outcome {
             Ok(report) => {
                 tracing::info!(

@@ -25,7 +25,6 @@ use tracing::Instrument;
 use super::{MAX_BACKOFF, Shared, snapshot_of, wait};
 use crate::backup::{BackupError, BackupReport};
 use crate::config::{SourceConfig, SourceKind};
-use crate::jobs::status::Run;
 use crate::source::Source;
 use crate::source::changed::{ChangedTree, TreeChanges};
 use crate::source::dir::DirSource;
@@ -188,10 +187,7 @@ pub async fn follow_dir(shared: Shared, source_index: usize, mut stop: watch::Re
         let outcome = snapshot(&shared, source, root, &gathered.changes, full)
             .instrument(span)
             .await;
-        shared.status.record(
-            &source.name,
-            Run::of_backup(started, chrono::Utc::now(), &outcome),
-        );
+        shared.status.record_backup(&source.name, started, &outcome);
         if let Some(post) = &post {
             // Changes so far bring on the next snapshot; the hook's own do not.
             watched.sync(SYNC_WAIT).await;

@@ -37,6 +37,9 @@ use crate::jobs::timer::Ended;
 const EVENTS_PER_SNAPSHOT: usize = 100_000;
 /// Longest wait between attempts after a failed snapshot.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// How long a daemon with no saved plan waits for the hub's first answer
+/// before its sources start (continuous, until the hub answers).
+const FIRST_ANSWER: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -110,14 +113,30 @@ pub async fn run(
         tracing::warn!(error = %e, "ignoring the saved plan; asking the hub");
         None
     });
-    let known = match known {
-        Some(plan) => plan,
-        None => first_plan(&shared, &saved).await,
-    };
-    let (plan_tx, plan_rx) = watch::channel(Arc::new(known));
+    // Nothing saved: the hub is asked before any source starts, so a
+    // scheduled source does not begin with a continuous snapshot.
+    let asked = known.is_none();
+    let (plan_tx, plan_rx) = watch::channel(Arc::new(known.unwrap_or_default()));
+    if asked {
+        match tokio::time::timeout(FIRST_ANSWER, ask_once(&shared, &saved, &plan_tx)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot ask the hub for policy jobs; continuous until it answers")
+            }
+            Err(_) => {
+                tracing::warn!("the hub did not answer for policy jobs; continuous until it does")
+            }
+        }
+    }
     let mut routes = Vec::new();
     let mut loops = tokio::task::JoinSet::new();
-    loops.spawn(ask_for_plan(shared.clone(), saved, plan_tx, stop.clone()));
+    loops.spawn(ask_for_plan(
+        shared.clone(),
+        saved,
+        plan_tx,
+        asked,
+        stop.clone(),
+    ));
     for (index, source) in config.sources.iter().enumerate() {
         let wake = match source.kind() {
             SourceKind::Dir(_) => None,
@@ -205,53 +224,41 @@ pub struct Shared {
     pub clock: Clock,
 }
 
-/// The plan of a daemon that has none saved: asked of the hub before any
-/// source starts, so a scheduled source does not begin with a continuous
-/// snapshot; empty (all continuous) if the hub does not answer soon.
-async fn first_plan(shared: &Shared, saved: &std::path::Path) -> Plan {
-    const FIRST_ANSWER: Duration = Duration::from_secs(15);
-    match tokio::time::timeout(FIRST_ANSWER, plan::fetch(&shared.client, &shared.config)).await {
-        Ok(Ok((plan, response))) => {
-            if let Err(e) = plan::save(saved, &response) {
-                tracing::warn!(error = %e, "cannot save the plan");
-            }
-            plan
+/// Asks the hub for the plan once; one that differs from the plan in
+/// force is saved and passed on.
+async fn ask_once(
+    shared: &Shared,
+    saved: &std::path::Path,
+    plan: &watch::Sender<Arc<Plan>>,
+) -> Result<(), plan::PlanError> {
+    let (new, response) = plan::fetch(&shared.client, &shared.config).await?;
+    if **plan.borrow() != new {
+        tracing::info!(policy_version = new.version, "policy jobs changed");
+        if let Err(e) = plan::save(saved, &response) {
+            tracing::warn!(error = %e, "cannot save the plan");
         }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cannot ask the hub for policy jobs; continuous until it answers");
-            Plan::default()
-        }
-        Err(_) => {
-            tracing::warn!("the hub did not answer for policy jobs; continuous until it does");
-            Plan::default()
-        }
+        plan.send_replace(Arc::new(new));
     }
+    Ok(())
 }
 
-/// Asks the hub for the plan every `policy-interval` until `stop`, passing
-/// on (and saving) each one that differs from the last.
+/// Asks the hub for the plan every `policy-interval` until `stop` (the
+/// first time after one interval if `asked` already at start).
 async fn ask_for_plan(
     shared: Shared,
     saved: PathBuf,
     plan: watch::Sender<Arc<Plan>>,
+    asked: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let every = shared.config.run.policy_interval();
+    if asked && wait(&mut stop, every).await {
+        return;
+    }
     loop {
-        match plan::fetch(&shared.client, &shared.config).await {
-            Ok((new, response)) => {
-                if **plan.borrow() != new {
-                    tracing::info!(policy_version = new.version, "policy jobs changed");
-                    if let Err(e) = plan::save(&saved, &response) {
-                        tracing::warn!(error = %e, "cannot save the plan");
-                    }
-                    plan.send_replace(Arc::new(new));
-                }
-            }
-            // The last plan stays in force until the hub answers again.
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?every, "cannot ask the hub for policy jobs")
-            }
+        // The last plan stays in force until the hub answers again.
+        if let Err(e) = ask_once(&shared, &saved, &plan).await {
+            tracing::warn!(error = %e, retry_in = ?every, "cannot ask the hub for policy jobs");
         }
         if wait(&mut stop, every).await {
             return;
@@ -295,17 +302,15 @@ async fn keep_source(
             None => tokio::spawn(follow_dir(shared.clone(), index, quit)),
             Some(wake) => tokio::spawn(follow_bucket(shared.clone(), index, wake.clone(), quit)),
         };
+        // Once the plan's sender is gone no plan comes: only a stop ends this.
+        let mut plan_open = true;
         let stopping = loop {
             tokio::select! {
                 _ = stop.changed() => break true,
-                changed = plan.changed() => match changed {
+                changed = plan.changed(), if plan_open => match changed {
                     Ok(()) if !plan.borrow().schedules_of(&name).is_empty() => break false,
                     Ok(()) => {}
-                    // No plan will come any more: only a stop ends this.
-                    Err(_) => {
-                        let _ = stop.changed().await;
-                        break true;
-                    }
+                    Err(_) => plan_open = false,
                 },
             }
         };

@@ -15,7 +15,7 @@ use super::{Shared, snapshot_of};
 use crate::backup::BackupReport;
 use crate::config::{SourceConfig, SourceKind};
 use crate::jobs::plan::Plan;
-use crate::jobs::status::{Mode, Run};
+use crate::jobs::status::Mode;
 use crate::jobs::timer::{self, Ended, Job};
 use crate::source::Source;
 use crate::source::bucket::BucketSource;
@@ -45,11 +45,8 @@ impl Job for Backups<'_> {
                 tracing::error!(source = %source.name, error = %e, "scheduled snapshot failed")
             }
         }
-        let ok = outcome.is_ok();
-        self.shared
-            .status
-            .record(&source.name, Run::of_backup(at, Utc::now(), &outcome));
-        ok
+        self.shared.status.record_backup(&source.name, at, &outcome);
+        outcome.is_ok()
     }
 
     fn next(&mut self, at: Option<DateTime<Utc>>) {

@@ -165,6 +165,17 @@ impl StatusFile {
         }
     }
 
+    /// Records a backup of `source`, started at `started`, that has just
+    /// ended with `outcome`.
+    pub fn record_backup<E: std::fmt::Display>(
+        &self,
+        source: &str,
+        started: DateTime<Utc>,
+        outcome: &Result<crate::backup::BackupReport, E>,
+    ) {
+        self.record(source, Run::of_backup(started, Utc::now(), outcome));
+    }
+
     /// Records a finished backup of `source`.
     pub fn record(&self, source: &str, run: Run) {
         self.update(source, |s| {

@@ -52,6 +52,7 @@ pub async fn on_schedule(
     let schedules = pick(&plan.borrow_and_update());
     let mut done = last_ok.unwrap_or_else(|| clock.now());
     let mut backoff = Duration::from_secs(1);
+    let mut plan_open = true;
     loop {
         if *stop.borrow() {
             return Ended::Stopped;
@@ -79,19 +80,14 @@ pub async fn on_schedule(
             tokio::select! {
                 () = clock.nap_until(wake_at) => {}
                 _ = stop.changed() => return Ended::Stopped,
-                changed = plan.changed() => {
-                    // A plan sender gone (the daemon stopping) changes nothing.
-                    if changed.is_ok() && pick(&plan.borrow_and_update()) != schedules {
+                changed = plan.changed(), if plan_open => match changed {
+                    Ok(()) if pick(&plan.borrow_and_update()) != schedules => {
                         return Ended::Replanned;
                     }
-                    if changed.is_err() {
-                        // Nothing more will come: wait on the clock and stop alone.
-                        tokio::select! {
-                            () = clock.nap_until(wake_at) => {}
-                            _ = stop.changed() => return Ended::Stopped,
-                        }
-                    }
-                }
+                    Ok(()) => {}
+                    // A plan sender gone (the daemon stopping) changes nothing.
+                    Err(_) => plan_open = false,
+                },
             }
         }
     }

@@ -5,13 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use ferry_policies::set::{self, PolicySet, TenantPolicy};
+use ferry_policies::set::{self, PolicySet};
 use serde_json::json;
 
 use super::output;
 use crate::admin::Admin;
 use crate::catalog::{PolicyFileText, PolicyVersion};
 use crate::config::HubConfig;
+use crate::policy::tenant_policy;
 
 #[derive(Subcommand)]
 pub(super) enum PolicyCommand {
@@ -106,11 +107,6 @@ fn read_set(paths: &[PathBuf]) -> Result<(PolicySet, Vec<(String, String)>)> {
     }
 }
 
-/// The in-force policy of `version`, parsed as when it was applied.
-fn in_force(version: Option<&PolicyVersion>, tenant: &str) -> Result<TenantPolicy> {
-    Ok(crate::policy::tenant_policy(version, tenant)?)
-}
-
 fn apply(paths: &[PathBuf], config: &HubConfig, json: bool, write: bool) -> Result<()> {
     let (parsed, files) = read_set(paths)?;
     let admin = Admin::open(config)?;
@@ -121,7 +117,7 @@ fn apply(paths: &[PathBuf], config: &HubConfig, json: bool, write: bool) -> Resu
             .policy(tenant, None)
             .with_context(|| format!("tenant {tenant}"))?;
         let changes = set::diff(
-            &in_force(current.as_ref(), tenant)?.describe(),
+            &tenant_policy(current.as_ref(), tenant)?.describe(),
             &policy.describe(),
         );
         let now = current.as_ref().map_or(0, |v| v.version);
@@ -172,7 +168,7 @@ fn show(
             }
         }
     };
-    let policy = in_force(Some(&v), tenant)?;
+    let policy = tenant_policy(Some(&v), tenant)?;
     let lines = policy.describe();
     let mut text = vec![format!(
         "tenant {tenant}: policy version {} applied {}",

@@ -59,10 +59,7 @@ pub(super) fn run(command: RetentionCommand, config: &HubConfig, json: bool) -> 
     let mut text = Vec::new();
     let mut rows = Vec::new();
     for tenant in &tenants {
-        for (b, weighed) in admin.retention(tenant, now)? {
-            if only_bucket.as_ref().is_some_and(|only| *only != b.name) {
-                continue;
-            }
+        for (b, weighed) in admin.retention(tenant, only_bucket.as_deref(), now)? {
             let name = format!("{tenant}/{}", b.name);
             match weighed {
                 BucketRetention::NoRules => {
